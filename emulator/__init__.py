@@ -1,0 +1,1 @@
+"""A local, faithful stand-in for the Frigade flow-state API."""

@@ -1,0 +1,1 @@
+"""Frigade API edge: wire models, state rules, catalog, client."""

@@ -1,0 +1,60 @@
+"""Errors of the API edge. Transient vs terminal is a property of the class, so exactly one layer
+(the client) decides about retrying by looking at the class, never at messages."""
+
+from __future__ import annotations
+
+
+class FrigadeError(Exception):
+    """Base of every error this package raises."""
+
+    transient: bool = False
+    #: stops the whole run at once (exit code 3): retrying or going on cannot help
+    stops_run: bool = False
+
+
+class CatalogError(FrigadeError):
+    """The flow catalog is unreadable or inconsistent."""
+
+
+class TransientError(FrigadeError):
+    transient = True
+
+
+class ThrottledError(TransientError):
+    """429 without the MAU message: the account's rate was exceeded."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConnectFailedError(TransientError):
+    """The request never reached the server: safe to resend."""
+
+
+class AmbiguousError(TransientError):
+    """5xx or a connection lost after sending: the write may or may not have happened."""
+
+
+class RequestRejectedError(FrigadeError):
+    """400/404/422: this request is wrong; record it and hold the user's later requests for the flow."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.detail = message
+
+
+class StopRunError(FrigadeError):
+    stops_run = True
+
+
+class AuthError(StopRunError):
+    """403: a missing, bad or wrong-kind key."""
+
+
+class MauCapError(StopRunError):
+    """429 with the MAU-cap message: the account's monthly active users are used up."""
+
+
+MAU_CAP_MESSAGE = "Your account has used its maximum allowed MAUs. Contact Frigade support to upgrade."

@@ -1,0 +1,1 @@
+"""Pure polars transforms: load/map, validate, order, replay, plan, diff."""
