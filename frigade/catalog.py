@@ -139,7 +139,13 @@ def parse_catalog(text: str, where: str) -> Catalog:
 def to_simple_yaml(catalog: Catalog) -> str:
     doc = {
         "flows": [
-            {"slug": f.slug, "name": f.name, "type": f.type, "status": f.status, "steps": list(f.config()["steps"])}
+            {
+                "slug": f.slug,
+                "name": f.name,
+                "type": f.type,
+                "status": f.status,
+                "steps": list(f.config()["steps"]),
+            }
             for f in catalog.flows
         ]
     }

@@ -58,3 +58,7 @@ class MauCapError(StopRunError):
 
 
 MAU_CAP_MESSAGE = "Your account has used its maximum allowed MAUs. Contact Frigade support to upgrade."
+
+
+class UnexpectedResponseError(FrigadeError):
+    """A success status whose body is not the documented shape."""

@@ -125,7 +125,7 @@ def _apply_step(state: FlowState, action: Action, idx: int, at: str | None) -> F
     else:  # SKIPPED_STEP
         new = replace(old, started=True, skipped=True, last_action_at=at)
         pointer, started = _next_index(state, idx), True
-    steps = state.steps[:idx] + (new,) + state.steps[idx + 1 :]
+    steps = (*state.steps[:idx], new, *state.steps[idx + 1 :])
     return replace(state, steps=steps, started=started, current_step_index=pointer, last_action_at=at)
 
 

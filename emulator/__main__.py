@@ -1,0 +1,3 @@
+from emulator.server import main
+
+raise SystemExit(main())

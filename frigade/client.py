@@ -1,0 +1,443 @@
+"""The async Frigade client: the one layer that retries, and the one that resolves ambiguous writes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+from pydantic import ValidationError
+
+from frigade.errors import (
+    MAU_CAP_MESSAGE,
+    AmbiguousError,
+    AuthError,
+    ConnectFailedError,
+    FrigadeError,
+    MauCapError,
+    RequestRejectedError,
+    StopRunError,
+    ThrottledError,
+    UnexpectedResponseError,
+)
+from frigade.limiter import SlidingWindowLimiter
+from frigade.models import (
+    ErrorBody,
+    ExternalizedFlow,
+    FlowList,
+    FlowStateWrite,
+    UserFlowStates,
+    flow_state_from_wire,
+)
+from frigade.rules import FlowState
+from frigade.secret import ApiKey
+
+__all__ = ["CONFLICT", "FrigadeClient", "WriteResult"]
+
+#: ``WriteResult.error_class`` of an ambiguous write whose read-back matches neither expected state
+CONFLICT = "Conflict"
+
+_FLOW_STATES = "/v1/public/flowStates"
+_FLOWS = "/v1/public/flows"
+_BODY_EXCERPT = 500
+_Verdict = Literal["applied", "not_applied", "conflict", "unresolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What became of one write. Failures are data; only run-stopping errors are raised."""
+
+    ok: bool
+    status: int | None
+    attempts: int
+    error_class: str | None
+    message: str | None
+    state: UserFlowStates | None
+    resolved_by_read: bool
+    elapsed_s: float
+
+
+class FrigadeClient:
+    """Talks to the Frigade API through several small connection pools behind one shared limiter.
+
+    Every request, reads included, takes a limiter grant. At most ``concurrency`` requests are in
+    flight; each goes to the least busy pool, so no pool is asked for more connections than it has.
+    ``rate`` is ignored when a ``limiter`` is given.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: ApiKey | None,
+        *,
+        rate: float,
+        concurrency: int = 64,
+        pools: int | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 30.0,
+        send_created_at: bool = True,
+        transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
+        limiter: SlidingWindowLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if pools is not None and pools < 1:
+            raise ValueError("pools must be >= 1")
+        n_pools = pools if pools is not None else max(1, math.ceil(concurrency / 4))
+        per_pool = math.ceil(concurrency / n_pools)
+        self._key = api_key
+        self._limiter = limiter if limiter is not None else SlidingWindowLimiter(rate, sleep=sleep)
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._send_created_at = send_created_at
+        self._sleep = sleep
+        self._rand = rand if rand is not None else random.Random()
+        self._slots = asyncio.Semaphore(concurrency)
+
+        headers = {"Accept": "application/json", "User-Agent": "frigade-migrate"}
+        if api_key is not None:
+            headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        # one SSL context for all pools: building one loads the CA bundle, which is slow
+        ssl_context = httpx.create_ssl_context() if transport_factory is None else None
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=base_url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout),
+                limits=limits,
+                verify=ssl_context if ssl_context is not None else True,
+                transport=transport_factory() if transport_factory is not None else None,
+                # proxy variables would route requests around an injected transport
+                trust_env=transport_factory is None,
+            )
+            for _ in range(n_pools)
+        ]
+        self._in_flight = [0] * n_pools
+        self._next_pool = 0
+        self._stopped: StopRunError | None = None
+
+    @property
+    def limiter(self) -> SlidingWindowLimiter:
+        return self._limiter
+
+    @property
+    def pool_count(self) -> int:
+        return len(self._pools)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(pool.aclose() for pool in self._pools))
+
+    # -- the three operations -------------------------------------------------------------------
+
+    async def write(
+        self, req: FlowStateWrite, *, before: FlowState | None, after: FlowState | None
+    ) -> WriteResult:
+        """Send one write. ``before``/``after`` are the flow's expected states without and with this
+        write: they decide, by reading the state back, whether an ambiguous failure took effect."""
+        started = time.monotonic()
+        body = req.body()
+        if not self._send_created_at:
+            body.pop("createdAt", None)
+        created_at = body.get("createdAt")
+        attempts = 0
+
+        def result(
+            ok: bool,
+            status: int | None,
+            error_class: str | None = None,
+            message: str | None = None,
+            state: UserFlowStates | None = None,
+            resolved_by_read: bool = False,
+        ) -> WriteResult:
+            return WriteResult(
+                ok=ok,
+                status=status,
+                attempts=attempts,
+                error_class=error_class,
+                message=message,
+                state=state,
+                resolved_by_read=resolved_by_read,
+                elapsed_s=time.monotonic() - started,
+            )
+
+        while True:
+            attempts += 1
+            status: int | None = None
+            error: FrigadeError
+            try:
+                response = await self._exchange("POST", _FLOW_STATES, json=body)
+            except (ConnectFailedError, AmbiguousError) as exc:
+                error = exc
+            else:
+                status = response.status_code
+                failure = self._error_for(response)
+                if failure is None:
+                    try:
+                        echoed = UserFlowStates.model_validate_json(response.content)
+                    except ValidationError:
+                        # the write took effect; only its echo is unreadable
+                        return result(True, status, message="the response body is not a flow-state list")
+                    return result(True, status, state=echoed)
+                if isinstance(failure, StopRunError):
+                    raise self._stop(failure)
+                if isinstance(failure, RequestRejectedError):
+                    return result(False, status, type(failure).__name__, failure.detail)
+                error = failure
+
+            if isinstance(error, AmbiguousError):
+                verdict, state, why = await self._resolve(req, created_at, before, after)
+                if verdict == "applied":
+                    return result(True, status, state=state, resolved_by_read=True, message=why)
+                if verdict == "conflict":
+                    return result(False, status, CONFLICT, why, state=state, resolved_by_read=True)
+                if verdict == "unresolved":
+                    return result(False, status, type(error).__name__, why, state=state)
+            if attempts >= self._max_attempts:
+                return result(
+                    False, status, type(error).__name__, f"gave up after {attempts} attempts: {error}"
+                )
+            await self._wait_before_retry(error, attempts)
+
+    async def read_state(self, user_id: str, group_id: str | None = None) -> UserFlowStates:
+        """The user's full state, through the read form of ``POST /v1/public/flowStates``."""
+        body = {"userId": user_id} if group_id is None else {"userId": user_id, "groupId": group_id}
+        response = await self._call("POST", _FLOW_STATES, json=body)
+        try:
+            return UserFlowStates.model_validate_json(response.content)
+        except ValidationError:
+            raise UnexpectedResponseError(
+                f"reading the state of user {user_id!r}: the response is not a flow-state list"
+            ) from None
+
+    async def list_flows(self) -> list[ExternalizedFlow]:
+        """Every flow of ``GET /v1/public/flows``, following offset/limit pages."""
+        flows: dict[str, ExternalizedFlow] = {}
+        params: dict[str, int] | None = None
+        while True:
+            response = await self._call("GET", _FLOWS, params=params)
+            try:
+                page = FlowList.model_validate_json(response.content)
+            except ValidationError:
+                raise UnexpectedResponseError(f"GET {_FLOWS}: the response is not a flow list") from None
+            fresh = [f for f in page.data if f.slug not in flows]
+            flows.update((f.slug, f) for f in fresh)
+            # no `fresh` means the server ignores offset: stop rather than loop for ever
+            if page.limit <= 0 or len(page.data) < page.limit or not fresh:
+                return list(flows.values())
+            params = {"offset": page.offset + len(page.data), "limit": page.limit}
+
+    # -- retries --------------------------------------------------------------------------------
+
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None
+    ) -> httpx.Response:
+        """A request that changes nothing, so every transient failure is simply retried."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = await self._exchange(method, path, json=json, params=params)
+            except (ConnectFailedError, AmbiguousError) as exc:
+                error: FrigadeError = exc
+            else:
+                failure = self._error_for(response)
+                if failure is None:
+                    return response
+                if isinstance(failure, StopRunError):
+                    raise self._stop(failure)
+                if not failure.transient:
+                    raise failure
+                error = failure
+            if attempts >= self._max_attempts:
+                raise error
+            await self._wait_before_retry(error, attempts)
+
+    async def _wait_before_retry(self, error: FrigadeError, attempts: int) -> None:
+        if isinstance(error, ThrottledError) and error.retry_after is not None:
+            self._limiter.pause_for(error.retry_after)
+            delay = error.retry_after
+        else:
+            # full jitter: spreads the retries of many senders that failed together
+            delay = self._rand.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempts - 1)))
+        await self._sleep(delay)
+
+    async def _resolve(
+        self, req: FlowStateWrite, created_at: str | None, before: FlowState | None, after: FlowState | None
+    ) -> tuple[_Verdict, UserFlowStates | None, str]:
+        """Read the user's state back and decide whether the ambiguous write took effect."""
+        try:
+            states = await self.read_state(req.user_id, req.group_id)
+        except StopRunError:
+            raise
+        except FrigadeError as exc:
+            why = f"the write may have taken effect; reading the state back failed: {exc}"
+            return "unresolved", None, why
+        flow = states.flow(req.flow_slug)
+        if flow is None:
+            return "conflict", states, f"flow {req.flow_slug!r} is missing from the state read back"
+        now = flow_state_from_wire(flow)
+        verdict = _verdict(now, created_at, before, after)
+        why = {
+            "applied": "the state read back shows the write took effect",
+            "not_applied": "the state read back shows the write did not take effect",
+            "conflict": "the state read back matches neither the state before nor after the write",
+            "unresolved": "the write may have taken effect: no expected state to compare with",
+        }[verdict]
+        return verdict, states, why
+
+    # -- one HTTP exchange ----------------------------------------------------------------------
+
+    async def _exchange(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None
+    ) -> httpx.Response:
+        self._raise_if_stopped()
+        async with self._slots:
+            await self._limiter.acquire()
+            # a stop may have come while this request waited its turn
+            self._raise_if_stopped()
+            index = self._pick_pool()
+            self._in_flight[index] += 1
+            try:
+                return await self._pools[index].request(method, path, json=json, params=params)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise ConnectFailedError(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError):
+                # our own configuration or request is wrong: retrying cannot help
+                raise
+            except httpx.RequestError as exc:
+                # read/write errors, timeouts after connecting, dropped connections, undecodable
+                # answers: the request may have been sent
+                raise AmbiguousError(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
+            finally:
+                self._in_flight[index] -= 1
+
+    def _stop(self, error: StopRunError) -> StopRunError:
+        if self._stopped is None:
+            self._stopped = error
+        return error
+
+    def _raise_if_stopped(self) -> None:
+        """After an auth failure or the MAU cap nothing more is sent: it could only fail the same way."""
+        if self._stopped is not None:
+            raise type(self._stopped)(*self._stopped.args)
+
+    def _pick_pool(self) -> int:
+        """The least busy pool, ties broken round robin so that idle pools all get used."""
+        n = len(self._pools)
+        start = self._next_pool
+        self._next_pool = (start + 1) % n
+        return min(((start + k) % n for k in range(n)), key=self._in_flight.__getitem__)
+
+    def _error_for(self, response: httpx.Response) -> FrigadeError | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return None
+        text = self._scrub(_error_text(response))
+        if status in (401, 403):
+            return AuthError(f"{status}: the API key was refused ({text})")
+        if status == 429:
+            if text.strip() == MAU_CAP_MESSAGE:
+                return MauCapError(text)
+            return ThrottledError(f"429: {text}", _retry_after(response))
+        if status >= 500:
+            return AmbiguousError(f"{status}: {text}")
+        return RequestRejectedError(status, text)
+
+    def _scrub(self, text: str) -> str:
+        if self._key is None:
+            return text
+        return text.replace(self._key.reveal(), self._key.masked)
+
+
+def _verdict(
+    now: FlowState, created_at: str | None, before: FlowState | None, after: FlowState | None
+) -> _Verdict:
+    state = now.logical()
+    if before is not None and after is not None and before.logical() == after.logical():
+        # a write that changes nothing logically: only its timestamp can tell
+        if state != before.logical():
+            return "conflict"
+        if created_at is not None and _same_instant(now.last_action_at, created_at):
+            return "applied"
+        if _same_instant(now.last_action_at, before.last_action_at):
+            return "not_applied"
+        # the time moved but not to ours (e.g. a server that ignores createdAt): never risk a duplicate
+        return "applied"
+    if after is not None and state == after.logical():
+        return "applied"
+    if before is not None and state == before.logical():
+        return "not_applied"
+    if before is None or after is None:
+        return "unresolved"
+    return "conflict"
+
+
+def _same_instant(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a == b:
+        return True
+    try:
+        ta, tb = datetime.fromisoformat(a), datetime.fromisoformat(b)
+    except ValueError:
+        return False
+    # a time without zone is taken as UTC, which is what the API sends and expects
+    if ta.tzinfo is None:
+        ta = ta.replace(tzinfo=UTC)
+    if tb.tzinfo is None:
+        tb = tb.replace(tzinfo=UTC)
+    return ta == tb
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return ErrorBody.model_validate_json(response.content).text()
+    except ValidationError:
+        pass
+    text = response.text.strip()
+    if not text:
+        return response.reason_phrase or f"HTTP {response.status_code}"
+    return text if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "…"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

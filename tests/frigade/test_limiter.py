@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from frigade.limiter import SlidingWindowLimiter
+from tests.frigade.vtime import now, run_virtual
+
+
+class FakeTime:
+    """A clock that only moves when somebody sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+def busiest_window(grants: list[float], window: float) -> int:
+    """Most grants in any half-open window [t, t + window). The busiest window can always be slid to
+    start at a grant, so checking the windows starting at each grant checks them all."""
+    times = sorted(grants)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def virtual_limiter(rate: float, window: float = 1.0, margin: float = 0.01) -> SlidingWindowLimiter:
+    loop = asyncio.get_running_loop()
+    return SlidingWindowLimiter(rate, window, clock=loop.time, sleep=asyncio.sleep, margin=margin)
+
+
+async def acquire_at(limiter: SlidingWindowLimiter, arrivals: list[float]) -> tuple[list[float], list[int]]:
+    """One task per arrival time; returns the grant times and the arrival ranks in grant order."""
+    grants: list[float] = []
+    order: list[int] = []
+    ranked = sorted(range(len(arrivals)), key=lambda i: arrivals[i])
+    rank = {i: r for r, i in enumerate(ranked)}
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(arrivals[i])
+        await limiter.acquire()
+        grants.append(now())
+        order.append(rank[i])
+
+    # distinct arrival times keep the arrival order itself well defined
+    assert len(set(arrivals)) == len(arrivals)
+    await asyncio.gather(*(one(i) for i in range(len(arrivals))))
+    return grants, order
+
+
+def test_sequential_grants_with_fake_clock_and_sleep() -> None:
+    fake = FakeTime()
+    limiter = SlidingWindowLimiter(5, clock=fake.clock, sleep=fake.sleep, margin=0.0)
+
+    async def main() -> list[float]:
+        times = []
+        for _ in range(12):
+            await limiter.acquire()
+            times.append(fake.t)
+        return times
+
+    times = asyncio.run(main())
+    assert times == [0.0] * 5 + [1.0] * 5 + [2.0] * 2
+    assert limiter.limit == 5
+
+
+def test_no_initial_burst_above_the_rate() -> None:
+    async def main() -> list[float]:
+        limiter = virtual_limiter(10)
+        grants, _ = await acquire_at(limiter, [i * 1e-6 for i in range(100)])
+        return grants
+
+    grants = run_virtual(main())
+    assert sum(1 for g in grants if g < 1.0) == 10
+    assert busiest_window(grants, 1.0) == 10
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_arrivals_never_exceed_the_window_and_stay_fifo(seed: int) -> None:
+    rng = random.Random(seed)
+    rate = rng.choice([3.0, 7.5, 20.0, 50.0, 120.0])
+    window = rng.choice([1.0, 0.5, 2.0])
+    count = 3000
+    arrivals: list[float] = []
+    t = 0.0
+    for _ in range(count):
+        # bursts, trickles and pauses, so that the limiter is sometimes idle and sometimes swamped
+        t += rng.choice([0.0, 0.0, 1e-4, rng.expovariate(rate), rng.expovariate(rate / 10), rng.random() * 3])
+        arrivals.append(t + rng.random() * 1e-7)
+
+    async def main() -> tuple[list[float], list[int]]:
+        return await acquire_at(virtual_limiter(rate, window), arrivals)
+
+    grants, order = run_virtual(main())
+    limit = math.floor(rate * window)
+    assert len(grants) == count
+    assert busiest_window(grants, window) <= limit
+    assert order == sorted(order), "grants must follow arrival order"
+    # and nothing is granted before it was asked for (asyncio wakes timers up to 1 ns early)
+    assert all(g >= a - 1e-9 for g, a in zip(grants, sorted(arrivals), strict=True))
+
+
+@pytest.mark.parametrize(("rate", "window"), [(100.0, 1.0), (7.0, 1.0), (1000.0, 1.0), (40.0, 0.25)])
+def test_saturated_throughput_is_close_to_the_rate(rate: float, window: float) -> None:
+    count = 5000
+
+    async def main() -> list[float]:
+        grants, _ = await acquire_at(virtual_limiter(rate, window), [i * 1e-9 for i in range(count)])
+        return grants
+
+    grants = run_virtual(main())
+    limit = math.floor(rate * window)
+    assert busiest_window(grants, window) == limit
+    # the count of grants over the whole span, against what the rate allows in that span
+    span = grants[-1] - grants[0] + window
+    achieved = count / span
+    assert 0.95 * rate <= achieved <= rate
+
+
+def test_margin_spaces_the_windows() -> None:
+    async def main() -> list[float]:
+        grants, _ = await acquire_at(virtual_limiter(4, margin=0.05), [i * 1e-9 for i in range(12)])
+        return grants
+
+    grants = run_virtual(main())
+    assert grants[4] - grants[0] == pytest.approx(1.05, abs=1e-6)
+    assert grants[8] - grants[4] == pytest.approx(1.05, abs=1e-6)
+
+
+def test_pause_until_holds_every_sender() -> None:
+    async def main() -> list[float]:
+        limiter = virtual_limiter(100)
+        await limiter.acquire()
+        limiter.pause_until(now() + 5.0)
+        grants, _ = await acquire_at(limiter, [0.1, 0.2, 3.0])
+        limiter.pause_for(2.0)
+        limiter.pause_until(now() + 1.0)  # an earlier pause never shortens a later one
+        await limiter.acquire()
+        return [*grants, now()]
+
+    times = run_virtual(main())
+    assert times[:3] == pytest.approx([5.0, 5.0, 5.0])
+    assert times[3] == pytest.approx(7.0)
+
+
+def test_cancelled_waiter_takes_no_grant() -> None:
+    async def main() -> list[tuple[str, float]]:
+        limiter = virtual_limiter(1)
+        await limiter.acquire()
+        granted: list[tuple[str, float]] = []
+
+        async def take(name: str) -> None:
+            await limiter.acquire()
+            granted.append((name, now()))
+
+        a = asyncio.create_task(take("a"))
+        b = asyncio.create_task(take("b"))
+        c = asyncio.create_task(take("c"))
+        await asyncio.sleep(0.5)
+        b.cancel()
+        await asyncio.gather(a, c, return_exceptions=True)
+        assert b.cancelled()
+        return granted
+
+    granted = run_virtual(main())
+    assert [name for name, _ in granted] == ["a", "c"]
+    assert [t for _, t in granted] == pytest.approx([1.01, 2.02])
+
+
+def test_rate_below_one_per_window_stretches_the_window() -> None:
+    limiter = SlidingWindowLimiter(0.5)
+    assert (limiter.limit, limiter.window) == (1, 2.0)
+    assert SlidingWindowLimiter(29, 0.1).limit == 2  # 2.9 grants per 0.1 s -> at most 2
+    assert SlidingWindowLimiter(30, 0.1).limit == 3  # 30 * 0.1 is 3.0000000000000004 in floats
+
+
+@pytest.mark.parametrize(
+    ("rate", "window", "margin"),
+    [(0.0, 1.0, 0.0), (-1.0, 1.0, 0.0), (math.inf, 1.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, -0.1)],
+)
+def test_bad_parameters(rate: float, window: float, margin: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SlidingWindowLimiter(rate, window, margin=margin)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.floats(min_value=1.0, max_value=300.0),
+    window=st.sampled_from([0.1, 0.5, 1.0, 3.0]),
+    margin=st.sampled_from([0.0, 0.01, 0.2]),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=2.0), min_size=1, max_size=300),
+)
+def test_property_any_window_holds_at_most_the_limit(
+    rate: float, window: float, margin: float, gaps: list[float]
+) -> None:
+    arrivals = []
+    t = 0.0
+    for i, gap in enumerate(gaps):
+        t += gap
+        arrivals.append(t + i * 1e-9)
+
+    async def main() -> tuple[list[float], int]:
+        limiter = virtual_limiter(rate, window, margin)
+        grants, order = await acquire_at(limiter, arrivals)
+        assert order == sorted(order)
+        return grants, limiter.limit
+
+    grants, limit = run_virtual(main())
+    assert busiest_window(grants, limiter_window(rate, window)) <= limit
+
+
+def limiter_window(rate: float, window: float) -> float:
+    return SlidingWindowLimiter(rate, window).window

@@ -1,0 +1,110 @@
+"""Builders shared by the transforms tests: canonical event frames from plain tuples."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from frigade.rules import Action, FlowState
+from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+#: (user, flow, action, step or None) in order
+EventTuple = tuple[str, str, Action, str | None]
+
+
+def step_table(flows: dict[str, tuple[str, ...]]) -> pl.LazyFrame:
+    rows = [
+        {"flow_slug": f, "step_id": s, "step_index": i, "step_count": len(ids)}
+        for f, ids in flows.items()
+        for i, s in enumerate(ids)
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={"flow_slug": pl.String, "step_id": pl.String, "step_index": pl.Int64, "step_count": pl.Int64},
+    ).lazy()
+
+
+def ordered_events(events: list[EventTuple], flows: dict[str, tuple[str, ...]]) -> pl.LazyFrame:
+    """Valid, ordered events as the validate stage hands them on (one second apart)."""
+    rows = [
+        {
+            "user_id": u,
+            "group_id": None,
+            "flow_slug": f,
+            "step_id": s,
+            "step_index": flows[f].index(s) if s is not None else None,
+            "action": a.value,
+            "ts": T0 + timedelta(seconds=i),
+            "data": None,
+        }
+        for i, (u, f, a, s) in enumerate(events)
+    ]
+    schema: dict[str, pl.DataType] = {
+        "user_id": pl.String(),
+        "group_id": pl.String(),
+        "flow_slug": pl.String(),
+        "step_id": pl.String(),
+        "step_index": pl.Int64(),
+        "action": pl.String(),
+        "ts": pl.Datetime("us", "UTC"),
+        "data": pl.String(),
+    }
+    return pl.DataFrame(rows, schema=schema).lazy().sort("user_id", "flow_slug", "ts")
+
+
+def current_frames(states: dict[tuple[str, str], FlowState]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    flows = [
+        {
+            "user_id": u,
+            "flow_slug": f,
+            "c_started": s.started,
+            "c_completed": s.completed,
+            "c_skipped": s.skipped,
+            "c_index": s.current_step_index,
+        }
+        for (u, f), s in states.items()
+    ]
+    steps = [
+        {
+            "user_id": u,
+            "flow_slug": f,
+            "step_id": sid,
+            "c_st": st.started,
+            "c_co": st.completed,
+            "c_sk": st.skipped,
+        }
+        for (u, f), s in states.items()
+        for sid, st in zip(s.step_ids, s.steps, strict=True)
+    ]
+    return (
+        pl.DataFrame(flows, schema=CURRENT_FLOW_SCHEMA).lazy(),
+        pl.DataFrame(steps, schema=CURRENT_STEP_SCHEMA).lazy(),
+    )
+
+
+def states_from_frames(
+    flows: pl.DataFrame, steps: pl.DataFrame, catalog: dict[str, tuple[str, ...]]
+) -> dict[tuple[str, str], tuple[object, ...]]:
+    """Logical state tuples (as FlowState.logical()) from target frames."""
+    out: dict[tuple[str, str], tuple[object, ...]] = {}
+    step_rows: dict[tuple[str, str], dict[str, tuple[bool, bool, bool]]] = {}
+    for r in steps.iter_rows(named=True):
+        step_rows.setdefault((r["user_id"], r["flow_slug"]), {})[r["step_id"]] = (
+            r["step_started"],
+            r["step_completed"],
+            r["step_skipped"],
+        )
+    for r in flows.iter_rows(named=True):
+        key = (r["user_id"], r["flow_slug"])
+        by_step = step_rows.get(key, {})
+        out[key] = (
+            r["started"],
+            r["completed"],
+            r["skipped"],
+            r["current_step_index"],
+            tuple(by_step.get(s, (False, False, False)) for s in catalog[r["flow_slug"]]),
+        )
+    return out

@@ -1,0 +1,137 @@
+"""The vectorised replay and planner agree with frigade.rules on random action sequences."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from frigade.rules import Action, FlowState, initial_state, replay
+from tests.transforms.helpers import (
+    EventTuple,
+    current_frames,
+    ordered_events,
+    states_from_frames,
+    step_table,
+)
+from transforms.plan import plan_history, plan_state
+from transforms.state import target_state
+
+CATALOG = {"f3": ("a", "b", "c"), "f1": ("only",), "f4": ("s1", "s2", "s3", "s4")}
+USERS = ["u1", "u2", "u3"]
+
+
+@st.composite
+def event_logs(draw: st.DrawFn, max_size: int = 25) -> list[EventTuple]:
+    n = draw(st.integers(0, max_size))
+    out: list[EventTuple] = []
+    for _ in range(n):
+        user = draw(st.sampled_from(USERS))
+        flow = draw(st.sampled_from(sorted(CATALOG)))
+        action = draw(st.sampled_from(list(Action)))
+        step = draw(st.sampled_from(CATALOG[flow])) if action.is_step else None
+        out.append((user, flow, action, step))
+    return out
+
+
+def collect_target(events: list[EventTuple]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    flows, steps = target_state(ordered_events(events, CATALOG), step_table(CATALOG))
+    return flows.collect(), steps.collect()
+
+
+def replay_log(
+    events: list[EventTuple], start: dict[tuple[str, str], FlowState] | None = None
+) -> dict[tuple[str, str], FlowState]:
+    by_key: dict[tuple[str, str], list[tuple[Action, str | None, str | None]]] = defaultdict(list)
+    for u, f, a, s in events:
+        by_key[(u, f)].append((a, s, None))
+    start = start or {}
+    return {
+        k: replay(CATALOG[k[1]], acts, start.get(k, initial_state(CATALOG[k[1]])))
+        for k, acts in by_key.items()
+    }
+
+
+def replay_plan(
+    plan: pl.DataFrame, start: dict[tuple[str, str], FlowState]
+) -> dict[tuple[str, str], FlowState]:
+    states = dict(start)
+    for r in plan.sort("user_id", "flow_slug", "seq").iter_rows(named=True):
+        key = (r["user_id"], r["flow_slug"])
+        before = states.get(key, initial_state(CATALOG[key[1]]))
+        states[key] = replay(CATALOG[key[1]], [(Action(r["action"]), r["step_id"], None)], before)
+    return states
+
+
+@settings(deadline=None)
+@given(event_logs())
+def test_vectorised_target_equals_rules_replay(events: list[EventTuple]) -> None:
+    flows, steps = target_state(ordered_events(events, CATALOG), step_table(CATALOG))
+    got = states_from_frames(flows.collect(), steps.collect(), CATALOG)
+    want = {k: s.logical() for k, s in replay_log(events).items()}
+    assert got == want
+
+
+@settings(deadline=None)
+@given(event_logs())
+def test_state_plan_reproduces_history_and_every_request_changes_state(events: list[EventTuple]) -> None:
+    flows, steps = collect_target(events)
+    plan = plan_state(flows, steps).collect()
+    want = replay_log(events)
+    got = replay_plan(plan, {})
+    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+    # No request is wasted: each one changes the state it is applied to.
+    _assert_every_request_changes_state(plan, {})
+    # State mode never needs more requests than the history has events.
+    assert plan.height <= len(events)
+
+
+@settings(deadline=None)
+@given(event_logs(), event_logs())
+def test_plan_from_any_current_state(before: list[EventTuple], after: list[EventTuple]) -> None:
+    current = replay_log(before)
+    flows, steps = collect_target(after)
+    plan = plan_state(flows, steps, current_frames(current)).collect()
+    want = replay_log(after)
+    got = replay_plan(plan, current)
+    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+    _assert_every_request_changes_state(plan, current)
+
+
+@settings(deadline=None)
+@given(event_logs())
+def test_history_plan_replays_every_event(events: list[EventTuple]) -> None:
+    plan = plan_history(ordered_events(events, CATALOG)).collect()
+    assert plan.height == len(events)
+    want = replay_log(events)
+    got = replay_plan(plan, {})
+    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+
+
+def _state(states: dict[tuple[str, str], FlowState], key: tuple[str, str]) -> FlowState:
+    return states.get(key, initial_state(CATALOG[key[1]]))
+
+
+def _assert_every_request_changes_state(plan: pl.DataFrame, start: dict[tuple[str, str], FlowState]) -> None:
+    states = dict(start)
+    for r in plan.sort("user_id", "flow_slug", "seq").iter_rows(named=True):
+        key = (r["user_id"], r["flow_slug"])
+        before = states.get(key, initial_state(CATALOG[key[1]]))
+        after = replay(CATALOG[key[1]], [(Action(r["action"]), r["step_id"], None)], before)
+        assert after.logical() != before.logical(), f"request changes nothing: {r}"
+        states[key] = after
+
+
+def test_finished_checklist_needs_one_request_per_step_and_an_explicit_completion() -> None:
+    steps = CATALOG["f4"]
+    events: list[EventTuple] = [("u1", "f4", Action.STARTED_FLOW, None)]
+    for s in steps:
+        events += [("u1", "f4", Action.STARTED_STEP, s), ("u1", "f4", Action.COMPLETED_STEP, s)]
+    events.append(("u1", "f4", Action.COMPLETED_FLOW, None))
+    flows, st_ = collect_target(events)
+    plan = plan_state(flows, st_).collect()
+    assert plan["action"].to_list() == ["COMPLETED_STEP"] * 4 + ["COMPLETED_FLOW"]
+    assert plan["step_id"].to_list()[:4] == list(steps)
+    assert plan["seq"].to_list() == [0, 1, 2, 3, 4]

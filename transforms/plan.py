@@ -1,0 +1,263 @@
+"""Planning: the ordered requests that take each user-flow from its current state to its target.
+
+State mode sends the fewest requests (every one changes state); history mode replays every valid,
+de-duplicated event. Both are vectorised. For one user-flow in state mode:
+
+1. Reset (NOT_STARTED_FLOW) first only when the current state has something the target lacks that
+   only a reset clears: a flow flag, or a skipped step.
+2. Per step, the fewest step actions that turn its current (started, completed, skipped) into the
+   target: NOT_STARTED_STEP clears started/completed, SKIPPED_STEP/COMPLETED_STEP/STARTED_STEP set them.
+   Steps go in catalog order, except one "anchor" whose last action lands the pointer where the target
+   has it, which goes last. Where no step action lands there, one (rarely two) extra step actions put
+   the pointer back without changing any step's flags.
+3. STARTED_FLOW only when nothing else starts the flow; SKIPPED_FLOW and COMPLETED_FLOW last,
+   COMPLETED_FLOW always explicit (Frigade does not complete a flow when its last step completes).
+
+Each request carries the time and data of the source event that established its fact.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from frigade.rules import Action
+from transforms.state import FLOW_KEY, STEP_KEY
+
+A = Action
+PLAN_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "group_id": pl.String(),
+    "flow_slug": pl.String(),
+    "seq": pl.Int64(),
+    "action": pl.String(),
+    "step_id": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "data": pl.String(),
+}
+CURRENT_FLOW_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "flow_slug": pl.String(),
+    "c_started": pl.Boolean(),
+    "c_completed": pl.Boolean(),
+    "c_skipped": pl.Boolean(),
+    "c_index": pl.Int64(),
+}
+CURRENT_STEP_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "flow_slug": pl.String(),
+    "step_id": pl.String(),
+    "c_st": pl.Boolean(),
+    "c_co": pl.Boolean(),
+    "c_sk": pl.Boolean(),
+}
+
+
+def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    return pl.LazyFrame(schema=CURRENT_FLOW_SCHEMA), pl.LazyFrame(schema=CURRENT_STEP_SCHEMA)
+
+
+def _with_current(
+    flows: pl.LazyFrame, steps: pl.LazyFrame, cur_flows: pl.LazyFrame, cur_steps: pl.LazyFrame
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Join current state onto the targets, and replace it by the initial state where a reset is due."""
+    s = steps.join(cur_steps, on=STEP_KEY, how="left").with_columns(
+        pl.col("c_st", "c_co", "c_sk").fill_null(False)
+    )
+    sk_reset = s.group_by(FLOW_KEY).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
+    f = (
+        flows.join(cur_flows, on=FLOW_KEY, how="left")
+        .join(sk_reset, on=FLOW_KEY, how="left")
+        .with_columns(
+            pl.col("c_started", "c_completed", "c_skipped", "_sk_reset").fill_null(False),
+            pl.col("c_index").fill_null(-1),
+        )
+        .with_columns(
+            (
+                (pl.col("c_started") & ~pl.col("started"))
+                | (pl.col("c_completed") & ~pl.col("completed"))
+                | (pl.col("c_skipped") & ~pl.col("skipped"))
+                | pl.col("_sk_reset")
+            ).alias("need_reset")
+        )
+        .with_columns(
+            (pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_started", "c_completed", "c_skipped")
+        )
+        .with_columns(pl.when(pl.col("need_reset")).then(-1).otherwise(pl.col("c_index")).alias("c_index"))
+        .drop("_sk_reset")
+    )
+    s = s.join(
+        f.select(*FLOW_KEY, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=FLOW_KEY
+    ).with_columns((pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_st", "c_co", "c_sk"))
+    return f, s
+
+
+def _step_needs(s: pl.LazyFrame) -> pl.LazyFrame:
+    st, co, sk = pl.col("step_started"), pl.col("step_completed"), pl.col("step_skipped")
+    clear = (pl.col("c_st") & ~st) | (pl.col("c_co") & ~co)
+    c2_st = pl.col("c_st") & ~clear
+    c2_co = pl.col("c_co") & ~clear
+    need_sk = sk & ~pl.col("c_sk")
+    need_co = co & ~c2_co
+    need_st = st & ~c2_st & ~need_co & ~need_sk
+    last_step = pl.col("step_count") - 1
+    return s.with_columns(
+        (st & clear).alias("lead_nss"),
+        need_sk.alias("need_sk"),
+        need_co.alias("need_co"),
+        need_st.alias("need_st"),
+        (~st & (clear | need_sk)).alias("trail_nss"),
+    ).with_columns(
+        (pl.col("need_sk") | pl.col("need_co") | pl.col("need_st")).alias("moves"),
+        pl.when(pl.col("need_st"))
+        .then(pl.col("step_index"))
+        .otherwise(pl.min_horizontal(pl.col("step_index") + 1, last_step))
+        .alias("land"),
+    )
+
+
+def plan_state(
+    flows: pl.DataFrame,
+    steps: pl.DataFrame,
+    current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
+) -> pl.LazyFrame:
+    """Fewest ordered requests from current state (default: nothing yet) to the target state.
+
+    The target comes materialised: the plan reads it in a dozen branches, and a lazy target would be
+    re-derived in each."""
+    cur_flows, cur_steps = current if current is not None else empty_current()
+    f, s = _with_current(flows.lazy(), steps.lazy(), cur_flows, cur_steps)
+    s = _step_needs(s)
+    anchors = s.group_by(FLOW_KEY).agg(
+        pl.col("moves").any().alias("has_moves"),
+        pl.col("step_index").filter(pl.col("moves") & (pl.col("land") == pl.col("p"))).max().alias("anchor"),
+    )
+    p = pl.col("current_step_index")
+    at_p = s.select(
+        *FLOW_KEY,
+        pl.col("step_index").alias("p"),
+        pl.col("step_id").alias("p_id"),
+        pl.col("step_started").alias("p_st"),
+    )
+    before_p = s.select(
+        *FLOW_KEY,
+        (pl.col("step_index") + 1).alias("p"),
+        pl.col("step_id").alias("pm1_id"),
+        pl.col("step_completed").alias("pm1_co"),
+        pl.col("step_skipped").alias("pm1_sk"),
+    )
+    f = (
+        f.join(anchors, on=FLOW_KEY, how="left")
+        .with_columns(pl.col("has_moves").fill_null(False), p.alias("p"))
+        .join(at_p, on=[*FLOW_KEY, "p"], how="left")
+        .join(before_p, on=[*FLOW_KEY, "p"], how="left")
+        .with_columns(
+            pl.when(pl.col("has_moves"))
+            .then(pl.col("anchor").is_null())
+            .otherwise(
+                pl.when((pl.col("c_index") == -1) & pl.col("started")).then(0).otherwise(pl.col("c_index"))
+                != p
+            )
+            .alias("fixup"),
+            (pl.col("completed") & ~pl.col("c_completed")).alias("send_cf"),
+            (pl.col("skipped") & ~pl.col("c_skipped")).alias("send_skf"),
+        )
+        .with_columns(
+            (
+                pl.col("started")
+                & ~pl.col("c_started")
+                & ~pl.col("has_moves")
+                & ~pl.col("fixup")
+                & ~pl.col("send_cf")
+            ).alias("send_sf"),
+        )
+    )
+    s = s.join(f.select(*FLOW_KEY, "anchor"), on=FLOW_KEY).with_columns(
+        pl.when(pl.col("step_index") == pl.col("anchor"))
+        .then(pl.col("step_count"))
+        .otherwise(pl.col("step_index"))
+        .alias("key")
+    )
+    # Both frames feed every branch below: materialise them once.
+    f, s = (x.lazy() for x in pl.collect_all([f, s]))
+
+    def step_slot(flag: str, action: Action, slot: int, fact: str) -> pl.LazyFrame:
+        return s.filter(pl.col(flag)).select(
+            *FLOW_KEY,
+            "key",
+            pl.lit(slot).alias("slot"),
+            pl.lit(action.value).alias("action"),
+            "step_id",
+            pl.col(f"{fact}_ts").alias("created_at"),
+            pl.col(f"{fact}_data").alias("data"),
+        )
+
+    n = pl.col("step_count")
+
+    def flow_row(
+        flag: pl.Expr, action: Action, key: pl.Expr, slot: int, step: pl.Expr, fact: str
+    ) -> pl.LazyFrame:
+        return f.filter(flag).select(
+            *FLOW_KEY,
+            key.alias("key"),
+            pl.lit(slot).alias("slot"),
+            pl.lit(action.value).alias("action"),
+            step.alias("step_id"),
+            pl.col(f"{fact}_ts").alias("created_at"),
+            pl.col(f"{fact}_data").alias("data"),
+        )
+
+    no_step = pl.lit(None, pl.String)
+    fix = pl.col("fixup")
+    fix_back = (
+        fix
+        & ~pl.col("p_st").fill_null(False)
+        & (pl.col("pm1_co").fill_null(False) | pl.col("pm1_sk").fill_null(False))
+    )
+    fix_here = fix & pl.col("p_st").fill_null(False)
+    fix_pair = fix & ~fix_here & ~fix_back
+    parts = [
+        flow_row(pl.col("need_reset"), A.NOT_STARTED_FLOW, pl.lit(-2), 0, no_step, "reset"),
+        flow_row(pl.col("send_sf"), A.STARTED_FLOW, pl.lit(-1), 0, no_step, "start"),
+        step_slot("lead_nss", A.NOT_STARTED_STEP, 0, "nss"),
+        step_slot("need_sk", A.SKIPPED_STEP, 1, "skipped"),
+        step_slot("need_co", A.COMPLETED_STEP, 2, "completed"),
+        step_slot("need_st", A.STARTED_STEP, 3, "started"),
+        step_slot("trail_nss", A.NOT_STARTED_STEP, 4, "nss"),
+        flow_row(fix_here | fix_pair, A.STARTED_STEP, n + 1, 0, pl.col("p_id"), "ptr"),
+        flow_row(fix_pair, A.NOT_STARTED_STEP, n + 1, 1, pl.col("p_id"), "ptr"),
+        flow_row(fix_back & pl.col("pm1_co"), A.COMPLETED_STEP, n + 1, 0, pl.col("pm1_id"), "ptr"),
+        flow_row(fix_back & ~pl.col("pm1_co"), A.SKIPPED_STEP, n + 1, 0, pl.col("pm1_id"), "ptr"),
+        flow_row(pl.col("send_skf"), A.SKIPPED_FLOW, n + 2, 0, no_step, "skipped"),
+        flow_row(pl.col("send_cf"), A.COMPLETED_FLOW, n + 3, 0, no_step, "completed"),
+    ]
+    rows = pl.concat(
+        [p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts]
+    )
+    fallback = f.select(*FLOW_KEY, "group_id", "last_ts")
+    return _finish(
+        rows.join(fallback, on=FLOW_KEY).with_columns(
+            pl.coalesce("created_at", "last_ts").alias("created_at")
+        ),
+        ["key", "slot"],
+    )
+
+
+def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Every valid, de-duplicated event, in order, with its own time and data."""
+    numbered = events.with_row_index("key").with_columns(
+        pl.col("key").cast(pl.Int64), pl.lit(0).alias("slot")
+    )
+    return _finish(
+        numbered.with_columns(
+            pl.col("group_id").drop_nulls().last().over(FLOW_KEY), pl.col("ts").alias("created_at")
+        ),
+        ["key", "slot"],
+    )
+
+
+def _finish(rows: pl.LazyFrame, order: list[str]) -> pl.LazyFrame:
+    return (
+        rows.sort([*FLOW_KEY, *order])
+        .with_columns((pl.int_range(pl.len()).over(FLOW_KEY)).cast(pl.Int64).alias("seq"))
+        .select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+    )

@@ -1,0 +1,61 @@
+"""The canonical event frame every source is mapped into, and the input error type.
+
+One row per source event. Columns (all present after mapping, nullable unless said):
+- source_file (str, not null), source_row (int, 1-based data row of that file, not null)
+- user_id, group_id, flow_slug, step_id (str); step_index (int, 0-based, when the source
+  refers to steps by position; validation resolves it into step_id with the catalog)
+- action (str): a Frigade action name, DROP for a known non-state event, or the raw name when unknown
+- raw_event (str): the source's own event name or status, for messages and reports
+- ts (datetime us UTC); ts_raw (str): the source text, for messages
+- data (str): a JSON object as text
+- event_id (str): the source's own event id, when it has one (de-duplication key)
+- map_reason (str): a reason found while mapping (bad time, naive time), null when fine
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+DROP = "DROP"
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "user_id": pl.String(),
+    "group_id": pl.String(),
+    "flow_slug": pl.String(),
+    "step_id": pl.String(),
+    "step_index": pl.Int64(),
+    "action": pl.String(),
+    "raw_event": pl.String(),
+    "ts": pl.Datetime("us", "UTC"),
+    "ts_raw": pl.String(),
+    "data": pl.String(),
+    "event_id": pl.String(),
+    "map_reason": pl.String(),
+}
+
+
+class InputError(ValueError):
+    """Bad input found before anything is sent: the run stops with exit code 2.
+
+    The message names the file, and the row and field where there is one."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, row: int | None = None, field: str | None = None
+    ) -> None:
+        where = ", ".join(
+            p
+            for p in (file and f"file {file}", row is not None and f"row {row}", field and f"field {field!r}")
+            if p
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.row, self.field = file, row, field
+
+
+def conform(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Select the canonical columns in order, adding missing ones as nulls of the right type."""
+    names = lf.collect_schema().names()
+    return lf.select(
+        [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in EVENT_SCHEMA.items()]
+    )
