@@ -66,6 +66,7 @@ _ACTIONS = {a.value: a for a in Action}
 _ACTION_LIST = ", ".join(a.value for a in Action)
 _WRITE_FIELDS = ("flowSlug", "actionType", "stepId", "data", "createdAt")
 _DROP = "emulator.drop_connection"
+_FLOWS_PAGE = 100
 
 
 def _utcnow() -> datetime:
@@ -161,6 +162,11 @@ class _EmulatorApp(Starlette):
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON and could not be stored and sent back.
+    raise ValueError(f"{name} is not JSON")
 
 
 def _is_iso8601(value: str) -> bool:
@@ -480,7 +486,7 @@ class _Emulator:
     async def post_flow_states(self, request: Request, private: bool) -> Response:
         raw = await request.body()
         try:
-            body = json.loads(raw) if raw else None
+            body = json.loads(raw, parse_constant=_reject_constant) if raw else None
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -566,7 +572,7 @@ class _Emulator:
         flows = self.config.catalog.flows
         try:
             offset = max(0, int(request.query_params.get("offset", 0)))
-            limit = int(request.query_params.get("limit", max(len(flows), 1)))
+            limit = int(request.query_params.get("limit", _FLOWS_PAGE))
         except ValueError:
             return _bad_request(["offset and limit must be integers"])
         if limit < 1:

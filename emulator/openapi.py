@@ -196,8 +196,16 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The catalog, every status included",
                     "parameters": [
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "default": 100},
+                        },
                     ],
                     "responses": {
                         "200": _json(

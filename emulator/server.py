@@ -111,12 +111,14 @@ def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
     keys = parser.add_argument_group("keys (never printed or logged)")
     keys.add_argument(
         "--public-key",
+        metavar="KEY",
         default=None,
         help=f"the public API key, valid on /v1/public/* "
         f"(env {ENV_PUBLIC_KEY}; default: {DEFAULT_PUBLIC_KEY})",
     )
     keys.add_argument(
         "--private-key",
+        metavar="KEY",
         default=None,
         help=f"the private API key, valid everywhere and adds flowResponses "
         f"(env {ENV_PRIVATE_KEY}; default: {DEFAULT_PRIVATE_KEY})",
@@ -245,9 +247,12 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve in the foreground until interrupted. Returns the exit code (2: bad options or files)."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m emulator") -> int:
+    """Serve in the foreground until interrupted. Returns the exit code (2: bad options or files).
+
+    ``prog`` names the command in usage and help texts, e.g. ``frigade-migrate emulator``.
+    """
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help, or a usage error already printed by argparse

@@ -3,29 +3,101 @@
 A mapping is plain data (a YAML file, a built-in preset, or command-line flags), never code per tool.
 Column references may be nested: ``properties.flow_id`` reads field ``flow_id`` of a struct column
 ``properties`` or of a JSON-text column of that name.
+
+``map_events`` runs three stages, all lazy:
+1. rows -> events: columns, event names (prefixes, ``event_pattern`` splitting, per-entity maps,
+   non-state patterns), times (declared formats and zone); or, for a wide table, the unpivot of the
+   columns that ``wide`` rules match (``transforms.wide``);
+2. derivations (``transforms.derive``): one row into several events (``A+B`` in an action map),
+   inferred completions, state rows into the events that produce the state, declared conflations;
+3. the canonical frame of ``transforms.schema``.
+
+Every field is documented in ``transforms/presets/README.md``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from frigade.rules import Action
+from transforms.columns import (
+    TIME_FORMATS,
+    existing,
+    parse_instant,
+    resolve_column,
+    text,
+    text_of,
+    time_columns,
+    time_exprs,
+)
 from transforms.schema import DROP, InputError, conform
 
-TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us")
+__all__ = [
+    "STEP_BY",
+    "TIME_FORMATS",
+    "SourceMapping",
+    "WideRule",
+    "action_expr",
+    "glob_regex",
+    "map_events",
+    "mapping_from_dict",
+    "refuse_aggregates",
+    "time_exprs",
+]
+
 STEP_BY = ("id", "index0", "index1")
+WIDE_VALUES = ("flag", "time", "list")
+_ACTIONS = frozenset(a.value for a in Action)
+_FLOW_ACTIONS = frozenset(a.value for a in Action if not a.is_step)
+#: fields whose candidate columns may be coalesced row by row
+COALESCE_FIELDS = ("user", "group", "flow", "step", "time", "data", "event_id", "entity")
+
+
+@dataclass(frozen=True, slots=True)
+class WideRule:
+    """One family of columns of a wide table (one row per user) and the event a set value means.
+
+    ``columns`` is a regular expression over column names; its named groups ``flow`` and ``step``
+    give the ids (otherwise the mapping's flow column or ``flow_constant`` gives the flow).
+    ``value``: ``flag`` (true/1/yes/t/y/x), ``time`` (any non-empty time: the event at that time) or
+    ``list`` (a list column, or text such as ``["a","b"]``, ``{a,b}`` or ``a;b``, of ``list_of`` ids:
+    one event per element). ``time`` names the flag's time column as a template over the groups and
+    ``{column}``; absent columns fall back to the mapping's ``default_time``."""
+
+    columns: str
+    action: str
+    value: str = "flag"
+    time: str | None = "{column}_at"
+    list_of: str = "flow"
+    separator: str = ","
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.columns)
+        except re.error as exc:
+            raise InputError(f"wide rule {self.columns!r} is not a regular expression: {exc}") from exc
+        if self.action not in _ACTIONS:
+            raise InputError(f"wide rule {self.columns!r}: unknown action {self.action!r}")
+        if self.value not in WIDE_VALUES:
+            raise InputError(f"wide rule {self.columns!r}: value must be one of {', '.join(WIDE_VALUES)}")
+        if self.list_of not in ("flow", "step"):
+            raise InputError(f"wide rule {self.columns!r}: list_of must be 'flow' or 'step'")
 
 
 @dataclass(frozen=True, slots=True)
 class SourceMapping:
     """How one export shape maps onto canonical events. Each column field lists candidate names:
-    the first that exists in the file is used (``properties.x`` paths allowed)."""
+    the first that exists in the file is used (``properties.x`` paths allowed), or, for fields named
+    in ``coalesce``, the first non-empty one on each row."""
 
     name: str = "long"
+    description: str = ""
     user: tuple[str, ...] = ("user_id", "userId")
     group: tuple[str, ...] = ("group_id", "groupId")
     flow: tuple[str, ...] = ("flow_slug", "flowSlug", "flow_id", "flow")
@@ -35,32 +107,103 @@ class SourceMapping:
     step_by: str = "id"
     step_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     action: tuple[str, ...] = ("action", "action_type", "actionType", "event")
+    #: every row has this event name (a table of completions has no event column)
+    action_constant: str | None = None
+    #: raw event name -> Frigade action, DROP, or several actions joined by '+' (one row, several events)
     action_map: Mapping[str, str] = field(default_factory=dict)
     strip_prefixes: tuple[str, ...] = ()
+    #: a regular expression over the event name whose named groups entity / flow / step / event split
+    #: names such as Userpilot's ``flow:123:COMPLETED``; ``event`` is then what the action maps read
+    event_pattern: str | None = None
+    #: a column naming the kind of thing an event is about (flow, checklist, step ...)
+    entity: tuple[str, ...] = ()
+    #: per entity, event name -> action; tried before ``action_map``
+    entity_action_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: event names (``*`` / ``?`` globs, matched after prefixes are stripped) that are known non-state
+    drop_events: tuple[str, ...] = ()
     #: raw events absent from action_map (and not Frigade action names): drop as non-state, or quarantine
     unmapped: str = "quarantine"
+    #: a column with the record's type (Segment ``type``) and the types that carry events; other
+    #: records are dropped as non-state
+    record_type: tuple[str, ...] = ()
+    record_types: tuple[str, ...] = ()
     time: tuple[str, ...] = ("created_at", "createdAt", "timestamp", "time")
     time_format: str = "iso"
+    #: further formats tried, in order, where ``time_format`` does not parse (e.g. ISO, then epoch_ms)
+    extra_time_formats: tuple[str, ...] = ()
     timezone: str | None = None
+    #: an ISO-8601 instant with zone used for rows (or wide columns) with no time at all
+    default_time: str | None = None
     data: tuple[str, ...] = ("data",)
     event_id: tuple[str, ...] = ("event_id", "eventId", "message_id", "messageId", "insert_id", "$insert_id")
+    #: column fields whose candidates are coalesced row by row (e.g. ``user`` for userId else anonymousId)
+    coalesce: tuple[str, ...] = ()
     #: the columns that must exist (by field name); the rest are optional and null when absent
     required: tuple[str, ...] = ("user", "flow", "action", "time")
+    # ---- derivations (transforms.derive)
+    #: flow actions mapped from events that also name a step keep no step (vendor events carry context)
+    flow_actions_ignore_step: bool = False
+    #: actions that a multi-action map adds only on the first such event of a user and flow (by time)
+    once_per_flow: tuple[str, ...] = ()
+    #: STARTED_STEP on step n (n > 0) also means COMPLETED_STEP on step n-1 (Userflow)
+    infer_previous_step_completed: bool = False
+    #: COMPLETED_STEP on the flow's last step (catalog order) also means COMPLETED_FLOW (Pendo)
+    last_step_completes_flow: bool = False
+    #: COMPLETED_FLOW also means COMPLETED_STEP on the flow's last step (catalog order)
+    completed_flow_completes_last_step: bool = False
+    #: action -> other action: an event mapped to the key is dropped when the same user and flow (and
+    #: step, for two step actions) also has the other, e.g. SKIPPED_FLOW: COMPLETED_FLOW
+    drop_if_also: Mapping[str, str] = field(default_factory=dict)
+    #: state rows: the column with the user's current step; steps before it become COMPLETED_STEP and
+    #: it becomes STARTED_STEP (COMPLETED_STEP when the row's action is in progress_current_done_when)
+    progress_step: tuple[str, ...] = ()
+    progress_current_done_when: tuple[str, ...] = ("COMPLETED_FLOW",)
+    #: wide tables: rules that unpivot matching columns into events (then user/flow/... columns apply)
+    wide: tuple[WideRule, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
-            raise InputError(
-                f"time format {self.time_format!r} is not one of {', '.join(TIME_FORMATS)} "
-                "or a strftime pattern"
-            )
+        for fmt in (self.time_format, *self.extra_time_formats):
+            if fmt not in TIME_FORMATS and "%" not in fmt:
+                raise InputError(
+                    f"time format {fmt!r} is not one of {', '.join(TIME_FORMATS)} or a strftime pattern"
+                )
         if self.step_by not in STEP_BY:
             raise InputError(f"step_by {self.step_by!r} is not one of {', '.join(STEP_BY)}")
         if self.unmapped not in ("quarantine", "drop"):
             raise InputError(f"unmapped {self.unmapped!r} must be 'quarantine' or 'drop'")
-        known = {a.value for a in Action} | {DROP}
-        bad = sorted({v for v in self.action_map.values() if v not in known})
+        known = _ACTIONS | {DROP}
+        maps = [self.action_map, *self.entity_action_map.values()]
+        targets = {part for m in maps for v in m.values() for part in v.split("+")}
+        bad = sorted(t for t in targets if t not in known)
         if bad:
             raise InputError(f"action_map maps to unknown actions: {', '.join(bad)}")
+        named = (
+            set(self.once_per_flow)
+            | set(self.progress_current_done_when)
+            | set(self.drop_if_also)
+            | set(self.drop_if_also.values())
+        )
+        bad = sorted(a for a in named if a not in _ACTIONS)
+        if bad:
+            raise InputError(f"unknown actions: {', '.join(bad)}")
+        bad = sorted(set(self.coalesce) - set(COALESCE_FIELDS))
+        if bad:
+            raise InputError(f"coalesce names unknown fields: {', '.join(bad)}")
+        if self.event_pattern is not None:
+            try:
+                re.compile(self.event_pattern)
+            except re.error as exc:
+                raise InputError(f"event_pattern is not a regular expression: {exc}") from exc
+        if self.default_time is not None:
+            parse_instant(self.default_time, "default_time")
+
+    @property
+    def default_instant(self) -> datetime | None:
+        return parse_instant(self.default_time, "default_time") if self.default_time else None
+
+    @property
+    def time_formats(self) -> tuple[str, ...]:
+        return (self.time_format, *self.extra_time_formats)
 
 
 _TUPLE_FIELDS = {
@@ -74,7 +217,50 @@ _TUPLE_FIELDS = {
     "event_id",
     "strip_prefixes",
     "required",
+    "entity",
+    "drop_events",
+    "record_type",
+    "record_types",
+    "extra_time_formats",
+    "coalesce",
+    "once_per_flow",
+    "progress_step",
+    "progress_current_done_when",
 }
+_BOOL_FIELDS = {
+    "flow_actions_ignore_step",
+    "infer_previous_step_completed",
+    "last_step_completes_flow",
+    "completed_flow_completes_last_step",
+}
+
+
+def _action_value(value: Any) -> str:
+    """An action map value: one action, or several as a list or ``A+B``."""
+    if isinstance(value, list | tuple):
+        return "+".join(str(v).strip() for v in value)
+    return "+".join(p.strip() for p in str(value).split("+"))
+
+
+def _action_table(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where}: expected a mapping of event name to action")
+    return {str(k): _action_value(v) for k, v in value.items()}
+
+
+def _wide_rules(value: Any, where: str) -> tuple[WideRule, ...]:
+    if not isinstance(value, list):
+        raise InputError(f"{where}: 'wide' must be a list of rules")
+    names = {f.name for f in fields(WideRule)}
+    rules = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or not {"columns", "action"} <= set(entry):
+            raise InputError(f"{where}: wide rule {i} needs 'columns' and 'action'")
+        unknown = sorted(set(entry) - names)
+        if unknown:
+            raise InputError(f"{where}: wide rule {i} has unknown keys {', '.join(unknown)}")
+        rules.append(WideRule(**{str(k): v for k, v in entry.items()}))
+    return tuple(rules)
 
 
 def mapping_from_dict(
@@ -87,125 +273,97 @@ def mapping_from_dict(
     if unknown:
         raise InputError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     changes: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key in _TUPLE_FIELDS:
-            changes[key] = (value,) if isinstance(value, str) else tuple(str(v) for v in value or ())
-        elif key in ("flow_map", "action_map"):
-            changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
-        elif key == "step_map":
-            changes[key] = {str(f): {str(k): str(v) for k, v in m.items()} for f, m in (value or {}).items()}
-        else:
-            changes[key] = value
     try:
+        for key, value in doc.items():
+            if key in _TUPLE_FIELDS:
+                changes[key] = (value,) if isinstance(value, str) else tuple(str(v) for v in value or ())
+            elif key == "flow_map":
+                changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
+            elif key == "action_map":
+                changes[key] = _action_table(value or {}, f"{where} action_map")
+            elif key == "entity_action_map":
+                changes[key] = {
+                    str(e): _action_table(m or {}, f"{where} entity_action_map {e}")
+                    for e, m in (value or {}).items()
+                }
+            elif key == "drop_if_also":
+                changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
+            elif key == "step_map":
+                changes[key] = {
+                    str(f): {str(k): str(v) for k, v in m.items()} for f, m in (value or {}).items()
+                }
+            elif key == "wide":
+                changes[key] = _wide_rules(value or [], where)
+            elif key in _BOOL_FIELDS:
+                if not isinstance(value, bool):
+                    raise InputError(f"{key} must be true or false")
+                changes[key] = value
+            else:
+                changes[key] = None if value is None else str(value)
         return replace(base, **changes)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc
+    except (TypeError, AttributeError) as exc:
+        raise InputError(f"{where}: malformed value: {exc}") from exc
 
 
-# ---------------------------------------------------------------- column resolution
+# ---------------------------------------------------------------- aggregate-only files
+
+_AGGREGATE = re.compile(
+    r"^(count|counts|users|user_count|unique_users|total|totals|sessions|views|impressions|starts|"
+    r"completions|completes|dismissals|conversion|rate|percent|percentage|pct|n|.*_(count|rate|pct|total|"
+    r"percent|users))$"
+)
 
 
-def _resolve(schema: pl.Schema, candidates: Sequence[str]) -> pl.Expr | None:
-    """The expression for the first candidate column that exists, as text or typed."""
-    for name in candidates:
-        if name in schema:
-            return pl.col(name)
-        head, _, rest = name.partition(".")
-        if rest and head in schema:
-            dtype = schema[head]
-            if isinstance(dtype, pl.Struct):
-                expr = pl.col(head)
-                for part in rest.split("."):
-                    expr = expr.struct.field(part)
-                return expr
-            if dtype == pl.String:
-                return pl.col(head).str.json_path_match(f"$.{rest}")
-    return None
-
-
-def _text(expr: pl.Expr) -> pl.Expr:
-    """Trimmed text, with empty strings as null: an empty id is no id."""
-    t = expr.cast(pl.String).str.strip_chars()
-    return pl.when(t.str.len_chars() > 0).then(t)
-
-
-# ---------------------------------------------------------------- time
-
-
-def _naive_reason(tz: str | None) -> pl.Expr:
-    return pl.lit(None if tz else "time has no zone and the source declares none (set timezone)")
-
-
-def time_exprs(
-    schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | None
-) -> tuple[pl.Expr, pl.Expr]:
-    """(ts as UTC datetime, reason when it cannot be trusted) for a time column of any dtype.
-
-    Naive times become UTC only through a declared zone: nothing is guessed silently."""
-    dtype = schema[name.partition(".")[0]] if name.partition(".")[0] in schema else pl.String()
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone:
-            ts = col.dt.convert_time_zone("UTC")
-            return ts.dt.cast_time_unit("us"), pl.lit(None, pl.String)
-        if tz:
-            return col.dt.replace_time_zone(tz).dt.convert_time_zone("UTC").dt.cast_time_unit("us"), pl.lit(
-                None
-            )
-        return pl.lit(None, pl.Datetime("us", "UTC")), _naive_reason(tz)
-    if isinstance(dtype, pl.Date):
-        return _localize(col.cast(pl.Datetime("us")), tz)
-    if fmt.startswith("epoch_") or dtype.is_numeric():
-        if not fmt.startswith("epoch_"):
-            raise InputError(
-                "the time column is numeric; declare its unit as time_format epoch_s, epoch_ms or epoch_us",
-                field=name,
-            )
-        scale = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}[fmt]
-        micros = (col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False) * scale).round(0)
-        ts = pl.from_epoch(micros.cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
-        return ts, pl.lit(None, pl.String)
-    text = col.cast(pl.String).str.strip_chars()
-    if "%" in fmt:
-        if "%z" in fmt or "%:z" in fmt or "%#z" in fmt:
-            aware = text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-            return aware, pl.lit(None, pl.String)
-        return _localize(text.str.to_datetime(fmt, strict=False, time_unit="us"), tz)
-    iso = text.str.replace(r"[Zz]$", "+00:00").str.replace(" ", "T", literal=True)
-    aware = pl.coalesce(
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
-    )
-    naive = pl.coalesce(
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
-    )
-    local_ts, local_reason = _localize(naive, tz)
-    ts = pl.coalesce(aware, local_ts)
-    reason = pl.when(aware.is_null() & naive.is_not_null()).then(local_reason)
-    return ts, reason
-
-
-def _localize(naive: pl.Expr, tz: str | None) -> tuple[pl.Expr, pl.Expr]:
-    if tz:
-        ts = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
-            "UTC"
+def refuse_aggregates(schema: pl.Schema, mapping: SourceMapping, source_file: str) -> None:
+    """Dashboard exports hold counts per flow or step and no user: they cannot become per-user state."""
+    if existing(schema, mapping.user):
+        return
+    counts = [c for c in schema.names() if _AGGREGATE.match(c.strip().lower())]
+    if counts:
+        raise InputError(
+            "this looks like an aggregate export (count columns "
+            f"{', '.join(repr(c) for c in counts[:6])} and no per-user id column; tried "
+            f"{', '.join(repr(c) for c in mapping.user)}): totals per flow or step cannot become "
+            "per-user state. Export per-user events or a per-user progress table instead",
+            file=source_file,
+            field=mapping.user[0] if mapping.user else "user",
         )
-        return ts, pl.lit(None, pl.String)
-    return pl.lit(None, pl.Datetime("us", "UTC")), pl.when(naive.is_not_null()).then(_naive_reason(tz))
 
 
 # ---------------------------------------------------------------- actions
 
 
-def action_expr(raw: pl.Expr, mapping: SourceMapping) -> pl.Expr:
-    """Raw event name -> Frigade action, DROP, or the raw name (unknown: quarantined later)."""
+def glob_regex(patterns: Sequence[str]) -> str | None:
+    """One anchored regular expression for ``*`` / ``?`` glob patterns (None when there are none)."""
+    if not patterns:
+        return None
+    parts = [re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns]
+    return "^(?:" + "|".join(parts) + ")$"
+
+
+def _lookup(name: pl.Expr, table: Mapping[str, str]) -> pl.Expr:
+    if not table:
+        return pl.lit(None, pl.String)
+    return name.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.String)
+
+
+def action_expr(raw: pl.Expr, mapping: SourceMapping, entity: pl.Expr | None = None) -> pl.Expr:
+    """Event name -> Frigade action(s) (``A+B`` for several), DROP, or the raw name (unknown:
+    quarantined later). ``raw`` is the name after prefixes and the event pattern."""
     name = raw
     for prefix in sorted(mapping.strip_prefixes, key=len, reverse=True):
         name = name.str.strip_prefix(prefix)
-    known = {a.value: a.value for a in Action}
-    table = {**known, **{k: v for k, v in mapping.action_map.items()}}
-    mapped = name.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.String)
+    mapped: pl.Expr = _lookup(name, {**{a: a for a in _ACTIONS}, **mapping.action_map})
+    if entity is not None and mapping.entity_action_map:
+        by_entity: pl.Expr = pl.lit(None, pl.String)
+        for ent, table in mapping.entity_action_map.items():
+            by_entity = pl.when(entity == ent).then(_lookup(name, table)).otherwise(by_entity)
+        mapped = pl.coalesce(by_entity, mapped)
+    drop = glob_regex(mapping.drop_events)
+    if drop is not None:
+        mapped = pl.when(name.str.contains(drop)).then(pl.lit(DROP)).otherwise(mapped)
     fallback = pl.lit(DROP) if mapping.unmapped == "drop" else raw
     return pl.when(raw.is_null()).then(None).otherwise(pl.coalesce(mapped, fallback))
 
@@ -213,72 +371,43 @@ def action_expr(raw: pl.Expr, mapping: SourceMapping) -> pl.Expr:
 # ---------------------------------------------------------------- the mapping itself
 
 
-def map_events(lf: pl.LazyFrame, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
-    """Map one export (lazily) into the canonical event frame. Raises InputError, naming the file
-    and field, when a required column is missing."""
-    schema = lf.collect_schema()
-    cols: dict[str, pl.Expr | None] = {}
-    for key in ("user", "group", "flow", "step", "action", "time", "data", "event_id"):
+def _missing(mapping: SourceMapping, key: str, schema: pl.Schema, source_file: str) -> InputError:
+    cands: tuple[str, ...] = getattr(mapping, key)
+    return InputError(
+        f"missing column: none of {', '.join(repr(c) for c in cands)} is in the file "
+        f"(columns: {', '.join(schema.names()[:30])})",
+        file=source_file,
+        field=cands[0] if cands else key,
+    )
+
+
+def column_exprs(
+    schema: pl.Schema, mapping: SourceMapping, source_file: str, keys: Sequence[str]
+) -> dict[str, pl.Expr | None]:
+    """Text expressions for column fields; raises InputError for a missing required one."""
+    out: dict[str, pl.Expr | None] = {}
+    for key in keys:
         cands: tuple[str, ...] = getattr(mapping, key)
-        expr = _resolve(schema, cands)
-        if expr is None and key in mapping.required and not (key == "flow" and mapping.flow_constant):
-            raise InputError(
-                f"missing column: none of {', '.join(repr(c) for c in cands)} is in the file "
-                f"(columns: {', '.join(schema.names()[:30])})",
-                file=source_file,
-                field=cands[0] if cands else key,
-            )
-        cols[key] = expr
-    time_name = (
-        next(c for c in mapping.time if _resolve(schema, (c,)) is not None)
-        if cols["time"] is not None
-        else ""
-    )
-    ts, ts_reason = (
-        time_exprs(schema, cols["time"], time_name, mapping.time_format, mapping.timezone)
-        if cols["time"] is not None
-        else (pl.lit(None, pl.Datetime("us", "UTC")), pl.lit("no time column"))
-    )
-    raw_time = _text(cols["time"]) if cols["time"] is not None else pl.lit(None, pl.String)
-    raw_event = _text(cols["action"]) if cols["action"] is not None else pl.lit(None, pl.String)
-    flow = (
-        pl.lit(mapping.flow_constant)
-        if mapping.flow_constant
-        else _text(cols["flow"])
-        if cols["flow"] is not None
-        else pl.lit(None, pl.String)
-    )
+        expr = text_of(schema, cands, coalesce=key in mapping.coalesce)
+        constant = (key == "flow" and mapping.flow_constant) or (key == "action" and mapping.action_constant)
+        if expr is None and key in mapping.required and not constant:
+            raise _missing(mapping, key, schema, source_file)
+        out[key] = expr
+    return out
+
+
+def _null() -> pl.Expr:
+    return pl.lit(None, pl.String)
+
+
+def flow_expr(raw: pl.Expr | None, mapping: SourceMapping) -> pl.Expr:
+    flow = pl.lit(mapping.flow_constant) if mapping.flow_constant else raw if raw is not None else _null()
     if mapping.flow_map:
         flow = flow.replace(dict(mapping.flow_map))
-    step = _text(cols["step"]) if cols["step"] is not None else pl.lit(None, pl.String)
-    out = lf.with_row_index("__row", offset=1).select(
-        pl.lit(source_file).alias("source_file"),
-        pl.col("__row").cast(pl.Int64).alias("source_row"),
-        _text(cols["user"]).alias("user_id")
-        if cols["user"] is not None
-        else pl.lit(None, pl.String).alias("user_id"),
-        (_text(cols["group"]) if cols["group"] is not None else pl.lit(None, pl.String)).alias("group_id"),
-        flow.alias("flow_slug"),
-        *_step_columns(step, flow, mapping),
-        action_expr(raw_event, mapping).alias("action"),
-        raw_event.alias("raw_event"),
-        ts.alias("ts"),
-        raw_time.alias("ts_raw"),
-        (_text(cols["data"]) if cols["data"] is not None else pl.lit(None, pl.String)).alias("data"),
-        (_text(cols["event_id"]) if cols["event_id"] is not None else pl.lit(None, pl.String)).alias(
-            "event_id"
-        ),
-        pl.when(raw_time.is_null())
-        .then(pl.lit("missing time"))
-        .when(ts.is_null() & ts_reason.is_null())
-        .then(pl.lit("unparseable time"))
-        .otherwise(ts_reason)
-        .alias("map_reason"),
-    )
-    return conform(out)
+    return flow
 
 
-def _step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[pl.Expr]:
+def step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[pl.Expr]:
     """step_id keeps the source's text (mapped through a per-flow step map) so messages can name it;
     step_index is set when the source counts steps by position."""
     if mapping.step_map:
@@ -291,3 +420,100 @@ def _step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[
     offset = 1 if mapping.step_by == "index1" else 0
     index = step.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False) - offset
     return [step.alias("step_id"), index.alias("step_index")]
+
+
+def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
+    """One event per row (before derivations), in the internal shape of ``transforms.derive``."""
+    step_field = "progress_step" if mapping.progress_step else "step"
+    cols = column_exprs(
+        schema, mapping, source_file, ("user", "group", "flow", "action", "data", "event_id", "entity")
+    )
+    step_src = text_of(schema, getattr(mapping, step_field), coalesce="step" in mapping.coalesce)
+    if not existing(schema, mapping.time) and "time" in mapping.required and mapping.default_time is None:
+        raise _missing(mapping, "time", schema, source_file)
+    ts, ts_raw, reason = time_columns(
+        schema,
+        mapping.time,
+        mapping.time_formats,
+        mapping.timezone,
+        coalesce="time" in mapping.coalesce,
+        default=mapping.default_instant,
+    )
+    raw_event = (
+        pl.lit(mapping.action_constant, pl.String)
+        if mapping.action_constant
+        else cols["action"]
+        if cols["action"] is not None
+        else _null()
+    )
+    name = raw_event
+    for prefix in sorted(mapping.strip_prefixes, key=len, reverse=True):
+        name = name.str.strip_prefix(prefix)
+    flow_raw, step_raw, entity = cols["flow"], step_src, cols["entity"]
+    if mapping.event_pattern:
+        groups = set(re.compile(mapping.event_pattern).groupindex)
+        parts = name.str.extract_groups(mapping.event_pattern)
+
+        def part(g: str, other: pl.Expr | None) -> pl.Expr | None:
+            if g not in groups:
+                return other
+            got = text(parts.struct.field(g))
+            return got if other is None else pl.coalesce(got, other)
+
+        flow_raw, step_raw, entity = part("flow", flow_raw), part("step", step_raw), part("entity", entity)
+        name = part("event", name) or name
+    flow = flow_expr(flow_raw, mapping)
+    action = action_expr(name, replace(mapping, strip_prefixes=()), entity)
+    if mapping.record_type and mapping.record_types:
+        kind = text_of(schema, mapping.record_type)
+        if kind is not None:
+            keep = kind.is_in(list(mapping.record_types)).fill_null(False)
+            action = pl.when(keep).then(action).otherwise(pl.lit(DROP))
+            raw_event = pl.when(keep).then(raw_event).otherwise(pl.coalesce(raw_event, kind))
+    return lf.with_row_index("__row", offset=1).select(
+        pl.lit(source_file).alias("source_file"),
+        pl.col("__row").cast(pl.Int64).alias("source_row"),
+        (cols["user"] if cols["user"] is not None else _null()).alias("user_id"),
+        (cols["group"] if cols["group"] is not None else _null()).alias("group_id"),
+        flow.alias("flow_slug"),
+        *step_columns(step_raw if step_raw is not None else _null(), flow, mapping),
+        action.alias("action"),
+        raw_event.alias("raw_event"),
+        ts.alias("ts"),
+        ts_raw.alias("ts_raw"),
+        (cols["data"] if cols["data"] is not None else _null()).alias("data"),
+        (cols["event_id"] if cols["event_id"] is not None else _null()).alias("event_id"),
+        reason.alias("map_reason"),
+    )
+
+
+def map_events(
+    lf: pl.LazyFrame, mapping: SourceMapping, source_file: str, *, steps: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
+    """Map one export (lazily) into the canonical event frame. Raises InputError, naming the file
+    and field, when a required column is missing, when the file holds only aggregates, or when a
+    derivation needs the catalog's step order and ``steps`` (the catalog step table: flow_slug,
+    step_id, step_index, step_count) is not given.
+
+    One source row may become several events (they share source_file / source_row), or, in a wide
+    table, none (a user with no progress)."""
+    from transforms.derive import derive
+    from transforms.wide import wide_events
+
+    schema = lf.collect_schema()
+    refuse_aggregates(schema, mapping, source_file)
+    try:
+        if mapping.wide:
+            events = wide_events(lf, schema, mapping, source_file)
+        else:
+            events = _row_events(lf, schema, mapping, source_file)
+        events = derive(events, mapping, steps)
+    except InputError as exc:
+        if exc.file is None:
+            bare = str(exc).removeprefix(f"field {exc.field!r}: ") if exc.field else str(exc)
+            raise InputError(bare, file=source_file, field=exc.field) from exc
+        raise
+    return conform(events)
+
+
+__all__ += ["column_exprs", "flow_expr", "resolve_column", "step_columns", "text"]

@@ -33,6 +33,7 @@ PLAN_SCHEMA: dict[str, pl.DataType] = {
     "step_id": pl.String(),
     "created_at": pl.Datetime("us", "UTC"),
     "data": pl.String(),
+    "origin": pl.Int64(),
 }
 CURRENT_FLOW_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -189,6 +190,7 @@ def plan_state(
             "step_id",
             pl.col(f"{fact}_ts").alias("created_at"),
             pl.col(f"{fact}_data").alias("data"),
+            pl.col(f"{fact}_row").alias("origin"),
         )
 
     n = pl.col("step_count")
@@ -204,6 +206,7 @@ def plan_state(
             step.alias("step_id"),
             pl.col(f"{fact}_ts").alias("created_at"),
             pl.col(f"{fact}_data").alias("data"),
+            pl.col(f"{fact}_row").alias("origin"),
         )
 
     no_step = pl.lit(None, pl.String)
@@ -249,7 +252,9 @@ def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:
     )
     return _finish(
         numbered.with_columns(
-            pl.col("group_id").drop_nulls().last().over(FLOW_KEY), pl.col("ts").alias("created_at")
+            pl.col("group_id").drop_nulls().last().over(FLOW_KEY),
+            pl.col("ts").alias("created_at"),
+            pl.col("row_key").alias("origin"),
         ),
         ["key", "slot"],
     )

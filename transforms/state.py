@@ -46,7 +46,8 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
     """(flows, steps) target state of every user-flow in ``events``.
 
     ``events`` must be valid, de-duplicated and sorted (user, flow, time, tie-break) with columns
-    user_id, group_id, flow_slug, step_id, step_index, action, ts, data. ``steps`` is the catalog step
+    user_id, group_id, flow_slug, step_id, step_index, action, ts, data, and row_key (the source
+    row's identity, carried to the plan so every request names the row it came from). ``steps`` is the catalog step
     table (flow_slug, step_id, step_index, step_count)."""
     a = pl.col("action")
     # Polars keeps each group's rows in input order, so first()/last() follow the sorted events.
@@ -54,8 +55,10 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
         pl.col("group_id").drop_nulls().last().alias("group_id"),
         pl.col("ts").min().alias("first_ts"),
         pl.col("ts").max().alias("last_ts"),
+        pl.col("row_key").last().alias("last_row"),
         pl.col("ts").filter(a == A.NOT_STARTED_FLOW).last().alias("reset_ts"),
         pl.col("data").filter(a == A.NOT_STARTED_FLOW).last().alias("reset_data"),
+        pl.col("row_key").filter(a == A.NOT_STARTED_FLOW).last().alias("reset_row"),
     )
     epoch = _epoch(events)
     moves = a.is_in(_MOVES_POINTER)
@@ -67,12 +70,16 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
         pl.col("step_index").filter(moves).last().alias("_ptr_step"),
         pl.col("ts").filter(moves).last().alias("ptr_ts"),
         pl.col("data").filter(moves).last().alias("ptr_data"),
+        pl.col("row_key").filter(moves).last().alias("ptr_row"),
         _first("ts", a.is_in(_STARTS_FLOW)).alias("start_ts"),
         _first("data", a.is_in(_STARTS_FLOW)).alias("start_data"),
+        _first("row_key", a.is_in(_STARTS_FLOW)).alias("start_row"),
         _first("ts", a == A.COMPLETED_FLOW).alias("completed_ts"),
         _first("data", a == A.COMPLETED_FLOW).alias("completed_data"),
+        _first("row_key", a == A.COMPLETED_FLOW).alias("completed_row"),
         _first("ts", a == A.SKIPPED_FLOW).alias("skipped_ts"),
         _first("data", a == A.SKIPPED_FLOW).alias("skipped_data"),
+        _first("row_key", a == A.SKIPPED_FLOW).alias("skipped_row"),
         pl.col("ts").min().alias("epoch_first_ts"),
     )
     counts = steps.group_by("flow_slug").agg(pl.len().cast(pl.Int64).alias("step_count"))
@@ -109,12 +116,16 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
         (a == A.SKIPPED_STEP).any().alias("step_skipped"),
         _first("ts", starts_step & live).alias("started_ts"),
         _first("data", starts_step & live).alias("started_data"),
+        _first("row_key", starts_step & live).alias("started_row"),
         _first("ts", (a == A.COMPLETED_STEP) & live).alias("completed_ts"),
         _first("data", (a == A.COMPLETED_STEP) & live).alias("completed_data"),
+        _first("row_key", (a == A.COMPLETED_STEP) & live).alias("completed_row"),
         _first("ts", a == A.SKIPPED_STEP).alias("skipped_ts"),
         _first("data", a == A.SKIPPED_STEP).alias("skipped_data"),
+        _first("row_key", a == A.SKIPPED_STEP).alias("skipped_row"),
         pl.col("ts").filter(a == A.NOT_STARTED_STEP).last().alias("nss_ts"),
         pl.col("data").filter(a == A.NOT_STARTED_STEP).last().alias("nss_data"),
+        pl.col("row_key").filter(a == A.NOT_STARTED_STEP).last().alias("nss_row"),
     )
     grid = flows.select(FLOW_KEY).join(steps.select("flow_slug", "step_id", "step_index"), on="flow_slug")
     step_states = grid.join(step_facts, on=STEP_KEY, how="left").with_columns(

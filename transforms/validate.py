@@ -133,4 +133,12 @@ def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int]) -> pl.Lazy
         .then(pl.col("event_id").is_first_distinct())
         .otherwise(natural.is_first_distinct())
     )
-    return ordered.with_columns((~first).alias("duplicate"))
+    return ordered.with_columns(
+        (~first).alias("duplicate"),
+        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+    )
+
+
+def row_key(file_order: pl.Expr, source_row: pl.Expr) -> pl.Expr:
+    """One integer naming a source row across all input files."""
+    return file_order * (1 << 40) + source_row

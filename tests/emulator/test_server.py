@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,15 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def test_python_dash_m_emulator_help_documents_every_option() -> None:
+    wide = {**os.environ, "COLUMNS": "200"}  # so that no hyphenated name is wrapped across lines
     out = subprocess.run(
-        [sys.executable, "-m", "emulator", "--help"], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-m", "emulator", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=wide,
+        cwd=ROOT,
     ).stdout
     expected = {
         "--host", "--port", "--fd", "--catalog", "--db", "--public-key", "--private-key", "--rate-limit",

@@ -39,6 +39,7 @@ def ordered_events(events: list[EventTuple], flows: dict[str, tuple[str, ...]]) 
             "action": a.value,
             "ts": T0 + timedelta(seconds=i),
             "data": None,
+            "row_key": i + 1,
         }
         for i, (u, f, a, s) in enumerate(events)
     ]
@@ -51,6 +52,7 @@ def ordered_events(events: list[EventTuple], flows: dict[str, tuple[str, ...]]) 
         "action": pl.String(),
         "ts": pl.Datetime("us", "UTC"),
         "data": pl.String(),
+        "row_key": pl.Int64(),
     }
     return pl.DataFrame(rows, schema=schema).lazy().sort("user_id", "flow_slug", "ts")
 

@@ -1,0 +1,141 @@
+"""Prefect flows: thin orchestration that reads like a table of contents.
+
+extract + transform (prepare) -> load (push, one task per batch of users, sharing one client and its
+limiter) -> snapshot + reconcile -> report (file + Prefect artifacts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from frigade.catalog import Catalog
+from frigade.client import FrigadeClient
+from frigade.errors import StopRunError
+from frigade.push import PushSummary
+from frigade.secret import ApiKey
+from flows import job as J
+from flows.execute import Work
+from flows.progress import PushProgress
+from flows.report import summary_rows
+from flows.settings import Settings, load_config_file, resolve
+
+#: push tasks running at once: two overlap one batch's tail with the next batch's start
+PARALLEL_BATCHES = 2
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare_task(job: J.Job, catalog: Catalog) -> dict[str, Any]:
+    prepared = J.prepare_run(job, catalog)
+    return job.run["counts"] if prepared is None else prepared.counts
+
+
+@task(name="push-batch", cache_policy=NO_CACHE)
+async def push_batch_task(job: J.Job, work: Work, batch: pl.DataFrame, client: FrigadeClient,
+                          progress: PushProgress) -> PushSummary:
+    return await J.push_batch(job, work, batch, client, on_outcome=progress.advance)
+
+
+@task(name="snapshot-reconcile-report", cache_policy=NO_CACHE)
+def finish_task(job: J.Job, attempt: dict[str, Any], elapsed_s: float) -> J.RunResult:
+    return J.finish_run(job, attempt, elapsed_s)
+
+
+@contextlib.asynccontextmanager
+async def api_endpoint(settings: Settings, catalog_file: str | None) -> AsyncIterator[tuple[str, ApiKey | None]]:
+    """The configured API, or an embedded emulator when neither a URL nor a key is configured."""
+    if not settings.embedded:
+        yield settings.api_url or "https://api.frigade.com", settings.api_key
+        return
+    from emulator.embedded import EmbeddedEmulator
+
+    with EmbeddedEmulator(catalog=catalog_file) as emu:
+        get_run_logger().info(
+            "No FRIGADE_API_KEY or FRIGADE_API_URL configured: running against the embedded Frigade "
+            "emulator at %s (nothing leaves this machine).", emu.url
+        )
+        yield emu.url, ApiKey(emu.public_key)
+
+
+async def run_job(job: J.Job) -> J.RunResult:
+    s = job.settings
+    catalog_source = s.catalog or ("api" if not s.embedded else None)
+    async with api_endpoint(s, catalog_source if catalog_source not in (None, "api") else None) as (url, key):
+        async with FrigadeClient(url, key, rate=s.rate, concurrency=s.concurrency, timeout=s.timeout,
+                                 max_attempts=s.max_attempts, send_created_at=s.send_created_at) as client:
+            catalog = await J.load_catalog(catalog_source or "api", client)
+            prepare_task(job, catalog)
+            work = J.work_for(job)
+            attempt = J.begin_attempt(job)
+            started = J.now()
+            progress = PushProgress(total=work.pending.height, rate=s.rate)
+            try:
+                with progress:
+                    batches = J.batches(work, s.batch_requests)
+                    for i in range(0, len(batches), PARALLEL_BATCHES):
+                        wave = batches[i : i + PARALLEL_BATCHES]
+                        await asyncio.gather(*(push_batch_task(job, work, b, client, progress) for b in wave))
+            except StopRunError as exc:
+                J.record_stop(job, attempt, exc)
+            return finish_task(job, attempt, J.now() - started)
+
+
+async def _publish(result: J.RunResult) -> None:
+    key = "frigade-migrate-" + result.summary.get("kind", "run")
+    await acreate_markdown_artifact(result.report, key=key + "-report", description="frigade-migrate run report")
+    await acreate_table_artifact(
+        [{"measure": k, "value": "" if v is None else str(v)} for k, v in summary_rows(result.summary)],
+        key=key + "-summary",
+        description="frigade-migrate run summary",
+    )
+
+
+@flow(name="frigade-migrate-backfill", validate_parameters=True)
+async def backfill_flow(
+    exports: list[str],
+    run_dir: str | None = None,
+    preset: str | None = None,
+    mapping: str | None = None,
+    catalog: str | None = None,
+    api_url: str | None = None,
+    api_key_block: str | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    mode: str = "state",
+    max_failures: str = "0",
+    send_created_at: bool = True,
+    mapping_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
+    named by ``api_key_block``: never from a parameter, which Prefect would store."""
+    settings = settings_for_flow(
+        api_url=api_url, api_key_block=api_key_block, rate=rate, concurrency=concurrency, mode=mode,
+        catalog=catalog, preset=preset, mapping=mapping, max_failures=max_failures, send_created_at=send_created_at,
+    )
+    job = J.Job.open(exports, settings, run_dir, "backfill", mapping_overrides)
+    result = await run_job(job)
+    await _publish(result)
+    return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
+
+
+def settings_for_flow(*, api_key_block: str | None, **flags: Any) -> Settings:
+    """Flow parameters over environment over config file; the key from a Secret block if named."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if api_key_block:
+        given["api_key"] = secret_from_block(api_key_block)
+    return resolve(given, config=load_config_file(None))
+
+
+def secret_from_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(name).get()  # type: ignore[union-attr]
+    return str(value)
+

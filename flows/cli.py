@@ -1,0 +1,213 @@
+"""The ``frigade-migrate`` command. Exit codes: 0 success; 1 failures past --max-failures or
+reconciliation mismatches; 2 bad input or usage (nothing sent); 3 stopped by the API (bad key, MAU cap)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from transforms.schema import InputError
+
+EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+err = Console(stderr=True)
+out = Console()
+
+#: long-shape column flags -> mapping fields
+COLUMN_FLAGS = {
+    "user_col": "user", "group_col": "group", "flow_col": "flow", "step_col": "step", "action_col": "action",
+    "time_col": "time", "data_col": "data", "event_id_col": "event_id",
+}
+
+
+def _prefect_env() -> None:
+    """Prefect's temporary server takes 13-28 s to start here and times out at its default 20 s on a
+    fresh database; and its telemetry only produces errors offline."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exports", nargs="+", metavar="EXPORT", help="CSV, TSV, Parquet or JSONL export files")
+    p.add_argument("--preset", help="built-in source shape (see `frigade-migrate inspect`); default: long")
+    p.add_argument("--mapping", help="YAML mapping for shapes no preset covers, or to override a preset's parts")
+    p.add_argument("--catalog", help="flows and their ordered steps: a YAML/JSON file, or 'api' (default: api, "
+                   "or the bundled sample on the embedded emulator)")
+    p.add_argument("--api-url", help="API base (env FRIGADE_API_URL); with neither URL nor key the embedded "
+                   "emulator is started")
+    p.add_argument("--api-key", help="API key (env FRIGADE_API_KEY; never printed, logged or written)")
+    p.add_argument("--rate", type=float, help="requests per second, never exceeded in any one-second window "
+                   "(default 20)")
+    p.add_argument("--concurrency", type=int, help="most requests in flight (default 32)")
+    p.add_argument("--mode", choices=["state", "history"], help="state (default): fewest requests reproducing "
+                   "each user's final state; history: every de-duplicated state event in order")
+    p.add_argument("--run-dir", help="this run's folder (default runs/<run-id>); an existing one is resumed")
+    p.add_argument("--max-failures", help="fail (exit 1) above this many rejected users, N or P%% (default 0)")
+    p.add_argument("--no-created-at", action="store_true", help="do not send the source event's time as createdAt")
+    p.add_argument("--config", help="settings file (default ./frigade-migrate.yaml when present)")
+    p.add_argument("--timezone", help="zone of naive times in the export, e.g. UTC or Europe/Paris")
+    p.add_argument("--time-format", help="iso, epoch_s, epoch_ms, epoch_us or a strftime pattern")
+    for flag, fieldname in COLUMN_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"column holding the {fieldname.replace('_', ' ')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_options(sub.add_parser("backfill", help="one-off migration: load, validate, plan, push, snapshot, reconcile"))
+    _run_options(sub.add_parser("plan", help="dry run: what would be sent, to how many users, how long it takes"))
+    p = sub.add_parser("inspect", help="detect an export's shape, propose a preset, show a sample of its events")
+    p.add_argument("export")
+    p.add_argument("--preset")
+    p.add_argument("--mapping")
+    p.add_argument("--catalog")
+    p.add_argument("--rows", type=int, default=1000, help="rows to sample (default 1000)")
+    sub.add_parser("emulator", help="run the local Frigade stand-in in the foreground", add_help=False)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from flows.settings import load_config_file, resolve
+
+    flags = {
+        "api_url": args.api_url, "api_key": args.api_key, "rate": args.rate, "concurrency": args.concurrency,
+        "mode": args.mode, "catalog": args.catalog, "preset": args.preset, "mapping": args.mapping,
+        "max_failures": args.max_failures, "send_created_at": False if args.no_created_at else None,
+    }
+    return resolve(flags, config=load_config_file(args.config))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {v: getattr(args, k) for k, v in COLUMN_FLAGS.items() if getattr(args, k)}
+    if args.timezone:
+        o["timezone"] = args.timezone
+    if args.time_format:
+        o["time_format"] = args.time_format
+    return o
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flows.job import Job, load_catalog_file, mapping_for
+    from flows.pipeline import accounting_closes, prepare
+
+    settings = _settings(args)
+    job = Job.open(args.exports, settings, args.run_dir or "runs/plan-preview", "plan", _overrides(args))
+    if settings.catalog and settings.catalog != "api":
+        catalog = load_catalog_file(settings.catalog)
+    elif settings.embedded:
+        from emulator.sample import sample_catalog
+
+        catalog = sample_catalog()
+    else:
+        catalog = asyncio.run(_api_catalog(settings))
+    prepared = prepare(job.exports, mapping_for(job), catalog, mode=settings.mode)
+    c = prepared.counts
+    seconds = c["requests_planned"] / settings.rate
+    t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
+    rows = [
+        ("rows in", c["rows_in"]), ("rows turned into requests", c["rows_sent"]),
+        ("rows redundant", c["rows_redundant"]), ("rows dropped (non-state)", c["rows_dropped"]),
+        ("rows quarantined", c["rows_quarantined"]), ("requests planned", c["requests_planned"]),
+        ("distinct users touched (each counts toward MAU)", c["users"]),
+        (f"time at {settings.rate:g} req/s", _duration(seconds)),
+        ("row accounting closes", accounting_closes(c)),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    out.print(t)
+    if prepared.quarantine_reasons:
+        q = Table(title="quarantine reasons")
+        q.add_column("reason")
+        q.add_column("rows", justify="right")
+        for reason, n in list(prepared.quarantine_reasons.items())[:15]:
+            q.add_row(reason, str(n))
+        out.print(q)
+    first = Table(title="first requests")
+    cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
+    for col in cols:
+        first.add_column(col)
+    for r in prepared.plan.head(10).select(cols).iter_rows():
+        first.add_row(*("" if v is None else str(v) for v in r))
+    out.print(first)
+    return EXIT_OK
+
+
+async def _api_catalog(settings: Any) -> Any:
+    from flows.job import load_catalog
+    from frigade.client import FrigadeClient
+
+    async with FrigadeClient(settings.api_url or "https://api.frigade.com", settings.api_key, rate=settings.rate) as c:
+        return await load_catalog("api", c)
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    _prefect_env()
+    settings = _settings(args)
+    if settings.embedded:
+        err.print("[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "
+                  "Frigade emulator on 127.0.0.1 (nothing leaves this machine).[/]")
+    if args.api_key:
+        # The flow reads the key from the environment: a flow parameter would be stored by Prefect.
+        os.environ["FRIGADE_API_KEY"] = args.api_key
+    from flows.backfill import backfill_flow
+
+    result = asyncio.run(
+        backfill_flow(
+            exports=args.exports, run_dir=args.run_dir, preset=settings.preset, mapping=settings.mapping,
+            catalog=settings.catalog, api_url=settings.api_url, rate=settings.rate,
+            concurrency=settings.concurrency, mode=settings.mode, max_failures=settings.max_failures,
+            send_created_at=settings.send_created_at, mapping_overrides=_overrides(args),
+        )
+    )
+    return _print_result(result)
+
+
+def _print_result(result: dict[str, Any]) -> int:
+    run_dir = Path(result["run_dir"])
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    summary = report.split("\n## ")[0]
+    out.print(summary)
+    out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
+    return int(result["exit_code"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from emulator.server import main as emulator_main
+
+        return emulator_main(argv[1:], prog="frigade-migrate emulator")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "backfill":
+            return cmd_backfill(args)
+        if args.command == "inspect":
+            from flows.inspect_cmd import main as inspect_main
+
+            return inspect_main(args.export, preset=args.preset, mapping=args.mapping, catalog=args.catalog,
+                                rows=args.rows)
+    except InputError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return EXIT_INPUT
+    return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

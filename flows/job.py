@@ -1,0 +1,272 @@
+"""The stages of a backfill or sync run as plain functions over a run folder.
+
+The Prefect flow in ``flows.backfill`` calls these through thin tasks; ``plan`` calls ``prepare_run``
+directly, without Prefect and without sending anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from frigade.catalog import Catalog, catalog_from_api, parse_catalog
+from frigade.client import FrigadeClient
+from frigade.errors import CatalogError, FrigadeError
+from frigade.push import Outcome, PushSummary
+from flows.execute import (
+    SNAPSHOT_SCHEMA,
+    SnapshotLog,
+    Work,
+    iter_batches,
+    pending_requests,
+    run_push,
+    user_order,
+)
+from flows.pipeline import Prepared, accounting_closes, prepare, start_states
+from flows.report import render
+from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
+from flows.settings import Settings, failure_limit
+from transforms.mapping import SourceMapping
+from transforms.presets import resolve_mapping
+from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
+from transforms.schema import InputError
+
+EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+@dataclass
+class Job:
+    """One run: its inputs, settings, folder and attempt number."""
+
+    exports: list[Path]
+    settings: Settings
+    folder: RunFolder
+    kind: str = "backfill"
+    mapping_overrides: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, exports: Sequence[str], settings: Settings, run_dir: str | None, kind: str = "backfill",
+             mapping_overrides: dict[str, Any] | None = None) -> Job:
+        folder = RunFolder(Path(run_dir) if run_dir else Path("runs") / new_run_id())
+        job = cls([Path(p) for p in exports], settings, folder, kind, dict(mapping_overrides or {}))
+        if not job.exports:
+            raise InputError("no export files given")
+        job.run = folder.read_json()
+        job.attempt = len(job.run.get("attempts", [])) + 1
+        return job
+
+    @property
+    def resuming(self) -> bool:
+        return self.folder.path("plan.parquet").exists() and bool(self.run)
+
+    def save(self) -> None:
+        self.folder.write_json(self.run)
+
+
+def mapping_for(job: Job) -> SourceMapping:
+    doc: dict[str, Any] | None = None
+    if job.settings.mapping:
+        path = Path(job.settings.mapping)
+        if not path.exists():
+            raise InputError("mapping file not found", file=str(path))
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise InputError("a mapping file is a YAML mapping of field: value", file=str(path))
+        doc = loaded
+    return resolve_mapping(job.settings.preset, doc, job.mapping_overrides, mapping_where=str(job.settings.mapping))
+
+
+def load_catalog_file(path: str) -> Catalog:
+    p = Path(path)
+    if not p.exists():
+        raise InputError("catalog file not found", file=path)
+    try:
+        return parse_catalog(p.read_text(encoding="utf-8"), path)
+    except CatalogError as exc:
+        raise InputError(str(exc), file=path) from exc
+
+
+async def load_catalog(source: str, client: FrigadeClient | None) -> Catalog:
+    if source != "api":
+        return load_catalog_file(source)
+    if client is None:
+        raise InputError("--catalog api needs an API to read the flows from")
+    return catalog_from_api(await client.list_flows())
+
+
+def _check_inputs_unchanged(job: Job, prints: list[dict[str, Any]]) -> None:
+    before = {p["path"]: p["sha256"] for p in job.run.get("inputs", [])}
+    now = {p["path"]: p["sha256"] for p in prints}
+    if before and before != now:
+        raise InputError(
+            f"run folder {job.folder.root} was made from other inputs; resume it with the same files "
+            "or start a new run folder"
+        )
+
+
+def prepare_run(job: Job, catalog: Catalog, current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None) -> Prepared | None:
+    """Load, validate, plan and write the plan into the run folder. On a resume the plan already
+    there is kept (re-planning could differ and resend), so this returns None."""
+    prints = [fingerprint(p) for p in job.exports]
+    if job.resuming:
+        _check_inputs_unchanged(job, prints)
+        return None
+    prepared = prepare(job.exports, mapping_for(job), catalog, mode=job.settings.mode, current=current)
+    job.folder.create()
+    job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
+    job.folder.write_parquet("plan.parquet", prepared.plan)
+    job.folder.write_parquet("expected_flows.parquet", prepared.expected_flows)
+    job.folder.write_parquet("expected_steps.parquet", prepared.expected_steps)
+    job.run.update(
+        run_id=job.folder.root.name,
+        kind=job.kind,
+        created_at=datetime.now(UTC).isoformat(),
+        inputs=prints,
+        settings=job.settings.public(),
+        catalog=[{"slug": f.slug, "steps": list(f.step_ids), "status": f.status} for f in catalog.flows],
+        counts=prepared.counts,
+        accounting_closes=accounting_closes(prepared.counts),
+        quarantine_reasons=prepared.quarantine_reasons,
+        dropped_events=prepared.dropped_events,
+        requests_by_action=dict(Counter(prepared.plan["action"].to_list())),
+        status="planned",
+        attempts=[],
+    )
+    job.save()
+    return prepared
+
+
+def catalog_of(job: Job) -> Catalog:
+    """The catalog recorded at planning time: a resume validates against what the plan was made from."""
+    from frigade.catalog import CatalogFlow
+
+    return Catalog(
+        tuple(CatalogFlow(slug=f["slug"], step_ids=tuple(f["steps"]), status=f["status"]) for f in job.run["catalog"])
+    )
+
+
+def work_for(job: Job) -> Work:
+    plan = job.folder.read_parquet("plan.parquet")
+    outcomes = job.folder.outcomes()
+    pending = pending_requests(plan, outcomes)
+    order = user_order(plan)
+    uncertain: frozenset[str] = frozenset()
+    reserved = DispatchJournal(job.folder, job.attempt, 1).previous()
+    if reserved >= 0 and not pending.is_empty():
+        pending_users = pending.select("user_id").unique()["user_id"].to_list()
+        uncertain = frozenset(u for u in pending_users if order.get(u, 1 << 62) <= reserved)
+    return Work(pending=pending, start=start_states(catalog_of(job)), user_start={}, uncertain=uncertain,
+                user_index=order)
+
+
+def begin_attempt(job: Job) -> dict[str, Any]:
+    attempt = {"attempt": job.attempt, "started_at": datetime.now(UTC).isoformat(), "stopped_by": None}
+    job.run.setdefault("attempts", []).append(attempt)
+    job.run["status"] = "pushing"
+    job.save()
+    return attempt
+
+
+async def push_batch(
+    job: Job, work: Work, batch: pl.DataFrame, client: FrigadeClient,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> PushSummary:
+    plan = job.folder.read_parquet("plan.parquet") if work.uncertain else batch
+    outcomes = OutcomeLog(job.folder, job.attempt)
+    snapshot = SnapshotLog(lambda df: job.folder.write_parquet(job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root).as_posix(), df))
+    journal = DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
+    journal.reserved = max(journal.reserved, -1)
+    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
+    return await run_push(batch_work, plan, client, concurrency=job.settings.concurrency, outcomes=outcomes,
+                          snapshot=snapshot, journal=journal, on_outcome=on_outcome)
+
+
+def batches(work: Work, batch_requests: int) -> list[pl.DataFrame]:
+    return list(iter_batches(work.pending, batch_requests))
+
+
+def record_stop(job: Job, attempt: dict[str, Any], error: FrigadeError) -> None:
+    attempt["stopped_by"] = type(error).__name__
+    job.run["status"] = "stopped"
+    job.run["stop_message"] = (
+        f"{error} Everything done so far is kept in {job.folder.root}; fix the cause and run the same "
+        "command with --run-dir to resume."
+    )
+    job.save()
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    run_dir: str
+    summary: dict[str, Any]
+    report: str
+
+
+def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult:
+    """Snapshot, reconcile, count, report. Runs after a stop too, over what was done."""
+    plan = job.folder.read_parquet("plan.parquet")
+    outcomes = job.folder.outcomes()
+    snapshot = latest_snapshot(job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA))
+    job.folder.write_parquet("snapshot.parquet", snapshot)
+    exp_flows = job.folder.read_parquet("expected_flows.parquet")
+    exp_steps = job.folder.read_parquet("expected_steps.parquet")
+    settled = outcomes.filter(pl.col("outcome").is_in(["sent", "resolved_applied"]))["request_id"]
+    last_sent = last_sent_times(plan, settled) if job.settings.send_created_at else None
+    touched = plan.select("user_id").unique()["user_id"]
+    mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
+    job.folder.write_parquet("reconcile.parquet", mismatches)
+    latest = outcomes.sort("at").unique("request_id", keep="last") if not outcomes.is_empty() else outcomes
+    by_outcome = dict(Counter(latest["outcome"].to_list())) if latest.height else {}
+    bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed"]))
+    failed_users = bad["user_id"].n_unique() if bad.height else 0
+    this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
+    attempt.update(
+        finished_at=datetime.now(UTC).isoformat(), elapsed_s=round(elapsed_s, 3),
+        sent=int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0,
+    )
+    limit = failure_limit(job.settings.max_failures, job.run["counts"]["users"])
+    stopped = job.run.get("status") == "stopped"
+    job.run.update(
+        outcomes=by_outcome,
+        failed_users=failed_users,
+        failure_reasons=dict(Counter(
+            f"{r['error_class']}: {(r['message'] or '')[:120]}" for r in bad.select("error_class", "message").to_dicts()
+        )),
+        mismatches=mismatches.height,
+        mismatched_users=mismatches["user_id"].n_unique() if mismatches.height else 0,
+    )
+    if not stopped:
+        failed = failed_users > limit or mismatches.height > 0
+        job.run["status"] = "failed" if failed else "succeeded"
+    job.save()
+    per_flow = _per_flow(plan, exp_flows)
+    report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
+    job.folder.write_text("report.md", report)
+    code = EXIT_STOPPED if stopped else EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
+    return RunResult(code, str(job.folder.root), job.run, report)
+
+
+def _per_flow(plan: pl.DataFrame, exp_flows: pl.DataFrame) -> list[dict[str, Any]]:
+    req = plan.group_by("flow_slug").agg(pl.len().alias("requests"))
+    st = exp_flows.group_by("flow_slug").agg(
+        pl.len().alias("users"),
+        pl.col("started").sum(),
+        pl.col("completed").sum(),
+        pl.col("skipped").sum(),
+    )
+    return st.join(req, on="flow_slug", how="left").fill_null(0).sort("flow_slug").to_dicts()
+
+
+def now() -> float:
+    return time.monotonic()

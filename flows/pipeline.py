@@ -1,0 +1,214 @@
+"""The job's stages as plain functions, tested without Prefect; the Prefect flows only sequence them.
+
+prepare: exports -> canonical events -> classified (valid / dropped / quarantined) -> ordered,
+de-duplicated -> target state -> plan, with the row accounting that must close.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from frigade.catalog import Catalog
+from frigade.rules import Action, FlowState, initial_state
+from transforms.mapping import SourceMapping, map_events
+from transforms.plan import plan_history, plan_state
+from transforms.schema import InputError
+from transforms.state import target_state
+from transforms.validate import catalog_frames, classify, order_and_dedupe, row_key
+
+QUARANTINE_COLUMNS = [
+    "source_file", "source_row", "reason", "user_id", "group_id", "flow_slug", "step_id", "raw_event",
+    "action", "ts_raw", "data", "event_id",
+]
+
+
+def scan_export(path: Path) -> pl.LazyFrame:
+    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types."""
+    if not path.exists():
+        raise InputError("file not found", file=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.scan_parquet(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return pl.scan_ndjson(path, infer_schema_length=10_000)
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            lf = pl.scan_csv(path, infer_schema=False, separator=sep)
+            lf.collect_schema()
+            return lf
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"unreadable: {exc}", file=str(path)) from exc
+    raise InputError("unsupported file type (use .csv, .tsv, .parquet or .jsonl)", file=str(path))
+
+
+def count_rows(paths: Sequence[Path]) -> int:
+    return sum(int(scan_export(p).select(pl.len()).collect().item()) for p in paths)
+
+
+@dataclass
+class Prepared:
+    """Everything up to the plan, materialised (polars frames, never Python rows)."""
+
+    plan: pl.DataFrame
+    quarantine: pl.DataFrame
+    expected_flows: pl.DataFrame
+    expected_steps: pl.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    dropped_events: dict[str, int] = field(default_factory=dict)
+
+
+def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFrame) -> pl.LazyFrame:
+    frames = []
+    for p in paths:
+        try:
+            frames.append(map_events(scan_export(p), mapping, str(p)))
+        except InputError as exc:
+            if exc.file is None:
+                raise InputError(str(exc), file=str(p), field=exc.field) from exc
+            raise
+    return pl.concat(frames, how="vertical")
+
+
+def _fail_on_undeclared_zone(classified: pl.DataFrame) -> None:
+    naive = classified.filter(pl.col("map_reason").str.starts_with("time has no zone")).head(1)
+    if naive.height:
+        r = naive.row(0, named=True)
+        raise InputError(
+            f"time {r['ts_raw']!r} has no zone and none is declared; set the source's timezone "
+            "(--timezone or `timezone:` in the mapping) so nothing is guessed",
+            file=r["source_file"],
+            row=r["source_row"],
+            field="time",
+        )
+
+
+def prepare(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    mode: str = "state",
+    current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
+) -> Prepared:
+    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
+    file_order = {str(p): i for i, p in enumerate(paths)}
+    classified = classify(load_events(paths, mapping, steps_lf), flows_lf, steps_lf).collect()
+    _fail_on_undeclared_zone(classified)
+    ordered = order_and_dedupe(classified.lazy().filter(pl.col("status") == "valid"), file_order).collect()
+    events = ordered.filter(~pl.col("duplicate"))
+    exp_flows, exp_steps = pl.collect_all(list(target_state(events.lazy(), steps_lf)))
+    plan = plan_history(events.lazy()).collect() if mode == "history" else plan_state(exp_flows, exp_steps, current).collect()
+    plan = plan.with_columns(
+        pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id")
+    )
+    quarantine = classified.filter(pl.col("status") == "quarantined").select(QUARANTINE_COLUMNS)
+    counts, reasons, dropped = _account(paths, classified, ordered, plan, file_order)
+    return Prepared(plan, quarantine, exp_flows, exp_steps, counts, reasons, dropped)
+
+
+def _account(
+    paths: Sequence[Path], classified: pl.DataFrame, ordered: pl.DataFrame, plan: pl.DataFrame,
+    file_order: dict[str, int],
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
+    already implied or a duplicate), dropped (non-state) or quarantined. A row that became several
+    events takes the first of those buckets that any of its events reached."""
+    keyed = classified.select(
+        row_key(pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64), pl.col("source_row")).alias("row_key"),
+        pl.col("status"),
+    )
+    origins = plan.select(pl.col("origin").alias("row_key")).unique().with_columns(pl.lit(True).alias("sent"))
+    rank = (
+        keyed.join(origins, on="row_key", how="left")
+        .with_columns(
+            pl.when(pl.col("sent").fill_null(False)).then(0)
+            .when(pl.col("status") == "valid").then(1)
+            .when(pl.col("status") == "quarantined").then(2)
+            .otherwise(3).alias("bucket")
+        )
+        .group_by("row_key")
+        .agg(pl.col("bucket").min())
+    )
+    per_bucket = dict(rank.group_by("bucket").len().iter_rows())
+    rows_in = count_rows(paths)
+    counts = {
+        "rows_in": rows_in,
+        "rows_sent": per_bucket.get(0, 0),
+        "rows_redundant": per_bucket.get(1, 0),
+        "rows_quarantined": per_bucket.get(2, 0),
+        "rows_dropped": per_bucket.get(3, 0),
+        "events": classified.height,
+        "events_valid": ordered.height,
+        "events_duplicate": int(ordered["duplicate"].sum()),
+        "requests_planned": plan.height,
+        "users": plan["user_id"].n_unique(),
+        "user_flows": plan.select("user_id", "flow_slug").n_unique(),
+    }
+    # Rows that produced no event at all (e.g. a wide row with no progress) are accounted as dropped.
+    counts["rows_dropped"] += rows_in - rank.height
+    reasons = dict(
+        classified.filter(pl.col("status") == "quarantined").group_by("reason").len().sort("len", descending=True).iter_rows()
+    )
+    dropped = dict(
+        classified.filter(pl.col("status") == "dropped").group_by("raw_event").len().sort("len", descending=True).iter_rows()
+    )
+    return counts, {str(k): int(v) for k, v in reasons.items()}, {str(k): int(v) for k, v in dropped.items()}
+
+
+def accounting_closes(counts: dict[str, int]) -> bool:
+    return counts["rows_in"] == (
+        counts["rows_sent"] + counts["rows_redundant"] + counts["rows_dropped"] + counts["rows_quarantined"]
+    )
+
+
+# ---------------------------------------------------------------- plan -> push work
+
+
+def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(user, that user's requests in send order), users in plan order. Plan must be sorted by user."""
+    current: str | None = None
+    rows: list[dict[str, Any]] = []
+    for offset in range(0, plan.height, chunk):
+        for r in plan.slice(offset, chunk).to_dicts():
+            if r["user_id"] != current:
+                if current is not None:
+                    yield current, rows
+                current, rows = r["user_id"], []
+            rows.append(r)
+    if current is not None:
+        yield current, rows
+
+
+def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """A plan row as PlannedRequest fields: data back to a JSON object, time to ISO-8601 UTC."""
+    data = None
+    if r.get("data"):
+        try:
+            parsed = json.loads(r["data"])
+        except json.JSONDecodeError:
+            parsed = None
+        data = parsed if isinstance(parsed, dict) else None
+    ts = r.get("created_at")
+    return {
+        "request_id": r["request_id"],
+        "user_id": r["user_id"],
+        "group_id": r.get("group_id"),
+        "flow_slug": r["flow_slug"],
+        "seq": int(r["seq"]),
+        "action": Action(r["action"]),
+        "step_id": r.get("step_id"),
+        "created_at": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts is not None else None,
+        "data": data,
+    }
+
+
+def start_states(catalog: Catalog) -> dict[str, FlowState]:
+    return {f.slug: initial_state(f.step_ids) for f in catalog.active}

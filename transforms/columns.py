@@ -1,0 +1,215 @@
+"""Column resolution and time parsing shared by the mapping stages (pure polars expressions).
+
+Column references may be nested: ``properties.flow_id`` reads field ``flow_id`` of a struct column
+``properties`` or of a JSON-text column of that name; a column literally named ``properties.flow_id``
+(a flattened CSV header) wins over both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import polars as pl
+
+from transforms.schema import InputError
+
+TIME_FORMATS = ("iso", "epoch_s", "epoch_ms", "epoch_us")
+NAIVE_REASON = "time has no zone and the source declares none (set timezone)"
+_UTC = pl.Datetime("us", "UTC")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _json_path(parts: Sequence[str]) -> str:
+    """A JSONPath for nested keys; keys such as ``$insert_id`` use bracket notation."""
+    return "$" + "".join(f".{p}" if _IDENT.match(p) else f'["{p}"]' for p in parts)
+
+
+def dtype_of(schema: pl.Schema, name: str) -> pl.DataType | None:
+    """The dtype a column reference resolves to (String for a field of a JSON-text column), or None
+    when it does not exist."""
+    if name in schema:
+        return schema[name]
+    head, _, rest = name.partition(".")
+    if not rest or head not in schema:
+        return None
+    dtype: pl.DataType = schema[head]
+    if dtype == pl.String:
+        return pl.String()
+    for part in rest.split("."):
+        if not isinstance(dtype, pl.Struct):
+            return None
+        found = {f.name: f.dtype for f in dtype.fields}
+        if part not in found:
+            return None
+        dtype = found[part]
+    return dtype
+
+
+def resolve_column(schema: pl.Schema, name: str) -> pl.Expr | None:
+    """The expression for one column reference, or None when the file has no such column."""
+    if name in schema:
+        return pl.col(name)
+    head, _, rest = name.partition(".")
+    if not rest or dtype_of(schema, name) is None:
+        return None
+    if schema[head] == pl.String:
+        return pl.col(head).str.json_path_match(_json_path(rest.split(".")))
+    expr = pl.col(head)
+    for part in rest.split("."):
+        expr = expr.struct.field(part)
+    return expr
+
+
+def existing(schema: pl.Schema, candidates: Sequence[str]) -> list[str]:
+    """The candidate references that exist in the file, in the mapping's order."""
+    return [c for c in candidates if resolve_column(schema, c) is not None]
+
+
+def text(expr: pl.Expr) -> pl.Expr:
+    """Trimmed text, with empty strings as null: an empty id is no id."""
+    t = expr.cast(pl.String).str.strip_chars()
+    return pl.when(t.str.len_chars() > 0).then(t)
+
+
+def text_of(schema: pl.Schema, candidates: Sequence[str], *, coalesce: bool = False) -> pl.Expr | None:
+    """Text of the first candidate that exists, or (``coalesce``) of the first non-empty one per row."""
+    names = existing(schema, candidates)
+    if not names:
+        return None
+    exprs = [text(e) for n in names if (e := resolve_column(schema, n)) is not None]
+    return pl.coalesce(exprs) if coalesce and len(exprs) > 1 else exprs[0]
+
+
+# ---------------------------------------------------------------- time
+
+
+def parse_instant(value: str, where: str) -> datetime:
+    """A literal ISO-8601 time that must carry its zone (used for ``default_time``)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"{where}: {value!r} is not an ISO-8601 time") from exc
+    if parsed.tzinfo is None:
+        raise InputError(f"{where}: {value!r} has no zone; write it with one, e.g. 2024-01-01T00:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+def _localize(naive: pl.Expr, tz: str | None) -> tuple[pl.Expr, pl.Expr]:
+    if tz:
+        ts = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
+            "UTC"
+        )
+        return ts.dt.cast_time_unit("us"), pl.lit(None, pl.String)
+    return pl.lit(None, _UTC), pl.when(naive.is_not_null()).then(pl.lit(NAIVE_REASON))
+
+
+def time_exprs(
+    schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | None
+) -> tuple[pl.Expr, pl.Expr]:
+    """(ts as UTC datetime, reason when it cannot be trusted) for a time column of any dtype.
+
+    Naive times become UTC only through a declared zone: nothing is guessed silently."""
+    dtype = dtype_of(schema, name) or pl.String()
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone:
+            return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us"), pl.lit(None, pl.String)
+        return _localize(col, tz)
+    if isinstance(dtype, pl.Date):
+        return _localize(col.cast(pl.Datetime("us")), tz)
+    if dtype.is_numeric() and not fmt.startswith("epoch_"):
+        raise InputError(
+            "the time column is numeric; declare its unit as time_format epoch_s, epoch_ms or epoch_us",
+            field=name,
+        )
+    if fmt.startswith("epoch_"):
+        scale = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}[fmt]
+        numeric = col.cast(pl.String).str.strip_chars()
+        numeric = pl.when(numeric.str.contains(r"^-?\d+(\.\d+)?$")).then(numeric)
+        micros = (numeric.cast(pl.Float64, strict=False) * scale).round(0)
+        ts = pl.from_epoch(micros.cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
+        return ts, pl.lit(None, pl.String)
+    txt = col.cast(pl.String).str.strip_chars()
+    if "%" in fmt:
+        if "%z" in fmt or "%:z" in fmt or "%#z" in fmt:
+            aware = txt.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+            return aware, pl.lit(None, pl.String)
+        return _localize(txt.str.to_datetime(fmt, strict=False, time_unit="us"), tz)
+    iso = txt.str.replace(r"[Zz]$", "+00:00").str.replace(" ", "T", literal=True)
+    aware = pl.coalesce(
+        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"),
+        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
+        iso.str.to_datetime("%Y-%m-%dT%H:%M%:z", strict=False, time_zone="UTC", time_unit="us"),
+    )
+    naive = pl.coalesce(
+        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+        iso.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
+        iso.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
+    )
+    local_ts, local_reason = _localize(naive, tz)
+    return pl.coalesce(aware, local_ts), pl.when(aware.is_null() & naive.is_not_null()).then(local_reason)
+
+
+def time_multi(
+    schema: pl.Schema, col: pl.Expr, name: str, formats: Sequence[str], tz: str | None
+) -> tuple[pl.Expr, pl.Expr]:
+    """Like ``time_exprs`` but trying each declared format in turn (e.g. ISO, then epoch ms)."""
+    dtype = dtype_of(schema, name) or pl.String()
+    if dtype.is_numeric():
+        epoch = [f for f in formats if f.startswith("epoch_")]
+        formats = epoch[:1] or formats[:1]
+    parsed = [time_exprs(schema, col, name, f, tz) for f in formats]
+    if len(parsed) == 1:
+        return parsed[0]
+    ts = pl.coalesce([p[0] for p in parsed])
+    reason = pl.when(ts.is_null()).then(pl.coalesce([p[1] for p in parsed]))
+    return ts, reason
+
+
+def time_columns(
+    schema: pl.Schema,
+    candidates: Sequence[str],
+    formats: Sequence[str],
+    tz: str | None,
+    *,
+    coalesce: bool,
+    default: datetime | None,
+) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(ts, ts_raw, map_reason) for a mapping's time candidates.
+
+    Without ``coalesce`` the first existing column is the time; with it, the first non-empty one per
+    row. ``default`` (a declared instant) stands in where a row has no time at all."""
+    names = existing(schema, candidates)
+    if not coalesce:
+        names = names[:1]
+    parts: list[tuple[pl.Expr, pl.Expr, pl.Expr]] = []
+    for n in names:
+        col = resolve_column(schema, n)
+        assert col is not None
+        ts, reason = time_multi(schema, col, n, formats, tz)
+        parts.append((ts, text(col), reason))
+    if not parts:
+        if default is None:
+            return pl.lit(None, _UTC), pl.lit(None, pl.String), pl.lit("no time column")
+        return pl.lit(default, _UTC), pl.lit(default.isoformat(), pl.String), pl.lit(None, pl.String)
+    raw = pl.coalesce([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    ts = pl.coalesce([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    chained: pl.Expr = pl.lit(None, pl.String)
+    for p_ts, p_raw, p_reason in reversed(parts):
+        chained = pl.when(p_raw.is_not_null()).then(p_reason).otherwise(chained)
+    missing: pl.Expr
+    if default is not None:
+        ts = pl.when(raw.is_null()).then(pl.lit(default, _UTC)).otherwise(ts)
+        missing = pl.lit(None, pl.String)
+        raw = pl.coalesce(raw, pl.lit(default.isoformat(), pl.String))
+    else:
+        missing = pl.lit("missing time")
+    reason = (
+        pl.when(raw.is_null())
+        .then(missing)
+        .when(ts.is_null() & chained.is_null())
+        .then(pl.lit("unparseable time"))
+        .otherwise(pl.when(ts.is_null()).then(chained))
+    )
+    return ts, raw, reason
