@@ -16,30 +16,44 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows import job as J
+from flows.execute import Work
+from flows.pipeline import Analysis
+from flows.progress import PushProgress
+from flows.report import summary_rows
+from flows.settings import Settings, load_config_file, resolve
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from frigade.push import PushSummary
 from frigade.secret import ApiKey
-from flows import job as J
-from flows.execute import Work
-from flows.progress import PushProgress
-from flows.report import summary_rows
-from flows.settings import Settings, load_config_file, resolve
 
 #: push tasks running at once: two overlap one batch's tail with the next batch's start
 PARALLEL_BATCHES = 2
 
 
-@task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(job: J.Job, catalog: Catalog) -> dict[str, Any]:
-    prepared = J.prepare_run(job, catalog)
-    return job.run["counts"] if prepared is None else prepared.counts
+@task(name="load-validate", cache_policy=NO_CACHE)
+def analyze_task(job: J.Job, catalog: Catalog) -> Analysis | None:
+    return J.analyze_run(job, catalog)
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan_task(
+    job: J.Job, analysis: Analysis, catalog: Catalog, baseline: tuple[pl.DataFrame, pl.DataFrame] | None
+) -> dict[str, int]:
+    return J.plan_run(job, analysis, catalog, baseline).counts
+
+
+@task(name="read-current-state", cache_policy=NO_CACHE)
+async def read_current_task(job: J.Job, analysis: Analysis, client: FrigadeClient) -> tuple[pl.DataFrame, pl.DataFrame]:
+    users = analysis.targets[0]["user_id"].unique().sort().to_list()
+    return await J.read_baseline(client, users, job.settings.concurrency)
 
 
 @task(name="push-batch", cache_policy=NO_CACHE)
-async def push_batch_task(job: J.Job, work: Work, batch: pl.DataFrame, client: FrigadeClient,
-                          progress: PushProgress) -> PushSummary:
+async def push_batch_task(
+    job: J.Job, work: Work, batch: pl.DataFrame, client: FrigadeClient, progress: PushProgress
+) -> PushSummary:
     return await J.push_batch(job, work, batch, client, on_outcome=progress.advance)
 
 
@@ -59,7 +73,8 @@ async def api_endpoint(settings: Settings, catalog_file: str | None) -> AsyncIte
     with EmbeddedEmulator(catalog=catalog_file) as emu:
         get_run_logger().info(
             "No FRIGADE_API_KEY or FRIGADE_API_URL configured: running against the embedded Frigade "
-            "emulator at %s (nothing leaves this machine).", emu.url
+            "emulator at %s (nothing leaves this machine).",
+            emu.url,
         )
         yield emu.url, ApiKey(emu.public_key)
 
@@ -67,24 +82,37 @@ async def api_endpoint(settings: Settings, catalog_file: str | None) -> AsyncIte
 async def run_job(job: J.Job) -> J.RunResult:
     s = job.settings
     catalog_source = s.catalog or ("api" if not s.embedded else None)
-    async with api_endpoint(s, catalog_source if catalog_source not in (None, "api") else None) as (url, key):
-        async with FrigadeClient(url, key, rate=s.rate, concurrency=s.concurrency, timeout=s.timeout,
-                                 max_attempts=s.max_attempts, send_created_at=s.send_created_at) as client:
-            catalog = await J.load_catalog(catalog_source or "api", client)
-            prepare_task(job, catalog)
-            work = J.work_for(job)
-            attempt = J.begin_attempt(job)
-            started = J.now()
-            progress = PushProgress(total=work.pending.height, rate=s.rate)
-            try:
-                with progress:
-                    batches = J.batches(work, s.batch_requests)
-                    for i in range(0, len(batches), PARALLEL_BATCHES):
-                        wave = batches[i : i + PARALLEL_BATCHES]
-                        await asyncio.gather(*(push_batch_task(job, work, b, client, progress) for b in wave))
-            except StopRunError as exc:
-                J.record_stop(job, attempt, exc)
-            return finish_task(job, attempt, J.now() - started)
+    emulator_catalog = catalog_source if catalog_source not in (None, "api") else None
+    async with contextlib.AsyncExitStack() as stack:
+        url, key = await stack.enter_async_context(api_endpoint(s, emulator_catalog))
+        client = await stack.enter_async_context(
+            FrigadeClient(
+                url,
+                key,
+                rate=s.rate,
+                concurrency=s.concurrency,
+                timeout=s.timeout,
+                max_attempts=s.max_attempts,
+                send_created_at=s.send_created_at,
+            )
+        )
+        catalog = await J.load_catalog(catalog_source or "api", client)
+        analysis = analyze_task(job, catalog)
+        if analysis is not None:
+            baseline = await read_current_task(job, analysis, client) if job.from_current else J.baseline_for(job)
+            plan_task(job, analysis, catalog, baseline)
+        work = J.work_for(job)
+        attempt = J.begin_attempt(job)
+        started = J.now()
+        try:
+            with PushProgress(total=work.pending.height, rate=s.rate) as progress:
+                batches = J.batches(work, s.batch_requests)
+                for i in range(0, len(batches), PARALLEL_BATCHES):
+                    wave = batches[i : i + PARALLEL_BATCHES]
+                    await asyncio.gather(*(push_batch_task(job, work, b, client, progress) for b in wave))
+        except StopRunError as exc:
+            J.record_stop(job, attempt, exc)
+        return finish_task(job, attempt, J.now() - started)
 
 
 async def _publish(result: J.RunResult) -> None:
@@ -116,11 +144,57 @@ async def backfill_flow(
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
     named by ``api_key_block``: never from a parameter, which Prefect would store."""
     settings = settings_for_flow(
-        api_url=api_url, api_key_block=api_key_block, rate=rate, concurrency=concurrency, mode=mode,
-        catalog=catalog, preset=preset, mapping=mapping, max_failures=max_failures, send_created_at=send_created_at,
+        api_url=api_url,
+        api_key_block=api_key_block,
+        rate=rate,
+        concurrency=concurrency,
+        mode=mode,
+        catalog=catalog,
+        preset=preset,
+        mapping=mapping,
+        max_failures=max_failures,
+        send_created_at=send_created_at,
     )
     job = J.Job.open(exports, settings, run_dir, "backfill", mapping_overrides)
-    result = await run_job(job)
+    return await _finish(await run_job(job))
+
+
+@flow(name="frigade-migrate-sync", validate_parameters=True)
+async def sync_flow(
+    exports: list[str],
+    state_dir: str = "state",
+    run_dir: str | None = None,
+    full: bool = False,
+    from_current: bool = False,
+    preset: str | None = None,
+    mapping: str | None = None,
+    catalog: str | None = None,
+    api_url: str | None = None,
+    api_key_block: str | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    max_failures: str = "0",
+    send_created_at: bool = True,
+    mapping_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Send only what changed since the last finished sync remembered in ``state_dir``."""
+    settings = settings_for_flow(
+        api_url=api_url,
+        api_key_block=api_key_block,
+        rate=rate,
+        concurrency=concurrency,
+        mode="state",
+        catalog=catalog,
+        preset=preset,
+        mapping=mapping,
+        max_failures=max_failures,
+        send_created_at=send_created_at,
+    )
+    job = J.Job.open(exports, settings, run_dir, "sync", mapping_overrides, state_dir, full, from_current)
+    return await _finish(await run_job(job))
+
+
+async def _finish(result: J.RunResult) -> dict[str, Any]:
     await _publish(result)
     return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
 
@@ -138,4 +212,3 @@ def secret_from_block(name: str) -> str:
 
     value = Secret.load(name).get()  # type: ignore[union-attr]
     return str(value)
-

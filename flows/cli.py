@@ -22,8 +22,14 @@ out = Console()
 
 #: long-shape column flags -> mapping fields
 COLUMN_FLAGS = {
-    "user_col": "user", "group_col": "group", "flow_col": "flow", "step_col": "step", "action_col": "action",
-    "time_col": "time", "data_col": "data", "event_id_col": "event_id",
+    "user_col": "user",
+    "group_col": "group",
+    "flow_col": "flow",
+    "step_col": "step",
+    "action_col": "action",
+    "time_col": "time",
+    "data_col": "data",
+    "event_id_col": "event_id",
 }
 
 
@@ -40,16 +46,25 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("exports", nargs="+", metavar="EXPORT", help="CSV, TSV, Parquet or JSONL export files")
     p.add_argument("--preset", help="built-in source shape (see `frigade-migrate inspect`); default: long")
     p.add_argument("--mapping", help="YAML mapping for shapes no preset covers, or to override a preset's parts")
-    p.add_argument("--catalog", help="flows and their ordered steps: a YAML/JSON file, or 'api' (default: api, "
-                   "or the bundled sample on the embedded emulator)")
-    p.add_argument("--api-url", help="API base (env FRIGADE_API_URL); with neither URL nor key the embedded "
-                   "emulator is started")
+    p.add_argument(
+        "--catalog",
+        help="flows and their ordered steps: a YAML/JSON file, or 'api' (default: api, "
+        "or the bundled sample on the embedded emulator)",
+    )
+    p.add_argument(
+        "--api-url", help="API base (env FRIGADE_API_URL); with neither URL nor key the embedded emulator is started"
+    )
     p.add_argument("--api-key", help="API key (env FRIGADE_API_KEY; never printed, logged or written)")
-    p.add_argument("--rate", type=float, help="requests per second, never exceeded in any one-second window "
-                   "(default 20)")
+    p.add_argument(
+        "--rate", type=float, help="requests per second, never exceeded in any one-second window (default 20)"
+    )
     p.add_argument("--concurrency", type=int, help="most requests in flight (default 32)")
-    p.add_argument("--mode", choices=["state", "history"], help="state (default): fewest requests reproducing "
-                   "each user's final state; history: every de-duplicated state event in order")
+    p.add_argument(
+        "--mode",
+        choices=["state", "history"],
+        help="state (default): fewest requests reproducing "
+        "each user's final state; history: every de-duplicated state event in order",
+    )
     p.add_argument("--run-dir", help="this run's folder (default runs/<run-id>); an existing one is resumed")
     p.add_argument("--max-failures", help="fail (exit 1) above this many rejected users, N or P%% (default 0)")
     p.add_argument("--no-created-at", action="store_true", help="do not send the source event's time as createdAt")
@@ -57,14 +72,31 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timezone", help="zone of naive times in the export, e.g. UTC or Europe/Paris")
     p.add_argument("--time-format", help="iso, epoch_s, epoch_ms, epoch_us or a strftime pattern")
     for flag, fieldname in COLUMN_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"column holding the {fieldname.replace('_', ' ')}")
+        p.add_argument(
+            "--" + flag.replace("_", "-"), dest=flag, help=f"column holding the {fieldname.replace('_', ' ')}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_options(sub.add_parser("backfill", help="one-off migration: load, validate, plan, push, snapshot, reconcile"))
+    sync = sub.add_parser("sync", help="like backfill, but sends only what changed since the last finished sync")
+    _run_options(sync)
+    sync.add_argument(
+        "--state-dir", default="state", help="where the last finished sync's state is kept (default state/)"
+    )
+    sync.add_argument("--full", action="store_true", help="ignore the remembered state: plan every user as a backfill")
+    sync.add_argument(
+        "--from-current",
+        action="store_true",
+        help="plan against the state read from the API (when others also write to Frigade)",
+    )
     _run_options(sub.add_parser("plan", help="dry run: what would be sent, to how many users, how long it takes"))
+    audit = sub.add_parser("audit", help="state diff between two snapshots or run folders")
+    audit.add_argument("a", metavar="SNAPSHOT_A", help="snapshot.parquet or a run folder")
+    audit.add_argument("b", metavar="SNAPSHOT_B", help="a later snapshot.parquet or run folder")
+    audit.add_argument("--out", help="folder for audit.parquet, audit.md and audit.html (default audits/<time>)")
     p = sub.add_parser("inspect", help="detect an export's shape, propose a preset, show a sample of its events")
     p.add_argument("export")
     p.add_argument("--preset")
@@ -79,9 +111,16 @@ def _settings(args: argparse.Namespace) -> Any:
     from flows.settings import load_config_file, resolve
 
     flags = {
-        "api_url": args.api_url, "api_key": args.api_key, "rate": args.rate, "concurrency": args.concurrency,
-        "mode": args.mode, "catalog": args.catalog, "preset": args.preset, "mapping": args.mapping,
-        "max_failures": args.max_failures, "send_created_at": False if args.no_created_at else None,
+        "api_url": args.api_url,
+        "api_key": args.api_key,
+        "rate": args.rate,
+        "concurrency": args.concurrency,
+        "mode": args.mode,
+        "catalog": args.catalog,
+        "preset": args.preset,
+        "mapping": args.mapping,
+        "max_failures": args.max_failures,
+        "send_created_at": False if args.no_created_at else None,
     }
     return resolve(flags, config=load_config_file(args.config))
 
@@ -114,9 +153,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     seconds = c["requests_planned"] / settings.rate
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
     rows = [
-        ("rows in", c["rows_in"]), ("rows turned into requests", c["rows_sent"]),
-        ("rows redundant", c["rows_redundant"]), ("rows dropped (non-state)", c["rows_dropped"]),
-        ("rows quarantined", c["rows_quarantined"]), ("requests planned", c["requests_planned"]),
+        ("rows in", c["rows_in"]),
+        ("rows turned into requests", c["rows_sent"]),
+        ("rows redundant", c["rows_redundant"]),
+        ("rows dropped (non-state)", c["rows_dropped"]),
+        ("rows quarantined", c["rows_quarantined"]),
+        ("requests planned", c["requests_planned"]),
         ("distinct users touched (each counts toward MAU)", c["users"]),
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
@@ -150,28 +192,54 @@ async def _api_catalog(settings: Any) -> Any:
 
 
 def _duration(seconds: float) -> str:
-    h, rem = divmod(int(round(seconds)), 3600)
+    h, rem = divmod(round(seconds), 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    return _run_flow(args, "backfill")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    return _run_flow(args, "sync")
+
+
+def _run_flow(args: argparse.Namespace, kind: str) -> int:
     _prefect_env()
     settings = _settings(args)
     if settings.embedded:
-        err.print("[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "
-                  "Frigade emulator on 127.0.0.1 (nothing leaves this machine).[/]")
+        err.print(
+            "[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "
+            "Frigade emulator on 127.0.0.1 (nothing leaves this machine).[/]"
+        )
     if args.api_key:
         # The flow reads the key from the environment: a flow parameter would be stored by Prefect.
         os.environ["FRIGADE_API_KEY"] = args.api_key
-    from flows.backfill import backfill_flow
+    from flows.backfill import backfill_flow, sync_flow
 
+    common: dict[str, Any] = {}
+    if kind == "sync":
+        common = {"state_dir": args.state_dir, "full": args.full, "from_current": args.from_current}
+        if settings.mode == "history":
+            raise InputError("sync plans state only: --mode history is for backfills")
+    else:
+        common = {"mode": settings.mode}
+    flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
     result = asyncio.run(
-        backfill_flow(
-            exports=args.exports, run_dir=args.run_dir, preset=settings.preset, mapping=settings.mapping,
-            catalog=settings.catalog, api_url=settings.api_url, rate=settings.rate,
-            concurrency=settings.concurrency, mode=settings.mode, max_failures=settings.max_failures,
-            send_created_at=settings.send_created_at, mapping_overrides=_overrides(args),
+        flow_fn(
+            **common,
+            exports=args.exports,
+            run_dir=args.run_dir,
+            preset=settings.preset,
+            mapping=settings.mapping,
+            catalog=settings.catalog,
+            api_url=settings.api_url,
+            rate=settings.rate,
+            concurrency=settings.concurrency,
+            max_failures=settings.max_failures,
+            send_created_at=settings.send_created_at,
+            mapping_overrides=_overrides(args),
         )
     )
     return _print_result(result)
@@ -198,11 +266,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "backfill":
             return cmd_backfill(args)
+        if args.command == "sync":
+            return cmd_sync(args)
+        if args.command == "audit":
+            from flows.audit import main as audit_main
+
+            return audit_main(args.a, args.b, args.out)
         if args.command == "inspect":
             from flows.inspect_cmd import main as inspect_main
 
-            return inspect_main(args.export, preset=args.preset, mapping=args.mapping, catalog=args.catalog,
-                                rows=args.rows)
+            code: int = inspect_main(
+                args.export, preset=args.preset, mapping=args.mapping, catalog=args.catalog, rows=args.rows
+            )
+            return code
     except InputError as exc:
         err.print(f"[red]error:[/] {exc}")
         return EXIT_INPUT

@@ -15,12 +15,13 @@ from typing import Any
 
 import polars as pl
 
+from flows.pipeline import iter_user_requests, request_body_fields
+from flows.runfolder import DispatchJournal, OutcomeLog
+from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.push import Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
-from frigade.rules import FlowState, apply
-from flows.pipeline import iter_user_requests, request_body_fields
-from flows.runfolder import DispatchJournal, OutcomeLog
+from frigade.rules import FlowState, StepState, apply
 
 DONE_OUTCOMES = ("sent", "resolved_applied", "rejected")
 
@@ -42,6 +43,31 @@ SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
     "step_last_action_at": pl.String(),
     "captured_at": pl.Float64(),
 }
+
+
+def flow_states(flows: pl.DataFrame, steps: pl.DataFrame, catalog: Catalog) -> dict[tuple[str, str], FlowState]:
+    """Remembered-state frames as rules states (for the few user-flows a push needs them for)."""
+    by_flow: dict[tuple[str, str], dict[str, StepState]] = {}
+    for r in steps.iter_rows(named=True):
+        by_flow.setdefault((r["user_id"], r["flow_slug"]), {})[r["step_id"]] = StepState(
+            started=r["step_started"], completed=r["step_completed"], skipped=r["step_skipped"]
+        )
+    out: dict[tuple[str, str], FlowState] = {}
+    for r in flows.iter_rows(named=True):
+        flow = catalog.get(r["flow_slug"])
+        if flow is None:
+            continue
+        key = (r["user_id"], r["flow_slug"])
+        got = by_flow.get(key, {})
+        out[key] = FlowState(
+            step_ids=flow.step_ids,
+            started=r["started"],
+            completed=r["completed"],
+            skipped=r["skipped"],
+            current_step_index=r["current_step_index"],
+            steps=tuple(got.get(s, StepState()) for s in flow.step_ids),
+        )
+    return out
 
 
 def pending_requests(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
@@ -128,7 +154,9 @@ def _planned(rows: list[dict[str, Any]]) -> list[PlannedRequest]:
 
 
 def _align(
-    requests: list[PlannedRequest], full_plan: list[PlannedRequest], start: Mapping[str, FlowState],
+    requests: list[PlannedRequest],
+    full_plan: list[PlannedRequest],
+    start: Mapping[str, FlowState],
     read_back: UserFlowStates,
 ) -> tuple[list[PlannedRequest], list[PlannedRequest], dict[str, FlowState]]:
     """Split a user's pending requests into (already applied, still to send) by matching the state read
@@ -209,8 +237,16 @@ async def run_push(
 
 def _settled(r: PlannedRequest, outcome: OutcomeKind, message: str, error: str | None = None) -> Outcome:
     return Outcome(
-        request_id=r.request_id, user_id=r.user_id, flow_slug=r.flow_slug, seq=r.seq, status=None,
-        attempts=0, ok=outcome != "failed", error_class=error, message=message, outcome=outcome,
+        request_id=r.request_id,
+        user_id=r.user_id,
+        flow_slug=r.flow_slug,
+        seq=r.seq,
+        status=None,
+        attempts=0,
+        ok=outcome != "failed",
+        error_class=error,
+        message=message,
+        outcome=outcome,
         at=time.time(),
     )
 

@@ -6,6 +6,7 @@ directly, without Prefect and without sending anything.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,27 +18,32 @@ from typing import Any
 import polars as pl
 import yaml
 
-from frigade.catalog import Catalog, catalog_from_api, parse_catalog
-from frigade.client import FrigadeClient
-from frigade.errors import CatalogError, FrigadeError
-from frigade.push import Outcome, PushSummary
 from flows.execute import (
     SNAPSHOT_SCHEMA,
     SnapshotLog,
     Work,
+    flow_states,
     iter_batches,
     pending_requests,
     run_push,
+    snapshot_rows,
     user_order,
 )
-from flows.pipeline import Prepared, accounting_closes, prepare, start_states
+from flows.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
 from flows.report import render
 from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
 from flows.settings import Settings, failure_limit
+from flows.statedir import StateDir
+from frigade.catalog import Catalog, catalog_from_api, parse_catalog
+from frigade.client import FrigadeClient
+from frigade.errors import CatalogError, FrigadeError
+from frigade.push import Outcome, PushSummary
+from frigade.rules import FlowState
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
 from transforms.schema import InputError
+from transforms.sync import from_snapshot
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -51,14 +57,30 @@ class Job:
     folder: RunFolder
     kind: str = "backfill"
     mapping_overrides: dict[str, Any] = field(default_factory=dict)
+    #: sync only: the remembered state, and how to plan against it
+    state_dir: StateDir | None = None
+    full: bool = False
+    from_current: bool = False
     attempt: int = 1
     run: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, exports: Sequence[str], settings: Settings, run_dir: str | None, kind: str = "backfill",
-             mapping_overrides: dict[str, Any] | None = None) -> Job:
+    def open(
+        cls,
+        exports: Sequence[str],
+        settings: Settings,
+        run_dir: str | None,
+        kind: str = "backfill",
+        mapping_overrides: dict[str, Any] | None = None,
+        state_dir: str | None = None,
+        full: bool = False,
+        from_current: bool = False,
+    ) -> Job:
         folder = RunFolder(Path(run_dir) if run_dir else Path("runs") / new_run_id())
         job = cls([Path(p) for p in exports], settings, folder, kind, dict(mapping_overrides or {}))
+        if kind == "sync":
+            job.state_dir = StateDir(Path(state_dir or "state"))
+            job.full, job.from_current = full, from_current
         if not job.exports:
             raise InputError("no export files given")
         job.run = folder.read_json()
@@ -114,14 +136,30 @@ def _check_inputs_unchanged(job: Job, prints: list[dict[str, Any]]) -> None:
         )
 
 
-def prepare_run(job: Job, catalog: Catalog, current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None) -> Prepared | None:
-    """Load, validate, plan and write the plan into the run folder. On a resume the plan already
-    there is kept (re-planning could differ and resend), so this returns None."""
+def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
+    """Load, validate and replay the export. On a resume the plan already in the folder is kept
+    (re-planning could differ and resend), so this returns None."""
     prints = [fingerprint(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, prints)
         return None
-    prepared = prepare(job.exports, mapping_for(job), catalog, mode=job.settings.mode, current=current)
+    if job.state_dir is not None and not job.from_current:
+        job.state_dir.check_no_unfinished_run(job.folder.root)
+    job.run["inputs"] = prints
+    return analyze(job.exports, mapping_for(job), catalog)
+
+
+def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """What a sync plans against: the remembered state (none with --full); --from-current reads it."""
+    if job.state_dir is None or job.full or job.from_current:
+        return None
+    return job.state_dir.load()
+
+
+def plan_run(
+    job: Job, analysis: Analysis, catalog: Catalog, baseline: tuple[pl.DataFrame, pl.DataFrame] | None
+) -> Prepared:
+    prepared = plan(analysis, mode=job.settings.mode, baseline=baseline)
     job.folder.create()
     job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
     job.folder.write_parquet("plan.parquet", prepared.plan)
@@ -131,8 +169,8 @@ def prepare_run(job: Job, catalog: Catalog, current: tuple[pl.LazyFrame, pl.Lazy
         run_id=job.folder.root.name,
         kind=job.kind,
         created_at=datetime.now(UTC).isoformat(),
-        inputs=prints,
-        settings=job.settings.public(),
+        settings=job.settings.public() | {"full": job.full, "from_current": job.from_current},
+        state_dir=str(job.state_dir.root) if job.state_dir else None,
         catalog=[{"slug": f.slug, "steps": list(f.step_ids), "status": f.status} for f in catalog.flows],
         counts=prepared.counts,
         accounting_closes=accounting_closes(prepared.counts),
@@ -142,7 +180,12 @@ def prepare_run(job: Job, catalog: Catalog, current: tuple[pl.LazyFrame, pl.Lazy
         status="planned",
         attempts=[],
     )
+    if baseline is not None and not baseline[0].is_empty():
+        job.folder.write_parquet("baseline_flows.parquet", baseline[0])
+        job.folder.write_parquet("baseline_steps.parquet", baseline[1])
     job.save()
+    if job.state_dir is not None:
+        job.state_dir.mark_unfinished(job.folder.root)
     return prepared
 
 
@@ -165,8 +208,36 @@ def work_for(job: Job) -> Work:
     if reserved >= 0 and not pending.is_empty():
         pending_users = pending.select("user_id").unique()["user_id"].to_list()
         uncertain = frozenset(u for u in pending_users if order.get(u, 1 << 62) <= reserved)
-    return Work(pending=pending, start=start_states(catalog_of(job)), user_start={}, uncertain=uncertain,
-                user_index=order)
+    return Work(
+        pending=pending,
+        start=start_states(catalog_of(job)),
+        user_start=_baseline_states(job, pending),
+        uncertain=uncertain,
+        user_index=order,
+    )
+
+
+def _baseline_states(job: Job, pending: pl.DataFrame) -> dict[tuple[str, str], FlowState]:
+    """Start states of a sync's pending user-flows (a backfill starts from the initial state)."""
+    if not job.folder.path("baseline_flows.parquet").exists() or pending.is_empty():
+        return {}
+    keys = pending.select("user_id", "flow_slug").unique()
+    flows = job.folder.read_parquet("baseline_flows.parquet").join(keys, on=["user_id", "flow_slug"], how="semi")
+    steps = job.folder.read_parquet("baseline_steps.parquet").join(keys, on=["user_id", "flow_slug"], how="semi")
+    return flow_states(flows, steps, catalog_of(job))
+
+
+async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """--from-current: the state Frigade has now for every user of the export."""
+    rows: list[dict[str, Any]] = []
+    queue = iter(users)
+
+    async def worker() -> None:
+        for user in queue:
+            rows.extend(snapshot_rows(user, await client.read_state(user), time.time()))
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return from_snapshot(pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA))
 
 
 def begin_attempt(job: Job) -> dict[str, Any]:
@@ -178,17 +249,32 @@ def begin_attempt(job: Job) -> dict[str, Any]:
 
 
 async def push_batch(
-    job: Job, work: Work, batch: pl.DataFrame, client: FrigadeClient,
+    job: Job,
+    work: Work,
+    batch: pl.DataFrame,
+    client: FrigadeClient,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> PushSummary:
     plan = job.folder.read_parquet("plan.parquet") if work.uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
-    snapshot = SnapshotLog(lambda df: job.folder.write_parquet(job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root).as_posix(), df))
+    snapshot = SnapshotLog(
+        lambda df: job.folder.write_parquet(
+            job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root).as_posix(), df
+        )
+    )
     journal = DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
     journal.reserved = max(journal.reserved, -1)
     batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
-    return await run_push(batch_work, plan, client, concurrency=job.settings.concurrency, outcomes=outcomes,
-                          snapshot=snapshot, journal=journal, on_outcome=on_outcome)
+    return await run_push(
+        batch_work,
+        plan,
+        client,
+        concurrency=job.settings.concurrency,
+        outcomes=outcomes,
+        snapshot=snapshot,
+        journal=journal,
+        on_outcome=on_outcome,
+    )
 
 
 def batches(work: Work, batch_requests: int) -> list[pl.DataFrame]:
@@ -232,7 +318,8 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     failed_users = bad["user_id"].n_unique() if bad.height else 0
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
     attempt.update(
-        finished_at=datetime.now(UTC).isoformat(), elapsed_s=round(elapsed_s, 3),
+        finished_at=datetime.now(UTC).isoformat(),
+        elapsed_s=round(elapsed_s, 3),
         sent=int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0,
     )
     limit = failure_limit(job.settings.max_failures, job.run["counts"]["users"])
@@ -240,9 +327,12 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     job.run.update(
         outcomes=by_outcome,
         failed_users=failed_users,
-        failure_reasons=dict(Counter(
-            f"{r['error_class']}: {(r['message'] or '')[:120]}" for r in bad.select("error_class", "message").to_dicts()
-        )),
+        failure_reasons=dict(
+            Counter(
+                f"{r['error_class']}: {(r['message'] or '')[:120]}"
+                for r in bad.select("error_class", "message").to_dicts()
+            )
+        ),
         mismatches=mismatches.height,
         mismatched_users=mismatches["user_id"].n_unique() if mismatches.height else 0,
     )
@@ -250,6 +340,8 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         failed = failed_users > limit or mismatches.height > 0
         job.run["status"] = "failed" if failed else "succeeded"
     job.save()
+    if job.state_dir is not None and not stopped:
+        job.state_dir.record(snapshot, job.run["run_id"])
     per_flow = _per_flow(plan, exp_flows)
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)

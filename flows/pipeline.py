@@ -19,12 +19,23 @@ from frigade.rules import Action, FlowState, initial_state
 from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
-from transforms.state import target_state
+from transforms.state import FLOW_KEY, target_state
+from transforms.sync import as_current, changed_user_flows
 from transforms.validate import catalog_frames, classify, order_and_dedupe, row_key
 
 QUARANTINE_COLUMNS = [
-    "source_file", "source_row", "reason", "user_id", "group_id", "flow_slug", "step_id", "raw_event",
-    "action", "ts_raw", "data", "event_id",
+    "source_file",
+    "source_row",
+    "reason",
+    "user_id",
+    "group_id",
+    "flow_slug",
+    "step_id",
+    "raw_event",
+    "action",
+    "ts_raw",
+    "data",
+    "event_id",
 ]
 
 
@@ -90,14 +101,22 @@ def _fail_on_undeclared_zone(classified: pl.DataFrame) -> None:
         )
 
 
-def prepare(
-    paths: Sequence[Path],
-    mapping: SourceMapping,
-    catalog: Catalog,
-    *,
-    mode: str = "state",
-    current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
-) -> Prepared:
+@dataclass
+class Analysis:
+    """The export read, validated, ordered and replayed: everything before choosing what to send."""
+
+    paths: list[Path]
+    classified: pl.DataFrame
+    ordered: pl.DataFrame
+    targets: tuple[pl.DataFrame, pl.DataFrame]
+    file_order: dict[str, int]
+
+    @property
+    def events(self) -> pl.DataFrame:
+        return self.ordered.filter(~pl.col("duplicate"))
+
+
+def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> Analysis:
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
     file_order = {str(p): i for i, p in enumerate(paths)}
     classified = classify(load_events(paths, mapping, steps_lf), flows_lf, steps_lf).collect()
@@ -105,34 +124,73 @@ def prepare(
     ordered = order_and_dedupe(classified.lazy().filter(pl.col("status") == "valid"), file_order).collect()
     events = ordered.filter(~pl.col("duplicate"))
     exp_flows, exp_steps = pl.collect_all(list(target_state(events.lazy(), steps_lf)))
-    plan = plan_history(events.lazy()).collect() if mode == "history" else plan_state(exp_flows, exp_steps, current).collect()
-    plan = plan.with_columns(
-        pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id")
+    return Analysis(list(paths), classified, ordered, (exp_flows, exp_steps), file_order)
+
+
+def plan(
+    analysis: Analysis, *, mode: str = "state", baseline: tuple[pl.DataFrame, pl.DataFrame] | None = None
+) -> Prepared:
+    """Requests from the baseline (remembered or read-back state; none for a backfill) to the target.
+    With a baseline only user-flows whose target differs from it are planned."""
+    exp_flows, exp_steps = analysis.targets
+    if mode == "history":
+        if baseline is not None:
+            raise InputError("history mode replays every event: use it for backfills, not syncs")
+        planned = plan_history(analysis.events.lazy()).collect()
+    elif baseline is None:
+        planned = plan_state(exp_flows, exp_steps).collect()
+    else:
+        changed = changed_user_flows(exp_flows, exp_steps, *baseline)
+        flows, steps = (f.join(changed, on=FLOW_KEY, how="semi") for f in (exp_flows, exp_steps))
+        current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
+        planned = plan_state(flows, steps, current).collect()
+    planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
+    quarantine = analysis.classified.filter(pl.col("status") == "quarantined").select(QUARANTINE_COLUMNS)
+    counts, reasons, dropped = _account(
+        analysis.paths, analysis.classified, analysis.ordered, planned, analysis.file_order
     )
-    quarantine = classified.filter(pl.col("status") == "quarantined").select(QUARANTINE_COLUMNS)
-    counts, reasons, dropped = _account(paths, classified, ordered, plan, file_order)
-    return Prepared(plan, quarantine, exp_flows, exp_steps, counts, reasons, dropped)
+    return Prepared(planned, quarantine, exp_flows, exp_steps, counts, reasons, dropped)
+
+
+def prepare(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    mode: str = "state",
+    baseline: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> Prepared:
+    return plan(analyze(paths, mapping, catalog), mode=mode, baseline=baseline)
 
 
 def _account(
-    paths: Sequence[Path], classified: pl.DataFrame, ordered: pl.DataFrame, plan: pl.DataFrame,
+    paths: Sequence[Path],
+    classified: pl.DataFrame,
+    ordered: pl.DataFrame,
+    plan: pl.DataFrame,
     file_order: dict[str, int],
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
     already implied or a duplicate), dropped (non-state) or quarantined. A row that became several
     events takes the first of those buckets that any of its events reached."""
     keyed = classified.select(
-        row_key(pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64), pl.col("source_row")).alias("row_key"),
+        row_key(pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64), pl.col("source_row")).alias(
+            "row_key"
+        ),
         pl.col("status"),
     )
     origins = plan.select(pl.col("origin").alias("row_key")).unique().with_columns(pl.lit(True).alias("sent"))
     rank = (
         keyed.join(origins, on="row_key", how="left")
         .with_columns(
-            pl.when(pl.col("sent").fill_null(False)).then(0)
-            .when(pl.col("status") == "valid").then(1)
-            .when(pl.col("status") == "quarantined").then(2)
-            .otherwise(3).alias("bucket")
+            pl.when(pl.col("sent").fill_null(False))
+            .then(0)
+            .when(pl.col("status") == "valid")
+            .then(1)
+            .when(pl.col("status") == "quarantined")
+            .then(2)
+            .otherwise(3)
+            .alias("bucket")
         )
         .group_by("row_key")
         .agg(pl.col("bucket").min())
@@ -155,10 +213,18 @@ def _account(
     # Rows that produced no event at all (e.g. a wide row with no progress) are accounted as dropped.
     counts["rows_dropped"] += rows_in - rank.height
     reasons = dict(
-        classified.filter(pl.col("status") == "quarantined").group_by("reason").len().sort("len", descending=True).iter_rows()
+        classified.filter(pl.col("status") == "quarantined")
+        .group_by("reason")
+        .len()
+        .sort("len", descending=True)
+        .iter_rows()
     )
     dropped = dict(
-        classified.filter(pl.col("status") == "dropped").group_by("raw_event").len().sort("len", descending=True).iter_rows()
+        classified.filter(pl.col("status") == "dropped")
+        .group_by("raw_event")
+        .len()
+        .sort("len", descending=True)
+        .iter_rows()
     )
     return counts, {str(k): int(v) for k, v in reasons.items()}, {str(k): int(v) for k, v in dropped.items()}
 

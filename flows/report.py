@@ -50,8 +50,12 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def render(run: Mapping[str, Any], *, per_flow: Sequence[Mapping[str, Any]] = (),
-           mismatch_sample: Sequence[Mapping[str, Any]] = ()) -> str:
+def render(
+    run: Mapping[str, Any],
+    *,
+    per_flow: Sequence[Mapping[str, Any]] = (),
+    mismatch_sample: Sequence[Mapping[str, Any]] = (),
+) -> str:
     c = run.get("counts", {})
     lines = [f"# frigade-migrate {run.get('kind', 'backfill')} {run.get('run_id', '')}", ""]
     lines += _table(["", "value"], summary_rows(run))
@@ -77,8 +81,11 @@ def render(run: Mapping[str, Any], *, per_flow: Sequence[Mapping[str, Any]] = ()
         lines += ["", "## Requests by action", "", "```"]
         lines += bar_chart(sorted(actions.items(), key=lambda kv: -kv[1]))
         lines += ["```"]
-    for title, key in (("Quarantine reasons", "quarantine_reasons"), ("Dropped non-state events", "dropped_events"),
-                       ("Failures", "failure_reasons")):
+    for title, key in (
+        ("Quarantine reasons", "quarantine_reasons"),
+        ("Dropped non-state events", "dropped_events"),
+        ("Failures", "failure_reasons"),
+    ):
         items = run.get(key, {})
         if items:
             lines += ["", f"## {title}", ""]
@@ -87,8 +94,10 @@ def render(run: Mapping[str, Any], *, per_flow: Sequence[Mapping[str, Any]] = ()
         lines += ["", "## Reconciliation mismatches (first 20)", ""]
         lines += _table(
             ["user", "flow", "step", "field", "expected", "actual"],
-            [[m["user_id"], m["flow_slug"], m["step_id"] or "", m["field"], m["expected"], m["actual"]]
-             for m in mismatch_sample[:20]],
+            [
+                [m["user_id"], m["flow_slug"], m["step_id"] or "", m["field"], m["expected"], m["actual"]]
+                for m in mismatch_sample[:20]
+            ],
         )
     attempts = run.get("attempts", [])
     if len(attempts) > 1:

@@ -43,7 +43,8 @@ def dtype_of(schema: pl.Schema, name: str) -> pl.DataType | None:
         found = {f.name: f.dtype for f in dtype.fields}
         if part not in found:
             return None
-        dtype = found[part]
+        nxt = found[part]
+        dtype = nxt() if isinstance(nxt, type) else nxt
     return dtype
 
 
@@ -196,7 +197,7 @@ def time_columns(
     raw = pl.coalesce([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
     ts = pl.coalesce([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     chained: pl.Expr = pl.lit(None, pl.String)
-    for p_ts, p_raw, p_reason in reversed(parts):
+    for _ts, p_raw, p_reason in reversed(parts):
         chained = pl.when(p_raw.is_not_null()).then(p_reason).otherwise(chained)
     missing: pl.Expr
     if default is not None:

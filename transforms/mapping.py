@@ -136,6 +136,9 @@ class SourceMapping:
     default_time: str | None = None
     data: tuple[str, ...] = ("data",)
     event_id: tuple[str, ...] = ("event_id", "eventId", "message_id", "messageId", "insert_id", "$insert_id")
+    #: user ids that are no usable id (``*`` / ``?`` globs, e.g. Mixpanel's ``$device:*``): such rows are
+    #: rejected ("missing user id"), never guessed
+    reject_users: tuple[str, ...] = ()
     #: column fields whose candidates are coalesced row by row (e.g. ``user`` for userId else anonymousId)
     coalesce: tuple[str, ...] = ()
     #: the columns that must exist (by field name); the rest are optional and null when absent
@@ -219,6 +222,7 @@ _TUPLE_FIELDS = {
     "required",
     "entity",
     "drop_events",
+    "reject_users",
     "record_type",
     "record_types",
     "extra_time_formats",
@@ -349,9 +353,13 @@ def _lookup(name: pl.Expr, table: Mapping[str, str]) -> pl.Expr:
     return name.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.String)
 
 
-def action_expr(raw: pl.Expr, mapping: SourceMapping, entity: pl.Expr | None = None) -> pl.Expr:
+def action_expr(
+    raw: pl.Expr, mapping: SourceMapping, entity: pl.Expr | None = None, full: pl.Expr | None = None
+) -> pl.Expr:
     """Event name -> Frigade action(s) (``A+B`` for several), DROP, or the raw name (unknown:
-    quarantined later). ``raw`` is the name after prefixes and the event pattern."""
+    quarantined later). ``raw`` is the name after prefixes (and after ``event_pattern``, in which case
+    ``full`` is the whole name, which ``drop_events`` patterns also match). Explicit maps win over
+    ``drop_events``; names in neither follow ``unmapped``."""
     name = raw
     for prefix in sorted(mapping.strip_prefixes, key=len, reverse=True):
         name = name.str.strip_prefix(prefix)
@@ -363,9 +371,14 @@ def action_expr(raw: pl.Expr, mapping: SourceMapping, entity: pl.Expr | None = N
         mapped = pl.coalesce(by_entity, mapped)
     drop = glob_regex(mapping.drop_events)
     if drop is not None:
-        mapped = pl.when(name.str.contains(drop)).then(pl.lit(DROP)).otherwise(mapped)
-    fallback = pl.lit(DROP) if mapping.unmapped == "drop" else raw
-    return pl.when(raw.is_null()).then(None).otherwise(pl.coalesce(mapped, fallback))
+        hit = name.str.contains(drop) if full is None else name.str.contains(drop) | full.str.contains(drop)
+        mapped = pl.coalesce(mapped, pl.when(hit.fill_null(False)).then(pl.lit(DROP)))
+    fallback = pl.lit(DROP) if mapping.unmapped == "drop" else raw if full is None else pl.coalesce(raw, full)
+    return (
+        pl.when(raw.is_null() & (full.is_null() if full is not None else True))
+        .then(None)
+        .otherwise(pl.coalesce(mapped, fallback))
+    )
 
 
 # ---------------------------------------------------------------- the mapping itself
@@ -422,7 +435,9 @@ def step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[p
     return [step.alias("step_id"), index.alias("step_index")]
 
 
-def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
+def _row_events(
+    lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str
+) -> pl.LazyFrame:
     """One event per row (before derivations), in the internal shape of ``transforms.derive``."""
     step_field = "progress_step" if mapping.progress_step else "step"
     cols = column_exprs(
@@ -461,19 +476,26 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
             return got if other is None else pl.coalesce(got, other)
 
         flow_raw, step_raw, entity = part("flow", flow_raw), part("step", step_raw), part("entity", entity)
-        name = part("event", name) or name
+        event = part("event", None) if "event" in groups else name
+        assert event is not None
+        action = action_expr(event, replace(mapping, strip_prefixes=()), entity, name)
+    else:
+        action = action_expr(name, replace(mapping, strip_prefixes=()), entity)
     flow = flow_expr(flow_raw, mapping)
-    action = action_expr(name, replace(mapping, strip_prefixes=()), entity)
     if mapping.record_type and mapping.record_types:
         kind = text_of(schema, mapping.record_type)
         if kind is not None:
             keep = kind.is_in(list(mapping.record_types)).fill_null(False)
             action = pl.when(keep).then(action).otherwise(pl.lit(DROP))
             raw_event = pl.when(keep).then(raw_event).otherwise(pl.coalesce(raw_event, kind))
+    user = cols["user"] if cols["user"] is not None else _null()
+    reject = glob_regex(mapping.reject_users)
+    if reject is not None:
+        user = pl.when(user.str.contains(reject).fill_null(False)).then(None).otherwise(user)
     return lf.with_row_index("__row", offset=1).select(
         pl.lit(source_file).alias("source_file"),
         pl.col("__row").cast(pl.Int64).alias("source_row"),
-        (cols["user"] if cols["user"] is not None else _null()).alias("user_id"),
+        user.alias("user_id"),
         (cols["group"] if cols["group"] is not None else _null()).alias("group_id"),
         flow.alias("flow_slug"),
         *step_columns(step_raw if step_raw is not None else _null(), flow, mapping),

@@ -61,9 +61,7 @@ def _with_current(
     flows: pl.LazyFrame, steps: pl.LazyFrame, cur_flows: pl.LazyFrame, cur_steps: pl.LazyFrame
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Join current state onto the targets, and replace it by the initial state where a reset is due."""
-    s = steps.join(cur_steps, on=STEP_KEY, how="left").with_columns(
-        pl.col("c_st", "c_co", "c_sk").fill_null(False)
-    )
+    s = steps.join(cur_steps, on=STEP_KEY, how="left").with_columns(pl.col("c_st", "c_co", "c_sk").fill_null(False))
     sk_reset = s.group_by(FLOW_KEY).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
     f = (
         flows.join(cur_flows, on=FLOW_KEY, how="left")
@@ -80,9 +78,7 @@ def _with_current(
                 | pl.col("_sk_reset")
             ).alias("need_reset")
         )
-        .with_columns(
-            (pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_started", "c_completed", "c_skipped")
-        )
+        .with_columns((pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_started", "c_completed", "c_skipped"))
         .with_columns(pl.when(pl.col("need_reset")).then(-1).otherwise(pl.col("c_index")).alias("c_index"))
         .drop("_sk_reset")
     )
@@ -154,21 +150,14 @@ def plan_state(
         .with_columns(
             pl.when(pl.col("has_moves"))
             .then(pl.col("anchor").is_null())
-            .otherwise(
-                pl.when((pl.col("c_index") == -1) & pl.col("started")).then(0).otherwise(pl.col("c_index"))
-                != p
-            )
+            .otherwise(pl.when((pl.col("c_index") == -1) & pl.col("started")).then(0).otherwise(pl.col("c_index")) != p)
             .alias("fixup"),
             (pl.col("completed") & ~pl.col("c_completed")).alias("send_cf"),
             (pl.col("skipped") & ~pl.col("c_skipped")).alias("send_skf"),
         )
         .with_columns(
             (
-                pl.col("started")
-                & ~pl.col("c_started")
-                & ~pl.col("has_moves")
-                & ~pl.col("fixup")
-                & ~pl.col("send_cf")
+                pl.col("started") & ~pl.col("c_started") & ~pl.col("has_moves") & ~pl.col("fixup") & ~pl.col("send_cf")
             ).alias("send_sf"),
         )
     )
@@ -195,9 +184,7 @@ def plan_state(
 
     n = pl.col("step_count")
 
-    def flow_row(
-        flag: pl.Expr, action: Action, key: pl.Expr, slot: int, step: pl.Expr, fact: str
-    ) -> pl.LazyFrame:
+    def flow_row(flag: pl.Expr, action: Action, key: pl.Expr, slot: int, step: pl.Expr, fact: str) -> pl.LazyFrame:
         return f.filter(flag).select(
             *FLOW_KEY,
             key.alias("key"),
@@ -212,9 +199,7 @@ def plan_state(
     no_step = pl.lit(None, pl.String)
     fix = pl.col("fixup")
     fix_back = (
-        fix
-        & ~pl.col("p_st").fill_null(False)
-        & (pl.col("pm1_co").fill_null(False) | pl.col("pm1_sk").fill_null(False))
+        fix & ~pl.col("p_st").fill_null(False) & (pl.col("pm1_co").fill_null(False) | pl.col("pm1_sk").fill_null(False))
     )
     fix_here = fix & pl.col("p_st").fill_null(False)
     fix_pair = fix & ~fix_here & ~fix_back
@@ -233,23 +218,17 @@ def plan_state(
         flow_row(pl.col("send_skf"), A.SKIPPED_FLOW, n + 2, 0, no_step, "skipped"),
         flow_row(pl.col("send_cf"), A.COMPLETED_FLOW, n + 3, 0, no_step, "completed"),
     ]
-    rows = pl.concat(
-        [p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts]
-    )
+    rows = pl.concat([p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts])
     fallback = f.select(*FLOW_KEY, "group_id", "last_ts")
     return _finish(
-        rows.join(fallback, on=FLOW_KEY).with_columns(
-            pl.coalesce("created_at", "last_ts").alias("created_at")
-        ),
+        rows.join(fallback, on=FLOW_KEY).with_columns(pl.coalesce("created_at", "last_ts").alias("created_at")),
         ["key", "slot"],
     )
 
 
 def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:
     """Every valid, de-duplicated event, in order, with its own time and data."""
-    numbered = events.with_row_index("key").with_columns(
-        pl.col("key").cast(pl.Int64), pl.lit(0).alias("slot")
-    )
+    numbered = events.with_row_index("key").with_columns(pl.col("key").cast(pl.Int64), pl.lit(0).alias("slot"))
     return _finish(
         numbered.with_columns(
             pl.col("group_id").drop_nulls().last().over(FLOW_KEY),

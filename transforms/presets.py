@@ -1,14 +1,46 @@
-"""Built-in source presets and the resolution of preset + mapping file + flags into one mapping."""
+"""Built-in source presets and the resolution of preset + mapping file + flags into one mapping.
+
+Presets are data: one YAML file per source shape in ``transforms/presets/`` (the same keys a user's
+``--mapping`` file takes, see ``transforms/presets/README.md``), each read over the defaults of
+``SourceMapping``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from transforms.mapping import SourceMapping, mapping_from_dict
 from transforms.schema import InputError
 
-PRESETS: dict[str, SourceMapping] = {"long": SourceMapping()}
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def load_preset(path: Path) -> SourceMapping:
+    """One preset file; its ``name`` defaults to the file's stem."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"preset {path.name}: unreadable: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise InputError(f"preset {path.name}: expected a mapping")
+    doc = {"name": path.stem, **doc}
+    return mapping_from_dict(doc, base=SourceMapping(), where=f"preset {path.name}")
+
+
+def load_presets(directory: Path = PRESET_DIR) -> dict[str, SourceMapping]:
+    """Every ``*.yaml`` preset of a folder, by name."""
+    presets = {}
+    for path in sorted(directory.glob("*.yaml")):
+        preset = load_preset(path)
+        presets[preset.name] = preset
+    return presets
+
+
+PRESETS: dict[str, SourceMapping] = load_presets()
 
 
 def resolve_mapping(

@@ -36,7 +36,9 @@ def _diff(joined: pl.LazyFrame, fields: dict[str, str], step: pl.Expr) -> list[p
             "user_id",
             "flow_slug",
             step.alias("step_id"),
-            pl.lit(name.removeprefix("step_")).alias("field") if name.startswith("step_") else pl.lit(name).alias("field"),
+            pl.lit(name.removeprefix("step_")).alias("field")
+            if name.startswith("step_")
+            else pl.lit(name).alias("field"),
             pl.col(exp).cast(pl.String).alias("expected"),
             pl.col(act).cast(pl.String).alias("actual"),
         )
@@ -56,11 +58,15 @@ def reconcile(
 
     ``last_sent`` (user_id, flow_slug, created_at) adds a check that the flow's lastActionAt is the
     createdAt of the last request sent for it, i.e. that back-dated times took effect."""
-    ef = expected_flows.lazy().filter(pl.col("user_id").is_in(users.implode())).select(
-        "user_id",
-        "flow_slug",
-        *[pl.col(n).alias(f"exp_{n}") for n in FLOW_FIELDS if n != "visible"],
-        (~(pl.col("completed") | pl.col("skipped"))).alias("exp_visible"),
+    ef = (
+        expected_flows.lazy()
+        .filter(pl.col("user_id").is_in(users.implode()))
+        .select(
+            "user_id",
+            "flow_slug",
+            *[pl.col(n).alias(f"exp_{n}") for n in FLOW_FIELDS if n != "visible"],
+            (~(pl.col("completed") | pl.col("skipped"))).alias("exp_visible"),
+        )
     )
     snap = snapshot.lazy()
     sf = snap.unique(["user_id", "flow_slug"], keep="first").select(
@@ -68,16 +74,26 @@ def reconcile(
     )
     flows = ef.join(sf, on=["user_id", "flow_slug"], how="left")
     missing = flows.filter(pl.col("act_flow_started").is_null()).select(
-        "user_id", "flow_slug", pl.lit(None, pl.String).alias("step_id"), pl.lit("state").alias("field"),
-        pl.lit("present").alias("expected"), pl.lit("absent").alias("actual"),
+        "user_id",
+        "flow_slug",
+        pl.lit(None, pl.String).alias("step_id"),
+        pl.lit("state").alias("field"),
+        pl.lit("present").alias("expected"),
+        pl.lit("absent").alias("actual"),
     )
     present = flows.filter(pl.col("act_flow_started").is_not_null())
-    es = expected_steps.lazy().filter(pl.col("user_id").is_in(users.implode())).select(
-        "user_id", "flow_slug", "step_id", *[pl.col(n).alias(f"exp_{n}") for n in STEP_FIELDS]
+    es = (
+        expected_steps.lazy()
+        .filter(pl.col("user_id").is_in(users.implode()))
+        .select("user_id", "flow_slug", "step_id", *[pl.col(n).alias(f"exp_{n}") for n in STEP_FIELDS])
     )
     ss = snap.select("user_id", "flow_slug", "step_id", *[pl.col(a).alias(f"act_{a}") for a in STEP_FIELDS.values()])
     steps = es.join(ss, on=["user_id", "flow_slug", "step_id"], how="inner")
-    parts = [missing, *_diff(present, FLOW_FIELDS, pl.lit(None, pl.String)), *_diff(steps, STEP_FIELDS, pl.col("step_id"))]
+    parts = [
+        missing,
+        *_diff(present, FLOW_FIELDS, pl.lit(None, pl.String)),
+        *_diff(steps, STEP_FIELDS, pl.col("step_id")),
+    ]
     if last_sent is not None:
         parts.append(_last_action_diff(present, last_sent.lazy()))
     out = pl.concat([p.select([pl.col(c).cast(t) for c, t in RECONCILE_SCHEMA.items()]) for p in parts])
@@ -91,7 +107,10 @@ def _last_action_diff(present: pl.LazyFrame, last_sent: pl.LazyFrame) -> pl.Lazy
         got.dt.truncate("1ms").alias("_got"), pl.col("created_at").dt.truncate("1ms").alias("_want")
     )
     return joined.filter(pl.col("_got").ne_missing(pl.col("_want"))).select(
-        "user_id", "flow_slug", pl.lit(None, pl.String).alias("step_id"), pl.lit("last_action_at").alias("field"),
+        "user_id",
+        "flow_slug",
+        pl.lit(None, pl.String).alias("step_id"),
+        pl.lit("last_action_at").alias("field"),
         pl.col("_want").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("expected"),
         pl.col("flow_last_action_at").alias("actual"),
     )

@@ -81,12 +81,8 @@ def _reason() -> pl.Expr:
 def classify(events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``status`` (valid | dropped | quarantined) and ``reason``, with steps resolved to ids and
     their position (``step_index``) in the flow."""
-    by_id = steps.select(
-        "flow_slug", pl.col("step_id").alias("_sid"), pl.col("step_index").alias("_idx_by_id")
-    )
-    by_index = steps.select(
-        "flow_slug", pl.col("step_index").alias("_sidx"), pl.col("step_id").alias("_id_by_index")
-    )
+    by_id = steps.select("flow_slug", pl.col("step_id").alias("_sid"), pl.col("step_index").alias("_idx_by_id"))
+    by_index = steps.select("flow_slug", pl.col("step_index").alias("_sidx"), pl.col("step_id").alias("_id_by_index"))
     counts = steps.group_by("flow_slug").agg(pl.len().cast(pl.Int64).alias("step_count"))
     joined = (
         events.join(flows, on="flow_slug", how="left")

@@ -1,0 +1,117 @@
+"""`frigade-migrate audit A B`: files and rendering around transforms.audit.
+
+Writes audit.parquet (every change), audit.md (summary table first) and audit.html, a page a person
+opens offline: per flow, a funnel of users with each step completed in A vs B, as inline SVG."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+
+from flows.report import bar_chart
+from flows.runfolder import RunFolder
+from transforms.audit import counts_by_flow_and_field, diff, funnel
+from transforms.schema import InputError
+
+BAR_H, GAP, CHART_W, LABEL_W = 14, 8, 360, 170
+
+
+def load_snapshot(path: str) -> pl.DataFrame:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "snapshot.parquet"
+    if not p.exists():
+        raise InputError("no snapshot here (give a snapshot.parquet or a run folder)", file=str(p))
+    return pl.read_parquet(p)
+
+
+def audit(a_path: str, b_path: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    a, b = load_snapshot(a_path), load_snapshot(b_path)
+    changes = diff(a, b)
+    users_a, users_b = set(a["user_id"].unique().to_list()), set(b["user_id"].unique().to_list())
+    summary = {
+        "a": a_path,
+        "b": b_path,
+        "users_in_a": len(users_a),
+        "users_in_b": len(users_b),
+        "users_only_in_a": len(users_a - users_b),
+        "users_only_in_b": len(users_b - users_a),
+        "users_changed": changes.filter(pl.col("field") != "user")["user_id"].n_unique(),
+        "field_changes": changes.filter(pl.col("field") != "user").height,
+    }
+    return changes, counts_by_flow_and_field(changes), funnel(a, b), summary
+
+
+def render_markdown(summary: dict[str, Any], per_field: pl.DataFrame, steps: pl.DataFrame) -> str:
+    lines = [f"# State audit: {summary['a']} -> {summary['b']}", "", "| | value |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in summary.items() if k not in ("a", "b")]
+    if per_field.height:
+        lines += ["", "## Changes per flow and field", "", "| flow | field | changes | users |", "|---|---|---|---|"]
+        lines += [f"| {r['flow_slug']} | {r['field']} | {r['changes']} | {r['users']} |" for r in per_field.to_dicts()]
+    for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
+        lines += ["", f"## {flow}: users with each step completed (A / B)", "", "```"]
+        for r in part.to_dicts():
+            lines += bar_chart([(f"{r['step_id']} A", r["completed_a"]), (f"{r['step_id']} B", r["completed_b"])])
+        lines += ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(summary: dict[str, Any], steps: pl.DataFrame) -> str:
+    """Self-contained page; each bar carries its numbers as data attributes (tests read them back)."""
+    top = max([1, *steps["completed_a"].to_list(), *steps["completed_b"].to_list()])
+    rows = "".join(
+        f"<tr><th>{html.escape(k.replace('_', ' '))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in summary.items()
+    )
+    charts = []
+    for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
+        bars, y = [], 0
+        for r in part.to_dicts():
+            for side, color in (("a", "#9aa5b1"), ("b", "#3b82f6")):
+                n = int(r[f"completed_{side}"])
+                w = round(CHART_W * n / top)
+                label = html.escape(f"{r['step_id']} ({side.upper()})")
+                bars.append(
+                    f'<g><text x="0" y="{y + BAR_H - 3}" font-size="11">{label}</text>'
+                    f'<rect class="bar" x="{LABEL_W}" y="{y}" width="{w}" height="{BAR_H}" fill="{color}" '
+                    f'data-flow="{html.escape(str(flow))}" data-step="{html.escape(r["step_id"])}" '
+                    f'data-side="{side.upper()}" data-count="{n}"/>'
+                    f'<text x="{LABEL_W + w + 4}" y="{y + BAR_H - 3}" font-size="11">{n}</text></g>'
+                )
+                y += BAR_H + 2
+            y += GAP
+        width = LABEL_W + CHART_W + 60
+        charts.append(
+            f"<h2>{html.escape(str(flow))}</h2><p>Users with each step completed: A grey, B blue.</p>"
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}">{"".join(bars)}</svg>'
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>frigade-migrate audit</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>State audit</h1><table>{rows}</table>{''.join(charts)}</body></html>"
+    )
+
+
+def write_audit(a_path: str, b_path: str, out: str | None) -> tuple[Path, dict[str, Any], str]:
+    changes, per_field, steps, summary = audit(a_path, b_path)
+    folder = RunFolder(Path(out) if out else Path("audits") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.write_parquet("audit.parquet", changes)
+    md = render_markdown(summary, per_field, steps)
+    folder.write_text("audit.md", md)
+    folder.write_text("audit.html", render_html(summary, steps))
+    return folder.root, summary, md
+
+
+def main(a_path: str, b_path: str, out: str | None) -> int:
+    root, _, md = write_audit(a_path, b_path, out)
+    console = Console()
+    console.print(md.split("\n## ")[0])
+    console.print(f"audit folder: {root} (open {root / 'audit.html'} for the funnel charts)")
+    return 0

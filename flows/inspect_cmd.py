@@ -1,0 +1,125 @@
+"""``frigade-migrate inspect EXPORT``: read the first rows of an export, say which preset fits, show
+the column profile and the first events it would produce. No Prefect, no network: reading the file and
+printing are the only effects; the analysis is ``transforms.inspect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from frigade.catalog import parse_catalog
+from frigade.errors import CatalogError
+from transforms.inspect import Inspection, inspect_sample
+from transforms.presets import PRESETS, resolve_mapping
+from transforms.schema import InputError
+from transforms.validate import catalog_frames
+
+__all__ = ["main", "read_sample"]
+
+_EVENT_COLUMNS = ["source_row", "user_id", "flow_slug", "step_id", "action", "raw_event", "ts", "status", "reason"]
+
+
+def read_sample(path: Path, rows: int) -> pl.LazyFrame:
+    """The first ``rows`` rows of a CSV (all text), Parquet or JSON-lines export."""
+    if not path.exists():
+        raise InputError("file not found", file=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.scan_parquet(path).head(rows)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return pl.scan_ndjson(path, infer_schema_length=max(rows, 100)).head(rows)
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            return pl.scan_csv(path, infer_schema=False, separator=sep, n_rows=rows)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"unreadable: {exc}", file=str(path)) from exc
+    raise InputError("unsupported file type (use .csv, .tsv, .parquet or .jsonl)", file=str(path))
+
+
+def _mapping_doc(path: str) -> Mapping[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"mapping {path}: unreadable: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise InputError(f"mapping {path}: expected a mapping of keys to values")
+    return doc
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def render(result: Inspection, console: Console) -> None:
+    """Summary first, then the preset scores, the column profile and the first events."""
+    summary = Table(title=f"inspect {result.source_file}", show_header=False)
+    summary.add_column("what", style="bold")
+    summary.add_column("value")
+    summary.add_row("rows sampled", str(result.rows))
+    summary.add_row("columns", str(result.columns))
+    summary.add_row("preset that fits", result.preset or "none")
+    summary.add_row("why", result.why)
+    summary.add_row("events shown with", result.mapping or "-")
+    lo, hi = result.time_range
+    summary.add_row("time range", f"{lo.isoformat() if lo else '-'} .. {hi.isoformat() if hi else '-'}")
+    for note in result.notes:
+        summary.add_row("note", note)
+    console.print(summary)
+    if result.fits:
+        scores = Table(title="presets")
+        for name in ("preset", "fits", "score", "vocabulary", "why"):
+            scores.add_column(name)
+        for f in result.fits:
+            vocab = "" if f.vocabulary is None else f"{f.vocabulary:.0%}"
+            scores.add_row(f.name, "yes" if f.fits else "no", f"{f.score:.2f}", vocab, f.why)
+        console.print(scores)
+    profile = Table(title="columns")
+    for name in result.profile.columns:
+        profile.add_column(name)
+    for row in result.profile.iter_rows():
+        profile.add_row(*(_cell(v) for v in row))
+    console.print(profile)
+    if result.events.height:
+        cols = [c for c in _EVENT_COLUMNS if c in result.events.columns]
+        events = Table(title=f"first {result.events.height} events")
+        for name in cols:
+            events.add_column(name)
+        for row in result.events.select(cols).iter_rows():
+            events.add_row(*(_cell(v) for v in row))
+        console.print(events)
+
+
+def main(
+    path: str,
+    *,
+    preset: str | None,
+    mapping: str | None,
+    catalog: str | None,
+    rows: int,
+    console: Console | None = None,
+) -> int:
+    """Inspect an export; 0 when done (whether or not a preset fits), 2 on bad input."""
+    console = console or Console()
+    try:
+        chosen = resolve_mapping(preset, _mapping_doc(mapping) if mapping else None) if preset or mapping else None
+        steps = flows = None
+        if catalog:
+            cat = parse_catalog(Path(catalog).read_text(encoding="utf-8"), catalog)
+            flows, steps = catalog_frames(cat.step_table(), {f.slug: f.status for f in cat.flows})
+        result = inspect_sample(read_sample(Path(path), rows), path, PRESETS, mapping=chosen, steps=steps, flows=flows)
+    except (InputError, CatalogError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    render(result, console)
+    return 0

@@ -1,0 +1,195 @@
+"""Backfill end to end: CLI -> Prefect server -> real emulator over HTTP, state checked per user."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from emulator.embedded import EmbeddedEmulator
+from frigade.catalog import Catalog, parse_catalog
+from frigade.models import UserFlowStates, flow_state_from_wire
+from frigade.rules import Action, FlowState, initial_state, replay
+from tests.e2e.servers import ROOT, cli
+
+pytestmark = pytest.mark.slow
+CATALOG_PATH = ROOT / "data" / "catalog.yaml"
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def catalog() -> Catalog:
+    return parse_catalog(CATALOG_PATH.read_text(), str(CATALOG_PATH))
+
+
+def realistic_history(rng: random.Random, steps: tuple[str, ...]) -> list[tuple[Action, str | None]]:
+    """Starts, views, repeats, completions, skips, and now and then a reset or a dismissal."""
+    out: list[tuple[Action, str | None]] = [(Action.STARTED_FLOW, None)]
+    done = rng.randint(0, len(steps))
+    for s in steps[:done]:
+        out.append((Action.STARTED_STEP, s))
+        if rng.random() < 0.3:
+            out.append((Action.STARTED_STEP, s))
+        out.append((rng.choice([Action.COMPLETED_STEP, Action.COMPLETED_STEP, Action.SKIPPED_STEP]), s))
+    if done < len(steps) and rng.random() < 0.5:
+        out.append((Action.STARTED_STEP, steps[done]))
+    if done == len(steps) and rng.random() < 0.8:
+        out.append((Action.COMPLETED_FLOW, None))
+    elif rng.random() < 0.15:
+        out.append((Action.SKIPPED_FLOW, None))
+    if rng.random() < 0.08:
+        out.append((Action.NOT_STARTED_FLOW, None))
+        out.append((Action.STARTED_STEP, steps[0]))
+    return out
+
+
+def write_sample(path: Path, users: int, seed: int = 7) -> dict[tuple[str, str], FlowState]:
+    """A long-shape export with duplicates and rows out of order; returns the state it implies."""
+    rng = random.Random(seed)
+    cat = catalog()
+    rows: list[dict[str, str]] = []
+    expected: dict[tuple[str, str], FlowState] = {}
+    for u in range(users):
+        user = f"user-{u:04d}"
+        for flow in rng.sample(list(cat.active), k=rng.randint(1, len(cat.active))):
+            history = realistic_history(rng, flow.step_ids)
+            t = T0 + timedelta(days=rng.randint(0, 30), seconds=u)
+            for action, step in history:
+                t += timedelta(seconds=rng.randint(1, 600))
+                rows.append(
+                    {
+                        "user_id": user,
+                        "flow_slug": flow.slug,
+                        "step_id": step or "",
+                        "action": action.value,
+                        "created_at": t.isoformat().replace("+00:00", "Z"),
+                        "data": json.dumps({"n": len(rows)}),
+                    }
+                )
+            expected[(user, flow.slug)] = replay(flow.step_ids, [(a, s, None) for a, s in history])
+    rows += rng.sample(rows, k=len(rows) // 10)  # duplicates, as overlapping export windows give
+    rng.shuffle(rows)  # and nothing arrives in order
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["user_id", "flow_slug", "step_id", "action", "created_at", "data"])
+        w.writeheader()
+        w.writerows(rows)
+    return expected
+
+
+def stored_state(emu: EmbeddedEmulator, user: str) -> UserFlowStates:
+    r = httpx.get(f"{emu.url}/v1/public/flowStates", params={"userId": user}, headers=emu.headers(private=False))
+    r.raise_for_status()
+    return UserFlowStates.model_validate(r.json())
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmbeddedEmulator]:
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        yield emu
+
+
+def run(args: list[str], emu: EmbeddedEmulator, env: dict[str, str], cwd: Path, key: str | None = None):  # type: ignore[no-untyped-def]
+    return cli(
+        ["backfill", *args, "--catalog", str(CATALOG_PATH), "--api-url", emu.url],
+        {**env, "FRIGADE_API_KEY": key or emu.public_key},
+        cwd,
+    )
+
+
+def test_backfill_reproduces_every_users_state_and_sends_nothing_redundant(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    emulator.reset()
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=60)
+    res = run(
+        [str(export), "--run-dir", str(tmp_path / "run"), "--rate", "400", "--concurrency", "16"],
+        emulator,
+        prefect_env,
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    cat = catalog()
+    for user in sorted({u for u, _ in expected}):
+        got = stored_state(emulator, user)
+        for flow in cat.active:
+            want = expected.get((user, flow.slug), initial_state(flow.step_ids))
+            wire = got.flow(flow.slug)
+            assert wire is not None
+            assert flow_state_from_wire(wire).logical() == want.logical(), (user, flow.slug)
+    stats = emulator.stats()
+    assert stats["writes_unchanged"] == 0, "a request was sent that changed nothing"
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    c = run_json["counts"]
+    assert c["rows_in"] == c["rows_sent"] + c["rows_redundant"] + c["rows_dropped"] + c["rows_quarantined"]
+    assert c["events_duplicate"] > 0
+    assert c["rows_redundant"] > 0
+    assert stats["writes_accepted"] == c["requests_planned"] == run_json["outcomes"]["sent"]
+    assert pl.read_parquet(tmp_path / "run" / "reconcile.parquet").height == 0
+    snapshot = pl.read_parquet(tmp_path / "run" / "snapshot.parquet")
+    assert snapshot.select("user_id").n_unique() == len({u for u, _ in expected})
+    assert "Row accounting" in (tmp_path / "run" / "report.md").read_text()
+    assert emulator.public_key not in (tmp_path / "run" / "run.json").read_text()
+
+
+def test_rerun_of_a_finished_run_sends_nothing(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    emulator.reset()
+    export = tmp_path / "events.csv"
+    write_sample(export, users=10, seed=3)
+    args = [str(export), "--run-dir", str(tmp_path / "run"), "--rate", "400"]
+    assert run(args, emulator, prefect_env, tmp_path).returncode == 0
+    first = emulator.stats()["writes_accepted"]
+    res = run(args, emulator, prefect_env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert emulator.stats()["writes_accepted"] == first
+
+
+def test_bad_key_stops_with_exit_3_and_keeps_the_run(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    export = tmp_path / "events.csv"
+    write_sample(export, users=3, seed=5)
+    res = run(
+        [str(export), "--run-dir", str(tmp_path / "run")],
+        emulator,
+        prefect_env,
+        tmp_path,
+        key="api_public_wrong_key_123",
+    )
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "api_public_wrong_key_123" not in res.stdout + res.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
+
+
+def test_missing_column_exits_2_naming_file_and_column_before_sending(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    emulator.reset()
+    export = tmp_path / "bad.csv"
+    export.write_text("user_id,flow_slug,step_id,created_at\nu1,flow_onboarding,,2024-01-01T00:00:00Z\n")
+    res = cli(["plan", str(export), "--catalog", str(CATALOG_PATH)], {}, tmp_path)
+    assert res.returncode == 2
+    assert "bad.csv" in res.stderr
+    assert "'action'" in res.stderr
+    res = run([str(export)], emulator, prefect_env, tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert emulator.stats()["writes_accepted"] == 0
+
+
+def test_plan_prints_requests_users_and_time_without_sending(emulator: EmbeddedEmulator, tmp_path: Path) -> None:
+    emulator.reset()
+    export = tmp_path / "events.csv"
+    write_sample(export, users=5, seed=11)
+    res = cli(["plan", str(export), "--catalog", str(CATALOG_PATH), "--rate", "10"], {}, tmp_path)
+    assert res.returncode == 0, res.stderr
+    for text in ("requests planned", "distinct users", "time at 10 req/s"):
+        assert text in res.stdout
+    assert emulator.stats()["requests_total"] == 0

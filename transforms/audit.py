@@ -1,0 +1,92 @@
+"""Audit: the state difference between two snapshots (one row per user x flow x step, as runs write).
+
+``diff`` lists each changed field from what to what; ``funnel`` counts, per flow and step, the users
+who have that step completed, which makes a regression between two snapshots visible at a glance.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+FLOW_KEY = ["user_id", "flow_slug"]
+STEP_KEY = ["user_id", "flow_slug", "step_id"]
+FLOW_FIELDS = ["flow_started", "flow_completed", "flow_skipped", "flow_visible", "current_step_index"]
+STEP_FIELDS = ["step_started", "step_completed", "step_skipped"]
+AUDIT_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "flow_slug": pl.String(),
+    "step_id": pl.String(),
+    "field": pl.String(),
+    "before": pl.String(),
+    "after": pl.String(),
+}
+
+
+def _changes(a: pl.LazyFrame, b: pl.LazyFrame, key: list[str], fields: list[str]) -> list[pl.LazyFrame]:
+    joined = a.select(*key, *fields).join(b.select(*key, *fields), on=key, how="inner", suffix="__b")
+    step = pl.col("step_id") if "step_id" in key else pl.lit(None, pl.String)
+    return [
+        joined.filter(pl.col(f).ne_missing(pl.col(f + "__b"))).select(
+            "user_id",
+            "flow_slug",
+            step.alias("step_id"),
+            pl.lit(f).alias("field"),
+            pl.col(f).cast(pl.String).alias("before"),
+            pl.col(f + "__b").cast(pl.String).alias("after"),
+        )
+        for f in fields
+    ]
+
+
+def _presence(a: pl.LazyFrame, b: pl.LazyFrame) -> list[pl.LazyFrame]:
+    ua, ub = a.select("user_id").unique(), b.select("user_id").unique()
+    absent = pl.lit(None, pl.String)
+
+    def rows(only: pl.LazyFrame, before: str, after: str) -> pl.LazyFrame:
+        return only.select(
+            "user_id",
+            absent.alias("flow_slug"),
+            absent.alias("step_id"),
+            pl.lit("user").alias("field"),
+            pl.lit(before).alias("before"),
+            pl.lit(after).alias("after"),
+        )
+
+    return [
+        rows(ua.join(ub, on="user_id", how="anti"), "present", "absent"),
+        rows(ub.join(ua, on="user_id", how="anti"), "absent", "present"),
+    ]
+
+
+def diff(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Every field that differs between A and B, for users in both; users in only one, once each."""
+    la, lb = a.lazy(), b.lazy()
+    fa, fb = la.unique(FLOW_KEY, keep="first"), lb.unique(FLOW_KEY, keep="first")
+    parts = [*_changes(fa, fb, FLOW_KEY, FLOW_FIELDS), *_changes(la, lb, STEP_KEY, STEP_FIELDS), *_presence(la, lb)]
+    out = pl.concat([p.select([pl.col(c).cast(t) for c, t in AUDIT_SCHEMA.items()]) for p in parts])
+    return out.sort("user_id", "flow_slug", "step_id", "field", nulls_last=False).collect()
+
+
+def counts_by_flow_and_field(changes: pl.DataFrame) -> pl.DataFrame:
+    return (
+        changes.filter(pl.col("field") != "user")
+        .group_by("flow_slug", "field")
+        .agg(pl.len().alias("changes"), pl.col("user_id").n_unique().alias("users"))
+        .sort("flow_slug", "field")
+    )
+
+
+def funnel(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Per flow and step (in step order): users with the step completed in A and in B."""
+
+    def count(s: pl.DataFrame, side: str) -> pl.DataFrame:
+        return s.group_by("flow_slug", "step_index", "step_id").agg(
+            pl.col("step_completed").sum().cast(pl.Int64).alias(side)
+        )
+
+    return (
+        count(a, "completed_a")
+        .join(count(b, "completed_b"), on=["flow_slug", "step_index", "step_id"], how="full", coalesce=True)
+        .with_columns(pl.col("completed_a", "completed_b").fill_null(0))
+        .sort("flow_slug", "step_index")
+    )

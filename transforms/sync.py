@@ -1,0 +1,106 @@
+"""Incremental sync: which user-flows changed since the remembered state, and that state as the
+planner's "current".
+
+The remembered state has two frames, the same shape as the target state's:
+flows (user_id, flow_slug, started, completed, skipped, current_step_index) and
+steps (user_id, flow_slug, step_id, step_started, step_completed, step_skipped).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
+from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS
+
+REMEMBERED_FLOW_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "flow_slug": pl.String(),
+    "started": pl.Boolean(),
+    "completed": pl.Boolean(),
+    "skipped": pl.Boolean(),
+    "current_step_index": pl.Int64(),
+}
+REMEMBERED_STEP_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "flow_slug": pl.String(),
+    "step_id": pl.String(),
+    "step_started": pl.Boolean(),
+    "step_completed": pl.Boolean(),
+    "step_skipped": pl.Boolean(),
+}
+
+
+def remembered(flows: pl.DataFrame, steps: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep only the state columns of target-state frames."""
+    return (
+        flows.select([pl.col(c).cast(t) for c, t in REMEMBERED_FLOW_SCHEMA.items()]),
+        steps.select([pl.col(c).cast(t) for c, t in REMEMBERED_STEP_SCHEMA.items()]),
+    )
+
+
+def from_snapshot(snapshot: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The state Frigade returned, as remembered state."""
+    flows = snapshot.unique(FLOW_KEY, keep="first").select(
+        "user_id",
+        "flow_slug",
+        pl.col("flow_started").alias("started"),
+        pl.col("flow_completed").alias("completed"),
+        pl.col("flow_skipped").alias("skipped"),
+        "current_step_index",
+    )
+    steps = snapshot.select("user_id", "flow_slug", "step_id", "step_started", "step_completed", "step_skipped")
+    return remembered(flows, steps)
+
+
+def fingerprints(flows: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """One hash per user-flow over every flag, the pointer and each step's flags (in step order)."""
+    step_fp = (
+        steps.sort(*FLOW_KEY, "step_id")
+        .group_by(FLOW_KEY)
+        .agg(pl.struct("step_id", *STEP_STATE_COLUMNS).hash(seed=7).sum().alias("_steps"))
+    )
+    return (
+        flows.select(*FLOW_KEY, *FLOW_STATE_COLUMNS)
+        .join(step_fp, on=FLOW_KEY, how="left")
+        .select(*FLOW_KEY, pl.struct(*FLOW_STATE_COLUMNS, "_steps").hash(seed=11).alias("fingerprint"))
+    )
+
+
+def changed_user_flows(
+    new_flows: pl.DataFrame, new_steps: pl.DataFrame, old_flows: pl.DataFrame, old_steps: pl.DataFrame
+) -> pl.DataFrame:
+    """(user_id, flow_slug) whose target differs from the remembered state: an anti-join on the
+    fingerprint, so unchanged user-flows cost nothing to skip."""
+    new = fingerprints(new_flows, new_steps)
+    old = fingerprints(old_flows, old_steps)
+    return new.join(old, on=[*FLOW_KEY, "fingerprint"], how="anti").select(FLOW_KEY)
+
+
+def as_current(flows: pl.DataFrame, steps: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Remembered state in the planner's CURRENT_* schemas."""
+    cf = flows.select(
+        "user_id",
+        "flow_slug",
+        pl.col("started").alias("c_started"),
+        pl.col("completed").alias("c_completed"),
+        pl.col("skipped").alias("c_skipped"),
+        pl.col("current_step_index").alias("c_index"),
+    )
+    cs = steps.select(
+        "user_id",
+        "flow_slug",
+        "step_id",
+        pl.col("step_started").alias("c_st"),
+        pl.col("step_completed").alias("c_co"),
+        pl.col("step_skipped").alias("c_sk"),
+    )
+    return (
+        cf.select([pl.col(c).cast(t) for c, t in CURRENT_FLOW_SCHEMA.items()]).lazy(),
+        cs.select([pl.col(c).cast(t) for c, t in CURRENT_STEP_SCHEMA.items()]).lazy(),
+    )
+
+
+def merge(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Remembered rows replaced, user-flow by user-flow, by newer ones."""
+    return pl.concat([old.join(new.select(FLOW_KEY).unique(), on=FLOW_KEY, how="anti"), new]).sort(keys)
