@@ -20,6 +20,7 @@ from flows import job as J
 from flows.execute import Work
 from flows.pipeline import Analysis
 from flows.progress import PushProgress
+from flows.runfolder import DispatchJournal
 from flows.report import summary_rows
 from flows.settings import Settings, load_config_file, resolve
 from frigade.catalog import Catalog
@@ -52,9 +53,14 @@ async def read_current_task(job: J.Job, analysis: Analysis, client: FrigadeClien
 
 @task(name="push-batch", cache_policy=NO_CACHE)
 async def push_batch_task(
-    job: J.Job, work: Work, batch: pl.DataFrame, client: FrigadeClient, progress: PushProgress
+    job: J.Job,
+    work: Work,
+    batch: pl.DataFrame,
+    client: FrigadeClient,
+    journal: DispatchJournal,
+    progress: PushProgress,
 ) -> PushSummary:
-    return await J.push_batch(job, work, batch, client, on_outcome=progress.advance)
+    return await J.push_batch(job, work, batch, client, journal, on_outcome=progress.advance)
 
 
 @task(name="snapshot-reconcile-report", cache_policy=NO_CACHE)
@@ -103,13 +109,14 @@ async def run_job(job: J.Job) -> J.RunResult:
             plan_task(job, analysis, catalog, baseline)
         work = J.work_for(job)
         attempt = J.begin_attempt(job)
+        journal = J.journal_for(job)
         started = J.now()
         try:
             with PushProgress(total=work.pending.height, rate=s.rate) as progress:
                 batches = J.batches(work, s.batch_requests)
                 for i in range(0, len(batches), PARALLEL_BATCHES):
                     wave = batches[i : i + PARALLEL_BATCHES]
-                    await asyncio.gather(*(push_batch_task(job, work, b, client, progress) for b in wave))
+                    await asyncio.gather(*(push_batch_task(job, work, b, client, journal, progress) for b in wave))
         except StopRunError as exc:
             J.record_stop(job, attempt, exc)
         return finish_task(job, attempt, J.now() - started)

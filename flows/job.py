@@ -248,11 +248,17 @@ def begin_attempt(job: Job) -> dict[str, Any]:
     return attempt
 
 
+def journal_for(job: Job) -> DispatchJournal:
+    """One per attempt, shared by every batch, so the reservation only ever moves forward."""
+    return DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
+
+
 async def push_batch(
     job: Job,
     work: Work,
     batch: pl.DataFrame,
     client: FrigadeClient,
+    journal: DispatchJournal,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> PushSummary:
     plan = job.folder.read_parquet("plan.parquet") if work.uncertain else batch
@@ -262,8 +268,6 @@ async def push_batch(
             job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root).as_posix(), df
         )
     )
-    journal = DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
-    journal.reserved = max(journal.reserved, -1)
     batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
     return await run_push(
         batch_work,

@@ -144,7 +144,9 @@ class DispatchJournal:
 
     def __init__(self, folder: RunFolder, attempt: int, block: int) -> None:
         self.folder, self.attempt, self.block = folder, attempt, max(block, 1)
-        self.reserved = -1
+        # Never below an earlier attempt's reservation: a crash of this attempt must still cover the
+        # users that one may have left in flight.
+        self.reserved = self.previous()
 
     def admit(self, index: int) -> None:
         if index > self.reserved:

@@ -85,14 +85,12 @@ class Built:
 # ---------------------------------------------------------------- journeys
 
 
-def draw_journeys(rng: random.Random, users: list[str], *, flows: tuple[str, ...] | None = None) -> list[
-    tuple[str, str, Journey, datetime]
-]:
-    """(user, flow, journey, start time) for 1-3 flows per user."""
+def draw_journeys(rng: random.Random, users: list[str], *, most: int = 3) -> list[tuple[str, str, Journey, datetime]]:
+    """(user, flow, journey, start time) for 1 to ``most`` flows per user."""
     out = []
-    pool = list(flows or CATALOG)
+    pool = list(CATALOG)
     for i, user in enumerate(users):
-        chosen = sorted(rng.sample(pool, rng.randint(1, min(3, len(pool)))))
+        chosen = sorted(rng.sample(pool, rng.randint(1, most)))
         for j, flow in enumerate(chosen):
             n = len(CATALOG[flow])
             kind = rng.choice(["progress", "complete", "complete", "skip"])
@@ -142,7 +140,7 @@ LONG_USERS = [f"user_{i:02d}" for i in range(1, 21)]
 def build_long(rng: random.Random) -> Built:
     b = Built()
     zones = [UTC, ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")]
-    for user, flow, j, start in draw_journeys(rng, LONG_USERS):
+    for user, flow, j, start in draw_journeys(rng, LONG_USERS, most=2):
         acts = generic_actions(flow, j)
         if user == "user_03" and j.kind == "complete":
             # a missing predecessor: the export lost this user's step starts
@@ -162,8 +160,11 @@ def build_long(rng: random.Random) -> Built:
                 }
             )
             b.want(user, flow, action, step, t.replace(microsecond=0))
+    # duplicates: overlapping export windows repeat rows
+    for i in rng.sample(range(len(b.rows)), 4):
+        b.add(dict(b.rows[i]))
     # a reset: user_20 finishes the tour, is reset, and starts it again
-    t = T0 + timedelta(days=3)
+    t = T0 + timedelta(days=10)
     tour = CATALOG["flow_welcome_tour"]
     reset_acts: list[tuple[Action, str | None]] = [
         (A.STARTED_FLOW, None),
@@ -233,7 +234,7 @@ def build_appcues(rng: random.Random) -> tuple[Built, dict[str, Any]]:
             prefix = rng.choice(["", "appcues:", "appcues:v2:"])
             epoch = rng.random() < 0.25
             row = {
-                "timestamp": str(int(t.timestamp() * 1000)) if epoch else _iso(t),
+                "timestamp": str(round(t.timestamp() * 1000)) if epoch else _iso(t),
                 "name": prefix + name,
                 "user_id": user,
                 "account_id": "acct_1",
@@ -340,7 +341,7 @@ def build_pendo(rng: random.Random) -> tuple[Built, dict[str, Any]]:
                     "guide_id": guides[flow],
                     "guide_step_id": gsteps[flow][step],
                     "type": kind,
-                    "timestamp": str(int(t.timestamp() * 1000)),
+                    "timestamp": str(round(t.timestamp() * 1000)),
                     "url": "https://app.example.com/home",
                 }
             )
@@ -364,7 +365,7 @@ def build_pendo(rng: random.Random) -> tuple[Built, dict[str, Any]]:
             "guide_id": _uid(rng, 22),
             "guide_step_id": _uid(rng, 22),
             "type": "guideSeen",
-            "timestamp": str(int(T0.timestamp() * 1000)),
+            "timestamp": str(round(T0.timestamp() * 1000)),
             "url": "",
         },
         "quarantined",
@@ -569,7 +570,7 @@ def build_frigade_csv(rng: random.Random) -> tuple[Built, dict[str, Any]]:
         for idx in range(reach + 1):
             done = idx < reach or status == "Completed"
             b.want(user, flow, A.COMPLETED_STEP if done else A.STARTED_STEP, steps[idx], t, 20 + idx)
-    b.add(dict(b.rows[3]))  # the same user twice (two overlapping downloads)
+    b.add(dict(b.rows[3]), b.fates[3])  # the same user twice (two overlapping downloads)
     b.add({"User ID": "", "Status": "Completed", "Current Step": "set-alerts", "Last Updated": _iso(T0)}, "quarantined")
     return b, {"flow_constant": flow}
 

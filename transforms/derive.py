@@ -78,7 +78,7 @@ def fan_out(ev: pl.LazyFrame) -> pl.LazyFrame:
         )
         .explode(["action", "__k"])
         .with_columns(
-            pl.col("__k").fill_null(0).cast(pl.Int64).alias("__seq"),
+            (pl.col("__seq") + pl.col("__k").fill_null(0)).cast(pl.Int64).alias("__seq"),
             pl.when(pl.col("__n") > 1).then(pl.lit("fan")).otherwise(pl.col("__tag")).alias("__tag"),
         )
         .drop("__k", "__n")
@@ -160,7 +160,8 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         )
     table = steps if steps is not None else pl.LazyFrame(schema=STEP_TABLE_SCHEMA)
     a = pl.col("action")
-    ev = ev.with_columns(pl.lit(0, pl.Int64).alias("__seq"), pl.lit(None, pl.String).alias("__tag"))
+    seq = pl.col("__seq").cast(pl.Int64) if "__seq" in ev.collect_schema().names() else pl.lit(0, pl.Int64)
+    ev = ev.with_columns(seq.alias("__seq"), pl.lit(None, pl.String).alias("__tag"))
     ev = fan_out(_shape(ev))
     if mapping.once_per_flow:
         first = (pl.col("ts") == pl.col("ts").min().over([*FLOW_KEY, "action"])).fill_null(True)

@@ -112,6 +112,24 @@ def _without_catalog(mapping: SourceMapping) -> SourceMapping:
     )
 
 
+_PLACEHOLDER_TIME = "1970-01-01T00:00:00Z"
+
+
+def _previewable(mapping: SourceMapping, schema: pl.Schema) -> tuple[SourceMapping, list[str]]:
+    """The mapping with placeholders for what only the user can declare, so a preview can run."""
+    notes = []
+    if not mapping.flow_constant and "flow" in mapping.required and not existing(schema, mapping.flow):
+        mapping = replace(mapping, flow_constant="(flow_constant)")
+        notes.append("the file names no flow: events show '(flow_constant)'; set flow_constant in a mapping")
+    if mapping.default_time is None and (mapping.wide or not existing(schema, mapping.time)):
+        mapping = replace(mapping, default_time=_PLACEHOLDER_TIME)
+        notes.append(
+            f"no default_time is declared: events without a time show {_PLACEHOLDER_TIME}; "
+            "declare default_time in a mapping"
+        )
+    return mapping, notes
+
+
 def score_preset(name: str, mapping: SourceMapping, df: pl.DataFrame) -> PresetFit:
     """Whether ``mapping`` fits the sample ``df`` and how well."""
     schema = df.schema
@@ -132,13 +150,18 @@ def score_preset(name: str, mapping: SourceMapping, df: pl.DataFrame) -> PresetF
             f"{len(matched)} columns match its wide rules",
         )
     constants = {"flow": mapping.flow_constant, "action": mapping.action_constant}
+    needs: list[str] = []
     for key in mapping.required:
         if key not in found and not constants.get(key) and not (key == "time" and mapping.default_time):
             tried = ", ".join(getattr(mapping, key)) or "none"
+            if key == "flow" and "user" in found and "action" in found:
+                needs.append(f"no flow column (tried {tried}): name the flow with flow_constant in a mapping")
+                continue
             return PresetFit(name, False, 0.0, found, None, f"no {key} column (tried {tried})")
     vocabulary: float | None = None
     try:
-        events = map_events(df.lazy(), replace(_without_catalog(mapping), unmapped="quarantine"), "sample")
+        trial = replace(_previewable(_without_catalog(mapping), df.schema)[0], unmapped="quarantine")
+        events = map_events(df.lazy(), trial, "sample")
         names = (
             events.filter(pl.col("raw_event").is_not_null())
             .group_by("raw_event")
@@ -149,8 +172,8 @@ def score_preset(name: str, mapping: SourceMapping, df: pl.DataFrame) -> PresetF
         return PresetFit(name, False, 0.0, found, None, f"mapping fails: {exc}")
     if names.height:
         vocabulary = names.filter(pl.col("known")).height / names.height
-    score = len(found) * 0.5 + 3.0 * (vocabulary if vocabulary is not None else 0.5)
-    why = f"columns {', '.join(f'{k}={v}' for k, v in found.items())}"
+    score = len(found) * 0.5 + 3.0 * (vocabulary if vocabulary is not None else 0.5) - len(needs)
+    why = "; ".join([*needs, f"columns {', '.join(f'{k}={v}' for k, v in found.items())}"])
     if vocabulary is not None:
         why += f"; knows {vocabulary:.0%} of the event names"
     fits = vocabulary is None or vocabulary >= 0.3
@@ -197,9 +220,10 @@ def inspect_sample(
     lo: datetime | None = None
     hi: datetime | None = None
     if chosen is not None:
-        use = chosen
+        use, placeholders = _previewable(chosen, df.schema)
+        notes += placeholders
         if steps is None and catalog_features(chosen):
-            use = _without_catalog(chosen)
+            use = _without_catalog(use)
             notes.append(f"without a catalog, these inferences are not shown: {', '.join(catalog_features(chosen))}")
         try:
             mapped = map_events(df.lazy(), use, source_file, steps=steps)

@@ -394,15 +394,25 @@ def _missing(mapping: SourceMapping, key: str, schema: pl.Schema, source_file: s
     )
 
 
+def pattern_groups(mapping: SourceMapping) -> set[str]:
+    """The named groups of the mapping's event pattern (fields it supplies from the event name)."""
+    return set(re.compile(mapping.event_pattern).groupindex) if mapping.event_pattern else set()
+
+
 def column_exprs(
     schema: pl.Schema, mapping: SourceMapping, source_file: str, keys: Sequence[str]
 ) -> dict[str, pl.Expr | None]:
     """Text expressions for column fields; raises InputError for a missing required one."""
     out: dict[str, pl.Expr | None] = {}
+    supplied = pattern_groups(mapping) if mapping.action else set()
     for key in keys:
         cands: tuple[str, ...] = getattr(mapping, key)
         expr = text_of(schema, cands, coalesce=key in mapping.coalesce)
-        constant = (key == "flow" and mapping.flow_constant) or (key == "action" and mapping.action_constant)
+        constant = (
+            (key == "flow" and mapping.flow_constant)
+            or (key == "action" and mapping.action_constant)
+            or key in supplied
+        )
         if expr is None and key in mapping.required and not constant:
             raise _missing(mapping, key, schema, source_file)
         out[key] = expr
@@ -444,6 +454,8 @@ def _row_events(
         schema, mapping, source_file, ("user", "group", "flow", "action", "data", "event_id", "entity")
     )
     step_src = text_of(schema, getattr(mapping, step_field), coalesce="step" in mapping.coalesce)
+    if step_src is None and "step" in mapping.required:
+        raise _missing(mapping, step_field, schema, source_file)
     if not existing(schema, mapping.time) and "time" in mapping.required and mapping.default_time is None:
         raise _missing(mapping, "time", schema, source_file)
     ts, ts_raw, reason = time_columns(
@@ -466,7 +478,7 @@ def _row_events(
         name = name.str.strip_prefix(prefix)
     flow_raw, step_raw, entity = cols["flow"], step_src, cols["entity"]
     if mapping.event_pattern:
-        groups = set(re.compile(mapping.event_pattern).groupindex)
+        groups = pattern_groups(mapping)
         parts = name.str.extract_groups(mapping.event_pattern)
 
         def part(g: str, other: pl.Expr | None) -> pl.Expr | None:

@@ -163,6 +163,7 @@ def wide_events(
                 "__step_raw": [w.step for w in cells],
                 "action": [w.rule.action for w in cells],
                 "raw_event": [w.column for w in cells],
+                "__seq": [matched.index(w) for w in cells],
             },
             schema={
                 "__col": pl.String,
@@ -170,6 +171,7 @@ def wide_events(
                 "__step_raw": pl.String,
                 "action": pl.String,
                 "raw_event": pl.String,
+                "__seq": pl.Int64,
             },
         ).lazy()
         long = (
@@ -192,6 +194,7 @@ def wide_events(
                 "__step_raw",
                 "action",
                 "raw_event",
+                "__seq",
                 pl.col("__v").struct.field("ts").alias("ts"),
                 pl.col("__v").struct.field("ts_raw").alias("ts_raw"),
                 pl.col("__v").struct.field("reason").alias("map_reason"),
@@ -199,6 +202,7 @@ def wide_events(
         )
         frames.append(long)
     for w in (w for w in matched if w.rule.value == "list"):
+        seq = matched.index(w)
         dtype = dtype_of(schema, w.column) or pl.String()
         ts, raw, reason = _time_of(schema, w.time_column, mapping, w.column)
         items = _list_items(pl.col(w.column), dtype, w.rule.separator).alias("__item")
@@ -222,6 +226,7 @@ def wide_events(
                 (item if w.rule.list_of == "step" else pl.lit(w.step, pl.String)).alias("__step_raw"),
                 pl.lit(w.rule.action).alias("action"),
                 pl.lit(w.column).alias("raw_event"),
+                pl.lit(seq, pl.Int64).alias("__seq"),
                 "ts",
                 "ts_raw",
                 "map_reason",
@@ -243,7 +248,8 @@ def wide_events(
         "data",
         pl.lit(None, pl.String).alias("event_id"),
         "map_reason",
-    ).select(list(EVENT_SCHEMA))
+        "__seq",
+    ).select([*EVENT_SCHEMA, "__seq"])
 
 
 __all__ = ["WideColumn", "match_columns", "text_of", "wide_events"]

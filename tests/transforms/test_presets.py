@@ -1,0 +1,169 @@
+"""Each preset on its committed sample: the mapping reproduces the sample's known target state, the
+row accounting closes with the known fate of every messy row, and inspect names the right preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+
+from frigade.catalog import Catalog, parse_catalog
+from tests.samples import SAMPLES, Sample, render
+from transforms.inspect import inspect_sample
+from transforms.mapping import SourceMapping, map_events
+from transforms.presets import PRESETS, load_presets, resolve_mapping
+from transforms.schema import EVENT_SCHEMA
+from transforms.state import target_state
+from transforms.validate import catalog_frames, classify, order_and_dedupe
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+IDS = [s.folder for s in SAMPLES]
+
+
+def load_catalog() -> Catalog:
+    return parse_catalog((DATA / "catalog.yaml").read_text(), "data/catalog.yaml")
+
+
+def frames() -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    cat = load_catalog()
+    return catalog_frames(cat.step_table(), {f.slug: f.status for f in cat.flows})
+
+
+def scan(path: Path) -> pl.LazyFrame:
+    """As the pipeline reads exports: CSV all text, JSON lines with inferred types."""
+    if path.suffix == ".jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    return pl.scan_csv(path, infer_schema=False)
+
+
+def sample_mapping(sample: Sample) -> SourceMapping:
+    mp = sample.mapping_path(DATA)
+    doc = yaml.safe_load(mp.read_text()) if mp else None
+    return resolve_mapping(sample.preset, doc)
+
+
+def classified(sample: Sample) -> pl.DataFrame:
+    flows, steps = frames()
+    events = map_events(scan(sample.path(DATA)), sample_mapping(sample), sample.export, steps=steps)
+    return classify(events, flows, steps).collect()
+
+
+def state_of(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Target state (as in expected.json) of classified events, through the real stages."""
+    _, steps = frames()
+    files = {f: i for i, f in enumerate(sorted(events.get_column("source_file").unique().to_list()))}
+    ordered = order_and_dedupe(events.lazy().filter(pl.col("status") == "valid"), files)
+    kept = ordered.filter(~pl.col("duplicate")).with_columns(pl.lit(0, pl.Int64).alias("row_key"))
+    flows_df, steps_df = (f.collect() for f in target_state(kept, steps))
+    out: dict[str, dict[str, Any]] = {}
+    by_flow: dict[tuple[str, str], dict[str, dict[str, bool]]] = {}
+    for r in steps_df.iter_rows(named=True):
+        by_flow.setdefault((r["user_id"], r["flow_slug"]), {})[r["step_id"]] = {
+            "started": r["step_started"],
+            "completed": r["step_completed"],
+            "skipped": r["step_skipped"],
+        }
+    cat = load_catalog()
+    for r in flows_df.iter_rows(named=True):
+        flow = cat.get(r["flow_slug"])
+        assert flow is not None
+        steps_state = by_flow.get((r["user_id"], r["flow_slug"]), {})
+        out.setdefault(r["user_id"], {})[r["flow_slug"]] = {
+            "started": r["started"],
+            "completed": r["completed"],
+            "skipped": r["skipped"],
+            "current_step_index": r["current_step_index"],
+            "steps": {s: steps_state[s] for s in flow.step_ids},
+        }
+    return out
+
+
+def row_fates(events: pl.DataFrame) -> dict[str, int]:
+    """Rows per bucket: a row counts once, in the best bucket any of its events reached."""
+    rank = events.group_by("source_row").agg(
+        pl.col("status").replace_strict({"valid": 0, "quarantined": 1, "dropped": 2}, return_dtype=pl.Int64).min()
+    )
+    counts = dict(rank.group_by("status").len().iter_rows())
+    return {"valid": counts.get(0, 0), "quarantined": counts.get(1, 0), "dropped": counts.get(2, 0)}
+
+
+def expected(sample: Sample) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(sample.expected_path(DATA).read_text())
+    return result
+
+
+@pytest.fixture(params=SAMPLES, ids=IDS)
+def sample(request: pytest.FixtureRequest) -> Sample:
+    s: Sample = request.param
+    return s
+
+
+def test_every_preset_is_built_in_and_has_a_sample() -> None:
+    names = {"appcues", "userflow", "pendo", "chameleon", "userpilot", "segment", "mixpanel"}
+    names |= {"amplitude", "frigade-csv", "long", "wide"}
+    assert set(PRESETS) == names
+    assert {s.preset for s in SAMPLES} == names
+    assert load_presets() == PRESETS
+
+
+def test_committed_samples_are_what_the_generator_writes(sample: Sample) -> None:
+    for name, text in render(sample).items():
+        assert (DATA / sample.folder / name).read_text() == text, f"regenerate: python data/make_samples.py ({name})"
+
+
+def test_sample_maps_to_its_expected_state(sample: Sample) -> None:
+    events = classified(sample)
+    assert events.select(list(EVENT_SCHEMA)).schema == pl.Schema(EVENT_SCHEMA)
+    want = expected(sample)
+    assert state_of(events) == want["users"]
+
+
+def test_sample_row_accounting_closes_with_known_fates(sample: Sample) -> None:
+    events = classified(sample)
+    want = expected(sample)
+    fates = row_fates(events)
+    rows_in = scan(sample.path(DATA)).select(pl.len()).collect().item()
+    assert rows_in == want["rows"]
+    # rows that produced no event at all (a wide row with no progress) are dropped
+    no_event = rows_in - events.get_column("source_row").n_unique()
+    assert fates["quarantined"] == want["rows_quarantined"], events.filter(pl.col("status") == "quarantined")
+    assert fates["dropped"] + no_event == want["rows_dropped"]
+    assert fates["valid"] + fates["quarantined"] + fates["dropped"] + no_event == rows_in
+
+
+def test_sample_has_messy_rows(sample: Sample) -> None:
+    want = expected(sample)
+    assert 15 <= want["rows"] <= 200
+    assert len(want["users"]) >= 5
+    flows = {f for u in want["users"].values() for f in u}
+    assert len(flows) >= 1 if sample.preset in ("frigade-csv",) or "progress" in sample.folder else len(flows) >= 2
+    assert want["rows_dropped"] + want["rows_quarantined"] > 0
+
+
+@pytest.mark.parametrize("s", [s for s in SAMPLES if "/" not in s.folder], ids=lambda s: s.folder)
+def test_inspect_names_the_right_preset(s: Sample) -> None:
+    path = s.path(DATA)
+    result = inspect_sample(scan(path).head(200), str(path), PRESETS)
+    assert result.preset == s.preset, [(f.name, f.fits, f.score, f.why) for f in result.fits[:4]]
+    assert result.profile.height == len(scan(path).collect_schema())
+    assert result.events.height > 0
+    assert result.time_range[0] is not None
+
+
+@pytest.mark.parametrize("s", [s for s in SAMPLES if "/" in s.folder], ids=lambda s: s.folder)
+def test_inspect_with_the_users_mapping_produces_events(s: Sample) -> None:
+    flows, steps = frames()
+    path = s.path(DATA)
+    result = inspect_sample(
+        scan(path).head(50), str(path), PRESETS, mapping=sample_mapping(s), steps=steps, flows=flows
+    )
+    assert result.mapping == "long"
+    assert result.events.height > 0
+    assert "status" in result.events.columns
