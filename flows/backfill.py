@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -20,8 +20,8 @@ from flows import job as J
 from flows.execute import Work
 from flows.pipeline import Analysis
 from flows.progress import PushProgress
-from flows.runfolder import DispatchJournal
 from flows.report import summary_rows
+from flows.runfolder import DispatchJournal
 from flows.settings import Settings, load_config_file, resolve
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
@@ -150,7 +150,7 @@ async def backfill_flow(
 ) -> dict[str, Any]:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
     named by ``api_key_block``: never from a parameter, which Prefect would store."""
-    settings = settings_for_flow(
+    settings = await settings_for_flow(
         api_url=api_url,
         api_key_block=api_key_block,
         rate=rate,
@@ -185,7 +185,7 @@ async def sync_flow(
     mapping_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send only what changed since the last finished sync remembered in ``state_dir``."""
-    settings = settings_for_flow(
+    settings = await settings_for_flow(
         api_url=api_url,
         api_key_block=api_key_block,
         rate=rate,
@@ -206,16 +206,26 @@ async def _finish(result: J.RunResult) -> dict[str, Any]:
     return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
 
 
-def settings_for_flow(*, api_key_block: str | None, **flags: Any) -> Settings:
+async def settings_for_flow(*, api_key_block: str | None, **flags: Any) -> Settings:
     """Flow parameters over environment over config file; the key from a Secret block if named."""
     given = {k: v for k, v in flags.items() if v is not None}
     if api_key_block:
-        given["api_key"] = secret_from_block(api_key_block)
+        given["api_key"] = await secret_from_block(api_key_block)
     return resolve(given, config=load_config_file(None))
 
 
-def secret_from_block(name: str) -> str:
+async def secret_from_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    value = Secret.load(name).get()  # type: ignore[union-attr]
-    return str(value)
+    block = cast("Secret[Any]", await Secret.aload(name))
+    return str(block.get())
+
+
+@flow(name="frigade-migrate-audit", validate_parameters=True)
+async def audit_flow(snapshot_a: str, snapshot_b: str, out: str | None = None) -> dict[str, Any]:
+    """State diff between two snapshots or run folders, published as a markdown artifact."""
+    from flows.audit import write_audit
+
+    root, summary, md = write_audit(snapshot_a, snapshot_b, out)
+    await acreate_markdown_artifact(md, key="frigade-migrate-audit", description="frigade-migrate state audit")
+    return {"audit_dir": str(root), **summary}

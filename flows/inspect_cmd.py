@@ -112,12 +112,20 @@ def main(
     """Inspect an export; 0 when done (whether or not a preset fits), 2 on bad input."""
     console = console or Console()
     try:
-        chosen = resolve_mapping(preset, _mapping_doc(mapping) if mapping else None) if preset or mapping else None
+        doc = _mapping_doc(mapping) if mapping else None
         steps = flows = None
         if catalog:
             cat = parse_catalog(Path(catalog).read_text(encoding="utf-8"), catalog)
             flows, steps = catalog_frames(cat.step_table(), {f.slug: f.status for f in cat.flows})
-        result = inspect_sample(read_sample(Path(path), rows), path, PRESETS, mapping=chosen, steps=steps, flows=flows)
+        sample = read_sample(Path(path), rows)
+        base = preset
+        if doc is not None and base is None:
+            # a mapping file without --preset: apply it over the preset the file looks like
+            base = inspect_sample(sample, path, PRESETS).preset
+            if base is not None:
+                console.print(f"mapping {mapping} applied over preset {base!r} (pass --preset {base} to backfill)")
+        chosen = resolve_mapping(base, doc) if base or doc else None
+        result = inspect_sample(sample, path, PRESETS, mapping=chosen, steps=steps, flows=flows)
     except (InputError, CatalogError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

@@ -438,11 +438,11 @@ def build_userpilot(rng: random.Random) -> tuple[Built, dict[str, Any]]:
                 }
             )
             b.want(user, flow, action, step, t)
-    t = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
-    b.add({"user_id": "up0001", "company_id": "", "event_name": "survey:553:SEEN", "inserted_at": t}, "dropped")
-    b.add({"user_id": "up0002", "company_id": "", "event_name": "nps:12:DISMISSED", "inserted_at": t}, "dropped")
-    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:99999:SEEN", "inserted_at": t}, "quarantined")
-    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:10231:HOVERED", "inserted_at": t}, "quarantined")
+    at = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
+    b.add({"user_id": "up0001", "company_id": "", "event_name": "survey:553:SEEN", "inserted_at": at}, "dropped")
+    b.add({"user_id": "up0002", "company_id": "", "event_name": "nps:12:DISMISSED", "inserted_at": at}, "dropped")
+    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:99999:SEEN", "inserted_at": at}, "quarantined")
+    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:10231:HOVERED", "inserted_at": at}, "quarantined")
     mapping = {"flow_map": {v: k for k, v in USERPILOT_IDS.items()}, "step_by": "index1"}
     return b, mapping
 
@@ -510,9 +510,9 @@ def build_mixpanel(rng: random.Random) -> Built:
             b.want(user, flow, action, step, t)
             if rng.random() < 0.15:
                 b.add(json.loads(json.dumps(row)))  # raw exports are not de-duplicated
-    t = int(T0.timestamp())
-    b.add({"event": "$mp_web_page_view", "properties": {"time": t, "distinct_id": "1001"}}, "dropped")
-    device = {"time": t, "distinct_id": "$device:18c2f0a9e", "$insert_id": "dev1", "flow_id": "flow_onboarding"}
+    epoch = int(T0.timestamp())
+    b.add({"event": "$mp_web_page_view", "properties": {"time": epoch, "distinct_id": "1001"}}, "dropped")
+    device = {"time": epoch, "distinct_id": "$device:18c2f0a9e", "$insert_id": "dev1", "flow_id": "flow_onboarding"}
     b.add({"event": "flow_started", "properties": device}, "quarantined")
     return b
 
@@ -539,8 +539,8 @@ def build_amplitude(rng: random.Random) -> Built:
             b.want(user, flow, action, step, t)
             if rng.random() < 0.1:
                 b.add(dict(row))
-    t = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
-    base = {"device_id": "dev", "event_time": t, "uuid": "", "event_properties": {"flow_id": "flow_onboarding"}}
+    at = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
+    base = {"device_id": "dev", "event_time": at, "uuid": "", "event_properties": {"flow_id": "flow_onboarding"}}
     b.add({**base, "event_type": "session_start", "user_id": "amp-user-1", "$insert_id": "s1"}, "dropped")
     b.add({**base, "event_type": "Flow Started", "user_id": None, "$insert_id": "anon1"}, "quarantined")
     return b
@@ -590,7 +590,6 @@ def build_wide(rng: random.Random) -> tuple[Built, dict[str, Any]]:
         completed_at = T0 + timedelta(days=1, hours=i)
         row["onboarding_completed"] = "true" if completed else "false"
         row["onboarding_completed_at"] = _iso(completed_at) if completed else ""
-        seq = 0
         intents: list[tuple[Action, str, str | None, datetime]] = []
         # columns in file order: onboarding_completed(_at) first, then steps
         if completed:
@@ -618,9 +617,8 @@ def build_wide(rng: random.Random) -> tuple[Built, dict[str, Any]]:
             intents.append((A.COMPLETED_FLOW, WIDE_FLOWS[name], None, WIDE_DEFAULT))
         for name in lists["skipped_tours"]:
             intents.append((A.SKIPPED_FLOW, WIDE_FLOWS[name], None, WIDE_DEFAULT))
-        for action, flow, step, at in intents:
-            b.want(user, flow, action, step, at, seq)
-            seq += 1
+        for seq, (action, slug, step_id, at) in enumerate(intents):
+            b.want(user, slug, action, step_id, at, seq)
         fate = "valid" if intents else "dropped"
         b.add(row, fate)
     mapping = {

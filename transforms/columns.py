@@ -99,16 +99,12 @@ def parse_instant(value: str, where: str) -> datetime:
 
 def _localize(naive: pl.Expr, tz: str | None) -> tuple[pl.Expr, pl.Expr]:
     if tz:
-        ts = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
-            "UTC"
-        )
+        ts = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
         return ts.dt.cast_time_unit("us"), pl.lit(None, pl.String)
     return pl.lit(None, _UTC), pl.when(naive.is_not_null()).then(pl.lit(NAIVE_REASON))
 
 
-def time_exprs(
-    schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | None
-) -> tuple[pl.Expr, pl.Expr]:
+def time_exprs(schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | None) -> tuple[pl.Expr, pl.Expr]:
     """(ts as UTC datetime, reason when it cannot be trusted) for a time column of any dtype.
 
     Naive times become UTC only through a declared zone: nothing is guessed silently."""

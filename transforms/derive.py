@@ -102,9 +102,7 @@ def _positions(ev: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
 
 def _id_at(frame: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
     """Set step_id from the catalog for the step_index each derived event names."""
-    by_index = steps.select(
-        "flow_slug", pl.col("step_index").alias("__ix"), pl.col("step_id").alias("__id_at")
-    )
+    by_index = steps.select("flow_slug", pl.col("step_index").alias("__ix"), pl.col("step_id").alias("__id_at"))
     return (
         frame.join(by_index, left_on=["flow_slug", "step_index"], right_on=["flow_slug", "__ix"], how="left")
         .with_columns(pl.coalesce("__id_at", "step_id").alias("step_id"))

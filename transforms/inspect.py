@@ -159,13 +159,17 @@ def score_preset(name: str, mapping: SourceMapping, df: pl.DataFrame) -> PresetF
                 continue
             return PresetFit(name, False, 0.0, found, None, f"no {key} column (tried {tried})")
     vocabulary: float | None = None
+    known = pl.col("action").is_in(_KNOWN)
+    if mapping.action_map or mapping.entity_action_map:
+        # a preset with its own vocabulary is not recognised by Frigade's action names alone
+        known = known & ~pl.col("raw_event").is_in([a.value for a in Action])
     try:
         trial = replace(_previewable(_without_catalog(mapping), df.schema)[0], unmapped="quarantine")
         events = map_events(df.lazy(), trial, "sample")
         names = (
             events.filter(pl.col("raw_event").is_not_null())
             .group_by("raw_event")
-            .agg(pl.col("action").is_in(_KNOWN).all().alias("known"))
+            .agg(known.all().alias("known"))
             .collect()
         )
     except (InputError, pl.exceptions.PolarsError) as exc:

@@ -167,9 +167,7 @@ class SourceMapping:
     def __post_init__(self) -> None:
         for fmt in (self.time_format, *self.extra_time_formats):
             if fmt not in TIME_FORMATS and "%" not in fmt:
-                raise InputError(
-                    f"time format {fmt!r} is not one of {', '.join(TIME_FORMATS)} or a strftime pattern"
-                )
+                raise InputError(f"time format {fmt!r} is not one of {', '.join(TIME_FORMATS)} or a strftime pattern")
         if self.step_by not in STEP_BY:
             raise InputError(f"step_by {self.step_by!r} is not one of {', '.join(STEP_BY)}")
         if self.unmapped not in ("quarantine", "drop"):
@@ -287,15 +285,12 @@ def mapping_from_dict(
                 changes[key] = _action_table(value or {}, f"{where} action_map")
             elif key == "entity_action_map":
                 changes[key] = {
-                    str(e): _action_table(m or {}, f"{where} entity_action_map {e}")
-                    for e, m in (value or {}).items()
+                    str(e): _action_table(m or {}, f"{where} entity_action_map {e}") for e, m in (value or {}).items()
                 }
             elif key == "drop_if_also":
                 changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
             elif key == "step_map":
-                changes[key] = {
-                    str(f): {str(k): str(v) for k, v in m.items()} for f, m in (value or {}).items()
-                }
+                changes[key] = {str(f): {str(k): str(v) for k, v in m.items()} for f, m in (value or {}).items()}
             elif key == "wide":
                 changes[key] = _wide_rules(value or [], where)
             elif key in _BOOL_FIELDS:
@@ -445,14 +440,10 @@ def step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[p
     return [step.alias("step_id"), index.alias("step_index")]
 
 
-def _row_events(
-    lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str
-) -> pl.LazyFrame:
+def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
     """One event per row (before derivations), in the internal shape of ``transforms.derive``."""
     step_field = "progress_step" if mapping.progress_step else "step"
-    cols = column_exprs(
-        schema, mapping, source_file, ("user", "group", "flow", "action", "data", "event_id", "entity")
-    )
+    cols = column_exprs(schema, mapping, source_file, ("user", "group", "flow", "action", "data", "event_id", "entity"))
     step_src = text_of(schema, getattr(mapping, step_field), coalesce="step" in mapping.coalesce)
     if step_src is None and "step" in mapping.required:
         raise _missing(mapping, step_field, schema, source_file)

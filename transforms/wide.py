@@ -46,9 +46,7 @@ def match_columns(schema: pl.Schema, mapping: SourceMapping) -> list[WideColumn]
     """The columns the rules match, in file order (the first matching rule wins). Columns that are a
     matched column's time column, or the mapping's id columns, are not events themselves."""
     reserved = {
-        c
-        for key in ("user", "group", "flow", "data", "event_id")
-        for c in existing(schema, getattr(mapping, key))
+        c for key in ("user", "group", "flow", "data", "event_id") for c in existing(schema, getattr(mapping, key))
     }
     found: list[WideColumn] = []
     for name in schema.names():
@@ -60,9 +58,7 @@ def match_columns(schema: pl.Schema, mapping: SourceMapping) -> list[WideColumn]
                 continue
             groups = m.groupdict()
             time_col = _template(rule, name, groups)
-            found.append(
-                WideColumn(name, rule, groups.get("flow"), groups.get("step"), time_col if time_col else None)
-            )
+            found.append(WideColumn(name, rule, groups.get("flow"), groups.get("step"), time_col if time_col else None))
             break
     times = {w.time_column for w in found if w.time_column}
     return [w for w in found if w.column not in times]
@@ -112,9 +108,7 @@ def _list_items(expr: pl.Expr, dtype: pl.DataType, separator: str) -> pl.Expr:
     return cleaned.str.split(separator)
 
 
-def wide_events(
-    lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str
-) -> pl.LazyFrame:
+def wide_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
     """One event per set flag, time or list element, in the internal shape of ``transforms.derive``."""
     from transforms.mapping import column_exprs, flow_expr, step_columns
 
@@ -207,9 +201,7 @@ def wide_events(
         ts, raw, reason = _time_of(schema, w.time_column, mapping, w.column)
         items = _list_items(pl.col(w.column), dtype, w.rule.separator).alias("__item")
         exploded = (
-            base.select(
-                *ids, items, ts.alias("ts"), raw.alias("ts_raw"), reason.cast(pl.String).alias("map_reason")
-            )
+            base.select(*ids, items, ts.alias("ts"), raw.alias("ts_raw"), reason.cast(pl.String).alias("map_reason"))
             .explode("__item")
             .with_columns(text(pl.col("__item")).alias("__item"))
             .filter(pl.col("__item").is_not_null())

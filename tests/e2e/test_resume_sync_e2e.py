@@ -49,11 +49,27 @@ def test_sigkill_mid_run_then_resume_sends_nothing_twice(
     emu = slow_emulator
     export = tmp_path / "events.csv"
     expected = write_sample(export, users=150, seed=21)
-    args = [sys.executable, "-m", "flows.cli", "backfill", str(export), "--catalog", str(CATALOG_PATH),
-            "--api-url", emu.url, "--run-dir", str(tmp_path / "run"), "--rate", "80", "--concurrency", "8"]
+    args = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "backfill",
+        str(export),
+        "--catalog",
+        str(CATALOG_PATH),
+        "--api-url",
+        emu.url,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--rate",
+        "80",
+        "--concurrency",
+        "8",
+    ]
     env = {**os.environ, **prefect_env, "FRIGADE_API_KEY": emu.public_key}
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while emu.stats()["writes_accepted"] < 120:
@@ -92,16 +108,28 @@ def _extend(export: Path, out: Path, progressed: list[str], regressed: list[str]
     assert onboarding is not None
     for i, user in enumerate(progressed):
         for j, step in enumerate(onboarding.step_ids):
-            rows.append({"user_id": user, "flow_slug": "flow_onboarding", "step_id": step,
-                         "action": Action.COMPLETED_STEP.value,
-                         "created_at": (late + timedelta(minutes=i, seconds=j)).isoformat().replace("+00:00", "Z"),
-                         "data": ""})
+            rows.append(
+                {
+                    "user_id": user,
+                    "flow_slug": "flow_onboarding",
+                    "step_id": step,
+                    "action": Action.COMPLETED_STEP.value,
+                    "created_at": (late + timedelta(minutes=i, seconds=j)).isoformat().replace("+00:00", "Z"),
+                    "data": "",
+                }
+            )
     for i, user in enumerate(regressed):
         for flow in cat.active:
-            rows.append({"user_id": user, "flow_slug": flow.slug, "step_id": "",
-                         "action": Action.NOT_STARTED_FLOW.value,
-                         "created_at": (late + timedelta(hours=1, minutes=i)).isoformat().replace("+00:00", "Z"),
-                         "data": ""})
+            rows.append(
+                {
+                    "user_id": user,
+                    "flow_slug": flow.slug,
+                    "step_id": "",
+                    "action": Action.NOT_STARTED_FLOW.value,
+                    "created_at": (late + timedelta(hours=1, minutes=i)).isoformat().replace("+00:00", "Z"),
+                    "data": "",
+                }
+            )
     with out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -135,8 +163,24 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         env = {**prefect_env, "FRIGADE_API_KEY": emu.public_key}
 
         def sync(export: Path, run: str) -> subprocess.CompletedProcess[str]:
-            return cli(["sync", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--rate", "400",
-                        "--state-dir", str(tmp_path / "state"), "--run-dir", str(tmp_path / run)], env, tmp_path)
+            return cli(
+                [
+                    "sync",
+                    str(export),
+                    "--catalog",
+                    str(CATALOG_PATH),
+                    "--api-url",
+                    emu.url,
+                    "--rate",
+                    "400",
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                    "--run-dir",
+                    str(tmp_path / run),
+                ],
+                env,
+                tmp_path,
+            )
 
         assert sync(first, "r1").returncode == 0
         after_first = emu.stats()["writes_accepted"]

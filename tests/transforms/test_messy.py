@@ -45,7 +45,10 @@ def deduped(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_duplicates_share_the_source_event_id(tmp_path: Path) -> None:
-    ev = {"event": "flow_started", "properties": {"time": 1709283600, "distinct_id": "u1", "$insert_id": "a1"}}
+    ev: dict[str, Any] = {
+        "event": "flow_started",
+        "properties": {"time": 1709283600, "distinct_id": "u1", "$insert_id": "a1"},
+    }
     ev["properties"]["flow_id"] = "flow_welcome_tour"
     later = json.loads(json.dumps(ev))
     later["properties"]["time"] += 5  # a re-sent copy with a later client time: same event
@@ -73,7 +76,10 @@ def test_segment_retries_share_message_id(tmp_path: Path) -> None:
 
 
 def test_a_row_that_fans_out_keeps_distinct_event_ids(tmp_path: Path) -> None:
-    text = "visitor_id,guide_id,guide_step_id,type,timestamp,event_id\nv1,flow_welcome_tour,welcome,guideSeen,1709283600000,ev9\n"
+    text = (
+        "visitor_id,guide_id,guide_step_id,type,timestamp,event_id\n"
+        "v1,flow_welcome_tour,welcome,guideSeen,1709283600000,ev9\n"
+    )
     out = run(write(tmp_path, "p.csv", text), "pendo")
     assert out.height == 2
     assert out.get_column("source_row").to_list() == [1, 1]
@@ -116,7 +122,7 @@ def test_mixed_iso_and_epoch_ms_in_one_column(tmp_path: Path) -> None:
 
 
 def test_epoch_seconds_and_microsecond_strings(tmp_path: Path) -> None:
-    mp = {"event": "flow_started", "properties": {"time": 1709287200, "distinct_id": "u1"}}
+    mp: dict[str, Any] = {"event": "flow_started", "properties": {"time": 1709287200, "distinct_id": "u1"}}
     mp["properties"]["flow_id"] = "flow_welcome_tour"
     assert ts_of(run(jsonl(tmp_path, "m.jsonl", [mp]), "mixpanel")) == [datetime(2024, 3, 1, 10, tzinfo=UTC)]
     amp = {
@@ -166,7 +172,8 @@ def test_numeric_time_column_needs_a_declared_unit(tmp_path: Path) -> None:
 def test_completion_without_start_is_kept_and_starts_the_flow(tmp_path: Path) -> None:
     text = HEADER + "u1,flow_onboarding,invite-team,COMPLETED_STEP,2024-03-01T10:00:00Z\n"
     state = state_of(run(write(tmp_path, "c.csv", text), "long"))["u1"]["flow_onboarding"]
-    assert state["started"] and not state["completed"]
+    assert state["started"]
+    assert not state["completed"]
     assert state["steps"]["invite-team"] == {"started": True, "completed": True, "skipped": False}
     assert state["steps"]["connect-data"]["started"] is False
     assert state["current_step_index"] == 2
@@ -274,7 +281,8 @@ def test_userflow_ending_after_completion_is_not_a_skip(tmp_path: Path) -> None:
     ended = out.filter(pl.col("raw_event") == "flow_ended").sort("user_id")
     assert ended.get_column("status").to_list() == ["dropped", "valid"]
     state = state_of(out)
-    assert state["u1"]["flow_announcement"]["completed"] and not state["u1"]["flow_announcement"]["skipped"]
+    assert state["u1"]["flow_announcement"]["completed"]
+    assert not state["u1"]["flow_announcement"]["skipped"]
     assert state["u2"]["flow_announcement"]["skipped"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -111,7 +112,8 @@ def test_state_rows_become_the_events_that_produce_them(tmp_path: Path) -> None:
     assert flags["u1"] == [(True, True), (True, True), (True, False), (False, False)]
     assert flags["u2"] == [(True, False), (False, False), (False, False), (False, False)]
     assert flags["u3"] == [(True, True)] * 4
-    assert state["u2"]["flow_onboarding"]["skipped"] and state["u3"]["flow_onboarding"]["completed"]
+    assert state["u2"]["flow_onboarding"]["skipped"]
+    assert state["u3"]["flow_onboarding"]["completed"]
     u4 = out.filter(pl.col("user_id") == "u4").sort("ts")
     assert u4.get_column("status").to_list() == ["valid", "quarantined"]
     assert u4.get_column("reason").to_list()[1] == "unknown step 'retired-step' in flow 'flow_onboarding'"
@@ -159,7 +161,7 @@ def test_wide_flags_need_a_time_or_a_declared_default(tmp_path: Path) -> None:
 
 def test_wide_text_lists_in_several_notations(tmp_path: Path) -> None:
     text = 'id,completed_tours\na,"[""tour"", ""announcement""]"\nb,"{tour,announcement}"\nc,tour;announcement\n'
-    doc = {
+    doc: dict[str, Any] = {
         **WIDE_DOC,
         "wide": [{"columns": "^completed_tours$", "action": "COMPLETED_FLOW", "value": "list", "separator": ";"}],
     }

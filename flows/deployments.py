@@ -1,0 +1,61 @@
+"""Checks prefect.yaml beyond what `prefect deploy` checks: every deployment's entrypoint loads, its
+parameters are parameters of that flow with values of the right type (Prefect accepts unknown ones
+silently), the flow's required parameters are given, and every cron parses.
+
+Usage: python -m flows.deployments [prefect.yaml]  (exit 1 and a line per problem when it is wrong)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def problems(path: Path) -> list[str]:
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.flows import load_flow_from_entrypoint
+
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out: list[str] = []
+    for dep in doc.get("deployments", []):
+        name = dep.get("name", "?")
+        try:
+            flow: Any = load_flow_from_entrypoint(str(dep["entrypoint"]))
+        except Exception as exc:  # an entrypoint can fail in many ways; each is a problem to report
+            out.append(f"{name}: entrypoint {dep.get('entrypoint')!r} does not load: {exc}")
+            continue
+        params: dict[str, Any] = dep.get("parameters") or {}
+        known = flow.parameters.properties
+        for unknown in sorted(set(params) - set(known)):
+            out.append(f"{name}: {unknown!r} is not a parameter of {flow.name}")
+        for required in flow.parameters.required or []:
+            if required not in params:
+                out.append(f"{name}: required parameter {required!r} of {flow.name} is missing")
+        try:
+            flow.validate_parameters({k: v for k, v in params.items() if k in known})
+        except Exception as exc:  # prefect raises its own ParameterTypeError wrapping pydantic's
+            out.append(f"{name}: parameters do not fit {flow.name}: {exc}")
+        for schedule in dep.get("schedules") or []:
+            if "cron" in schedule:
+                try:
+                    CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+                except ValueError as exc:
+                    out.append(f"{name}: cron {schedule['cron']!r} is not valid: {exc}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0] if args else "prefect.yaml")
+    found = problems(path)
+    for p in found:
+        print(f"{path}: {p}", file=sys.stderr)
+    if not found:
+        print(f"{path}: every deployment's entrypoint, parameters and schedule check out")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
