@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flows.pipeline import scan_export
 from frigade.catalog import parse_catalog
 from frigade.errors import CatalogError
 from transforms.inspect import Inspection, inspect_sample
@@ -27,21 +28,9 @@ _EVENT_COLUMNS = ["source_row", "user_id", "flow_slug", "step_id", "action", "ra
 
 
 def read_sample(path: Path, rows: int) -> pl.LazyFrame:
-    """The first ``rows`` rows of a CSV (all text), Parquet or JSON-lines export."""
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pl.scan_parquet(path).head(rows)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return pl.scan_ndjson(path, infer_schema_length=max(rows, 100)).head(rows)
-        if suffix in (".csv", ".tsv", ".txt"):
-            sep = "\t" if suffix == ".tsv" else ","
-            return pl.scan_csv(path, infer_schema=False, separator=sep, n_rows=rows)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"unreadable: {exc}", file=str(path)) from exc
-    raise InputError("unsupported file type (use .csv, .tsv, .parquet or .jsonl)", file=str(path))
+    """The first ``rows`` rows of an export, read as the pipeline reads it (CSV all text, Parquet,
+    JSON lines)."""
+    return scan_export(path).head(rows)
 
 
 def _mapping_doc(path: str) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from frigade.rules import Action, replay
+from frigade.rules import Action, FlowState, replay
 
 A = Action
 SEED = 20240301
@@ -717,6 +717,20 @@ def build_user_tour_progress(rng: random.Random) -> tuple[Built, dict[str, Any]]
 # ---------------------------------------------------------------- writing
 
 
+def state_dict(state: FlowState) -> dict[str, Any]:
+    """One user-flow's state as expected.json writes it."""
+    return {
+        "started": state.started,
+        "completed": state.completed,
+        "skipped": state.skipped,
+        "current_step_index": state.current_step_index,
+        "steps": {
+            sid: {"started": s.started, "completed": s.completed, "skipped": s.skipped}
+            for sid, s in zip(state.step_ids, state.steps, strict=True)
+        },
+    }
+
+
 def expected_state(b: Built) -> dict[str, Any]:
     """Every user-flow's state after the intended actions, with the Frigade rules."""
     by_key: dict[tuple[str, str], list[tuple[datetime, int, int, Action, str | None]]] = {}
@@ -726,16 +740,7 @@ def expected_state(b: Built) -> dict[str, Any]:
     for (user, flow), acts in sorted(by_key.items()):
         acts.sort(key=lambda a: (a[0], a[1], a[2]))
         state = replay(CATALOG[flow], [(a[3], a[4], None) for a in acts])
-        users.setdefault(user, {})[flow] = {
-            "started": state.started,
-            "completed": state.completed,
-            "skipped": state.skipped,
-            "current_step_index": state.current_step_index,
-            "steps": {
-                sid: {"started": s.started, "completed": s.completed, "skipped": s.skipped}
-                for sid, s in zip(state.step_ids, state.steps, strict=True)
-            },
-        }
+        users.setdefault(user, {})[flow] = state_dict(state)
     return {
         "rows": len(b.rows),
         "rows_dropped": b.fates.count("dropped"),

@@ -135,7 +135,11 @@ def test_backfill_reproduces_every_users_state_and_sends_nothing_redundant(
     snapshot = pl.read_parquet(tmp_path / "run" / "snapshot.parquet")
     assert snapshot.select("user_id").n_unique() == len({u for u, _ in expected})
     assert "Row accounting" in (tmp_path / "run" / "report.md").read_text()
-    assert emulator.public_key not in (tmp_path / "run" / "run.json").read_text()
+    key = emulator.public_key.encode()
+    for f in (tmp_path / "run").rglob("*"):
+        if f.is_file():
+            assert key not in f.read_bytes(), f"the API key leaked into {f}"
+    assert emulator.public_key not in res.stdout + res.stderr
 
 
 def test_rerun_of_a_finished_run_sends_nothing(

@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +15,9 @@ import yaml
 from emulator.embedded import EmbeddedEmulator
 from frigade.catalog import parse_catalog
 from frigade.models import UserFlowStates, flow_state_from_wire
-from frigade.rules import FlowState, initial_state
+from frigade.rules import initial_state
 from tests.e2e.servers import ROOT, cli
-from tests.samples import SAMPLES, Sample
+from tests.samples import SAMPLES, Sample, state_dict
 from transforms.schema import InputError
 
 pytestmark = pytest.mark.slow
@@ -63,19 +62,6 @@ def emulator() -> Iterator[EmbeddedEmulator]:
         yield emu
 
 
-def as_expected(state: FlowState) -> dict[str, Any]:
-    return {
-        "started": state.started,
-        "completed": state.completed,
-        "skipped": state.skipped,
-        "current_step_index": state.current_step_index,
-        "steps": {
-            sid: {"started": s.started, "completed": s.completed, "skipped": s.skipped}
-            for sid, s in zip(state.step_ids, state.steps, strict=True)
-        },
-    }
-
-
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.folder for s in SAMPLES])
 def test_sample_backfills_to_its_expected_state(
     sample: Sample, emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
@@ -101,8 +87,8 @@ def test_sample_backfills_to_its_expected_state(
             for flow in cat.active:
                 wire = got.flow(flow.slug)
                 assert wire is not None
-                want = flows.get(flow.slug, as_expected(initial_state(flow.step_ids)))
-                assert as_expected(flow_state_from_wire(wire)) == want, (user, flow.slug)
+                want = flows.get(flow.slug, state_dict(initial_state(flow.step_ids)))
+                assert state_dict(flow_state_from_wire(wire)) == want, (user, flow.slug)
 
     counts = json.loads((tmp_path / "run" / "run.json").read_text())["counts"]
     assert counts["rows_in"] == expected["rows"]

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
+from flows.pipeline import scan_export
 from frigade.catalog import Catalog, parse_catalog
 from tests.samples import SAMPLES, Sample, render
 from transforms.inspect import inspect_sample
@@ -36,11 +37,7 @@ def frames() -> tuple[pl.LazyFrame, pl.LazyFrame]:
 
 def scan(path: Path) -> pl.LazyFrame:
     """As the pipeline reads exports: CSV all text, JSON lines with inferred types."""
-    if path.suffix == ".jsonl":
-        return pl.scan_ndjson(path, infer_schema_length=10_000)
-    if path.suffix == ".parquet":
-        return pl.scan_parquet(path)
-    return pl.scan_csv(path, infer_schema=False)
+    return scan_export(path)
 
 
 def sample_mapping(sample: Sample) -> SourceMapping:

@@ -1,0 +1,104 @@
+"""The prepare stage on small files: accounting, quarantine reasons with rows, exit-2 errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from emulator.sample import sample_catalog
+from flows.pipeline import Prepared, accounting_closes, prepare, request_body_fields
+from transforms.presets import resolve_mapping
+from transforms.schema import InputError
+
+HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
+
+
+def run(tmp_path: Path, body: str, **overrides: object) -> Prepared:
+    f = tmp_path / "e.csv"
+    f.write_text(HEADER + body)
+    return prepare([f], resolve_mapping(None, None, dict(overrides) or None), sample_catalog())
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("u1,flow_nope,,STARTED_FLOW,2024-01-01T00:00:00Z,", "unknown flow 'flow_nope' (not in the catalog)"),
+        (
+            "u1,flow_welcome_tour,nope,STARTED_STEP,2024-01-01T00:00:00Z,",
+            "unknown step 'nope' in flow 'flow_welcome_tour'",
+        ),
+        ("u1,flow_welcome_tour,,JUMPED,2024-01-01T00:00:00Z,", "unknown action 'JUMPED'"),
+        (",flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,", "missing user id"),
+        ("u1,flow_welcome_tour,,STARTED_FLOW,not a time,", "unparseable time"),
+        ("u1,flow_welcome_tour,,STARTED_FLOW,,", "missing time"),
+        (
+            "u1,flow_welcome_tour,welcome,STARTED_FLOW,2024-01-01T00:00:00Z,",
+            "STARTED_FLOW is a flow action but the row names step 'welcome'",
+        ),
+        ("u1,flow_welcome_tour,,COMPLETED_STEP,2024-01-01T00:00:00Z,", "COMPLETED_STEP needs a step"),
+        ("u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,[1]", "data is not a JSON object"),
+    ],
+)
+def test_each_quarantine_reason_names_its_row(tmp_path: Path, row: str, reason: str) -> None:
+    good = "u2,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,\n"
+    prepared = run(tmp_path, good + row + "\n")
+    q = prepared.quarantine
+    assert q.height == 1
+    assert q["reason"][0] == reason
+    assert q["source_row"][0] == 2
+    assert q["source_file"][0].endswith("e.csv")
+    assert accounting_closes(prepared.counts)
+
+
+def test_duplicates_and_redundant_rows_are_counted_and_the_equation_closes(tmp_path: Path) -> None:
+    body = (
+        "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-01-01T00:00:01Z,\n"
+        "u1,flow_welcome_tour,welcome,COMPLETED_STEP,2024-01-01T00:00:02Z,\n"
+        "u1,flow_welcome_tour,welcome,COMPLETED_STEP,2024-01-01T00:00:02Z,\n"
+        "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,\n"
+    )
+    p = run(tmp_path, body)
+    c = p.counts
+    assert c["events_duplicate"] == 1
+    assert c["requests_planned"] == 1
+    assert (c["rows_sent"], c["rows_redundant"]) == (1, 3)
+    assert accounting_closes(c)
+
+
+def test_naive_times_without_a_declared_zone_stop_the_run(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as info:
+        run(tmp_path, "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01 10:00:00,\n")
+    msg = str(info.value)
+    assert "e.csv" in msg
+    assert "row 1" in msg
+    assert "'time'" in msg
+    p = run(tmp_path, "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01 10:00:00,\n", timezone="Europe/Paris")
+    assert str(p.plan["created_at"][0]) == "2024-01-01 09:00:00+00:00"
+
+
+def test_missing_file_and_missing_column_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        prepare([tmp_path / "nope.csv"], resolve_mapping(None), sample_catalog())
+    f = tmp_path / "x.csv"
+    f.write_text("user_id,flow_slug\nu1,flow_welcome_tour\n")
+    with pytest.raises(InputError, match="missing column"):
+        prepare([f], resolve_mapping(None), sample_catalog())
+
+
+def test_request_fields_carry_time_as_iso_utc_and_data_as_an_object() -> None:
+    row = {
+        "request_id": "u|f|0",
+        "user_id": "u",
+        "group_id": None,
+        "flow_slug": "f",
+        "seq": 0,
+        "action": "STARTED_FLOW",
+        "step_id": None,
+        "data": '{"a": 1}',
+        "created_at": datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+    }
+    fields = request_body_fields(row)
+    assert fields["created_at"] == "2024-05-06T07:08:09.123Z"
+    assert fields["data"] == {"a": 1}
