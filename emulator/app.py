@@ -324,9 +324,7 @@ class _Emulator:
 
         return endpoint
 
-    def admin(
-        self, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def admin(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             if self._key_kind(request) != "private":
                 return _forbidden()
@@ -367,9 +365,7 @@ class _Emulator:
             )
         return out
 
-    def _stateful(
-        self, flow: CatalogFlow, state: FlowState, responses: list[dict[str, Any]] | None
-    ) -> dict[str, Any]:
+    def _stateful(self, flow: CatalogFlow, state: FlowState, responses: list[dict[str, Any]] | None) -> dict[str, Any]:
         steps = []
         for config, step in zip(self.step_configs[flow.slug], state.steps, strict=True):
             step_state: dict[str, Any] = {
@@ -414,9 +410,7 @@ class _Emulator:
         for flow in self.active:
             known = stored.get(flow.slug)
             state = known.state if known is not None else self.initial[flow.slug]
-            eligible.append(
-                self._stateful(flow, state, responses[flow.slug] if responses is not None else None)
-            )
+            eligible.append(self._stateful(flow, state, responses[flow.slug] if responses is not None else None))
         return {"eligibleFlows": eligible, "ineligibleFlows": []}
 
     # -- validation ----------------------------------------------------------------------------
@@ -659,9 +653,7 @@ class _Emulator:
 async def _http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         phrase = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code)
-        message = (
-            f"Cannot {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
-        )
+        message = f"Cannot {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
         return _error(exc.status_code, message, phrase, exc.headers)
     return _server_error()
 

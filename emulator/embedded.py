@@ -213,9 +213,7 @@ class EmbeddedEmulator:
             while time.monotonic() < deadline:
                 code = self._proc.poll()
                 if code is not None:
-                    raise EmulatorStartError(
-                        f"the emulator exited with code {code} while starting:\n{self.log_text()}"
-                    )
+                    raise EmulatorStartError(f"the emulator exited with code {code} while starting:\n{self.log_text()}")
                 try:
                     answer = client.get(f"{self.url}/healthz")
                     if answer.status_code == 200 and answer.json().get("pid") == self._proc.pid:

@@ -113,8 +113,7 @@ def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
         "--public-key",
         metavar="KEY",
         default=None,
-        help=f"the public API key, valid on /v1/public/* "
-        f"(env {ENV_PUBLIC_KEY}; default: {DEFAULT_PUBLIC_KEY})",
+        help=f"the public API key, valid on /v1/public/* (env {ENV_PUBLIC_KEY}; default: {DEFAULT_PUBLIC_KEY})",
     )
     keys.add_argument(
         "--private-key",
@@ -180,9 +179,7 @@ def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
     )
 
     run = parser.add_argument_group("process")
-    run.add_argument(
-        "--log-level", choices=_LOG_LEVELS, default="warning", help="log level (default: warning)"
-    )
+    run.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="log level (default: warning)")
     run.add_argument(
         "--exit-with-parent",
         action="store_true",

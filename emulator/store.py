@@ -161,9 +161,7 @@ class Store:
         self.path = str(path)
         # check_same_thread=False: the in-process test client runs the app on a helper thread that is
         # still the only thread using the connection.
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=64
-        )
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the process (only an OS crash can lose the
         # last transactions), and commits skip the fsync that would cap writes at the disk's speed.

@@ -80,7 +80,7 @@ def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFra
     frames = []
     for p in paths:
         try:
-            frames.append(map_events(scan_export(p), mapping, str(p)))
+            frames.append(map_events(scan_export(p), mapping, str(p), steps=steps))
         except InputError as exc:
             if exc.file is None:
                 raise InputError(str(exc), file=str(p), field=exc.field) from exc

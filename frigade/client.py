@@ -153,9 +153,7 @@ class FrigadeClient:
 
     # -- the three operations -------------------------------------------------------------------
 
-    async def write(
-        self, req: FlowStateWrite, *, before: FlowState | None, after: FlowState | None
-    ) -> WriteResult:
+    async def write(self, req: FlowStateWrite, *, before: FlowState | None, after: FlowState | None) -> WriteResult:
         """Send one write. ``before``/``after`` are the flow's expected states without and with this
         write: they decide, by reading the state back, whether an ambiguous failure took effect."""
         started = time.monotonic()
@@ -217,9 +215,7 @@ class FrigadeClient:
                 if verdict == "unresolved":
                     return result(False, status, type(error).__name__, why, state=state)
             if attempts >= self._max_attempts:
-                return result(
-                    False, status, type(error).__name__, f"gave up after {attempts} attempts: {error}"
-                )
+                return result(False, status, type(error).__name__, f"gave up after {attempts} attempts: {error}")
             await self._wait_before_retry(error, attempts)
 
     async def read_state(self, user_id: str, group_id: str | None = None) -> UserFlowStates:
@@ -373,9 +369,7 @@ class FrigadeClient:
         return text.replace(self._key.reveal(), self._key.masked)
 
 
-def _verdict(
-    now: FlowState, created_at: str | None, before: FlowState | None, after: FlowState | None
-) -> _Verdict:
+def _verdict(now: FlowState, created_at: str | None, before: FlowState | None, after: FlowState | None) -> _Verdict:
     state = now.logical()
     if before is not None and after is not None and before.logical() == after.logical():
         # a write that changes nothing logically: only its timestamp can tell

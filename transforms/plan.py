@@ -21,7 +21,7 @@ from __future__ import annotations
 import polars as pl
 
 from frigade.rules import Action
-from transforms.state import FLOW_KEY, STEP_KEY
+from transforms.state import FLOW_KEY
 
 A = Action
 PLAN_SCHEMA: dict[str, pl.DataType] = {
@@ -53,6 +53,10 @@ CURRENT_STEP_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+#: the integer id of a user-flow inside ``plan_state``: its rank in (user_id, flow_slug) order
+UF = "uf"
+
+
 def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return pl.LazyFrame(schema=CURRENT_FLOW_SCHEMA), pl.LazyFrame(schema=CURRENT_STEP_SCHEMA)
 
@@ -60,12 +64,20 @@ def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
 def _with_current(
     flows: pl.LazyFrame, steps: pl.LazyFrame, cur_flows: pl.LazyFrame, cur_steps: pl.LazyFrame
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Join current state onto the targets, and replace it by the initial state where a reset is due."""
-    s = steps.join(cur_steps, on=STEP_KEY, how="left").with_columns(pl.col("c_st", "c_co", "c_sk").fill_null(False))
-    sk_reset = s.group_by(FLOW_KEY).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
+    """Join current state onto the targets, and replace it by the initial state where a reset is due.
+
+    ``flows`` and ``steps`` carry the integer user-flow id ``uf``; the current state is keyed by
+    strings, so it is mapped onto ``uf`` first (it is at most as large as the targets, and empty
+    for a backfill) and every later join is on integers."""
+    uf = flows.select(*FLOW_KEY, "uf")
+    cur_steps_uf = cur_steps.join(uf, on=FLOW_KEY, how="inner").drop(FLOW_KEY)
+    s = steps.join(cur_steps_uf, on=[UF, "step_id"], how="left").with_columns(
+        pl.col("c_st", "c_co", "c_sk").fill_null(False)
+    )
+    sk_reset = s.group_by(UF).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
     f = (
         flows.join(cur_flows, on=FLOW_KEY, how="left")
-        .join(sk_reset, on=FLOW_KEY, how="left")
+        .join(sk_reset, on=UF, how="left")
         .with_columns(
             pl.col("c_started", "c_completed", "c_skipped", "_sk_reset").fill_null(False),
             pl.col("c_index").fill_null(-1),
@@ -82,9 +94,9 @@ def _with_current(
         .with_columns(pl.when(pl.col("need_reset")).then(-1).otherwise(pl.col("c_index")).alias("c_index"))
         .drop("_sk_reset")
     )
-    s = s.join(
-        f.select(*FLOW_KEY, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=FLOW_KEY
-    ).with_columns((pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_st", "c_co", "c_sk"))
+    s = s.join(f.select(UF, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=UF).with_columns(
+        (pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_st", "c_co", "c_sk")
+    )
     return f, s
 
 
@@ -122,31 +134,38 @@ def plan_state(
     The target comes materialised: the plan reads it in a dozen branches, and a lazy target would be
     re-derived in each."""
     cur_flows, cur_steps = current if current is not None else empty_current()
-    f, s = _with_current(flows.lazy(), steps.lazy(), cur_flows, cur_steps)
+    # One string join maps each user-flow to an integer id in (user, flow) order; every join, group
+    # and sort after it is on integers, and the strings come back once, at the end.
+    flows_uf = flows.lazy().sort(FLOW_KEY).with_row_index(UF).with_columns(pl.col(UF).cast(pl.Int64))
+    keys = flows_uf.select(*FLOW_KEY, UF)
+    steps_uf = steps.lazy().join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY)
+    f, s = _with_current(flows_uf, steps_uf, cur_flows, cur_steps)
     s = _step_needs(s)
-    anchors = s.group_by(FLOW_KEY).agg(
+    # f and s each feed several joins below: materialised, no branch re-derives them.
+    f, s = (x.lazy() for x in pl.collect_all([f, s]))
+    anchors = s.group_by(UF).agg(
         pl.col("moves").any().alias("has_moves"),
         pl.col("step_index").filter(pl.col("moves") & (pl.col("land") == pl.col("p"))).max().alias("anchor"),
     )
     p = pl.col("current_step_index")
     at_p = s.select(
-        *FLOW_KEY,
+        UF,
         pl.col("step_index").alias("p"),
         pl.col("step_id").alias("p_id"),
         pl.col("step_started").alias("p_st"),
     )
     before_p = s.select(
-        *FLOW_KEY,
+        UF,
         (pl.col("step_index") + 1).alias("p"),
         pl.col("step_id").alias("pm1_id"),
         pl.col("step_completed").alias("pm1_co"),
         pl.col("step_skipped").alias("pm1_sk"),
     )
     f = (
-        f.join(anchors, on=FLOW_KEY, how="left")
+        f.join(anchors, on=UF, how="left")
         .with_columns(pl.col("has_moves").fill_null(False), p.alias("p"))
-        .join(at_p, on=[*FLOW_KEY, "p"], how="left")
-        .join(before_p, on=[*FLOW_KEY, "p"], how="left")
+        .join(at_p, on=[UF, "p"], how="left")
+        .join(before_p, on=[UF, "p"], how="left")
         .with_columns(
             pl.when(pl.col("has_moves"))
             .then(pl.col("anchor").is_null())
@@ -161,7 +180,7 @@ def plan_state(
             ).alias("send_sf"),
         )
     )
-    s = s.join(f.select(*FLOW_KEY, "anchor"), on=FLOW_KEY).with_columns(
+    s = s.join(f.select(UF, "anchor"), on=UF).with_columns(
         pl.when(pl.col("step_index") == pl.col("anchor"))
         .then(pl.col("step_count"))
         .otherwise(pl.col("step_index"))
@@ -172,7 +191,7 @@ def plan_state(
 
     def step_slot(flag: str, action: Action, slot: int, fact: str) -> pl.LazyFrame:
         return s.filter(pl.col(flag)).select(
-            *FLOW_KEY,
+            UF,
             "key",
             pl.lit(slot).alias("slot"),
             pl.lit(action.value).alias("action"),
@@ -186,7 +205,7 @@ def plan_state(
 
     def flow_row(flag: pl.Expr, action: Action, key: pl.Expr, slot: int, step: pl.Expr, fact: str) -> pl.LazyFrame:
         return f.filter(flag).select(
-            *FLOW_KEY,
+            UF,
             key.alias("key"),
             pl.lit(slot).alias("slot"),
             pl.lit(action.value).alias("action"),
@@ -219,11 +238,12 @@ def plan_state(
         flow_row(pl.col("send_cf"), A.COMPLETED_FLOW, n + 3, 0, no_step, "completed"),
     ]
     rows = pl.concat([p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts])
-    fallback = f.select(*FLOW_KEY, "group_id", "last_ts")
-    return _finish(
-        rows.join(fallback, on=FLOW_KEY).with_columns(pl.coalesce("created_at", "last_ts").alias("created_at")),
-        ["key", "slot"],
-    )
+    fallback = f.select(UF, *FLOW_KEY, "group_id", "last_ts")
+    ordered = rows.sort(UF, "key", "slot").join(fallback, on=UF, how="left", maintain_order="left")
+    return ordered.with_columns(
+        pl.coalesce("created_at", "last_ts").alias("created_at"),
+        pl.int_range(pl.len()).over(UF).cast(pl.Int64).alias("seq"),
+    ).select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
 
 
 def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:

@@ -45,9 +45,7 @@ class InputError(ValueError):
         self, message: str, *, file: str | None = None, row: int | None = None, field: str | None = None
     ) -> None:
         where = ", ".join(
-            p
-            for p in (file and f"file {file}", row is not None and f"row {row}", field and f"field {field!r}")
-            if p
+            p for p in (file and f"file {file}", row is not None and f"row {row}", field and f"field {field!r}") if p
         )
         super().__init__(f"{where}: {message}" if where else message)
         self.file, self.row, self.field = file, row, field
@@ -56,6 +54,4 @@ class InputError(ValueError):
 def conform(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Select the canonical columns in order, adding missing ones as nulls of the right type."""
     names = lf.collect_schema().names()
-    return lf.select(
-        [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in EVENT_SCHEMA.items()]
-    )
+    return lf.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in EVENT_SCHEMA.items()])

@@ -42,9 +42,7 @@ def _facts(events: pl.LazyFrame) -> pl.DataFrame:
     the run", found with two backward fills instead of a window over string keys."""
     a = pl.col("action")
     ord_ = pl.int_range(pl.len(), dtype=pl.Int64)
-    new_run = (pl.col("user_id") != pl.col("user_id").shift()) | (
-        pl.col("flow_slug") != pl.col("flow_slug").shift()
-    )
+    new_run = (pl.col("user_id") != pl.col("user_id").shift()) | (pl.col("flow_slug") != pl.col("flow_slug").shift())
     df = (
         events.select("user_id", "group_id", "flow_slug", "step_index", "action", "ts", "data", "row_key")
         .with_columns(
@@ -154,10 +152,33 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
             .alias("current_step_index"),
         )
         .select(
-            *FLOW_KEY, "group_id", "first_ts", "last_ts", "last_row", "reset_ts", "reset_data", "reset_row",
-            "started", "completed", "skipped", "ptr_ts", "ptr_data", "ptr_row", "start_ts", "start_data",
-            "start_row", "completed_ts", "completed_data", "completed_row", "skipped_ts", "skipped_data",
-            "skipped_row", "epoch_first_ts", "step_count", "current_step_index", "uf",
+            *FLOW_KEY,
+            "group_id",
+            "first_ts",
+            "last_ts",
+            "last_row",
+            "reset_ts",
+            "reset_data",
+            "reset_row",
+            "started",
+            "completed",
+            "skipped",
+            "ptr_ts",
+            "ptr_data",
+            "ptr_row",
+            "start_ts",
+            "start_data",
+            "start_row",
+            "completed_ts",
+            "completed_data",
+            "completed_row",
+            "skipped_ts",
+            "skipped_data",
+            "skipped_row",
+            "epoch_first_ts",
+            "step_count",
+            "current_step_index",
+            "uf",
         )
     )
     flows_df = flows_lf.collect()
@@ -189,8 +210,8 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFram
         *_gather(df, step_agg.get_column("_o_skipped"), "skipped"),
         *_gather(df, step_agg.get_column("_o_nss"), "nss"),
     )
-    grid = flows_df.lazy().select("uf", *FLOW_KEY).join(
-        steps.select("flow_slug", "step_id", "step_index"), on="flow_slug"
+    grid = (
+        flows_df.lazy().select("uf", *FLOW_KEY).join(steps.select("flow_slug", "step_id", "step_index"), on="flow_slug")
     )
     step_states = (
         grid.join(step_facts.lazy(), on=["uf", "step_index"], how="left")

@@ -112,7 +112,8 @@ def classify(events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame) -> 
 
 def order_key() -> list[str]:
     """Events of one user and flow are ordered by time; ties keep the export's own order (file given
-    first, then row), which is the order the source recorded them in."""
+    first, then row), which is the order the source recorded them in, and the events one row became
+    keep the order the mapping derived them in (the sort is stable)."""
     return ["user_id", "flow_slug", "ts", "file_order", "source_row"]
 
 
@@ -121,7 +122,7 @@ def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int]) -> pl.Lazy
     the same (user, flow, step, action, time). The first in order is kept; ``duplicate`` marks the rest."""
     ordered = valid.with_columns(
         pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64).alias("file_order")
-    ).sort(order_key())
+    ).sort(order_key(), maintain_order=True)
     natural = pl.struct("user_id", "flow_slug", "step_id", "action", "ts")
     # Event ids are the source's own, so they identify an event across overlapping export files too.
     first = (

@@ -197,3 +197,57 @@ def test_plan_prints_requests_users_and_time_without_sending(emulator: EmbeddedE
     for text in ("requests planned", "distinct users", "time at 10 req/s"):
         assert text in res.stdout
     assert emulator.stats()["requests_total"] == 0
+
+
+def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=12, seed=13)
+    db = tmp_path / "emu.db"
+    args = [str(export), "--run-dir", str(tmp_path / "run"), "--rate", "400", "--concurrency", "4"]
+    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, mau_cap=5) as emu:
+        res = run(args, emu, prefect_env, tmp_path)
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "maximum allowed MAUs" in res.stdout + res.stderr
+        assert emu.stats()["distinct_users"] == 5
+        written = emu.stats()["writes_accepted"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Stopped" in report
+    assert "--run-dir" in report
+    # The account is upgraded: the same command resumes and finishes without resending anything.
+    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db) as emu:
+        res = run(args, emu, prefect_env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        stats = emu.stats()
+        assert stats["writes_unchanged"] == 0
+        planned = pl.read_parquet(tmp_path / "run" / "plan.parquet").height
+        assert written + stats["writes_accepted"] == planned
+        for user in sorted({u for u, _ in expected}):
+            got = stored_state(emu, user)
+            for (u, slug), want in expected.items():
+                if u == user:
+                    wire = got.flow(slug)
+                    assert wire is not None
+                    assert flow_state_from_wire(wire).logical() == want.logical()
+
+
+def test_emulator_help_documents_every_option(tmp_path: Path) -> None:
+    res = cli(["emulator", "--help"], {}, tmp_path)
+    assert res.returncode == 0
+    for option in (
+        "--host",
+        "--port",
+        "--catalog",
+        "--db",
+        "--public-key",
+        "--private-key",
+        "--rate-limit",
+        "--mau-cap",
+        "--fault-rate",
+        "--fault-kinds",
+        "--fault-seed",
+        "--latency-ms",
+        "--latency-jitter-ms",
+    ):
+        assert option in res.stdout, option

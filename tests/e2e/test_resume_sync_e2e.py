@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
 
@@ -211,3 +212,50 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         want = snap.filter((pl.col("flow_slug") == flow) & (pl.col("step_id") == step))["step_completed"].sum()
         assert int(count) == want, (flow, step, side)
     assert len(bars) == 2 * catalog().step_table().__len__()
+
+
+def test_sync_from_current_plans_against_what_frigade_has_now(prefect_env: dict[str, str], tmp_path: Path) -> None:
+    """Someone else completed a step in Frigade directly: --from-current must not send it again."""
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        export = tmp_path / "events.csv"
+        expected = write_sample(export, users=20, seed=51)
+        flow = catalog().get("flow_onboarding")
+        assert flow is not None
+        done_by_someone_else = next(
+            (u, s)
+            for (u, f), st in sorted(expected.items())
+            if f == flow.slug
+            for s, step in zip(flow.step_ids, st.steps, strict=True)
+            if step.completed
+        )
+        user, step = done_by_someone_else
+        r = httpx.post(
+            f"{emu.url}/v1/public/flowStates",
+            headers=emu.headers(private=False),
+            json={"userId": user, "flowSlug": flow.slug, "actionType": "COMPLETED_STEP", "stepId": step},
+        )
+        assert r.status_code == 201
+        res = cli(
+            [
+                "sync",
+                str(export),
+                "--catalog",
+                str(CATALOG_PATH),
+                "--api-url",
+                emu.url,
+                "--rate",
+                "400",
+                "--from-current",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
+            {**prefect_env, "FRIGADE_API_KEY": emu.public_key},
+            tmp_path,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        plan = pl.read_parquet(tmp_path / "run" / "plan.parquet")
+        assert plan.filter((pl.col("user_id") == user) & (pl.col("step_id") == step)).height == 0
+        assert emu.stats()["writes_unchanged"] == 0
+        assert_state(emu, expected)

@@ -18,9 +18,7 @@ STATES = "/v1/public/flowStates"
 def write_body(
     user: str, action: Action | str, step: str | None = None, *, flow: str = FLOW, at: str | None = None
 ) -> dict[str, Any]:
-    return FlowStateWrite(
-        user_id=user, flow_slug=flow, action_type=Action(action), step_id=step, created_at=at
-    ).body()
+    return FlowStateWrite(user_id=user, flow_slug=flow, action_type=Action(action), step_id=step, created_at=at).body()
 
 
 def send(

@@ -23,9 +23,7 @@ class InProcess(httpx.BaseTransport):
         async def go() -> httpx.Response:
             response = await self._asgi.handle_async_request(request)
             body = await response.aread()
-            return httpx.Response(
-                response.status_code, headers=response.headers, content=body, request=request
-            )
+            return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
 
         return self._loop.run_until_complete(go())
 

@@ -125,9 +125,7 @@ def test_get_flow_states_needs_a_user(app_client: httpx.Client) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "created_at", ["2024-01-01T00:00:00Z", "2024-01-01T02:00:00.123+02:00", "2024-01-01"]
-)
+@pytest.mark.parametrize("created_at", ["2024-01-01T00:00:00Z", "2024-01-01T02:00:00.123+02:00", "2024-01-01"])
 def test_iso_dates_are_accepted_and_kept_as_given(app_client: httpx.Client, created_at: str) -> None:
     answer = app_client.post(STATES, json=_w(actionType="STARTED_FLOW", createdAt=created_at))
     assert answer.status_code == 201
@@ -225,9 +223,7 @@ def test_delete_resets_one_flow_and_answers_200_even_when_nothing_is_there(app_c
 
     answer = app_client.delete(f"/v1/userFlowStates/{FLOW}/{slug}", headers=PRIVATE)
     assert answer.status_code == 200
-    states = UserFlowStates.model_validate(
-        app_client.get(STATES, params={"userId": "u"}, headers=PRIVATE).json()
-    )
+    states = UserFlowStates.model_validate(app_client.get(STATES, params={"userId": "u"}, headers=PRIVATE).json())
     onboarding, announcement = states.flow(FLOW), states.flow("flow_announcement")
     assert onboarding is not None
     assert announcement is not None
@@ -300,9 +296,7 @@ def test_stats_count_requests_by_status(app_client: httpx.Client) -> None:
 
 def test_the_mau_cap_is_per_calendar_month(tmp_path: Path) -> None:
     now = [datetime(2024, 1, 31, 23, 0, tzinfo=UTC)]
-    config = EmulatorConfig(
-        catalog=sample_catalog(), db_path=tmp_path / "m.db", mau_cap=1, clock=lambda: now[0]
-    )
+    config = EmulatorConfig(catalog=sample_catalog(), db_path=tmp_path / "m.db", mau_cap=1, clock=lambda: now[0])
     with in_process_client(create_app(config), PUBLIC) as client:
         assert client.post(STATES, json=_w(actionType="STARTED_FLOW")).status_code == 201
         refused = client.post(STATES, json={**_w(actionType="STARTED_FLOW"), "userId": "v"})
@@ -310,9 +304,7 @@ def test_the_mau_cap_is_per_calendar_month(tmp_path: Path) -> None:
         assert refused.json()["message"] == MAU_CAP_MESSAGE
         now[0] = datetime(2024, 2, 1, 0, 0, tzinfo=UTC)
         assert client.post(STATES, json={**_w(actionType="STARTED_FLOW"), "userId": "v"}).status_code == 201
-        assert (
-            client.post(STATES, json=_w(actionType="STARTED_FLOW")).status_code == 429
-        )  # u is new in February
+        assert client.post(STATES, json=_w(actionType="STARTED_FLOW")).status_code == 429  # u is new in February
 
 
 @pytest.mark.parametrize(

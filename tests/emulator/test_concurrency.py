@@ -67,9 +67,7 @@ def test_concurrent_writes_for_one_user_apply_atomically_in_arrival_order(
 
     async def fire() -> None:
         async with httpx.AsyncClient(base_url=emu.url, headers=emu.headers(private=False)) as c:
-            answers = await asyncio.gather(
-                *(c.post(STATES, json=write_body("same", a, s, at=t)) for a, s, t in plan)
-            )
+            answers = await asyncio.gather(*(c.post(STATES, json=write_body("same", a, s, at=t)) for a, s, t in plan))
         for answer in answers:
             UserFlowStates.model_validate(answer.json())
 

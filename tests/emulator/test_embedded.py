@@ -103,9 +103,7 @@ def test_a_child_that_cannot_start_gives_a_clear_error_and_leaves_nothing(tmp_pa
 
 
 def test_a_catalog_object_is_served(tmp_path: Path) -> None:
-    catalog = parse_catalog(
-        "flows:\n  - slug: f\n    version: 3\n    steps: [{id: a, title: A}, {id: b}]\n", "inline"
-    )
+    catalog = parse_catalog("flows:\n  - slug: f\n    version: 3\n    steps: [{id: a, title: A}, {id: b}]\n", "inline")
     with (
         EmbeddedEmulator(catalog=catalog) as emu,
         httpx.Client(base_url=emu.url, headers=emu.headers(False)) as c,
@@ -137,9 +135,7 @@ def test_the_child_exits_when_its_parent_dies(tmp_path: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)  # its owner died before it could clean up
 
 
-def test_relative_paths_are_taken_from_the_caller_s_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_paths_are_taken_from_the_caller_s_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("cat.yaml").write_text("flows:\n  - slug: f\n    steps: [{id: a}]\n", encoding="utf-8")
     with EmbeddedEmulator(catalog="cat.yaml", db_path="runs/emu.db") as emu, emu.client() as c:

@@ -62,9 +62,7 @@ def test_the_private_key_works_everywhere_and_adds_flow_responses(
     ]
     assert all(isinstance(r["data"], str) for r in responses)
     assert private_client.get("/v1/users", params={"userId": "u"}).status_code == 200
-    assert (
-        "flowResponses" not in client.get(STATES, params={"userId": "u"}).json()["eligibleFlows"][0]["$state"]
-    )
+    assert "flowResponses" not in client.get(STATES, params={"userId": "u"}).json()["eligibleFlows"][0]["$state"]
 
 
 @pytest.mark.slow
@@ -73,9 +71,7 @@ def test_custom_keys_replace_the_defaults_and_never_reach_the_command_line_or_lo
         public_key="api_public_custom123", private_key="api_private_custom456", log_level="debug"
     ) as emu:
         with httpx.Client(base_url=emu.url) as client:
-            ok = client.get(
-                STATES, params={"userId": "u"}, headers={"Authorization": "Bearer api_public_custom123"}
-            )
+            ok = client.get(STATES, params={"userId": "u"}, headers={"Authorization": "Bearer api_public_custom123"})
             assert ok.status_code == 200
             default = client.get(
                 STATES, params={"userId": "u"}, headers={"Authorization": "Bearer api_public_emulator"}

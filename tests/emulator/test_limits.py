@@ -69,9 +69,7 @@ def test_rate_limit_counts_every_v1_request_but_not_the_admin_endpoints(throttle
             assert client.get("/healthz").status_code == 200
         for _ in range(3):
             started = time.monotonic()
-            codes = [
-                client.get(path).status_code for path in ["/v1/public/flows", STATES + "?userId=u"] * RATE
-            ]
+            codes = [client.get(path).status_code for path in ["/v1/public/flows", STATES + "?userId=u"] * RATE]
             if time.monotonic() - started < 0.9:
                 break
             time.sleep(1.1)

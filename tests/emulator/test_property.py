@@ -35,9 +35,7 @@ def _flows(states: UserFlowStates) -> dict[str, FlowState]:
 
 @settings(max_examples=50, deadline=None, database=None)
 @given(st.lists(writes(), min_size=1, max_size=8))
-def test_every_answer_equals_the_local_replay(
-    shared_emulator: EmbeddedEmulator, sequence: list[Write]
-) -> None:
+def test_every_answer_equals_the_local_replay(shared_emulator: EmbeddedEmulator, sequence: list[Write]) -> None:
     user = f"prop-{uuid.uuid4()}"  # a fresh user per example instead of resetting the shared process
     sent: dict[str, list[tuple[Action, str | None, str | None]]] = {slug: [] for slug in FLOWS}
     with httpx.Client(base_url=shared_emulator.url, headers=shared_emulator.headers(private=False)) as client:

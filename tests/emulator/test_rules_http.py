@@ -63,9 +63,7 @@ def test_started_step_starts_the_step_and_moves_the_pointer_even_back(client: ht
     assert state.step(STEPS[2]).last_action_at == at(0)
     assert (state.current_step_index, state.current_step_id) == (2, STEPS[2])
 
-    back = run(
-        client, "u2", [(A.COMPLETED_STEP, STEPS[0]), (A.COMPLETED_STEP, STEPS[1]), (A.STARTED_STEP, STEPS[0])]
-    )
+    back = run(client, "u2", [(A.COMPLETED_STEP, STEPS[0]), (A.COMPLETED_STEP, STEPS[1]), (A.STARTED_STEP, STEPS[0])])
     assert (back.current_step_index, back.current_step_id) == (0, STEPS[0])
     assert back.step(STEPS[0]).completed  # starting it again does not undo the completion
 
@@ -195,9 +193,7 @@ def test_a_resent_action_changes_nothing_but_is_recorded(client: httpx.Client, e
 
 
 def test_the_response_parses_into_the_wire_models(client: httpx.Client) -> None:
-    answer = client.post(
-        "/v1/public/flowStates", json={"userId": "u", "flowSlug": FLOW, "actionType": "STARTED_FLOW"}
-    )
+    answer = client.post("/v1/public/flowStates", json={"userId": "u", "flowSlug": FLOW, "actionType": "STARTED_FLOW"})
     parsed = UserFlowStates.model_validate(answer.json())
     flow = parsed.flow(FLOW)
     assert flow is not None

@@ -104,9 +104,7 @@ def test_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str])
     assert "error" in capsys.readouterr().err
 
 
-def test_an_unreadable_catalog_exits_2_with_a_plain_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unreadable_catalog_exits_2_with_a_plain_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--catalog", str(tmp_path / "missing.yaml"), "--db", str(tmp_path / "x.db")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

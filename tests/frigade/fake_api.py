@@ -136,9 +136,7 @@ class FakeFrigade:
         return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def _write(self, body: dict[str, Any]) -> httpx.Response:
-        problems = [
-            f"{f} should not be empty" for f in ("userId", "flowSlug", "actionType") if not body.get(f)
-        ]
+        problems = [f"{f} should not be empty" for f in ("userId", "flowSlug", "actionType") if not body.get(f)]
         if problems:
             return error_response(400, problems, error="Bad Request")
         flow = body["flowSlug"]

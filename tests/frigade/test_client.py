@@ -79,9 +79,7 @@ def planned(before: FlowState, req: FlowStateWrite) -> tuple[FlowState, FlowStat
     return before, apply(before, req.action_type, req.step_id, req.created_at)
 
 
-async def write_once(
-    client: FrigadeClient, req: FlowStateWrite, before: FlowState | None = None
-) -> WriteResult:
+async def write_once(client: FrigadeClient, req: FlowStateWrite, before: FlowState | None = None) -> WriteResult:
     start = before if before is not None else initial_state(FLOWS[req.flow_slug])
     b, a = planned(start, req)
     async with client:
@@ -162,9 +160,7 @@ def test_read_state_sends_only_user_and_group() -> None:
 
 def test_429_with_retry_after_waits_that_long_then_succeeds() -> None:
     fake = FakeFrigade(FLOWS)
-    fake.faults.append(
-        Fault(error_response(429, "ThrottlerException: Too Many Requests", **{"Retry-After": "7"}))
-    )
+    fake.faults.append(Fault(error_response(429, "ThrottlerException: Too Many Requests", **{"Retry-After": "7"})))
     sleeps = Sleeps()
 
     async def main() -> tuple[WriteResult, float]:
@@ -440,9 +436,7 @@ def test_read_back_matching_neither_state_is_a_conflict() -> None:
 
     async def main() -> WriteResult:
         client = make_client(fake.handle)
-        return await write_once(
-            client, write_of(Action.COMPLETED_STEP, "welcome"), initial_state(FLOWS["onboarding"])
-        )
+        return await write_once(client, write_of(Action.COMPLETED_STEP, "welcome"), initial_state(FLOWS["onboarding"]))
 
     result = run_virtual(main())
     assert not result.ok
@@ -634,9 +628,7 @@ def test_read_state_rejected_and_unreadable() -> None:
 
 def test_unreadable_success_body_of_a_write_is_still_a_success() -> None:
     async def main() -> WriteResult:
-        return await write_once(
-            make_client(lambda r: httpx.Response(201, text="ok")), write_of(Action.STARTED_FLOW)
-        )
+        return await write_once(make_client(lambda r: httpx.Response(201, text="ok")), write_of(Action.STARTED_FLOW))
 
     result = run_virtual(main())
     assert result.ok

@@ -85,9 +85,7 @@ class Recorder:
         return [(o.request_id, o.outcome) for o in self.outcomes if o.user_id == user]
 
 
-def make_client(
-    transport: httpx.AsyncBaseTransport, *, rate: float = 10_000.0, **kwargs: Any
-) -> FrigadeClient:
+def make_client(transport: httpx.AsyncBaseTransport, *, rate: float = 10_000.0, **kwargs: Any) -> FrigadeClient:
     loop = asyncio.get_running_loop()
     return FrigadeClient(
         BASE_URL,
@@ -119,9 +117,7 @@ async def run_push(
 
 
 def expected_state(work: UserWork, flow: str) -> FlowState:
-    return replay(
-        FLOWS[flow], ((r.action, r.step_id, r.created_at) for r in work.requests if r.flow_slug == flow)
-    )
+    return replay(FLOWS[flow], ((r.action, r.step_id, r.created_at) for r in work.requests if r.flow_slug == flow))
 
 
 # -- ordering and concurrency -------------------------------------------------------------------
@@ -149,9 +145,7 @@ def test_each_user_in_order_while_users_interleave() -> None:
     assert all(seqs == list(range(10)) for seqs in arrivals.values())
     assert len(arrivals) == 200
     # users did interleave: the arrival log switches user far more often than once per user
-    switches = sum(
-        1 for a, b in zip(fake.writes(), fake.writes()[1:], strict=False) if a.user_id != b.user_id
-    )
+    switches = sum(1 for a, b in zip(fake.writes(), fake.writes()[1:], strict=False) if a.user_id != b.user_id)
     assert switches > 1000
     for work in works:
         for flow in FLOWS:
@@ -205,9 +199,7 @@ def test_rejected_request_holds_later_requests_of_the_same_flow_only() -> None:
     fake = FakeFrigade(FLOWS)
     work = backfill("alice")
     # the third write (onboarding seq 2) is refused by the server
-    fake.user_faults["alice"].extend(
-        [Fault(), Fault(), Fault(error_response(400, ["data must be an object", "bad"]))]
-    )
+    fake.user_faults["alice"].extend([Fault(), Fault(), Fault(error_response(400, ["data must be an object", "bad"]))])
     recorder = Recorder()
     summary = run_virtual(run_push(fake, [work], recorder))
 
@@ -231,9 +223,7 @@ def test_rejected_request_holds_later_requests_of_the_same_flow_only() -> None:
     assert held.attempts == 0
     assert held.status is None
     assert not held.ok
-    sent_onboarding = {
-        str(s.body["data"]["seq"]) for s in fake.writes() if s.body["flowSlug"] == "onboarding"
-    }
+    sent_onboarding = {str(s.body["data"]["seq"]) for s in fake.writes() if s.body["flowSlug"] == "onboarding"}
     assert sent_onboarding == {"0", "2"}, "nothing after the rejection was sent for that flow"
     assert summary.rejected == 1
     assert summary.held == len(later_onboarding)
@@ -276,9 +266,7 @@ def test_failed_request_holds_the_flow() -> None:
     async def main() -> PushSummary:
         fake.clock = now
         async with make_client(fake.transport(), max_attempts=3) as client:
-            return await push(
-                [work], client, concurrency=2, on_outcome=recorder.on_outcome, on_state=recorder.on_state
-            )
+            return await push([work], client, concurrency=2, on_outcome=recorder.on_outcome, on_state=recorder.on_state)
 
     summary = run_virtual(main())
     assert [k for _, k in recorder.of("carol")] == ["failed", "held", "sent"]
@@ -308,9 +296,7 @@ def test_ambiguous_writes_are_resolved_with_the_right_before_and_after() -> None
     async def main() -> PushSummary:
         fake.clock = now
         async with make_client(transport) as client:
-            return await push(
-                [work], client, concurrency=1, on_outcome=recorder.on_outcome, on_state=recorder.on_state
-            )
+            return await push([work], client, concurrency=1, on_outcome=recorder.on_outcome, on_state=recorder.on_state)
 
     summary = run_virtual(main())
     assert [k for _, k in recorder.of("dave")] == [
@@ -346,9 +332,7 @@ def test_ambiguous_write_whose_read_back_conflicts_holds_the_flow() -> None:
         if b'"flowSlug"' in request.content and not lost:
             # our write is lost, and meanwhile somebody else completed the user's flow
             lost = True
-            fake.states[("erin", "onboarding")] = replay(
-                FLOWS["onboarding"], [(Action.COMPLETED_FLOW, None, None)]
-            )
+            fake.states[("erin", "onboarding")] = replay(FLOWS["onboarding"], [(Action.COMPLETED_FLOW, None, None)])
             raise httpx.ReadError("connection reset by peer")
         return fake.handle(request)
 
@@ -356,9 +340,7 @@ def test_ambiguous_write_whose_read_back_conflicts_holds_the_flow() -> None:
 
     async def main() -> PushSummary:
         async with make_client(httpx.MockTransport(meddle)) as client:
-            return await push(
-                [work], client, concurrency=1, on_outcome=recorder.on_outcome, on_state=recorder.on_state
-            )
+            return await push([work], client, concurrency=1, on_outcome=recorder.on_outcome, on_state=recorder.on_state)
 
     summary = run_virtual(main())
     assert [k for _, k in recorder.of("erin")] == ["failed", "held"]
@@ -399,9 +381,7 @@ def test_stop_raises_and_sends_nothing_more(answer: httpx.Response, error: type[
     async def main() -> PushSummary:
         fake.clock = now
         async with make_client(httpx.MockTransport(handler)) as client:
-            return await push(
-                works, client, concurrency=16, on_outcome=recorder.on_outcome, on_state=recorder.on_state
-            )
+            return await push(works, client, concurrency=16, on_outcome=recorder.on_outcome, on_state=recorder.on_state)
 
     with pytest.raises(error) as info:
         run_virtual(main())
@@ -427,9 +407,7 @@ def test_stop_cancels_workers_blocked_in_the_limiter() -> None:
         # one grant per second: most workers are queued in the limiter when the 403 comes
         async with make_client(fake.transport(), rate=1.0) as client:
             with pytest.raises(AuthError):
-                await push(
-                    works, client, concurrency=20, on_outcome=recorder.on_outcome, on_state=recorder.on_state
-                )
+                await push(works, client, concurrency=20, on_outcome=recorder.on_outcome, on_state=recorder.on_state)
             assert now() < 2.0
 
     run_virtual(main())

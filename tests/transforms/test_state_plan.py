@@ -48,15 +48,10 @@ def replay_log(
     for u, f, a, s in events:
         by_key[(u, f)].append((a, s, None))
     start = start or {}
-    return {
-        k: replay(CATALOG[k[1]], acts, start.get(k, initial_state(CATALOG[k[1]])))
-        for k, acts in by_key.items()
-    }
+    return {k: replay(CATALOG[k[1]], acts, start.get(k, initial_state(CATALOG[k[1]]))) for k, acts in by_key.items()}
 
 
-def replay_plan(
-    plan: pl.DataFrame, start: dict[tuple[str, str], FlowState]
-) -> dict[tuple[str, str], FlowState]:
+def replay_plan(plan: pl.DataFrame, start: dict[tuple[str, str], FlowState]) -> dict[tuple[str, str], FlowState]:
     states = dict(start)
     for r in plan.sort("user_id", "flow_slug", "seq").iter_rows(named=True):
         key = (r["user_id"], r["flow_slug"])
