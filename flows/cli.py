@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -251,6 +252,14 @@ def _print_result(result: dict[str, Any]) -> int:
     summary = report.split("\n## ")[0]
     out.print(summary)
     out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if run.get("stop_message"):
+        err.print(f"[bold red]stopped:[/] {run['stop_message']}")
+    elif run.get("status") == "failed":
+        err.print(
+            f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
+            f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
+        )
     return int(result["exit_code"])
 
 

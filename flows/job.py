@@ -289,8 +289,8 @@ def record_stop(job: Job, attempt: dict[str, Any], error: FrigadeError) -> None:
     attempt["stopped_by"] = type(error).__name__
     job.run["status"] = "stopped"
     job.run["stop_message"] = (
-        f"{error} Everything done so far is kept in {job.folder.root}; fix the cause and run the same "
-        "command with --run-dir to resume."
+        f"{str(error).rstrip('.')}. Everything done so far is kept in {job.folder.root}; fix the cause and "
+        f"run the same command with --run-dir {job.folder.root} to resume."
     )
     job.save()
 

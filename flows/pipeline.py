@@ -88,43 +88,83 @@ def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFra
     return pl.concat(frames, how="vertical")
 
 
-def _fail_on_undeclared_zone(classified: pl.DataFrame) -> None:
-    naive = classified.filter(pl.col("map_reason").str.starts_with("time has no zone")).head(1)
+def _fail_on_undeclared_zone(classified: pl.DataFrame, names: list[str]) -> None:
+    naive = classified.filter(pl.col("reason").str.starts_with("time has no zone")).head(1)
     if naive.height:
         r = naive.row(0, named=True)
         raise InputError(
             f"time {r['ts_raw']!r} has no zone and none is declared; set the source's timezone "
             "(--timezone or `timezone:` in the mapping) so nothing is guessed",
-            file=r["source_file"],
+            file=names[r["file_order"]],
             row=r["source_row"],
             field="time",
         )
 
 
+#: what planning needs of each valid event; diagnostics are kept only on rows that are not valid
+EVENT_COLUMNS = ["user_id", "group_id", "flow_slug", "step_id", "step_index", "action", "ts", "data", "event_id"]
+
+
 @dataclass
 class Analysis:
-    """The export read, validated, ordered and replayed: everything before choosing what to send."""
+    """The export read, validated, ordered and replayed: everything before choosing what to send.
+    Held as columns, never as Python rows, and without a full copy of the export."""
 
     paths: list[Path]
-    classified: pl.DataFrame
-    ordered: pl.DataFrame
+    #: (row_key, status) of every event, for the row accounting
+    rows: pl.DataFrame
+    quarantine: pl.DataFrame
+    #: valid events, de-duplicated and in order
+    events: pl.DataFrame
     targets: tuple[pl.DataFrame, pl.DataFrame]
-    file_order: dict[str, int]
+    event_counts: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    dropped_events: dict[str, int]
 
-    @property
-    def events(self) -> pl.DataFrame:
-        return self.ordered.filter(~pl.col("duplicate"))
+
+def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
+    table = frame.group_by(by).len().sort("len", by, descending=[True, False])
+    return {str(k): int(v) for k, v in table.iter_rows()}
 
 
 def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> Analysis:
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
-    file_order = {str(p): i for i, p in enumerate(paths)}
-    classified = classify(load_events(paths, mapping, steps_lf), flows_lf, steps_lf).collect()
-    _fail_on_undeclared_zone(classified)
-    ordered = order_and_dedupe(classified.lazy().filter(pl.col("status") == "valid"), file_order).collect()
-    events = ordered.filter(~pl.col("duplicate"))
+    names = [str(p) for p in paths]
+    file_order = pl.col("source_file").replace_strict(names, list(range(len(names))), return_dtype=pl.Int64)
+    problem = pl.col("status") != "valid"
+    classified = (
+        classify(load_events(paths, mapping, steps_lf), flows_lf, steps_lf)
+        .select(
+            *EVENT_COLUMNS,
+            "status",
+            file_order.alias("file_order"),
+            "source_row",
+            row_key(file_order, pl.col("source_row")).alias("row_key"),
+            *(pl.when(problem).then(pl.col(c)).alias(c) for c in ("reason", "raw_event", "ts_raw")),
+        )
+        .collect()
+    )
+    _fail_on_undeclared_zone(classified, names)
+    quarantine = (
+        classified.filter(pl.col("status") == "quarantined")
+        .with_columns(pl.col("file_order").replace_strict(list(range(len(names))), names).alias("source_file"))
+        .select(QUARANTINE_COLUMNS)
+    )
+    dropped = _counts(classified.filter(pl.col("status") == "dropped"), "raw_event")
+    ordered = order_and_dedupe(classified.lazy().filter(pl.col("status") == "valid"))
+    events_lf = ordered.filter(~pl.col("duplicate")).select(*EVENT_COLUMNS, "row_key")
+    duplicates_lf = ordered.select(pl.col("duplicate").sum())
+    events, duplicates = pl.collect_all([events_lf, duplicates_lf])
+    counts = {
+        "events": classified.height,
+        "events_valid": events.height + int(duplicates.item()),
+        "events_duplicate": int(duplicates.item()),
+    }
+    rows = classified.select("row_key", "status")
+    reasons = _counts(quarantine, "reason")
+    del classified  # the export's full width is not kept past this point
     exp_flows, exp_steps = pl.collect_all(list(target_state(events.lazy(), steps_lf)))
-    return Analysis(list(paths), classified, ordered, (exp_flows, exp_steps), file_order)
+    return Analysis(list(paths), rows, quarantine, events, (exp_flows, exp_steps), counts, reasons, dropped)
 
 
 def plan(
@@ -145,11 +185,10 @@ def plan(
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
         planned = plan_state(flows, steps, current).collect()
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
-    quarantine = analysis.classified.filter(pl.col("status") == "quarantined").select(QUARANTINE_COLUMNS)
-    counts, reasons, dropped = _account(
-        analysis.paths, analysis.classified, analysis.ordered, planned, analysis.file_order
+    counts = _account(analysis.paths, analysis.rows, planned) | analysis.event_counts
+    return Prepared(
+        planned, analysis.quarantine, exp_flows, exp_steps, counts, analysis.quarantine_reasons, analysis.dropped_events
     )
-    return Prepared(planned, quarantine, exp_flows, exp_steps, counts, reasons, dropped)
 
 
 def prepare(
@@ -163,25 +202,13 @@ def prepare(
     return plan(analyze(paths, mapping, catalog), mode=mode, baseline=baseline)
 
 
-def _account(
-    paths: Sequence[Path],
-    classified: pl.DataFrame,
-    ordered: pl.DataFrame,
-    plan: pl.DataFrame,
-    file_order: dict[str, int],
-) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+def _account(paths: Sequence[Path], rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, int]:
     """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
     already implied or a duplicate), dropped (non-state) or quarantined. A row that became several
     events takes the first of those buckets that any of its events reached."""
-    keyed = classified.select(
-        row_key(pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64), pl.col("source_row")).alias(
-            "row_key"
-        ),
-        pl.col("status"),
-    )
     origins = plan.select(pl.col("origin").alias("row_key")).unique().with_columns(pl.lit(True).alias("sent"))
     rank = (
-        keyed.join(origins, on="row_key", how="left")
+        rows.join(origins, on="row_key", how="left")
         .with_columns(
             pl.when(pl.col("sent").fill_null(False))
             .then(0)
@@ -197,36 +224,17 @@ def _account(
     )
     per_bucket = dict(rank.group_by("bucket").len().iter_rows())
     rows_in = count_rows(paths)
-    counts = {
+    return {
         "rows_in": rows_in,
         "rows_sent": per_bucket.get(0, 0),
         "rows_redundant": per_bucket.get(1, 0),
         "rows_quarantined": per_bucket.get(2, 0),
-        "rows_dropped": per_bucket.get(3, 0),
-        "events": classified.height,
-        "events_valid": ordered.height,
-        "events_duplicate": int(ordered["duplicate"].sum()),
+        # Rows that produced no event at all (e.g. a wide row with no progress) count as dropped.
+        "rows_dropped": per_bucket.get(3, 0) + rows_in - rank.height,
         "requests_planned": plan.height,
         "users": plan["user_id"].n_unique(),
         "user_flows": plan.select("user_id", "flow_slug").n_unique(),
     }
-    # Rows that produced no event at all (e.g. a wide row with no progress) are accounted as dropped.
-    counts["rows_dropped"] += rows_in - rank.height
-    reasons = dict(
-        classified.filter(pl.col("status") == "quarantined")
-        .group_by("reason")
-        .len()
-        .sort("len", descending=True)
-        .iter_rows()
-    )
-    dropped = dict(
-        classified.filter(pl.col("status") == "dropped")
-        .group_by("raw_event")
-        .len()
-        .sort("len", descending=True)
-        .iter_rows()
-    )
-    return counts, {str(k): int(v) for k, v in reasons.items()}, {str(k): int(v) for k, v in dropped.items()}
 
 
 def accounting_closes(counts: dict[str, int]) -> bool:

@@ -117,12 +117,16 @@ def order_key() -> list[str]:
     return ["user_id", "flow_slug", "ts", "file_order", "source_row"]
 
 
-def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int]) -> pl.LazyFrame:
+def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int] | None = None) -> pl.LazyFrame:
     """Sort valid events and mark duplicates: the same source event id, or where the source has none,
-    the same (user, flow, step, action, time). The first in order is kept; ``duplicate`` marks the rest."""
-    ordered = valid.with_columns(
-        pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64).alias("file_order")
-    ).sort(order_key(), maintain_order=True)
+    the same (user, flow, step, action, time). The first in order is kept; ``duplicate`` marks the rest.
+
+    ``file_order`` numbers the source files; without it the frame must carry a ``file_order`` column."""
+    if file_order is not None:
+        valid = valid.with_columns(
+            pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64).alias("file_order")
+        )
+    ordered = valid.sort(order_key(), maintain_order=True)
     natural = pl.struct("user_id", "flow_slug", "step_id", "action", "ts")
     # Event ids are the source's own, so they identify an event across overlapping export files too.
     first = (
