@@ -251,3 +251,33 @@ def test_emulator_help_documents_every_option(tmp_path: Path) -> None:
         "--latency-jitter-ms",
     ):
         assert option in res.stdout, option
+
+
+def test_history_mode_replays_every_deduplicated_event_in_order_with_its_time(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    emulator.reset()
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=6, seed=17)
+    res = run(
+        [str(export), "--run-dir", str(tmp_path / "run"), "--mode", "history", "--rate", "400"],
+        emulator,
+        prefect_env,
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    with export.open(newline="") as fh:
+        rows = {(r["user_id"], r["flow_slug"], r["step_id"], r["action"], r["created_at"]) for r in csv.DictReader(fh)}
+    for user in sorted({u for u, _ in expected}):
+        want = sorted((r for r in rows if r[0] == user), key=lambda r: (r[1], r[4]))
+        got = [
+            (user, h["flowSlug"], h["stepId"] or "", h["actionType"], h["createdAt"]) for h in emulator.history(user)
+        ]
+        got.sort(key=lambda r: (r[1], r[4]))
+        as_time = [(u, f, s, a, datetime.fromisoformat(t.replace("Z", "+00:00"))) for u, f, s, a, t in got]
+        assert as_time == [(u, f, s, a, datetime.fromisoformat(t.replace("Z", "+00:00"))) for u, f, s, a, t in want]
+        for (u, slug), st in expected.items():
+            if u == user:
+                wire = stored_state(emulator, user).flow(slug)
+                assert wire is not None
+                assert flow_state_from_wire(wire).logical() == st.logical()
