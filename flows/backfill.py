@@ -29,7 +29,7 @@ from frigade.errors import StopRunError
 from frigade.push import PushSummary
 from frigade.secret import ApiKey
 
-#: push tasks running at once: two overlap one batch's tail with the next batch's start
+#: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
 
 
@@ -85,11 +85,14 @@ async def api_endpoint(settings: Settings, catalog_file: str | None) -> AsyncIte
         yield emu.url, ApiKey(emu.public_key)
 
 
-async def run_job(job: J.Job) -> J.RunResult:
-    s = job.settings
-    catalog_source = s.catalog or ("api" if not s.embedded else None)
-    emulator_catalog = catalog_source if catalog_source not in (None, "api") else None
+async def run_job(job: J.Job) -> J.RunResult | None:
+    """The whole run; None when the API stopped it before anything was planned (nothing to report)."""
     async with contextlib.AsyncExitStack() as stack:
+        if job.state_dir is not None:
+            stack.enter_context(job.state_dir.lock())
+        s = job.settings
+        catalog_source = s.catalog or ("api" if not s.embedded else None)
+        emulator_catalog = catalog_source if catalog_source not in (None, "api") else None
         url, key = await stack.enter_async_context(api_endpoint(s, emulator_catalog))
         client = await stack.enter_async_context(
             FrigadeClient(
@@ -102,24 +105,42 @@ async def run_job(job: J.Job) -> J.RunResult:
                 send_created_at=s.send_created_at,
             )
         )
-        catalog = await J.load_catalog(catalog_source or "api", client)
-        analysis = analyze_task(job, catalog)
-        if analysis is not None:
-            baseline = await read_current_task(job, analysis, client) if job.from_current else J.baseline_for(job)
-            plan_task(job, analysis, catalog, baseline)
+        try:
+            catalog = await J.load_catalog(catalog_source or "api", client)
+            analysis = analyze_task(job, catalog)
+            if analysis is not None:
+                baseline = await read_current_task(job, analysis, client) if job.from_current else J.baseline_for(job)
+                plan_task(job, analysis, catalog, baseline)
+        except StopRunError as exc:
+            job.run["stop_message"] = str(exc)
+            return None
         work = J.work_for(job)
         attempt = J.begin_attempt(job)
         journal = J.journal_for(job)
         started = J.now()
         try:
             with PushProgress(total=work.pending.height, rate=s.rate) as progress:
-                batches = J.batches(work, s.batch_requests)
-                for i in range(0, len(batches), PARALLEL_BATCHES):
-                    wave = batches[i : i + PARALLEL_BATCHES]
-                    await asyncio.gather(*(push_batch_task(job, work, b, client, journal, progress) for b in wave))
-        except StopRunError as exc:
-            J.record_stop(job, attempt, exc)
+                await push_batches(job, work, client, journal, progress)
+            await J.fill_missing_snapshots(job, client)
+        except* StopRunError as group:
+            J.record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
         return finish_task(job, attempt, J.now() - started)
+
+
+async def push_batches(
+    job: J.Job, work: Work, client: FrigadeClient, journal: DispatchJournal, progress: PushProgress
+) -> None:
+    """At most PARALLEL_BATCHES push tasks at a time, a new one starting as soon as one ends. On a stop
+    the task group cancels and awaits the others, so every outcome is flushed before the report."""
+    slots = asyncio.Semaphore(PARALLEL_BATCHES)
+
+    async def one(batch: pl.DataFrame) -> None:
+        async with slots:
+            await push_batch_task(job, work, batch, client, journal, progress)
+
+    async with asyncio.TaskGroup() as group:
+        for batch in J.batches(work, job.settings.batch_requests):
+            group.create_task(one(batch))
 
 
 async def _publish(result: J.RunResult) -> None:
@@ -146,11 +167,22 @@ async def backfill_flow(
     mode: str = "state",
     max_failures: str = "0",
     send_created_at: bool = True,
+    state_dir: str | None = None,
+    config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
-    named by ``api_key_block``: never from a parameter, which Prefect would store."""
-    settings = await settings_for_flow(
+    named by ``api_key_block``: never from a parameter, which Prefect would store. With ``state_dir``
+    the state it leaves becomes the starting point of later syncs."""
+    return await _run(
+        "backfill",
+        exports,
+        run_dir,
+        state_dir,
+        False,
+        False,
+        mapping_overrides,
+        config_file,
         api_url=api_url,
         api_key_block=api_key_block,
         rate=rate,
@@ -162,8 +194,6 @@ async def backfill_flow(
         max_failures=max_failures,
         send_created_at=send_created_at,
     )
-    job = J.Job.open(exports, settings, run_dir, "backfill", mapping_overrides)
-    return await _finish(await run_job(job))
 
 
 @flow(name="frigade-migrate-sync", validate_parameters=True)
@@ -182,10 +212,19 @@ async def sync_flow(
     concurrency: int | None = None,
     max_failures: str = "0",
     send_created_at: bool = True,
+    config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Send only what changed since the last finished sync remembered in ``state_dir``."""
-    settings = await settings_for_flow(
+    """Send only what changed since the last finished run remembered in ``state_dir``."""
+    return await _run(
+        "sync",
+        exports,
+        run_dir,
+        state_dir,
+        full,
+        from_current,
+        mapping_overrides,
+        config_file,
         api_url=api_url,
         api_key_block=api_key_block,
         rate=rate,
@@ -197,21 +236,35 @@ async def sync_flow(
         max_failures=max_failures,
         send_created_at=send_created_at,
     )
-    job = J.Job.open(exports, settings, run_dir, "sync", mapping_overrides, state_dir, full, from_current)
-    return await _finish(await run_job(job))
 
 
-async def _finish(result: J.RunResult) -> dict[str, Any]:
+async def _run(
+    kind: str,
+    exports: list[str],
+    run_dir: str | None,
+    state_dir: str | None,
+    full: bool,
+    from_current: bool,
+    mapping_overrides: dict[str, Any] | None,
+    config_file: str | None,
+    **flags: Any,
+) -> dict[str, Any]:
+    settings = await settings_for_flow(config_file=config_file, **flags)
+    job = J.Job.open(exports, settings, run_dir, kind, mapping_overrides, state_dir, full, from_current)
+    result = await run_job(job)
+    if result is None:
+        message = job.run.get("stop_message", "stopped by the API")
+        return {"exit_code": J.EXIT_STOPPED, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
     await _publish(result)
     return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
 
 
-async def settings_for_flow(*, api_key_block: str | None, **flags: Any) -> Settings:
+async def settings_for_flow(*, api_key_block: str | None, config_file: str | None = None, **flags: Any) -> Settings:
     """Flow parameters over environment over config file; the key from a Secret block if named."""
     given = {k: v for k, v in flags.items() if v is not None}
     if api_key_block:
         given["api_key"] = await secret_from_block(api_key_block)
-    return resolve(given, config=load_config_file(None))
+    return resolve(given, config=load_config_file(config_file))
 
 
 async def secret_from_block(name: str) -> str:

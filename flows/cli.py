@@ -17,7 +17,7 @@ from rich.table import Table
 
 from transforms.schema import InputError
 
-EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_INPUT = 0, 2
 err = Console(stderr=True)
 out = Console()
 
@@ -81,7 +81,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_options(sub.add_parser("backfill", help="one-off migration: load, validate, plan, push, snapshot, reconcile"))
+    backfill = sub.add_parser("backfill", help="one-off migration: load, validate, plan, push, snapshot, reconcile")
+    _run_options(backfill)
+    backfill.add_argument(
+        "--state-dir",
+        default="state",
+        help="where the state this run leaves is remembered, so later syncs start from it (default state/; "
+        "not used on the embedded emulator)",
+    )
     sync = sub.add_parser("sync", help="like backfill, but sends only what changed since the last finished sync")
     _run_options(sync)
     sync.add_argument(
@@ -219,13 +226,13 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
         os.environ["FRIGADE_API_KEY"] = args.api_key
     from flows.backfill import backfill_flow, sync_flow
 
-    common: dict[str, Any] = {}
+    common: dict[str, Any] = {"state_dir": args.state_dir, "config_file": args.config}
     if kind == "sync":
-        common = {"state_dir": args.state_dir, "full": args.full, "from_current": args.from_current}
+        common |= {"full": args.full, "from_current": args.from_current}
         if settings.mode == "history":
             raise InputError("sync plans state only: --mode history is for backfills")
     else:
-        common = {"mode": settings.mode}
+        common |= {"mode": settings.mode}
     flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
     result = asyncio.run(
         flow_fn(
@@ -248,6 +255,9 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
 
 def _print_result(result: dict[str, Any]) -> int:
     run_dir = Path(result["run_dir"])
+    if result.get("message") and not (run_dir / "report.md").exists():
+        err.print(f"[bold red]stopped before anything was planned:[/] {result['message']}")
+        return int(result["exit_code"])
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     summary = report.split("\n## ")[0]
     out.print(summary)

@@ -1,16 +1,18 @@
 """Push execution: plan rows -> ordered per-user work -> Frigade, with resume that never resends.
 
-Resume rules: a request with a recorded outcome of sent / resolved_applied / rejected / held is
-done. For the rest, users the previous attempt may have dispatched (up to its durable reservation
-in dispatch.json) have their state read back first, and their pending requests are aligned with it:
-requests whose effect the server already shows are skipped, never resent.
+Resume rules: a request with a recorded outcome of sent / resolved_applied / rejected is done, and
+so is one held behind a rejection. For the rest, users the previous attempt may have dispatched (up
+to its durable reservation in dispatch.json) have their state read back first, and their pending
+requests are aligned with it: requests whose effect the server already shows are skipped, never
+resent; a state that matches no single point of the plan is a conflict, reported, not guessed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -19,6 +21,7 @@ from flows.pipeline import iter_user_requests, request_body_fields
 from flows.runfolder import DispatchJournal, OutcomeLog
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
+from frigade.errors import FrigadeError, StopRunError
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.push import Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
 from frigade.rules import FlowState, StepState, apply
@@ -115,18 +118,23 @@ def snapshot_rows(user_id: str, states: UserFlowStates, at: float) -> list[dict[
 
 
 class SnapshotLog:
-    """Collects returned state as rows and writes them in parts, like the outcome log."""
+    """Collects returned state as rows and writes them in parts on the outcome log's cadence, so a
+    killed run loses at most a few seconds of it (and finishing reads back what is missing)."""
 
-    def __init__(self, write_part: Callable[[pl.DataFrame], None], max_rows: int = 50_000) -> None:
-        self._write, self.max_rows = write_part, max_rows
+    def __init__(
+        self, write_part: Callable[[pl.DataFrame], None], *, every_s: float = 2.0, max_rows: int = 50_000
+    ) -> None:
+        self._write, self.every_s, self.max_rows = write_part, every_s, max_rows
         self._rows: list[dict[str, Any]] = []
+        self._last = time.monotonic()
 
     def add(self, user_id: str, states: UserFlowStates) -> None:
         self._rows.extend(snapshot_rows(user_id, states, time.time()))
-        if len(self._rows) >= self.max_rows:
+        if len(self._rows) >= self.max_rows or time.monotonic() - self._last >= self.every_s:
             self.flush()
 
     def flush(self) -> None:
+        self._last = time.monotonic()
         if self._rows:
             self._write(pl.DataFrame(self._rows, schema=SNAPSHOT_SCHEMA))
             self._rows = []
@@ -169,18 +177,24 @@ def _align(
         wire = read_back.flow(flow)
         if wire is None or flow not in start:
             continue
-        got = flow_state_from_wire(wire).logical()
+        now = flow_state_from_wire(wire)
         state = start[flow]
-        trail = [(state, -1)]
+        trail: list[tuple[FlowState, int, str | None]] = [(state, -1, None)]
         for r in (x for x in full_plan if x.flow_slug == flow):
             state = apply(state, r.action, r.step_id, r.created_at)
-            trail.append((state, r.seq))
+            trail.append((state, r.seq, r.created_at))
         pending = [r for r in requests if r.flow_slug == flow]
         first_pending = pending[0].seq
-        candidates = [(s, seq) for s, seq in trail if seq >= first_pending - 1 and s.logical() == got]
-        if not candidates:
+        candidates = [(seq, at) for s, seq, at in trail if seq >= first_pending - 1 and s.logical() == now.logical()]
+        if len(candidates) > 1:
+            # The same state at several points of the plan (history mode): the flow's lastActionAt
+            # says which request was the last to land.
+            candidates = [
+                (seq, at) for seq, at in candidates if at is not None and same_instant(at, now.last_action_at)
+            ]
+        if len(candidates) != 1:
             continue
-        reached = candidates[-1][1]
+        reached = candidates[0][0]
         applied += [r for r in pending if r.seq <= reached]
         to_send += [r for r in pending if r.seq > reached]
         new_start[flow] = flow_state_from_wire(wire)
@@ -208,13 +222,23 @@ async def run_push(
         uncertain_rows = full_plan.filter(pl.col("user_id").is_in(list(work.uncertain)))
         plans_by_user = {u: _planned(rows) for u, rows in iter_user_requests(uncertain_rows)}
 
-    async def users() -> Any:
+    async def users() -> AsyncIterator[UserWork]:
         for user, rows in iter_user_requests(work.pending):
             journal.admit(work.user_index.get(user, 0))
             requests = _planned(rows)
             start = _user_start(work, user, {r.flow_slug for r in requests})
             if user in work.uncertain:
-                state = await client.read_state(user, requests[0].group_id)
+                try:
+                    state = await client.read_state(user, requests[0].group_id)
+                except StopRunError:
+                    raise
+                except FrigadeError as exc:
+                    # One user's failed read-back is that user's failure, not the run's.
+                    for r in requests:
+                        record(
+                            _settled(r, "failed", f"could not read the state back to resume: {exc}", type(exc).__name__)
+                        )
+                    continue
                 applied, requests, aligned = _align(requests, plans_by_user.get(user, []), start, state)
                 start.update(aligned)
                 for r in applied:
@@ -249,6 +273,17 @@ def _settled(r: PlannedRequest, outcome: OutcomeKind, message: str, error: str |
         outcome=outcome,
         at=time.time(),
     )
+
+
+def same_instant(a: str | None, b: str | None) -> bool:
+    """Two ISO-8601 times name the same millisecond (the precision sent on the wire)."""
+    if a is None or b is None:
+        return False
+    try:
+        x, y = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (a, b))
+    except ValueError:
+        return a == b
+    return abs((x - y).total_seconds()) < 0.001
 
 
 def user_order(plan: pl.DataFrame) -> dict[str, int]:

@@ -34,7 +34,7 @@ from flows.report import render
 from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
 from flows.settings import Settings, failure_limit
 from flows.statedir import StateDir
-from frigade.catalog import Catalog, catalog_from_api, parse_catalog
+from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog
 from frigade.client import FrigadeClient
 from frigade.errors import CatalogError, FrigadeError
 from frigade.push import Outcome, PushSummary
@@ -78,9 +78,11 @@ class Job:
     ) -> Job:
         folder = RunFolder(Path(run_dir) if run_dir else Path("runs") / new_run_id())
         job = cls([Path(p) for p in exports], settings, folder, kind, dict(mapping_overrides or {}))
-        if kind == "sync":
+        # The embedded emulator is forgotten when the run ends: remembering its state would mislead a
+        # later sync against a real account.
+        if (kind == "sync" or state_dir) and not settings.embedded:
             job.state_dir = StateDir(Path(state_dir or "state"))
-            job.full, job.from_current = full, from_current
+        job.full, job.from_current = full, from_current
         if not job.exports:
             raise InputError("no export files given")
         job.run = folder.read_json()
@@ -143,15 +145,17 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     if job.resuming:
         _check_inputs_unchanged(job, prints)
         return None
-    if job.state_dir is not None and not job.from_current:
-        job.state_dir.check_no_unfinished_run(job.folder.root)
+    if job.state_dir is not None:
+        job.state_dir.check_target(job.settings.api_url)
+        if job.kind == "sync" and not job.from_current:
+            job.state_dir.check_no_unfinished_run(job.folder.root)
     job.run["inputs"] = prints
     return analyze(job.exports, mapping_for(job), catalog)
 
 
 def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """What a sync plans against: the remembered state (none with --full); --from-current reads it."""
-    if job.state_dir is None or job.full or job.from_current:
+    if job.kind != "sync" or job.state_dir is None or job.full or job.from_current:
         return None
     return job.state_dir.load()
 
@@ -191,8 +195,6 @@ def plan_run(
 
 def catalog_of(job: Job) -> Catalog:
     """The catalog recorded at planning time: a resume validates against what the plan was made from."""
-    from frigade.catalog import CatalogFlow
-
     return Catalog(
         tuple(CatalogFlow(slug=f["slug"], step_ids=tuple(f["steps"]), status=f["status"]) for f in job.run["catalog"])
     )
@@ -227,8 +229,8 @@ def _baseline_states(job: Job, pending: pl.DataFrame) -> dict[tuple[str, str], F
     return flow_states(flows, steps, catalog_of(job))
 
 
-async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """--from-current: the state Frigade has now for every user of the export."""
+async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: int) -> pl.DataFrame:
+    """The state Frigade has now for ``users``, as snapshot rows, read by ``concurrency`` workers."""
     rows: list[dict[str, Any]] = []
     queue = iter(users)
 
@@ -236,14 +238,23 @@ async def read_baseline(client: FrigadeClient, users: list[str], concurrency: in
         for user in queue:
             rows.extend(snapshot_rows(user, await client.read_state(user), time.time()))
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    return from_snapshot(pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA))
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, min(concurrency, len(users)))):
+            group.create_task(worker())
+    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """--from-current: the state Frigade has now for every user of the export."""
+    return from_snapshot(await read_snapshot(client, users, concurrency))
 
 
 def begin_attempt(job: Job) -> dict[str, Any]:
     attempt = {"attempt": job.attempt, "started_at": datetime.now(UTC).isoformat(), "stopped_by": None}
     job.run.setdefault("attempts", []).append(attempt)
     job.run["status"] = "pushing"
+    # A resumed run is no longer stopped: the last attempt's reason stays in its attempt record.
+    job.run.pop("stop_message", None)
     job.save()
     return attempt
 
@@ -303,6 +314,22 @@ class RunResult:
     report: str
 
 
+async def fill_missing_snapshots(job: Job, client: FrigadeClient) -> int:
+    """Read back every user with a request that took effect but no state in the snapshot parts (the
+    kill of an earlier attempt can lose the last seconds of them), so reconcile and the sync state
+    rest on what Frigade holds, never on a gap. Returns how many users were read."""
+    outcomes = job.folder.outcomes()
+    if outcomes.is_empty():
+        return 0
+    took = outcomes.filter(pl.col("outcome").is_in(["sent", "resolved_applied"])).select("user_id").unique()
+    have = job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA).select("user_id").unique()
+    missing = took.join(have, on="user_id", how="anti")["user_id"].sort().to_list()
+    if missing:
+        part = job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root)
+        job.folder.write_parquet(part.as_posix(), await read_snapshot(client, missing, job.settings.concurrency))
+    return len(missing)
+
+
 def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult:
     """Snapshot, reconcile, count, report. Runs after a stop too, over what was done."""
     plan = job.folder.read_parquet("plan.parquet")
@@ -316,10 +343,14 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     touched = plan.select("user_id").unique()["user_id"]
     mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
     job.folder.write_parquet("reconcile.parquet", mismatches)
-    latest = outcomes.sort("at").unique("request_id", keep="last") if not outcomes.is_empty() else outcomes
+    latest = outcomes.sort("attempt", "at").unique("request_id", keep="last", maintain_order=True)
     by_outcome = dict(Counter(latest["outcome"].to_list())) if latest.height else {}
     bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed"]))
     failed_users = bad["user_id"].n_unique() if bad.height else 0
+    # A user-flow whose requests failed is expected not to match: --max-failures decides about those.
+    # Any other mismatch means Frigade holds something the export did not say, and fails the run.
+    unsettled = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held"])).select("user_id", "flow_slug")
+    unexplained = mismatches.join(unsettled.unique(), on=["user_id", "flow_slug"], how="anti")
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
     attempt.update(
         finished_at=datetime.now(UTC).isoformat(),
@@ -338,14 +369,15 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
             )
         ),
         mismatches=mismatches.height,
+        unexplained_mismatches=unexplained.height,
         mismatched_users=mismatches["user_id"].n_unique() if mismatches.height else 0,
     )
     if not stopped:
-        failed = failed_users > limit or mismatches.height > 0
+        failed = failed_users > limit or unexplained.height > 0
         job.run["status"] = "failed" if failed else "succeeded"
     job.save()
     if job.state_dir is not None and not stopped:
-        job.state_dir.record(snapshot, job.run["run_id"])
+        job.state_dir.record(snapshot, job.run["run_id"], job.settings.api_url)
     per_flow = _per_flow(plan, exp_flows)
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)

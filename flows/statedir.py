@@ -4,6 +4,9 @@ that no new sync re-plans from a state that run may already have changed (resume
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -38,12 +41,53 @@ class StateDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self._folder.write_json({"run_dir": str(run_dir)}, "unfinished.json")
 
-    def record(self, snapshot: pl.DataFrame, run_id: str) -> None:
+    def check_target(self, api_url: str | None) -> None:
+        """A state folder describes one Frigade account: never plan one API's sync from another's."""
+        recorded = self._folder.read_json("last_run.json").get("api_url")
+        if recorded and api_url and recorded != api_url:
+            raise InputError(
+                f"this state folder remembers {recorded}, not {api_url}; use another --state-dir",
+                file=str(self.root / "last_run.json"),
+            )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One run at a time per state folder (a nightly sync and a manual one must not interleave)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "lock"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+            if holder.isdigit() and _alive(int(holder)):
+                raise InputError(f"another run (pid {holder}) is using this state folder", file=str(path)) from None
+            path.unlink(missing_ok=True)  # left by a run that died
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def record(self, snapshot: pl.DataFrame, run_id: str, api_url: str | None) -> None:
         """Fold the returned state of this run's users into the remembered state."""
         self.root.mkdir(parents=True, exist_ok=True)
         old_flows, old_steps = self.load()
         new_flows, new_steps = from_snapshot(snapshot)
         self._folder.write_parquet("flows.parquet", merge(old_flows, new_flows, FLOW_KEY))
         self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
-        self._folder.write_json({"last_run": run_id, "users": new_flows["user_id"].n_unique()}, "last_run.json")
+        self._folder.write_json(
+            {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
+        )
         (self.root / "unfinished.json").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -20,6 +20,7 @@ from frigade.errors import (
     MAU_CAP_MESSAGE,
     AmbiguousError,
     AuthError,
+    ClientSetupError,
     ConnectFailedError,
     FrigadeError,
     MauCapError,
@@ -39,6 +40,10 @@ from frigade.models import (
 )
 from frigade.rules import FlowState
 from frigade.secret import ApiKey
+
+#: the stable core of Frigade's MAU-cap message
+_MAU_MARKER = "maximum allowed maus"
+assert _MAU_MARKER in MAU_CAP_MESSAGE.lower()
 
 __all__ = ["CONFLICT", "FrigadeClient", "WriteResult"]
 
@@ -85,6 +90,7 @@ class FrigadeClient:
         max_attempts: int = 6,
         backoff_base: float = 0.25,
         backoff_cap: float = 30.0,
+        settle_s: float = 1.0,
         send_created_at: bool = True,
         transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
         limiter: SlidingWindowLimiter | None = None,
@@ -104,6 +110,7 @@ class FrigadeClient:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._settle_s = settle_s
         self._send_created_at = send_created_at
         self._sleep = sleep
         self._rand = rand if rand is not None else random.Random()
@@ -207,6 +214,9 @@ class FrigadeClient:
                 error = failure
 
             if isinstance(error, AmbiguousError):
+                # A gateway timeout or a dropped connection can come before the backend applies the
+                # write: give it time to land before reading back, or a late write would be resent.
+                await self._sleep(min(self._backoff_cap, max(self._settle_s, self._backoff_base * 2**attempts)))
                 verdict, state, why = await self._resolve(req, created_at, before, after)
                 if verdict == "applied":
                     return result(True, status, state=state, resolved_by_read=True, message=why)
@@ -216,7 +226,9 @@ class FrigadeClient:
                     return result(False, status, type(error).__name__, why, state=state)
             if attempts >= self._max_attempts:
                 return result(False, status, type(error).__name__, f"gave up after {attempts} attempts: {error}")
-            await self._wait_before_retry(error, attempts)
+            if not isinstance(error, AmbiguousError):
+                # (after an ambiguous error the wait came before the read-back: resend right after it)
+                await self._wait_before_retry(error, attempts)
 
     async def read_state(self, user_id: str, group_id: str | None = None) -> UserFlowStates:
         """The user's full state, through the read form of ``POST /v1/public/flowStates``."""
@@ -321,9 +333,10 @@ class FrigadeClient:
                 return await self._pools[index].request(method, path, json=json, params=params)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 raise ConnectFailedError(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
-            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError):
-                # our own configuration or request is wrong: retrying cannot help
-                raise
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError) as exc:
+                # our own configuration or request is wrong: retrying cannot help. httpx's message
+                # can quote the Authorization header, so only a scrubbed copy leaves this layer.
+                raise ClientSetupError(self._scrub(f"{type(exc).__name__}: {exc}")) from None
             except httpx.RequestError as exc:
                 # read/write errors, timeouts after connecting, dropped connections, undecodable
                 # answers: the request may have been sent
@@ -356,7 +369,8 @@ class FrigadeClient:
         if status in (401, 403):
             return AuthError(f"{status}: the API key was refused ({text})")
         if status == 429:
-            if text.strip() == MAU_CAP_MESSAGE:
+            # Matched on its stable core, so a reworded or list-form message still stops the run.
+            if _MAU_MARKER in text.lower():
                 return MauCapError(text)
             return ThrottledError(f"429: {text}", _retry_after(response))
         if status >= 500:

@@ -49,6 +49,10 @@ class StopRunError(FrigadeError):
     stops_run = True
 
 
+class ClientSetupError(StopRunError):
+    """The client's own configuration is wrong (a malformed key or URL): nothing can be sent."""
+
+
 class AuthError(StopRunError):
     """403: a missing, bad or wrong-kind key."""
 

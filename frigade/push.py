@@ -121,10 +121,12 @@ async def push(
             if work is None or stopping.is_set():
                 return
             last = await _push_user(work, client, record, stopping)
-            if stopping.is_set():
-                return
+            # Even when a stop arrives, the state this user's writes returned is the truth the
+            # snapshot and the sync state need.
             if last is not None:
                 on_state(work.user_id, last)
+            if stopping.is_set():
+                return
             tally.users_done += 1
 
     workers = [asyncio.create_task(worker(), name=f"push-worker-{i}") for i in range(concurrency)]
@@ -190,6 +192,9 @@ async def _push_user(
         result = await client.write(write, before=before, after=after)
         kind = _kind(result)
         record(_outcome(req, kind, result))
+        if result.state is not None:
+            # A read-back after an ambiguous or conflicting write is the newest state known too.
+            last = result.state
         if not result.ok:
             blocked[req.flow_slug] = f"{req.request_id} {kind}"
             continue
@@ -198,8 +203,6 @@ async def _push_user(
             current[req.flow_slug] = flow_state_from_wire(returned)
         elif after is not None:
             current[req.flow_slug] = after
-        if result.state is not None:
-            last = result.state
     return last
 
 

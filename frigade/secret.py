@@ -31,6 +31,9 @@ class ApiKey:
         value = value.strip()
         if not value:
             raise ValueError("the API key is empty")
+        if not all(33 <= ord(c) <= 126 for c in value):
+            # Said without echoing the value: the message could end up in a log.
+            raise ValueError("the API key has spaces or characters that cannot go in an HTTP header")
         # __setattr__ is blocked below so that the value cannot be swapped after construction
         object.__setattr__(self, "_value", value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,6 +224,8 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
         assert stats["writes_unchanged"] == 0
         planned = pl.read_parquet(tmp_path / "run" / "plan.parquet").height
         assert written + stats["writes_accepted"] == planned
+        assert "**Stopped**" not in (tmp_path / "run" / "report.md").read_text()
+        assert "stopped" not in res.stderr.lower()
         for user in sorted({u for u, _ in expected}):
             got = stored_state(emu, user)
             for (u, slug), want in expected.items():
@@ -281,3 +284,55 @@ def test_history_mode_replays_every_deduplicated_event_in_order_with_its_time(
                 wire = stored_state(emulator, user).flow(slug)
                 assert wire is not None
                 assert flow_state_from_wire(wire).logical() == st.logical()
+
+
+def test_rejected_requests_hold_the_flow_and_max_failures_decides_the_exit(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The catalog we plan with has a step Frigade does not: those requests get 400s."""
+    emulator.reset()
+    ours = tmp_path / "catalog.yaml"
+    ours.write_text(
+        CATALOG_PATH.read_text().replace(
+            "      - id: set-alerts\n", "      - id: set-alerts\n      - id: gone-step\n", 1
+        )
+    )
+    export = tmp_path / "events.csv"
+    rows = ["user_id,flow_slug,step_id,action,created_at,data"]
+    for i in range(10):
+        rows.append(f"ok-{i},flow_welcome_tour,welcome,COMPLETED_STEP,2024-01-01T00:00:0{i}Z,")
+    rows.append("bad-1,flow_onboarding,gone-step,COMPLETED_STEP,2024-01-01T00:00:00Z,")
+    rows.append("bad-1,flow_onboarding,,COMPLETED_FLOW,2024-01-01T00:01:00Z,")
+    export.write_text("\n".join(rows) + "\n")
+
+    def backfill(run_dir: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return cli(
+            [
+                "backfill",
+                str(export),
+                "--catalog",
+                str(ours),
+                "--api-url",
+                emulator.url,
+                "--run-dir",
+                str(tmp_path / run_dir),
+                "--rate",
+                "400",
+                *extra,
+            ],
+            {**prefect_env, "FRIGADE_API_KEY": emulator.public_key},
+            tmp_path,
+        )
+
+    res = backfill("strict")
+    assert res.returncode == 1, res.stdout + res.stderr
+    run_json = json.loads((tmp_path / "strict" / "run.json").read_text())
+    assert run_json["outcomes"]["rejected"] == 1
+    assert run_json["outcomes"]["held"] == 1, "the flow's later request must be held, not sent"
+    assert run_json["failed_users"] == 1
+    assert run_json["unexplained_mismatches"] == 0
+    history = emulator.history("bad-1")
+    assert history == [], "nothing after the rejection may reach Frigade"
+    emulator.reset()
+    res = backfill("lenient", "--max-failures", "10%")
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -73,7 +73,8 @@ def test_sigkill_mid_run_then_resume_sends_nothing_twice(
     )
     try:
         deadline = time.monotonic() + 120
-        while emu.stats()["writes_accepted"] < 120:
+        # Late enough that outcome and snapshot parts were flushed, and plenty was still to send.
+        while emu.stats()["writes_accepted"] < 300:
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -92,6 +93,10 @@ def test_sigkill_mid_run_then_resume_sends_nothing_twice(
     assert stats["writes_accepted"] == planned
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert len(run["attempts"]) == 2
+    assert run["status"] == "succeeded"
+    assert run["mismatches"] == 0
+    snapshot = pl.read_parquet(tmp_path / "run" / "snapshot.parquet")
+    assert set(snapshot["user_id"].unique().to_list()) == {u for u, _ in expected}
     assert "## Attempts" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -134,3 +134,29 @@ def test_report_puts_the_summary_table_first_and_charts_counts() -> None:
     assert "3 in = 1 sent + 1 redundant + 0 dropped + 1 quarantined (closes)" in md
     lines = bar_chart([("x", 4), ("y", 1)], width=8)
     assert lines == ["x ████████ 4", "y ██······ 1"]
+
+
+def test_alignment_uses_last_action_at_when_the_plan_repeats_a_state() -> None:
+    """History mode can pass through one state twice: lastActionAt names the request that landed."""
+    flow = sample_catalog().get("flow_announcement")
+    assert flow is not None
+    start = {"flow_announcement": initial_state(flow.step_ids)}
+    times = [f"2024-01-01T00:00:0{i}.000Z" for i in range(4)]
+    actions = [Action.STARTED_FLOW, Action.NOT_STARTED_FLOW, Action.STARTED_FLOW, Action.COMPLETED_FLOW]
+    plan = [
+        PlannedRequest(f"u|a|{i}", "u", None, "flow_announcement", i, a, None, times[i], None)
+        for i, a in enumerate(actions)
+    ]
+    landed = start["flow_announcement"]
+    for r in plan[:1]:
+        landed = apply(landed, r.action, r.step_id, r.created_at)
+    applied, to_send, _ = _align(plan, plan, start, _wire_for(landed, "flow_announcement"))
+    assert [r.seq for r in applied] == [0]
+    assert [r.seq for r in to_send] == [1, 2, 3]
+
+
+def _wire_for(state: FlowState, slug: str) -> UserFlowStates:
+    wire = _wire(state).model_dump(by_alias=True)
+    wire["eligibleFlows"][0]["flowSlug"] = slug
+    wire["eligibleFlows"][0]["$state"]["lastActionAt"] = state.last_action_at
+    return UserFlowStates.model_validate(wire)

@@ -764,3 +764,49 @@ def test_throttled_error_carries_retry_after() -> None:
     # the class the client retries on; its retry_after feeds the limiter pause
     assert ThrottledError("x", 2.5).retry_after == 2.5
     assert ThrottledError("x", None).transient
+
+
+def test_a_write_that_lands_after_its_gateway_timeout_is_not_resent() -> None:
+    """A 504 can come back before the backend applies the write: the read-back waits for it to land."""
+    fake = FakeFrigade(FLOWS)
+    late: list[asyncio.Task[httpx.Response]] = []
+
+    async def apply_later(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.5)
+        return fake.handle(request)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.content and b"actionType" in request.content and not late:
+            late.append(asyncio.create_task(apply_later(request)))
+            return error_response(504, "Gateway Timeout")
+        return fake.handle(request)
+
+    async def main() -> WriteResult:
+        return await write_once(make_client(handler), write_of(Action.COMPLETED_STEP, "welcome"))
+
+    result = run_virtual(main())
+    assert result.ok
+    assert result.resolved_by_read
+    assert len(fake.writes()) == 1, "the late write was sent again"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Your account has used its maximum allowed MAUs.  Contact Frigade support to upgrade.",
+        ["Your account has used its maximum allowed MAUs. Contact Frigade support to upgrade."],
+    ],
+    ids=["reworded-spacing", "list-form"],
+)
+def test_the_mau_cap_is_recognised_in_any_wording_that_keeps_its_core(message: str | list[str]) -> None:
+    async def main() -> WriteResult:
+        return await write_once(make_client(lambda r: error_response(429, message)), write_of(Action.STARTED_FLOW))
+
+    with pytest.raises(MauCapError):
+        run_virtual(main())
+
+
+def test_a_malformed_key_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match="cannot go in an HTTP header") as info:
+        ApiKey("api_private_abc\ndef")
+    assert "abc" not in str(info.value)

@@ -130,3 +130,38 @@ def test_finished_checklist_needs_one_request_per_step_and_an_explicit_completio
     assert plan["action"].to_list() == ["COMPLETED_STEP"] * 4 + ["COMPLETED_FLOW"]
     assert plan["step_id"].to_list()[:4] == list(steps)
     assert plan["seq"].to_list() == [0, 1, 2, 3, 4]
+
+
+@st.composite
+def one_flow_logs(draw: st.DrawFn) -> list[EventTuple]:
+    """Long histories of one user in one flow: where pointer fix-ups and resets meet."""
+    flow = draw(st.sampled_from(["f1", "f3"]))
+    n = draw(st.integers(0, 40))
+    out: list[EventTuple] = []
+    for _ in range(n):
+        action = draw(st.sampled_from(list(Action)))
+        out.append(("u1", flow, action, draw(st.sampled_from(CATALOG[flow])) if action.is_step else None))
+    return out
+
+
+@given(one_flow_logs(), one_flow_logs())
+def test_one_long_flow_history_plans_exactly_from_any_current_state(
+    before: list[EventTuple], after: list[EventTuple]
+) -> None:
+    current = replay_log(before)
+    flows, steps = collect_target(after)
+    plan = plan_state(flows, steps, current_frames(current)).collect()
+    want = replay_log(after)
+    got = replay_plan(plan, current)
+    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+    _assert_every_request_changes_state(plan, current)
+
+
+def test_skipped_but_not_started_step_is_not_started_by_a_pointer_fix_up() -> None:
+    """Regression: current from SKIPPED a + STARTED a, target from SKIPPED a + NOT_STARTED a."""
+    current = replay_log([("u1", "f3", Action.SKIPPED_STEP, "a"), ("u1", "f3", Action.STARTED_STEP, "a")])
+    target_log: list[EventTuple] = [("u1", "f3", Action.SKIPPED_STEP, "a"), ("u1", "f3", Action.NOT_STARTED_STEP, "a")]
+    flows, steps = collect_target(target_log)
+    plan = plan_state(flows, steps, current_frames(current)).collect()
+    got = replay_plan(plan, current)
+    assert got[("u1", "f3")].logical() == replay_log(target_log)[("u1", "f3")].logical()
