@@ -219,7 +219,8 @@ async def run_push(
 
     plans_by_user: dict[str, list[PlannedRequest]] = {}
     if work.uncertain:
-        uncertain_rows = full_plan.filter(pl.col("user_id").is_in(list(work.uncertain)))
+        batch_users = work.pending.select("user_id").unique()["user_id"].to_list()
+        uncertain_rows = full_plan.filter(pl.col("user_id").is_in([u for u in batch_users if u in work.uncertain]))
         plans_by_user = {u: _planned(rows) for u, rows in iter_user_requests(uncertain_rows)}
 
     async def users() -> AsyncIterator[UserWork]:

@@ -185,8 +185,10 @@ def plan_run(
         attempts=[],
     )
     if baseline is not None and not baseline[0].is_empty():
-        job.folder.write_parquet("baseline_flows.parquet", baseline[0])
-        job.folder.write_parquet("baseline_steps.parquet", baseline[1])
+        # Only the planned user-flows' starting state: what a resume and the ambiguity checks need.
+        keys = prepared.plan.select("user_id", "flow_slug").unique()
+        for name, frame in zip(("baseline_flows", "baseline_steps"), baseline, strict=True):
+            job.folder.write_parquet(f"{name}.parquet", frame.join(keys, on=["user_id", "flow_slug"], how="semi"))
     job.save()
     if job.state_dir is not None:
         job.state_dir.mark_unfinished(job.folder.root)
@@ -272,7 +274,10 @@ async def push_batch(
     journal: DispatchJournal,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> PushSummary:
-    plan = job.folder.read_parquet("plan.parquet") if work.uncertain else batch
+    # Only this batch's uncertain users need their whole plan (to align a read-back with it).
+    batch_users = batch.select("user_id").unique()
+    uncertain = [u for u in batch_users["user_id"].to_list() if u in work.uncertain]
+    plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(
         lambda df: job.folder.write_parquet(
