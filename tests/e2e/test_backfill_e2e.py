@@ -83,6 +83,18 @@ def write_sample(path: Path, users: int, seed: int = 7) -> dict[tuple[str, str],
     return expected
 
 
+def assert_state(emu: EmbeddedEmulator, expected: dict[tuple[str, str], FlowState]) -> None:
+    """Every user's stored state, in every active flow, is the expected one (initial where none)."""
+    cat = catalog()
+    for user in sorted({u for u, _ in expected}):
+        got = stored_state(emu, user)
+        for flow in cat.active:
+            want = expected.get((user, flow.slug), initial_state(flow.step_ids))
+            wire = got.flow(flow.slug)
+            assert wire is not None
+            assert flow_state_from_wire(wire).logical() == want.logical(), (user, flow.slug)
+
+
 def stored_state(emu: EmbeddedEmulator, user: str) -> UserFlowStates:
     r = httpx.get(f"{emu.url}/v1/public/flowStates", params={"userId": user}, headers=emu.headers(private=False))
     r.raise_for_status()
@@ -116,14 +128,7 @@ def test_backfill_reproduces_every_users_state_and_sends_nothing_redundant(
         tmp_path,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    cat = catalog()
-    for user in sorted({u for u, _ in expected}):
-        got = stored_state(emulator, user)
-        for flow in cat.active:
-            want = expected.get((user, flow.slug), initial_state(flow.step_ids))
-            wire = got.flow(flow.slug)
-            assert wire is not None
-            assert flow_state_from_wire(wire).logical() == want.logical(), (user, flow.slug)
+    assert_state(emulator, expected)
     stats = emulator.stats()
     assert stats["writes_unchanged"] == 0, "a request was sent that changed nothing"
     run_json = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -226,13 +231,7 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
         assert written + stats["writes_accepted"] == planned
         assert "**Stopped**" not in (tmp_path / "run" / "report.md").read_text()
         assert "stopped" not in res.stderr.lower()
-        for user in sorted({u for u, _ in expected}):
-            got = stored_state(emu, user)
-            for (u, slug), want in expected.items():
-                if u == user:
-                    wire = got.flow(slug)
-                    assert wire is not None
-                    assert flow_state_from_wire(wire).logical() == want.logical()
+        assert_state(emu, expected)
 
 
 def test_emulator_help_documents_every_option(tmp_path: Path) -> None:
@@ -279,11 +278,7 @@ def test_history_mode_replays_every_deduplicated_event_in_order_with_its_time(
         got.sort(key=lambda r: (r[1], r[4]))
         as_time = [(u, f, s, a, datetime.fromisoformat(t.replace("Z", "+00:00"))) for u, f, s, a, t in got]
         assert as_time == [(u, f, s, a, datetime.fromisoformat(t.replace("Z", "+00:00"))) for u, f, s, a, t in want]
-        for (u, slug), st in expected.items():
-            if u == user:
-                wire = stored_state(emulator, user).flow(slug)
-                assert wire is not None
-                assert flow_state_from_wire(wire).logical() == st.logical()
+    assert_state(emulator, expected)
 
 
 def test_rejected_requests_hold_the_flow_and_max_failures_decides_the_exit(

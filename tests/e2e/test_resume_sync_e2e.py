@@ -19,10 +19,9 @@ import polars as pl
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
-from frigade.models import flow_state_from_wire
-from frigade.rules import Action, FlowState, initial_state, replay
+from frigade.rules import Action, FlowState, replay
 from tests.e2e.servers import cli
-from tests.e2e.test_backfill_e2e import CATALOG_PATH, T0, catalog, stored_state, write_sample
+from tests.e2e.test_backfill_e2e import CATALOG_PATH, T0, assert_state, catalog, write_sample
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.slow
 def slow_emulator() -> Iterator[EmbeddedEmulator]:
     with EmbeddedEmulator(catalog=CATALOG_PATH, latency_ms=20) as emu:
         yield emu
-
-
-def assert_state(emu: EmbeddedEmulator, expected: dict[tuple[str, str], FlowState]) -> None:
-    cat = catalog()
-    for user in sorted({u for u, _ in expected}):
-        got = stored_state(emu, user)
-        for flow in cat.active:
-            want = expected.get((user, flow.slug), initial_state(flow.step_ids))
-            wire = got.flow(flow.slug)
-            assert wire is not None
-            assert flow_state_from_wire(wire).logical() == want.logical(), (user, flow.slug)
 
 
 def test_sigkill_mid_run_then_resume_sends_nothing_twice(
