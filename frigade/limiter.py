@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-__all__ = ["SlidingWindowLimiter"]
+__all__ = ["SettlingLimiter", "SlidingWindowLimiter"]
 
 
 class SlidingWindowLimiter:
@@ -90,3 +92,68 @@ class SlidingWindowLimiter:
                     self._grants.append(now)
                     return
                 await self._sleep(ready_at - now)
+
+
+class SettlingLimiter(SlidingWindowLimiter):
+    """At most ``limit`` requests counted in any window, where a request counts from its grant until
+    its answer, and after that from a stamp never earlier than its arrival at the server.
+
+    A limiter that counts grants alone is not enough: the server counts arrivals, which come later by
+    a variable delay (event-loop lag, a new connection), so two grants a window apart can arrive
+    within one window and draw 429s. Arrival lies between the grant and the answer; the stamp is the
+    answer's time less the smallest round trip seen (less a little slack), a point no earlier than the
+    arrival of any request whose trip back took at least that long. Until ``trust_after`` answers have
+    been seen (the first ones include connection set-up) the stamp is the answer's time itself. A
+    request that got no answer (an error) is stamped when it is settled. Callers must ``settle`` every
+    grant, or the limiter runs dry.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        window: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        trust_after: int = 200,
+        slack_s: float = 0.005,
+    ) -> None:
+        super().__init__(rate, window, clock=clock, margin=0.0)
+        self._pending = 0
+        self._stamps: list[float] = []
+        self._min_rtt = math.inf
+        self._answers = 0
+        self._trust_after = trust_after
+        self._slack_s = slack_s
+        self._changed = asyncio.Event()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._stamps and self._stamps[0] + self._spacing <= now:
+                    heapq.heappop(self._stamps)
+                if now >= self._paused_until and self._pending + len(self._stamps) < self._limit:
+                    self._pending += 1
+                    return
+                if now < self._paused_until:
+                    wake = self._paused_until
+                elif self._stamps:
+                    wake = self._stamps[0] + self._spacing
+                else:
+                    wake = now + self._window / 20  # all counted requests are in flight: wait for an answer
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(0.0, wake - now))
+
+    def settle(self, sent: float, answered: float | None) -> None:
+        """The request granted at ``sent`` was answered at ``answered`` (None: it got no answer)."""
+        if answered is None:
+            stamp = self._clock()
+        else:
+            self._min_rtt = min(self._min_rtt, answered - sent)
+            self._answers += 1
+            trusted = self._answers > self._trust_after
+            stamp = max(sent, answered - self._min_rtt + self._slack_s) if trusted else answered
+        self._pending = max(0, self._pending - 1)
+        heapq.heappush(self._stamps, stamp)
+        self._changed.set()

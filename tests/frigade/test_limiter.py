@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frigade.limiter import SlidingWindowLimiter
+from frigade.limiter import SettlingLimiter, SlidingWindowLimiter
 from tests.frigade.vtime import now, run_virtual
 
 
@@ -223,3 +223,40 @@ def test_property_any_window_holds_at_most_the_limit(
 
 def limiter_window(rate: float, window: float) -> float:
     return SlidingWindowLimiter(rate, window).window
+
+
+def _arrivals_with_settling(rate: float, requests: int, seed: int, senders: int) -> tuple[list[float], float]:
+    """Senders acquire, the request reaches the 'server' after a random lag, is answered after a random
+    service time, and is settled; returns the server's arrival times and the run's length."""
+
+    rng = random.Random(seed)
+    arrivals: list[float] = []
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = SettlingLimiter(rate, clock=loop.time, trust_after=20)
+        todo = iter(range(requests))
+
+        async def sender() -> None:
+            for _ in todo:
+                await limiter.acquire()
+                sent = loop.time()
+                await asyncio.sleep(rng.uniform(0.0, 0.03))  # event-loop lag, connection set-up
+                arrivals.append(loop.time())
+                await asyncio.sleep(rng.uniform(0.04, 0.06))  # server latency and the way back
+                limiter.settle(sent, loop.time())
+
+        start = loop.time()
+        await asyncio.gather(*(sender() for _ in range(senders)))
+        return loop.time() - start
+
+    elapsed = run_virtual(main())
+    return sorted(arrivals), elapsed
+
+
+@pytest.mark.parametrize(("rate", "senders"), [(50, 8), (200, 32), (500, 64)])
+def test_settling_limiter_keeps_every_server_side_window_at_or_under_the_rate(rate: int, senders: int) -> None:
+    arrivals, elapsed = _arrivals_with_settling(rate, requests=rate * 12, seed=rate, senders=senders)
+    worst = max(bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
+    assert worst <= rate, f"{worst} arrivals within one second at rate {rate}"
+    assert len(arrivals) / elapsed >= 0.9 * rate, "the limiter gave away too much throughput"
