@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
+    "ChildRun",
     "Figure",
     "base_parser",
     "machine",
     "median",
     "print_table",
+    "run_child",
     "run_main",
     "write_results",
 ]
@@ -85,8 +88,10 @@ def print_table(figures: Sequence[Figure], title: str, out: Callable[[str], None
             emit("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     failed = [f for f in figures if f.passed is False]
     checked = [f for f in figures if f.passed is not None]
-    emit(f"\n{len(checked) - len(failed)}/{len(checked)} targets PASS" + (" (FAIL: " + ", ".join(
-        f.name for f in failed) + ")" if failed else ""))
+    emit(
+        f"\n{len(checked) - len(failed)}/{len(checked)} targets PASS"
+        + (" (FAIL: " + ", ".join(f.name for f in failed) + ")" if failed else "")
+    )
 
 
 def machine() -> dict[str, str | int | None]:
@@ -106,21 +111,30 @@ def machine() -> dict[str, str | int | None]:
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--quick", action="store_true", help="tiny sizes and short runs (smoke test); targets "
-                   "are still printed but are not meaningful at these sizes")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and short runs (smoke test); targets are still printed but are not meaningful at these sizes",
+    )
     p.add_argument("--seed", type=int, default=20240601, help="seed of the generated data (default fixed)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     return p
 
 
 def write_results(path: str | os.PathLike[str], figures: Sequence[Figure], extra: dict[str, object]) -> None:
-    doc = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **extra,
-           "figures": [asdict(f) | {"verdict": f.verdict} for f in figures]}
+    doc = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **extra,
+        "figures": [asdict(f) | {"verdict": f.verdict} for f in figures],
+    }
     Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 def run_main(
-    title: str, run: Callable[[argparse.Namespace], list[Figure]], parser: argparse.ArgumentParser,
+    title: str,
+    run: Callable[[argparse.Namespace], list[Figure]],
+    parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
 ) -> int:
     """Parse, run, print the table, write JSON when asked. Exit 0 when every target passes, else 1."""
@@ -132,3 +146,46 @@ def run_main(
     if args.json:
         write_results(args.json, figures, {"bench": title, "argv": list(sys.argv[1:] if argv is None else argv)})
     return 0 if all(f.passed is not False for f in figures) else 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """A child process's exit code, wall time, peak RSS and output."""
+
+    code: int
+    wall_s: float
+    max_rss_bytes: int
+    output: str
+
+
+def run_child(args: Sequence[str], cwd: Path, timeout_s: float = 1800.0) -> ChildRun:
+    """Run ``python -m <args>`` in ``cwd`` with this checkout importable; peak RSS from wait4's rusage
+    (the child's own high-water mark, exact, no polling). Killed (by its pid) past ``timeout_s``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    log = cwd / f"child-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    log.unlink()
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss * 1024, text)

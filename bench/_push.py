@@ -53,8 +53,15 @@ def user_work(prefix: str, n: int) -> UserWork:
     start = {FLOW: initial_state(flow_steps())}
     reqs = tuple(
         PlannedRequest(
-            request_id=f"{u}|{FLOW}|{seq}", user_id=u, group_id=None, flow_slug=FLOW, seq=seq, action=a,
-            step_id=s, created_at=at, data=None,
+            request_id=f"{u}|{FLOW}|{seq}",
+            user_id=u,
+            group_id=None,
+            flow_slug=FLOW,
+            seq=seq,
+            action=a,
+            step_id=s,
+            created_at=at,
+            data=None,
         )
         for seq, (u, a, s, at) in enumerate(user_requests(prefix, n))
     )

@@ -68,17 +68,28 @@ def templates(n: int) -> dict[str, list[E]]:
         "partway": [("STARTED_FLOW", None), *_steps(n, half), ("STARTED_STEP", min(half, last))],
         "finished": [("STARTED_FLOW", None), *_steps(n, n), ("COMPLETED_FLOW", None)],
         "finished_revisited": [
-            ("STARTED_FLOW", None), *_steps(n, n), ("COMPLETED_FLOW", None),
-            ("STARTED_STEP", 0), ("COMPLETED_STEP", 0),
+            ("STARTED_FLOW", None),
+            *_steps(n, n),
+            ("COMPLETED_FLOW", None),
+            ("STARTED_STEP", 0),
+            ("COMPLETED_STEP", 0),
         ],
         "skipped_step": [
-            ("STARTED_FLOW", None), ("STARTED_STEP", 0), ("SKIPPED_STEP", 0),
-            ("STARTED_STEP", second), ("COMPLETED_STEP", second),
+            ("STARTED_FLOW", None),
+            ("STARTED_STEP", 0),
+            ("SKIPPED_STEP", 0),
+            ("STARTED_STEP", second),
+            ("COMPLETED_STEP", second),
         ],
         "dismissed": [("STARTED_FLOW", None), ("STARTED_STEP", 0), ("SKIPPED_FLOW", None)],
         "reset_redo": [
-            ("STARTED_STEP", 0), ("COMPLETED_STEP", 0), ("NOT_STARTED_FLOW", None),
-            ("STARTED_FLOW", None), ("STARTED_STEP", 0), ("COMPLETED_STEP", 0), ("STARTED_STEP", second),
+            ("STARTED_STEP", 0),
+            ("COMPLETED_STEP", 0),
+            ("NOT_STARTED_FLOW", None),
+            ("STARTED_FLOW", None),
+            ("STARTED_STEP", 0),
+            ("COMPLETED_STEP", 0),
+            ("STARTED_STEP", second),
         ],
         "step_reset": [("STARTED_STEP", 0), ("COMPLETED_STEP", 0), ("NOT_STARTED_STEP", 0), ("STARTED_STEP", 0)],
         "bare_completion": [("COMPLETED_FLOW", None)],
@@ -92,12 +103,25 @@ def _template_table(flows: Sequence[CatalogFlow]) -> pl.DataFrame:
         table = templates(len(f.step_ids))
         for t, (name, _) in enumerate(TEMPLATE_WEIGHTS):
             for pos, (action, idx) in enumerate(table[name]):
-                rows.append({
-                    "flow_slug": f.slug, "template": t, "pos": pos, "action": action,
-                    "step_id": f.step_ids[idx] if idx is not None else None,
-                })
-    return pl.DataFrame(rows, schema={"flow_slug": pl.String, "template": pl.Int32, "pos": pl.Int32,
-                                      "action": pl.String, "step_id": pl.String})
+                rows.append(
+                    {
+                        "flow_slug": f.slug,
+                        "template": t,
+                        "pos": pos,
+                        "action": action,
+                        "step_id": f.step_ids[idx] if idx is not None else None,
+                    }
+                )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "flow_slug": pl.String,
+            "template": pl.Int32,
+            "pos": pl.Int32,
+            "action": pl.String,
+            "step_id": pl.String,
+        },
+    )
 
 
 def _rand(key: pl.Expr, seed: int, salt: int, modulo: int) -> pl.Expr:
@@ -131,13 +155,17 @@ def export_frame(catalog: Catalog, users: int, seed: int, rows: int | None = Non
                 uid, pl.lit(f.slug).alias("flow_slug"), pl.lit(k, pl.Int64).alias("fk")
             )
         )
-    uf = pl.concat(per_flow).with_columns(
-        (uid * 16 + pl.col("fk")).alias("ufk"),
-    ).with_columns(
-        _template_of(_rand(pl.col("ufk"), seed, 3, 100)).alias("template"),
-        # start anywhere in the year; events 1 minute to 6 hours apart, one pace per user-flow
-        (_rand(pl.col("ufk"), seed, 5, _YEAR_US)).alias("t_start"),
-        (60 * _US + _rand(pl.col("ufk"), seed, 7, 6 * 3600 * _US)).alias("gap"),
+    uf = (
+        pl.concat(per_flow)
+        .with_columns(
+            (uid * 16 + pl.col("fk")).alias("ufk"),
+        )
+        .with_columns(
+            _template_of(_rand(pl.col("ufk"), seed, 3, 100)).alias("template"),
+            # start anywhere in the year; events 1 minute to 6 hours apart, one pace per user-flow
+            (_rand(pl.col("ufk"), seed, 5, _YEAR_US)).alias("t_start"),
+            (60 * _US + _rand(pl.col("ufk"), seed, 7, 6 * 3600 * _US)).alias("gap"),
+        )
     )
     events = uf.join(table, on=["flow_slug", "template"], how="inner").with_columns(
         (pl.col("t_start") + pl.col("pos") * pl.col("gap")).alias("t_us"),
@@ -150,22 +178,26 @@ def export_frame(catalog: Catalog, users: int, seed: int, rows: int | None = Non
     ek = pl.col("ek") * 2 + pl.col("copy")
     late = _rand(ek, seed, 17, 1000) < LATE_PER_MILLE
     ingest = pl.col("t_us") + pl.when(late).then(_rand(ek, seed, 19, 3 * 24 * 3600 * _US)).otherwise(0)
-    out = allrows.with_columns(ingest.alias("_ingest"), ek.alias("_ek")).sort("_ingest", "_ek").select(
-        pl.format("user-{}", uid.cast(pl.String).str.zfill(7)).alias("user_id"),
-        pl.when(_rand(uid, seed, 23, 1000) < GROUP_PER_MILLE)
-        .then(pl.format("org-{}", (uid // 50).cast(pl.String)))
-        .otherwise(None)
-        .alias("group_id"),
-        "flow_slug",
-        "step_id",
-        "action",
-        (pl.lit(_T0) + pl.duration(microseconds=pl.col("t_us") // 1000 * 1000))
-        .dt.cast_time_unit("ms")
-        .alias("created_at"),
-        pl.when(_rand(pl.col("ek"), seed, 29, 1000) < DATA_PER_MILLE)
-        .then(pl.format('{{"source":"legacy","attempt":{}}}', pl.col("pos")))
-        .otherwise(None)
-        .alias("data"),
+    out = (
+        allrows.with_columns(ingest.alias("_ingest"), ek.alias("_ek"))
+        .sort("_ingest", "_ek")
+        .select(
+            pl.format("user-{}", uid.cast(pl.String).str.zfill(7)).alias("user_id"),
+            pl.when(_rand(uid, seed, 23, 1000) < GROUP_PER_MILLE)
+            .then(pl.format("org-{}", (uid // 50).cast(pl.String)))
+            .otherwise(None)
+            .alias("group_id"),
+            "flow_slug",
+            "step_id",
+            "action",
+            (pl.lit(_T0) + pl.duration(microseconds=pl.col("t_us") // 1000 * 1000))
+            .dt.cast_time_unit("ms")
+            .alias("created_at"),
+            pl.when(_rand(pl.col("ek"), seed, 29, 1000) < DATA_PER_MILLE)
+            .then(pl.format('{{"source":"legacy","attempt":{}}}', pl.col("pos")))
+            .otherwise(None)
+            .alias("data"),
+        )
     )
     return out.head(rows) if rows is not None else out
 
@@ -185,6 +217,8 @@ def write_export(catalog: Catalog, path: Path, rows: int, seed: int) -> int:
         lf.with_columns(pl.col("created_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")).sink_csv(path)
     else:
         raise ValueError(f"unsupported export type {path.suffix!r}")
-    return int(pl.scan_parquet(path).select(pl.len()).collect().item()) if path.suffix == ".parquet" else int(
-        pl.scan_csv(path).select(pl.len()).collect().item()
+    return (
+        int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        if path.suffix == ".parquet"
+        else int(pl.scan_csv(path).select(pl.len()).collect().item())
     )

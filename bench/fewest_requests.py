@@ -11,7 +11,7 @@ per distinct request sequence) to prove it reaches every user-flow's target.
 
 Target: requests planned in state mode == the minimum.
 
-    python -m bench.fewest_requests [--rows 200000] [--quick]
+    python -m bench.fewest_requests [--rows 1000000] [--quick]
 """
 
 from __future__ import annotations
@@ -43,9 +43,12 @@ def _moves(step_ids: Sequence[str]) -> list[tuple[Action, str | None]]:
     return [(a, s) for a in Action for s in (step_ids if a.is_step else [None])]
 
 
-def min_requests(step_ids: Sequence[str], targets: set[Logical], max_depth: int = 24) -> dict[Logical, int]:
-    """Fewest writes from the initial state to each target (logical state), by BFS over the rules."""
-    start = initial_state(step_ids)
+def min_requests(
+    step_ids: Sequence[str], targets: set[Logical], max_depth: int = 24, start: FlowState | None = None
+) -> dict[Logical, int]:
+    """Fewest writes from ``start`` (default: the initial state) to each target (logical state), by
+    breadth-first search over the shared rules."""
+    start = start if start is not None else initial_state(step_ids)
     moves = _moves(step_ids)
     dist: dict[Logical, int] = {start.logical(): 0}
     found = {t: 0 for t in targets if t == start.logical()}
@@ -85,7 +88,10 @@ def _logical(row: dict[str, object], n_steps: int) -> Logical:
     triples = row["triples"] if row["triples"] is not None else [[False] * 3] * n_steps
     assert isinstance(triples, list)
     return (
-        row["started"], row["completed"], row["skipped"], row["current_step_index"],
+        row["started"],
+        row["completed"],
+        row["skipped"],
+        row["current_step_index"],
         tuple(tuple(t) for t in triples),
     )
 
@@ -140,8 +146,14 @@ def measure(rows: int, seed: int, workdir: Path) -> list[Figure]:
     b = NAME
     return [
         Figure(b, "requests planned (state mode)", planned, "", f"= minimum ({minimum:,})", planned == minimum),
-        Figure(b, "user-flows whose plan replays to the target", replay_ok, "", f"= {user_flows:,} (all)",
-               replay_ok == user_flows),
+        Figure(
+            b,
+            "user-flows whose plan replays to the target",
+            replay_ok,
+            "",
+            f"= {user_flows:,} (all)",
+            replay_ok == user_flows,
+        ),
         Figure(b, "minimum (BFS over the shared rules, per target)", minimum, ""),
         Figure(b, "baseline: one request per source row", rows_in, ""),
         Figure(b, "baseline: history mode (valid de-duplicated events)", history.plan.height, ""),
@@ -153,7 +165,7 @@ def measure(rows: int, seed: int, workdir: Path) -> list[Figure]:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, default=200_000, help="rows of the generated export (default 200000)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated export (default 1000000)")
 
 
 def run(args: argparse.Namespace) -> list[Figure]:

@@ -1,7 +1,8 @@
 """Benchmark 2, push ceiling vs peers: no rate limit, 50 ms latency, 64 requests in flight.
 
 Three clients against the same emulator, interleaved round by round (A B C, B C A, C A B, ...) after a
-warm-up, so that machine noise hits all three alike; each figure is the median over rounds, and the ratios are of medians:
+warm-up, so that machine noise hits all three alike; each figure is the median over rounds, and the
+ratios are of medians:
 - job: ``frigade.push.push`` through ``FrigadeClient(rate=<unlimited>, concurrency=64)``, the push stage
   of ``frigade-migrate backfill --concurrency 64`` (several small httpx pools);
 - naive: one ``httpx.AsyncClient`` (pool of 64) with 64 workers;
@@ -12,7 +13,7 @@ is reset between runs so each starts on an empty database.
 
 Targets: job >= 5x naive and >= 0.8x aiohttp.
 
-    python -m bench.push_ceiling [--seconds 8] [--rounds 5] [--concurrency 64] [--quick]
+    python -m bench.push_ceiling [--seconds 8] [--rounds 5] [--concurrency 64] [--proposal] [--quick]
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import httpx
 
 from bench._common import Figure, base_parser, median, run_main
 from bench._push import CpuTimer, body, requests_per_user, user_requests, work_until
+from bench.proposals import AiohttpTransport
 from emulator.embedded import EmbeddedEmulator
 from frigade.client import FrigadeClient
 from frigade.push import push
@@ -47,7 +50,7 @@ class _Counter:
         self.bad = 0
 
 
-async def _job(url: str, key: str, prefix: str, seconds: float, conc: int) -> _Counter:
+async def _job(url: str, key: str, prefix: str, seconds: float, conc: int, transport: bool = False) -> _Counter:
     counter = _Counter()
 
     def on_outcome(o: object) -> None:
@@ -56,7 +59,10 @@ async def _job(url: str, key: str, prefix: str, seconds: float, conc: int) -> _C
         else:
             counter.bad += 1
 
-    async with FrigadeClient(url, ApiKey(key), rate=UNLIMITED, concurrency=conc) as client:
+    extra: dict[str, Any] = {}
+    if transport:
+        extra = {"pools": 1, "transport_factory": lambda: AiohttpTransport(conc)}
+    async with FrigadeClient(url, ApiKey(key), rate=UNLIMITED, concurrency=conc, **extra) as client:
         users = work_until(prefix, time.monotonic() + seconds, MAX_USERS)
         await push(users, client, concurrency=conc, on_outcome=on_outcome, on_state=lambda u, s: None)
     return counter
@@ -111,18 +117,27 @@ async def _aiohttp(url: str, key: str, prefix: str, seconds: float, conc: int) -
         return await _workers(seconds, conc, prefix, send)
 
 
+async def _job_aiohttp_transport(url: str, key: str, prefix: str, seconds: float, conc: int) -> _Counter:
+    """The recommended change (bench/proposals.py): the job's client on an aiohttp-backed transport."""
+    return await _job(url, key, prefix, seconds, conc, transport=True)
+
+
 CLIENTS: dict[str, Callable[[str, str, str, float, int], Awaitable[_Counter]]] = {
     "job": _job,
     "naive": _naive,
     "aiohttp": _aiohttp,
 }
+PROPOSAL = "job+aiohttp-transport (proposal)"
 
 
-def measure(seconds: float, rounds: int, conc: int) -> list[Figure]:
-    rates: dict[str, list[float]] = {k: [] for k in CLIENTS}
-    cpu: dict[str, list[float]] = {k: [] for k in CLIENTS}
-    errors: dict[str, int] = dict.fromkeys(CLIENTS, 0)
-    names = list(CLIENTS)
+def measure(seconds: float, rounds: int, conc: int, proposal: bool = False) -> list[Figure]:
+    clients = dict(CLIENTS)
+    if proposal:
+        clients[PROPOSAL] = _job_aiohttp_transport
+    rates: dict[str, list[float]] = {k: [] for k in clients}
+    cpu: dict[str, list[float]] = {k: [] for k in clients}
+    errors: dict[str, int] = dict.fromkeys(clients, 0)
+    names = list(clients)
     with EmbeddedEmulator(latency_ms=LATENCY_MS) as emu:
         # warm-up: the emulator's first seconds (fresh database, cold caches) are slower for whoever
         # goes first
@@ -130,7 +145,7 @@ def measure(seconds: float, rounds: int, conc: int) -> list[Figure]:
         for rnd in range(rounds):
             # each round starts with a different client, so none always runs first or last
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                client = CLIENTS[name]
+                client = clients[name]
                 emu.reset()
                 with CpuTimer() as t:
                     c = asyncio.run(
@@ -149,10 +164,10 @@ def measure(seconds: float, rounds: int, conc: int) -> list[Figure]:
         Figure(b, "job / naive httpx (median rates)", vs_naive, "x", ">= 5", vs_naive >= 5.0),
         Figure(b, "job / aiohttp (median rates)", vs_aio, "x", ">= 0.8", vs_aio >= 0.8),
     ]
-    for name in CLIENTS:
+    for name in clients:
         runs = ", ".join(f"{r:.0f}" for r in rates[name])
         figs.append(Figure(b, f"{name}: writes/s, median of {rounds} ({runs})", m[name], "req/s"))
-    for name in CLIENTS:
+    for name in clients:
         figs.append(Figure(b, f"{name}: client CPU per request (median)", median(cpu[name]), "µs"))
     figs.append(Figure(b, "failed writes (all clients)", sum(errors.values()), "", "0", sum(errors.values()) == 0))
     figs.append(Figure(b, "writes per user", requests_per_user(), ""))
@@ -160,6 +175,12 @@ def measure(seconds: float, rounds: int, conc: int) -> list[Figure]:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--proposal",
+        action="store_true",
+        help="also run the job's client on the aiohttp transport prototype of bench/proposals.py (a 4th, "
+        "context-only client, to reproduce the gain RESULTS.md recommends)",
+    )
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per client per round (default 8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
@@ -169,7 +190,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
     seconds, rounds = float(args.seconds), int(args.rounds)
     if args.quick:
         seconds, rounds = 1.0, 1
-    return measure(seconds, rounds, int(args.concurrency))
+    return measure(seconds, rounds, int(args.concurrency), bool(args.proposal))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,10 @@ NAME = "push_limit"
 LATENCY_MS = 50.0
 
 
+def _client(url: str, key: str, rate: int, concurrency: int) -> FrigadeClient:
+    return FrigadeClient(url, ApiKey(key), rate=rate, concurrency=concurrency)
+
+
 async def _run_one(url: str, key: str, rate: int, concurrency: int, duration: float) -> dict[str, float]:
     users = max(1, round(rate * (duration + 1) / requests_per_user()))
     work = work_list(f"lim{rate}", users)
@@ -42,7 +46,7 @@ async def _run_one(url: str, key: str, rate: int, concurrency: int, duration: fl
         statuses[o.status] = statuses.get(o.status, 0) + 1
 
     lat = Latencies()
-    async with FrigadeClient(url, ApiKey(key), rate=rate, concurrency=concurrency) as client:
+    async with _client(url, key, rate, concurrency) as client:
         hooked = lat.attach(client)
         t0 = time.monotonic()
         with CpuTimer() as cpu:
@@ -76,14 +80,27 @@ def measure(rates: Sequence[int], duration: float, concurrency: int) -> list[Fig
         window = int(stats["max_requests_per_second_window"])
         b = f"{NAME}[R={rate}]"
         figs += [
-            Figure(b, f"R={rate}: achieved rate (after 1st s)", r["rate"], "req/s",
-                   f">= {0.95 * rate:g} (95% of R)", r["rate"] >= 0.95 * rate),
+            Figure(
+                b,
+                f"R={rate}: achieved rate (after 1st s)",
+                r["rate"],
+                "req/s",
+                f">= {0.95 * rate:g} (95% of R)",
+                r["rate"] >= 0.95 * rate,
+            ),
             Figure(b, f"R={rate}: 429s at the emulator", throttled, "", "0", throttled == 0),
             Figure(b, f"R={rate}: busiest 1-s window", window, "req", f"<= {rate}", window <= rate),
-            Figure(b, f"R={rate}: run length", r["elapsed"], "s", f">= {min(20.0, duration):g}",
-                   r["elapsed"] >= min(20.0, duration)),
-            Figure(b, f"R={rate}: writes sent ok", int(r["sent"]), "", f"= {int(r['requests'])} (all)",
-                   r["not_ok"] == 0),
+            Figure(
+                b,
+                f"R={rate}: run length",
+                r["elapsed"],
+                "s",
+                f">= {min(20.0, duration):g}",
+                r["elapsed"] >= min(20.0, duration),
+            ),
+            Figure(
+                b, f"R={rate}: writes sent ok", int(r["sent"]), "", f"= {int(r['requests'])} (all)", r["not_ok"] == 0
+            ),
             Figure(b, f"R={rate}: overall rate incl. first-second burst", r["overall_rate"], "req/s"),
             Figure(b, f"R={rate}: latency p50", r["p50_ms"], "ms"),
             Figure(b, f"R={rate}: latency p99", r["p99_ms"], "ms"),
@@ -95,16 +112,19 @@ def measure(rates: Sequence[int], duration: float, concurrency: int) -> list[Fig
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", default="50,200,500", help="comma-separated R values (default 50,200,500)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per rate (default 20)")
-    p.add_argument("--concurrency", type=int, default=Settings().concurrency,
-                   help=f"requests in flight, as --concurrency of the job (default: the job's, "
-                   f"{Settings().concurrency})")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings().concurrency,
+        help=f"requests in flight, as --concurrency of the job (default: the job's, {Settings().concurrency})",
+    )
 
 
 def run(args: argparse.Namespace) -> list[Figure]:
     rates = [int(x) for x in str(args.rates).split(",") if x.strip()]
     duration = float(args.duration)
     if args.quick:
-        rates, duration = [50, 200], 2.0
+        rates, duration = [200], 1.5
     return measure(rates, duration, int(args.concurrency))
 
 

@@ -3,8 +3,9 @@
 State mode sends the fewest requests (every one changes state); history mode replays every valid,
 de-duplicated event. Both are vectorised. For one user-flow in state mode:
 
-1. Reset (NOT_STARTED_FLOW) first only when the current state has something the target lacks that
-   only a reset clears: a flow flag, or a skipped step.
+1. Reset (NOT_STARTED_FLOW) first when the current state has something the target lacks that only a
+   reset clears (a flow flag, or a skipped step), or when a reset and rebuilding from the initial
+   state takes fewer requests than clearing steps one by one (both are planned; the shorter is kept).
 2. Per step, the fewest step actions that turn its current (started, completed, skipped) into the
    target: NOT_STARTED_STEP clears started/completed, SKIPPED_STEP/COMPLETED_STEP/STARTED_STEP set them.
    Steps go in catalog order, except one "anchor" whose last action lands the pointer where the target
@@ -61,14 +62,34 @@ def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return pl.LazyFrame(schema=CURRENT_FLOW_SCHEMA), pl.LazyFrame(schema=CURRENT_STEP_SCHEMA)
 
 
+#: what ``plan_state`` plans from when given no current state (recognised by identity: no joins)
+_NO_CURRENT = empty_current()
+
+
 def _with_current(
-    flows: pl.LazyFrame, steps: pl.LazyFrame, cur_flows: pl.LazyFrame, cur_steps: pl.LazyFrame
+    flows: pl.LazyFrame,
+    steps: pl.LazyFrame,
+    cur_flows: pl.LazyFrame,
+    cur_steps: pl.LazyFrame,
+    *,
+    reset_all: bool = False,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Join current state onto the targets, and replace it by the initial state where a reset is due.
 
     ``flows`` and ``steps`` carry the integer user-flow id ``uf``; the current state is keyed by
     strings, so it is mapped onto ``uf`` first (it is at most as large as the targets, and empty
     for a backfill) and every later join is on integers."""
+    if cur_flows is _NO_CURRENT[0] and cur_steps is _NO_CURRENT[1]:
+        # a backfill: nothing to join, every current flag is false and no reset is forced
+        f = flows.with_columns(
+            *(pl.lit(False).alias(c) for c in ("c_started", "c_completed", "c_skipped")),
+            pl.lit(-1, pl.Int64).alias("c_index"),
+            pl.lit(reset_all).alias("need_reset"),
+        )
+        s = steps.join(
+            f.select(UF, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=UF
+        ).with_columns(*(pl.lit(False).alias(c) for c in ("c_st", "c_co", "c_sk")))
+        return f, s
     uf = flows.select(*FLOW_KEY, "uf")
     cur_steps_uf = cur_steps.join(uf, on=FLOW_KEY, how="inner").drop(FLOW_KEY)
     s = steps.join(cur_steps_uf, on=[UF, "step_id"], how="left").with_columns(
@@ -88,6 +109,7 @@ def _with_current(
                 | (pl.col("c_completed") & ~pl.col("completed"))
                 | (pl.col("c_skipped") & ~pl.col("skipped"))
                 | pl.col("_sk_reset")
+                | reset_all
             ).alias("need_reset")
         )
         .with_columns((pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_started", "c_completed", "c_skipped"))
@@ -133,39 +155,68 @@ def plan_state(
 
     The target comes materialised: the plan reads it in a dozen branches, and a lazy target would be
     re-derived in each."""
-    cur_flows, cur_steps = current if current is not None else empty_current()
+    cur_flows, cur_steps = current if current is not None else _NO_CURRENT
     # One string join maps each user-flow to an integer id in (user, flow) order; every join, group
     # and sort after it is on integers, and the strings come back once, at the end.
-    flows_uf = flows.lazy().sort(FLOW_KEY).with_row_index(UF).with_columns(pl.col(UF).cast(pl.Int64))
+    flows_uf = flows.lazy().sort(FLOW_KEY).with_row_index(UF).with_columns(pl.col(UF).cast(pl.Int64)).collect().lazy()
     keys = flows_uf.select(*FLOW_KEY, UF)
-    steps_uf = steps.lazy().join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY)
-    f, s = _with_current(flows_uf, steps_uf, cur_flows, cur_steps)
+    steps_uf = steps.lazy().join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY).collect().lazy()
+    rows = _rows(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=False)
+    if current is not None:
+        # From a current state, clearing several steps one NOT_STARTED_STEP at a time can cost more
+        # than one NOT_STARTED_FLOW and rebuilding: plan both, keep the shorter (ties: no reset).
+        alt = _rows(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=True)
+        rows, alt = (x.lazy() for x in pl.collect_all([rows, alt]))
+        n0 = rows.group_by(UF).agg(pl.len().alias("_n0"))
+        shorter = (
+            alt.group_by(UF)
+            .agg(pl.len().alias("_n1"))
+            .join(n0, on=UF, how="left")
+            .filter(pl.col("_n1") < pl.col("_n0").fill_null(0))
+            .select(UF)
+        )
+        rows = pl.concat([rows.join(shorter, on=UF, how="anti"), alt.join(shorter, on=UF, how="semi")])
+    fallback = flows_uf.select(UF, *FLOW_KEY, "group_id", "last_ts")
+    ordered = rows.sort(UF, "key", "slot").join(fallback, on=UF, how="left", maintain_order="left")
+    return ordered.with_columns(
+        pl.coalesce("created_at", "last_ts").alias("created_at"),
+        pl.int_range(pl.len()).over(UF).cast(pl.Int64).alias("seq"),
+    ).select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+
+
+def _rows(
+    flows_uf: pl.LazyFrame,
+    steps_uf: pl.LazyFrame,
+    cur_flows: pl.LazyFrame,
+    cur_steps: pl.LazyFrame,
+    *,
+    reset_all: bool,
+) -> pl.LazyFrame:
+    """The unordered requests (uf, key, slot, action, step_id, created_at, data, origin) of every
+    user-flow; ``reset_all`` starts every one with a reset, as if its current state were cleared."""
+    f, s = _with_current(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=reset_all)
     s = _step_needs(s)
     # f and s each feed several joins below: materialised, no branch re-derives them.
     f, s = (x.lazy() for x in pl.collect_all([f, s]))
-    anchors = s.group_by(UF).agg(
-        pl.col("moves").any().alias("has_moves"),
-        pl.col("step_index").filter(pl.col("moves") & (pl.col("land") == pl.col("p"))).max().alias("anchor"),
-    )
+    # Per user-flow, in one pass over its steps: whether any step action moves the pointer, the
+    # anchor (the last step whose action lands the pointer on the target's index p), and the steps
+    # at p and just before it. Every aggregation is a plain max/any over a masked column.
     p = pl.col("current_step_index")
-    at_p = s.select(
-        UF,
-        pl.col("step_index").alias("p"),
-        pl.col("step_id").alias("p_id"),
-        pl.col("step_started").alias("p_st"),
-    )
-    before_p = s.select(
-        UF,
-        (pl.col("step_index") + 1).alias("p"),
-        pl.col("step_id").alias("pm1_id"),
-        pl.col("step_completed").alias("pm1_co"),
-        pl.col("step_skipped").alias("pm1_sk"),
+    at_p = pl.col("step_index") == pl.col("p")
+    before_p = pl.col("step_index") + 1 == pl.col("p")
+    per_flow = s.group_by(UF).agg(
+        pl.col("moves").any().alias("has_moves"),
+        pl.when(pl.col("moves") & (pl.col("land") == pl.col("p"))).then(pl.col("step_index")).max().alias("anchor"),
+        pl.when(at_p).then(pl.col("step_id")).max().alias("p_id"),
+        (at_p & pl.col("step_started")).any().alias("p_st"),
+        pl.when(before_p).then(pl.col("step_id")).max().alias("pm1_id"),
+        (before_p & pl.col("step_completed")).any().alias("pm1_co"),
+        (before_p & pl.col("step_skipped")).any().alias("pm1_sk"),
+        (before_p & pl.col("step_started")).any().alias("pm1_st"),
     )
     f = (
-        f.join(anchors, on=UF, how="left")
+        f.join(per_flow, on=UF, how="left")
         .with_columns(pl.col("has_moves").fill_null(False), p.alias("p"))
-        .join(at_p, on=[UF, "p"], how="left")
-        .join(before_p, on=[UF, "p"], how="left")
         .with_columns(
             pl.when(pl.col("has_moves"))
             .then(pl.col("anchor").is_null())
@@ -218,7 +269,10 @@ def plan_state(
     no_step = pl.lit(None, pl.String)
     fix = pl.col("fixup")
     fix_back = (
-        fix & ~pl.col("p_st").fill_null(False) & (pl.col("pm1_co").fill_null(False) | pl.col("pm1_sk").fill_null(False))
+        fix
+        & ~pl.col("p_st").fill_null(False)
+        # Re-sending SKIPPED_STEP also starts the step: only where the target has it started.
+        & (pl.col("pm1_co").fill_null(False) | (pl.col("pm1_sk") & pl.col("pm1_st")).fill_null(False))
     )
     fix_here = fix & pl.col("p_st").fill_null(False)
     fix_pair = fix & ~fix_here & ~fix_back
@@ -237,13 +291,7 @@ def plan_state(
         flow_row(pl.col("send_skf"), A.SKIPPED_FLOW, n + 2, 0, no_step, "skipped"),
         flow_row(pl.col("send_cf"), A.COMPLETED_FLOW, n + 3, 0, no_step, "completed"),
     ]
-    rows = pl.concat([p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts])
-    fallback = f.select(UF, *FLOW_KEY, "group_id", "last_ts")
-    ordered = rows.sort(UF, "key", "slot").join(fallback, on=UF, how="left", maintain_order="left")
-    return ordered.with_columns(
-        pl.coalesce("created_at", "last_ts").alias("created_at"),
-        pl.int_range(pl.len()).over(UF).cast(pl.Int64).alias("seq"),
-    ).select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+    return pl.concat([p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts])
 
 
 def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:

@@ -1,0 +1,114 @@
+"""Child processes of the export benchmarks, so that each one's wall time and peak RSS are its own.
+
+    python -m bench._child floor EXPORT OUT.parquet     polars alone: scan, sort by user, flow, time, write
+    python -m bench._child plan EXPORT CATALOG          ``frigade-migrate plan EXPORT --catalog CATALOG``
+    python -m bench._child sync-state EXPORT CATALOG DIR   the target state of EXPORT, as a sync remembers it
+    python -m bench._child sync-plan EXPORT CATALOG DIR OUT.json   full plan vs sync plan of EXPORT
+
+``plan`` runs the real command line under ``tracemalloc`` and prints the peak of memory allocated by
+Python objects (``python-heap-peak-bytes=N``): polars' own buffers are not Python objects, so a step that
+turned the export into Python rows or dicts would show up there as gigabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import polars as pl
+
+
+def floor(export: str, out: str) -> int:
+    lf = pl.scan_parquet(export) if export.endswith(".parquet") else pl.scan_csv(export, infer_schema=False)
+    lf.sort("user_id", "flow_slug", "created_at").sink_parquet(out)
+    return 0
+
+
+def plan(export: str, catalog: str) -> int:
+    tracemalloc.start()
+    from flows.cli import main
+
+    code = main(["plan", export, "--catalog", catalog])
+    _, peak = tracemalloc.get_traced_memory()
+    print(f"python-heap-peak-bytes={peak}", flush=True)
+    return code
+
+
+def _analysis(export: str, catalog: str) -> object:
+    from flows.job import load_catalog_file
+    from flows.pipeline import analyze
+    from transforms.presets import resolve_mapping
+
+    return analyze([Path(export)], resolve_mapping(None), load_catalog_file(catalog))
+
+
+def sync_state(export: str, catalog: str, state_dir: str) -> int:
+    """What a finished sync of EXPORT leaves in its state folder: the target state, remembered."""
+    from flows.pipeline import Analysis
+    from transforms.sync import remembered
+
+    analysis = _analysis(export, catalog)
+    assert isinstance(analysis, Analysis)
+    flows, steps = remembered(*analysis.targets)
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    flows.write_parquet(Path(state_dir) / "flows.parquet")
+    steps.write_parquet(Path(state_dir) / "steps.parquet")
+    return 0
+
+
+def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
+    """Time the analysis, the full plan and the sync plan (against the remembered state) of EXPORT."""
+    from flows.pipeline import Analysis, plan
+    from flows.statedir import StateDir
+    from transforms.sync import remembered
+
+    t0 = time.perf_counter()
+    analysis = _analysis(export, catalog)
+    assert isinstance(analysis, Analysis)
+    t1 = time.perf_counter()
+    full = plan(analysis)
+    t2 = time.perf_counter()
+    baseline = StateDir(Path(state_dir)).load()
+    t3 = time.perf_counter()
+    synced = plan(analysis, baseline=baseline)
+    t4 = time.perf_counter()
+    doc = {
+        "analyze_s": t1 - t0,
+        "plan_full_s": t2 - t1,
+        "load_state_s": t3 - t2,
+        "plan_sync_s": t4 - t3,
+        "full_requests": full.plan.height,
+        "sync_requests": synced.plan.height,
+        "sync_users": synced.plan.get_column("user_id").n_unique(),
+        "full_users": full.plan.get_column("user_id").n_unique(),
+        "rows_in": full.counts["rows_in"],
+    }
+    base = Path(out).with_suffix("")
+    synced.plan.select("user_id", "flow_slug", "seq", "action", "step_id").write_parquet(f"{base}-plan.parquet")
+    keys = synced.plan.select("user_id", "flow_slug").unique()
+    new_flows, new_steps = remembered(*analysis.targets)
+    new_flows.join(keys, on=["user_id", "flow_slug"], how="semi").write_parquet(f"{base}-flows.parquet")
+    new_steps.join(keys, on=["user_id", "flow_slug"], how="semi").write_parquet(f"{base}-steps.parquet")
+    Path(out).write_text(json.dumps(doc), encoding="utf-8")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    cmd, *rest = argv
+    if cmd == "floor":
+        return floor(*rest)
+    if cmd == "plan":
+        return plan(*rest)
+    if cmd == "sync-state":
+        return sync_state(*rest)
+    if cmd == "sync-plan":
+        return sync_plan(*rest)
+    print(f"unknown command {cmd!r}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

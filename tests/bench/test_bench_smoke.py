@@ -1,0 +1,65 @@
+"""Every benchmark's code runs end to end at tiny sizes (``--quick``), so the benchmarks cannot rot.
+
+The figures of a quick run are not meaningful and their targets are not checked here: targets are
+checked by the benchmarks' own output on full-size runs (bench/RESULTS.md), never by timed tests."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import pytest
+
+from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost
+from bench.__main__ import BENCHES, _namespace
+from bench._common import Figure, base_parser, print_table
+
+pytestmark = pytest.mark.slow
+
+
+def _run(name: str, run: Callable[[argparse.Namespace], list[Figure]], proposal: bool = False) -> list[Figure]:
+    args = base_parser("bench", "").parse_args(["--quick"])
+    args.data_dir = None
+    ns = _namespace(name, args)
+    if proposal:
+        ns.proposal = True
+    figures = run(ns)
+    lines: list[str] = []
+    print_table(figures, name, out=lines.append)
+    assert figures
+    assert all(f.bench.startswith(name) for f in figures)
+    assert any(f.passed is not None for f in figures), "every benchmark checks at least one target"
+    assert any(line.startswith("| figure") for line in lines)
+    return figures
+
+
+def test_push_limit_quick() -> None:
+    figures = _run("push_limit", push_limit.run)
+    assert any("achieved rate" in f.name for f in figures)
+
+
+def test_push_ceiling_quick_with_proposal() -> None:
+    figures = _run("push_ceiling", push_ceiling.run, proposal=True)
+    assert any(f.name.startswith("aiohttp:") for f in figures)
+    assert any(f.name.startswith(push_ceiling.PROPOSAL) for f in figures)
+
+
+def test_fewest_requests_quick() -> None:
+    figures = _run("fewest_requests", fewest_requests.run)
+    # exact at any size: the planner is minimal and its plan replays to the target
+    assert all(f.passed for f in figures if f.passed is not None)
+
+
+def test_big_export_quick() -> None:
+    figures = _run("big_export", big_export.run)
+    assert any("Python-object heap" in f.name for f in figures)
+
+
+def test_sync_cost_quick() -> None:
+    figures = _run("sync_cost", sync_cost.run)
+    # which users a sync plans and how many requests is exact at any size
+    assert all(f.passed for f in figures if f.passed is not None)
+
+
+def test_every_benchmark_is_wired_into_the_runner() -> None:
+    assert set(BENCHES) == {"push_limit", "push_ceiling", "fewest_requests", "big_export", "sync_cost"}
