@@ -88,6 +88,28 @@ def test_sigkill_mid_run_then_resume_sends_nothing_twice(
     assert "## Attempts" in (tmp_path / "run" / "report.md").read_text()
 
 
+def run_sync(
+    emu: EmbeddedEmulator, env: dict[str, str], tmp_path: Path, export: Path, run: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`frigade-migrate sync` against the emulator, remembering state in tmp_path/state."""
+    args = [
+        "sync",
+        str(export),
+        "--catalog",
+        str(CATALOG_PATH),
+        "--api-url",
+        emu.url,
+        "--rate",
+        "400",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--run-dir",
+        str(tmp_path / run),
+        *extra,
+    ]
+    return cli(args, env, tmp_path)
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
@@ -157,24 +179,7 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         env = {**prefect_env, "FRIGADE_API_KEY": emu.public_key}
 
         def sync(export: Path, run: str) -> subprocess.CompletedProcess[str]:
-            return cli(
-                [
-                    "sync",
-                    str(export),
-                    "--catalog",
-                    str(CATALOG_PATH),
-                    "--api-url",
-                    emu.url,
-                    "--rate",
-                    "400",
-                    "--state-dir",
-                    str(tmp_path / "state"),
-                    "--run-dir",
-                    str(tmp_path / run),
-                ],
-                env,
-                tmp_path,
-            )
+            return run_sync(emu, env, tmp_path, export, run)
 
         assert sync(first, "r1").returncode == 0
         after_first = emu.stats()["writes_accepted"]
@@ -228,24 +233,8 @@ def test_sync_from_current_plans_against_what_frigade_has_now(prefect_env: dict[
             json={"userId": user, "flowSlug": flow.slug, "actionType": "COMPLETED_STEP", "stepId": step},
         )
         assert r.status_code == 201
-        res = cli(
-            [
-                "sync",
-                str(export),
-                "--catalog",
-                str(CATALOG_PATH),
-                "--api-url",
-                emu.url,
-                "--rate",
-                "400",
-                "--from-current",
-                "--state-dir",
-                str(tmp_path / "state"),
-                "--run-dir",
-                str(tmp_path / "run"),
-            ],
-            {**prefect_env, "FRIGADE_API_KEY": emu.public_key},
-            tmp_path,
+        res = run_sync(
+            emu, {**prefect_env, "FRIGADE_API_KEY": emu.public_key}, tmp_path, export, "run", "--from-current"
         )
         assert res.returncode == 0, res.stdout + res.stderr
         plan = pl.read_parquet(tmp_path / "run" / "plan.parquet")

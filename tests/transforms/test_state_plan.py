@@ -86,13 +86,7 @@ def test_state_plan_reproduces_history_and_every_request_changes_state(events: l
 @settings(deadline=None)
 @given(event_logs(), event_logs())
 def test_plan_from_any_current_state(before: list[EventTuple], after: list[EventTuple]) -> None:
-    current = replay_log(before)
-    flows, steps = collect_target(after)
-    plan = plan_state(flows, steps, current_frames(current)).collect()
-    want = replay_log(after)
-    got = replay_plan(plan, current)
-    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
-    _assert_every_request_changes_state(plan, current)
+    check_plan_from(before, after)
 
 
 @settings(deadline=None)
@@ -103,6 +97,18 @@ def test_history_plan_replays_every_event(events: list[EventTuple]) -> None:
     want = replay_log(events)
     got = replay_plan(plan, {})
     assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+
+
+def check_plan_from(before: list[EventTuple], after: list[EventTuple]) -> None:
+    """Planning from the state ``before`` leaves reaches exactly the state ``after`` implies, and
+    every request on the way changes something."""
+    current = replay_log(before)
+    flows, steps = collect_target(after)
+    plan = plan_state(flows, steps, current_frames(current)).collect()
+    want = replay_log(after)
+    got = replay_plan(plan, current)
+    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
+    _assert_every_request_changes_state(plan, current)
 
 
 def _state(states: dict[tuple[str, str], FlowState], key: tuple[str, str]) -> FlowState:
@@ -148,13 +154,7 @@ def one_flow_logs(draw: st.DrawFn) -> list[EventTuple]:
 def test_one_long_flow_history_plans_exactly_from_any_current_state(
     before: list[EventTuple], after: list[EventTuple]
 ) -> None:
-    current = replay_log(before)
-    flows, steps = collect_target(after)
-    plan = plan_state(flows, steps, current_frames(current)).collect()
-    want = replay_log(after)
-    got = replay_plan(plan, current)
-    assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
-    _assert_every_request_changes_state(plan, current)
+    check_plan_from(before, after)
 
 
 def test_skipped_but_not_started_step_is_not_started_by_a_pointer_fix_up() -> None:
