@@ -36,7 +36,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def _simple_form(catalog: Catalog) -> str:
-    # JSON (which the YAML loader reads) rather than frigade.catalog.to_simple_yaml, which drops versions.
+    # JSON (which the YAML loader reads), keeping every field of each flow, versions included.
     flows = [
         {
             "slug": f.slug,

@@ -279,11 +279,7 @@ async def push_batch(
     uncertain = [u for u in batch_users["user_id"].to_list() if u in work.uncertain]
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
-    snapshot = SnapshotLog(
-        lambda df: job.folder.write_parquet(
-            job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root).as_posix(), df
-        )
-    )
+    snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
     batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
     return await run_push(
         batch_work,
@@ -330,8 +326,9 @@ async def fill_missing_snapshots(job: Job, client: FrigadeClient) -> int:
     have = job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA).select("user_id").unique()
     missing = took.join(have, on="user_id", how="anti")["user_id"].sort().to_list()
     if missing:
-        part = job.folder.next_part("snapshot_parts", job.attempt).relative_to(job.folder.root)
-        job.folder.write_parquet(part.as_posix(), await read_snapshot(client, missing, job.settings.concurrency))
+        job.folder.write_part(
+            "snapshot_parts", job.attempt, await read_snapshot(client, missing, job.settings.concurrency)
+        )
     return len(missing)
 
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,9 +99,10 @@ class RunFolder:
             return pl.DataFrame(schema=schema)
         return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
 
-    def next_part(self, folder: str, attempt: int) -> Path:
+    def write_part(self, folder: str, attempt: int, df: pl.DataFrame) -> None:
+        """The next numbered part of an append-only folder (outcomes/, snapshot_parts/)."""
         existing = len(list((self.root / folder).glob(f"part-{attempt:03d}-*.parquet")))
-        return self.root / folder / f"part-{attempt:03d}-{existing:06d}.parquet"
+        self.write_parquet(f"{folder}/part-{attempt:03d}-{existing:06d}.parquet", df)
 
     def outcomes(self) -> pl.DataFrame:
         return self.scan_parts("outcomes", OUTCOME_SCHEMA)
@@ -133,8 +133,7 @@ class OutcomeLog:
             return
         df = pl.DataFrame(self._rows, schema=OUTCOME_SCHEMA)
         self._rows = []
-        target = self.folder.next_part("outcomes", self.attempt)
-        _atomic_write(target, lambda p: df.write_parquet(p))
+        self.folder.write_part("outcomes", self.attempt, df)
 
 
 class DispatchJournal:
@@ -155,8 +154,3 @@ class DispatchJournal:
 
     def previous(self) -> int:
         return int(self.folder.read_json("dispatch.json").get("reserved_through", -1))
-
-
-def iter_chunks(df: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
-    for offset in range(0, df.height, size):
-        yield df.slice(offset, size)

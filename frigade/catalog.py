@@ -136,22 +136,6 @@ def parse_catalog(text: str, where: str) -> Catalog:
     raise CatalogError(f"{where}: expected a mapping with 'flows' or 'data'")
 
 
-def to_simple_yaml(catalog: Catalog) -> str:
-    doc = {
-        "flows": [
-            {
-                "slug": f.slug,
-                "name": f.name,
-                "type": f.type,
-                "status": f.status,
-                "steps": list(f.config()["steps"]),
-            }
-            for f in catalog.flows
-        ]
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
 def externalize(flow: CatalogFlow) -> dict[str, Any]:
     """A flow in the ``GET /v1/public/flows`` shape (``data`` as a JSON string)."""
     return {
