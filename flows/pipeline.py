@@ -16,12 +16,13 @@ import polars as pl
 
 from frigade.catalog import Catalog
 from frigade.rules import Action, FlowState, initial_state
+from transforms.codes import Codes
 from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
-from transforms.state import FLOW_KEY, target_state
+from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import as_current, changed_user_flows
-from transforms.validate import catalog_frames, classify, order_and_dedupe, row_key
+from transforms.validate import DROPPED, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -77,23 +78,27 @@ class Prepared:
 
 
 def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFrame) -> pl.LazyFrame:
+    """The canonical events of every export, each file named by its place in ``paths`` (``file_order``)
+    rather than by its path on every row."""
     frames = []
-    for p in paths:
+    for i, p in enumerate(paths):
         try:
-            frames.append(map_events(scan_export(p), mapping, str(p), steps=steps))
+            events = map_events(scan_export(p), mapping, str(p), steps=steps)
         except InputError as exc:
             if exc.file is None:
                 raise InputError(str(exc), file=str(p), field=exc.field) from exc
             raise
+        frames.append(events.drop("source_file").with_columns(pl.lit(i, pl.Int64).alias("file_order")))
     return pl.concat(frames, how="vertical")
 
 
-def _fail_on_undeclared_zone(classified: pl.DataFrame, names: list[str]) -> None:
-    naive = classified.filter(pl.col("reason").str.starts_with("time has no zone")).head(1)
+def _fail_on_undeclared_zone(problems: pl.DataFrame, names: list[str]) -> None:
+    naive = problems.filter(pl.col("map_reason").str.starts_with("time has no zone")).head(1)
     if naive.height:
         r = naive.row(0, named=True)
+        what = f"time {r['ts_raw']!r}" if r["ts_raw"] is not None else "the time column"
         raise InputError(
-            f"time {r['ts_raw']!r} has no zone and none is declared; set the source's timezone "
+            f"{what} has no zone and none is declared; set the source's timezone "
             "(--timezone or `timezone:` in the mapping) so nothing is guessed",
             file=names[r["file_order"]],
             row=r["source_row"],
@@ -101,8 +106,10 @@ def _fail_on_undeclared_zone(classified: pl.DataFrame, names: list[str]) -> None
         )
 
 
-#: what planning needs of each valid event; diagnostics are kept only on rows that are not valid
-EVENT_COLUMNS = ["user_id", "group_id", "flow_slug", "step_id", "step_index", "action", "ts", "data", "event_id"]
+#: what the log needs of each valid event (``transforms.state.LOG_COLUMNS`` less ``uf``, plus event_id)
+EVENT_COLUMNS = ["user_id", "group_id", "fl", "gs", "act", "ts", "data", "event_id", "row_key"]
+#: what a message about an event that is not valid needs; null on valid events (and then free)
+PROBLEM_COLUMNS = ["flow_slug", "step_id", "step_index", "action", "raw_event", "ts_raw", "map_reason"]
 
 
 @dataclass
@@ -111,15 +118,17 @@ class Analysis:
     Held as columns, never as Python rows, and without a full copy of the export."""
 
     paths: list[Path]
-    #: (row_key, status) of every event, for the row accounting
+    #: (row_key, problem) of every event, for the row accounting (``transforms.validate`` codes)
     rows: pl.DataFrame
     quarantine: pl.DataFrame
-    #: valid events, de-duplicated and in order
-    events: pl.DataFrame
-    targets: tuple[pl.DataFrame, pl.DataFrame]
+    target: Target
     event_counts: dict[str, int]
     quarantine_reasons: dict[str, int]
     dropped_events: dict[str, int]
+
+    @property
+    def targets(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return self.target.state()
 
 
 def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
@@ -129,42 +138,59 @@ def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
 
 def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> Analysis:
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
+    codes = Codes.from_frames(flows_lf, steps_lf)
     names = [str(p) for p in paths]
-    file_order = pl.col("source_file").replace_strict(names, list(range(len(names))), return_dtype=pl.Int64)
-    problem = pl.col("status") != "valid"
-    classified = (
-        classify(load_events(paths, mapping, steps_lf), flows_lf, steps_lf)
+    problem = pl.col("problem") != VALID
+    # One pass over the exports: the integer codes of every event, the text the log needs, and the
+    # text a message needs only on the events that are not valid (null, and so free, elsewhere).
+    events = (
+        encode(load_events(paths, mapping, steps_lf), codes)
         .select(
-            *EVENT_COLUMNS,
-            "status",
-            file_order.alias("file_order"),
-            "source_row",
-            row_key(file_order, pl.col("source_row")).alias("row_key"),
-            *(pl.when(problem).then(pl.col(c)).alias(c) for c in ("reason", "raw_event", "ts_raw")),
+            *EVENT_COLUMNS[:-1],
+            row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+            "problem",
+            *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
         )
-        .collect()
+        # streaming: the export's own columns pass through in batches, only the result is held whole
+        .collect(engine="streaming")
     )
-    _fail_on_undeclared_zone(classified, names)
-    quarantine = (
-        classified.filter(pl.col("status") == "quarantined")
-        .with_columns(pl.col("file_order").replace_strict(list(range(len(names))), names).alias("source_file"))
-        .select(QUARANTINE_COLUMNS)
+    problems = (
+        events.filter(problem)
+        .select(
+            "problem",
+            "fl",
+            (pl.col("row_key") // ROW_SPAN).alias("file_order"),
+            (pl.col("row_key") % ROW_SPAN).alias("source_row"),
+            *PROBLEM_COLUMNS,
+            "ts",
+            "user_id",
+            "group_id",
+            "data",
+            "event_id",
+        )
+        .with_columns(
+            # a typed time column keeps no text: its rows in quarantine show the time itself
+            pl.coalesce("ts_raw", pl.col("ts").dt.to_string("iso")).alias("ts_raw")
+        )
     )
-    dropped = _counts(classified.filter(pl.col("status") == "dropped"), "raw_event")
-    ordered = order_and_dedupe(classified.lazy().filter(pl.col("status") == "valid"))
-    events_lf = ordered.filter(~pl.col("duplicate")).select(*EVENT_COLUMNS, "row_key")
-    duplicates_lf = ordered.select(pl.col("duplicate").sum())
-    events, duplicates = pl.collect_all([events_lf, duplicates_lf])
-    counts = {
-        "events": classified.height,
-        "events_valid": events.height + int(duplicates.item()),
-        "events_duplicate": int(duplicates.item()),
-    }
-    rows = classified.select("row_key", "status")
+    _fail_on_undeclared_zone(problems, names)
+    worded = problems.with_columns(
+        reason(codes).alias("reason"),
+        pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
+    )
+    quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
+    dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
+    rows = events.select("row_key", "problem")
+    valid = events.filter(~problem) if problems.height else events
+    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
+    del events, valid
+    duplicates = int(log.get_column("duplicate").sum())
+    counts = {"events": rows.height, "events_valid": log.height, "events_duplicate": duplicates}
+    if duplicates:
+        log = log.filter(~pl.col("duplicate"))
+    target = target_from_log(log.select(LOG_COLUMNS), codes)
     reasons = _counts(quarantine, "reason")
-    del classified  # the export's full width is not kept past this point
-    exp_flows, exp_steps = pl.collect_all(list(target_state(events.lazy(), steps_lf)))
-    return Analysis(list(paths), rows, quarantine, events, (exp_flows, exp_steps), counts, reasons, dropped)
+    return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped)
 
 
 def plan(
@@ -172,18 +198,18 @@ def plan(
 ) -> Prepared:
     """Requests from the baseline (remembered or read-back state; none for a backfill) to the target.
     With a baseline only user-flows whose target differs from it are planned."""
-    exp_flows, exp_steps = analysis.targets
+    target = analysis.target
+    exp_flows, exp_steps = target.state()
     if mode == "history":
         if baseline is not None:
             raise InputError("history mode replays every event: use it for backfills, not syncs")
-        planned = plan_history(analysis.events.lazy()).collect()
+        planned = plan_history(target)
     elif baseline is None:
-        planned = plan_state(exp_flows, exp_steps).collect()
+        planned = plan_state(target)
     else:
         changed = changed_user_flows(exp_flows, exp_steps, *baseline)
-        flows, steps = (f.join(changed, on=FLOW_KEY, how="semi") for f in (exp_flows, exp_steps))
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
-        planned = plan_state(flows, steps, current).collect()
+        planned = plan_state(target.only(changed), current)
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
     counts = _account(analysis.paths, analysis.rows, planned) | analysis.event_counts
     return Prepared(
@@ -206,33 +232,45 @@ def _account(paths: Sequence[Path], rows: pl.DataFrame, plan: pl.DataFrame) -> d
     """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
     already implied or a duplicate), dropped (non-state) or quarantined. A row that became several
     events takes the first of those buckets that any of its events reached."""
-    origins = plan.select(pl.col("origin").alias("row_key")).unique().with_columns(pl.lit(True).alias("sent"))
-    rank = (
-        rows.join(origins, on="row_key", how="left")
-        .with_columns(
-            pl.when(pl.col("sent").fill_null(False))
-            .then(0)
-            .when(pl.col("status") == "valid")
-            .then(1)
-            .when(pl.col("status") == "quarantined")
-            .then(2)
-            .otherwise(3)
-            .alias("bucket")
-        )
-        .group_by("row_key")
-        .agg(pl.col("bucket").min())
-    )
-    per_bucket = dict(rank.group_by("bucket").len().iter_rows())
+    origins = plan.get_column("origin").drop_nulls().unique()
+    problem = rows.get_column("problem")
     rows_in = count_rows(paths)
+    if rows.get_column("row_key").n_unique() == rows.height:
+        # one event per row (the usual case): the buckets are counts, no grouping needed
+        valid = int((problem == VALID).sum())
+        per_bucket = {
+            0: origins.len(),
+            1: valid - origins.len(),
+            2: int((problem > VALID).sum()),
+            3: int((problem == DROPPED).sum()),
+        }
+        grouped = rows.height
+    else:
+        rank = (
+            rows.with_columns(
+                pl.when(pl.col("row_key").is_in(origins.implode()))
+                .then(0)
+                .when(pl.col("problem") == VALID)
+                .then(1)
+                .when(pl.col("problem") > VALID)
+                .then(2)
+                .otherwise(3)
+                .alias("bucket")
+            )
+            .group_by("row_key")
+            .agg(pl.col("bucket").min())
+        )
+        per_bucket = dict(rank.group_by("bucket").len().iter_rows())
+        grouped = rank.height
     return {
         "rows_in": rows_in,
         "rows_sent": per_bucket.get(0, 0),
         "rows_redundant": per_bucket.get(1, 0),
         "rows_quarantined": per_bucket.get(2, 0),
         # Rows that produced no event at all (e.g. a wide row with no progress) count as dropped.
-        "rows_dropped": per_bucket.get(3, 0) + rows_in - rank.height,
+        "rows_dropped": per_bucket.get(3, 0) + rows_in - grouped,
         "requests_planned": plan.height,
-        "users": plan["user_id"].n_unique(),
+        "users": plan.get_column("user_id").n_unique(),
         "user_flows": plan.select("user_id", "flow_slug").n_unique(),
     }
 

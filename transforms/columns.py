@@ -180,30 +180,38 @@ def time_columns(
     names = existing(schema, candidates)
     if not coalesce:
         names = names[:1]
-    parts: list[tuple[pl.Expr, pl.Expr, pl.Expr]] = []
+    # (ts, raw text, present, reason) per column. Only a text column keeps its raw text (for messages
+    # about rows that fail); a typed column's value is the time itself, and formatting every row of it
+    # as text would cost more than the rest of the mapping.
+    parts: list[tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]] = []
     for n in names:
         col = resolve_column(schema, n)
         assert col is not None
         ts, reason = time_multi(schema, col, n, formats, tz)
-        parts.append((ts, text(col), reason))
+        if (dtype_of(schema, n) or pl.String()) == pl.String:
+            raw = text(col)
+            parts.append((ts, raw, raw.is_not_null(), reason))
+        else:
+            parts.append((ts, pl.lit(None, pl.String), col.is_not_null(), reason))
     if not parts:
         if default is None:
             return pl.lit(None, _UTC), pl.lit(None, pl.String), pl.lit("no time column")
         return pl.lit(default, _UTC), pl.lit(default.isoformat(), pl.String), pl.lit(None, pl.String)
     raw = pl.coalesce([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    present = pl.any_horizontal([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
     ts = pl.coalesce([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     chained: pl.Expr = pl.lit(None, pl.String)
-    for _ts, p_raw, p_reason in reversed(parts):
-        chained = pl.when(p_raw.is_not_null()).then(p_reason).otherwise(chained)
+    for _ts, _raw, p_present, p_reason in reversed(parts):
+        chained = pl.when(p_present).then(p_reason).otherwise(chained)
     missing: pl.Expr
     if default is not None:
-        ts = pl.when(raw.is_null()).then(pl.lit(default, _UTC)).otherwise(ts)
+        ts = pl.when(~present).then(pl.lit(default, _UTC)).otherwise(ts)
         missing = pl.lit(None, pl.String)
-        raw = pl.coalesce(raw, pl.lit(default.isoformat(), pl.String))
+        raw = pl.when(~present).then(pl.lit(default.isoformat(), pl.String)).otherwise(raw)
     else:
         missing = pl.lit("missing time")
     reason = (
-        pl.when(raw.is_null())
+        pl.when(~present)
         .then(missing)
         .when(ts.is_null() & chained.is_null())
         .then(pl.lit("unparseable time"))

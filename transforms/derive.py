@@ -85,6 +85,12 @@ def fan_out(ev: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _fans_out(mapping: SourceMapping) -> bool:
+    """Only an action map value ``A+B`` makes several events of one row; without one, no row is split."""
+    maps = [mapping.action_map, *mapping.entity_action_map.values()]
+    return any("+" in v for m in maps for v in m.values())
+
+
 def _positions(ev: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
     """Add __pos (the step's 0-based place in its flow), __count and __last_id from the catalog."""
     by_id = steps.select("flow_slug", pl.col("step_id").alias("__sid"), pl.col("step_index").alias("__pid"))
@@ -158,9 +164,12 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         )
     table = steps if steps is not None else pl.LazyFrame(schema=STEP_TABLE_SCHEMA)
     a = pl.col("action")
-    seq = pl.col("__seq").cast(pl.Int64) if "__seq" in ev.collect_schema().names() else pl.lit(0, pl.Int64)
+    has_seq = "__seq" in ev.collect_schema().names()
+    seq = pl.col("__seq").cast(pl.Int64) if has_seq else pl.lit(0, pl.Int64)
     ev = ev.with_columns(seq.alias("__seq"), pl.lit(None, pl.String).alias("__tag"))
-    ev = fan_out(_shape(ev))
+    ev = _shape(ev)
+    if _fans_out(mapping):
+        ev = fan_out(ev)
     if mapping.once_per_flow:
         first = (pl.col("ts") == pl.col("ts").min().over([*FLOW_KEY, "action"])).fill_null(True)
         fanned = pl.col("__tag") == "fan"
@@ -210,7 +219,8 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         key = [*FLOW_KEY, "step_id"] if dropped in STEP_ACTIONS and other in STEP_ACTIONS else FLOW_KEY
         also = (a == other).any().over(key)
         ev = ev.with_columns(pl.when((a == dropped) & also).then(pl.lit(DROP)).otherwise(a).alias("action"))
-    return finish(ev)
+    tagged = _fans_out(mapping) or bool(derivations)
+    return finish(ev) if tagged or has_seq else ev.drop("__seq", "__tag")
 
 
 def finish(ev: pl.LazyFrame) -> pl.LazyFrame:

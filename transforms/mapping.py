@@ -44,6 +44,7 @@ __all__ = [
     "SourceMapping",
     "WideRule",
     "action_expr",
+    "glob_match",
     "glob_regex",
     "map_events",
     "mapping_from_dict",
@@ -342,6 +343,33 @@ def glob_regex(patterns: Sequence[str]) -> str | None:
     return "^(?:" + "|".join(parts) + ")$"
 
 
+def glob_match(name: pl.Expr, patterns: Sequence[str]) -> pl.Expr | None:
+    """Whether ``name`` matches any ``*`` / ``?`` glob (None when there are none). The usual shapes
+    (``x``, ``x*``, ``*x``, ``*x*``) are literal tests, much cheaper than a regular expression on
+    every row; other globs share one."""
+    exact: list[str] = []
+    tests: list[pl.Expr] = []
+    rest: list[str] = []
+    for p in patterns:
+        core = p.strip("*")
+        if "*" in core or "?" in core or not core:
+            rest.append(p)
+        elif p == core:
+            exact.append(p)
+        elif p.startswith("*") and p.endswith("*"):
+            tests.append(name.str.contains(core, literal=True))
+        elif p.startswith("*"):
+            tests.append(name.str.ends_with(core))
+        else:
+            tests.append(name.str.starts_with(core))
+    if exact:
+        tests.append(name.is_in(exact))
+    regex = glob_regex(rest)
+    if regex is not None:
+        tests.append(name.str.contains(regex))
+    return pl.any_horizontal(tests).fill_null(False) if tests else None
+
+
 def _lookup(name: pl.Expr, table: Mapping[str, str]) -> pl.Expr:
     if not table:
         return pl.lit(None, pl.String)
@@ -364,10 +392,11 @@ def action_expr(
         for ent, table in mapping.entity_action_map.items():
             by_entity = pl.when(entity == ent).then(_lookup(name, table)).otherwise(by_entity)
         mapped = pl.coalesce(by_entity, mapped)
-    drop = glob_regex(mapping.drop_events)
-    if drop is not None:
-        hit = name.str.contains(drop) if full is None else name.str.contains(drop) | full.str.contains(drop)
-        mapped = pl.coalesce(mapped, pl.when(hit.fill_null(False)).then(pl.lit(DROP)))
+    hit = glob_match(name, mapping.drop_events)
+    if hit is not None:
+        if full is not None:
+            hit = hit | glob_match(full, mapping.drop_events)  # type: ignore[operator]
+        mapped = pl.coalesce(mapped, pl.when(hit).then(pl.lit(DROP)))
     fallback = pl.lit(DROP) if mapping.unmapped == "drop" else raw if full is None else pl.coalesce(raw, full)
     return (
         pl.when(raw.is_null() & (full.is_null() if full is not None else True))
@@ -447,6 +476,12 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
     step_src = text_of(schema, getattr(mapping, step_field), coalesce="step" in mapping.coalesce)
     if step_src is None and "step" in mapping.required:
         raise _missing(mapping, step_field, schema, source_file)
+    # Each source column's text is computed once, as a column: the expressions below read it many
+    # times (polars does not share them inside when/then chains).
+    staged = {k: e for k, e in (*cols.items(), ("step", step_src)) if e is not None}
+    lf = lf.with_columns(e.alias(f"__text_{k}") for k, e in staged.items())
+    cols = {k: (pl.col(f"__text_{k}") if k in staged else None) for k in cols}
+    step_src = pl.col("__text_step") if step_src is not None else None
     if not existing(schema, mapping.time) and "time" in mapping.required and mapping.default_time is None:
         raise _missing(mapping, "time", schema, source_file)
     ts, ts_raw, reason = time_columns(
@@ -492,9 +527,9 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
             action = pl.when(keep).then(action).otherwise(pl.lit(DROP))
             raw_event = pl.when(keep).then(raw_event).otherwise(pl.coalesce(raw_event, kind))
     user = cols["user"] if cols["user"] is not None else _null()
-    reject = glob_regex(mapping.reject_users)
+    reject = glob_match(user, mapping.reject_users)
     if reject is not None:
-        user = pl.when(user.str.contains(reject).fill_null(False)).then(None).otherwise(user)
+        user = pl.when(reject).then(None).otherwise(user)
     return lf.with_row_index("__row", offset=1).select(
         pl.lit(source_file).alias("source_file"),
         pl.col("__row").cast(pl.Int64).alias("source_row"),

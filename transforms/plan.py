@@ -22,7 +22,8 @@ from __future__ import annotations
 import polars as pl
 
 from frigade.rules import Action
-from transforms.state import FLOW_KEY
+from transforms.codes import act_code
+from transforms.state import FLOW_KEY, Target
 
 A = Action
 PLAN_SCHEMA: dict[str, pl.DataType] = {
@@ -54,32 +55,29 @@ CURRENT_STEP_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-#: the integer id of a user-flow inside ``plan_state``: its rank in (user_id, flow_slug) order
+#: the integer id of a user-flow: its row in ``Target.flows``
 UF = "uf"
+_FLOW_FACTS = ["reset_pos", "start_pos", "completed_pos", "skipped_pos", "ptr_pos"]
+_STEP_FACTS = ["started_pos", "completed_pos", "skipped_pos", "nss_pos"]
 
 
 def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return pl.LazyFrame(schema=CURRENT_FLOW_SCHEMA), pl.LazyFrame(schema=CURRENT_STEP_SCHEMA)
 
 
-#: what ``plan_state`` plans from when given no current state (recognised by identity: no joins)
-_NO_CURRENT = empty_current()
-
-
 def _with_current(
-    flows: pl.LazyFrame,
-    steps: pl.LazyFrame,
-    cur_flows: pl.LazyFrame,
-    cur_steps: pl.LazyFrame,
-    *,
-    reset_all: bool = False,
+    target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool = False
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Join current state onto the targets, and replace it by the initial state where a reset is due.
-
-    ``flows`` and ``steps`` carry the integer user-flow id ``uf``; the current state is keyed by
-    strings, so it is mapped onto ``uf`` first (it is at most as large as the targets, and empty
-    for a backfill) and every later join is on integers."""
-    if cur_flows is _NO_CURRENT[0] and cur_steps is _NO_CURRENT[1]:
+    """The targets (integers only) with the current state joined on, replaced by the initial state
+    where a reset is due. The current state is keyed by text, so it is mapped onto ``uf`` first (it
+    is at most as large as the targets); every later join is on integers."""
+    flows = target.flows.lazy().select(
+        UF, "started", "completed", "skipped", "current_step_index", "step_count", *_FLOW_FACTS
+    )
+    steps = target.steps.lazy().select(
+        UF, "step_index", "gs", "step_started", "step_completed", "step_skipped", *_STEP_FACTS
+    )
+    if current is None:
         # a backfill: nothing to join, every current flag is false and no reset is forced
         f = flows.with_columns(
             *(pl.lit(False).alias(c) for c in ("c_started", "c_completed", "c_skipped")),
@@ -90,14 +88,19 @@ def _with_current(
             f.select(UF, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=UF
         ).with_columns(*(pl.lit(False).alias(c) for c in ("c_st", "c_co", "c_sk")))
         return f, s
-    uf = flows.select(*FLOW_KEY, "uf")
-    cur_steps_uf = cur_steps.join(uf, on=FLOW_KEY, how="inner").drop(FLOW_KEY)
-    s = steps.join(cur_steps_uf, on=[UF, "step_id"], how="left").with_columns(
+    cur_flows, cur_steps = current
+    keys = target.flows.lazy().select(*FLOW_KEY, UF)
+    cur_steps_uf = (
+        cur_steps.join(keys, on=FLOW_KEY, how="inner")
+        .join(target.steps.lazy().select(UF, "step_id", "gs"), on=[UF, "step_id"], how="inner")
+        .select(UF, "gs", "c_st", "c_co", "c_sk")
+    )
+    s = steps.join(cur_steps_uf, on=[UF, "gs"], how="left").with_columns(
         pl.col("c_st", "c_co", "c_sk").fill_null(False)
     )
     sk_reset = s.group_by(UF).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
     f = (
-        flows.join(cur_flows, on=FLOW_KEY, how="left")
+        flows.join(cur_flows.join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY), on=UF, how="left")
         .join(sk_reset, on=UF, how="left")
         .with_columns(
             pl.col("c_started", "c_completed", "c_skipped", "_sk_reset").fill_null(False),
@@ -146,26 +149,13 @@ def _step_needs(s: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def plan_state(
-    flows: pl.DataFrame,
-    steps: pl.DataFrame,
-    current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None,
-) -> pl.LazyFrame:
-    """Fewest ordered requests from current state (default: nothing yet) to the target state.
-
-    The target comes materialised: the plan reads it in a dozen branches, and a lazy target would be
-    re-derived in each."""
-    cur_flows, cur_steps = current if current is not None else _NO_CURRENT
-    # One string join maps each user-flow to an integer id in (user, flow) order; every join, group
-    # and sort after it is on integers, and the strings come back once, at the end.
-    flows_uf = flows.lazy().sort(FLOW_KEY).with_row_index(UF).with_columns(pl.col(UF).cast(pl.Int64)).collect().lazy()
-    keys = flows_uf.select(*FLOW_KEY, UF)
-    steps_uf = steps.lazy().join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY).collect().lazy()
-    rows = _rows(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=False)
+def plan_state(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None) -> pl.DataFrame:
+    """Fewest ordered requests from the current state (default: nothing yet) to the target state."""
+    rows = _rows(target, current, reset_all=False)
     if current is not None:
         # From a current state, clearing several steps one NOT_STARTED_STEP at a time can cost more
         # than one NOT_STARTED_FLOW and rebuilding: plan both, keep the shorter (ties: no reset).
-        alt = _rows(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=True)
+        alt = _rows(target, current, reset_all=True)
         rows, alt = (x.lazy() for x in pl.collect_all([rows, alt]))
         n0 = rows.group_by(UF).agg(pl.len().alias("_n0"))
         shorter = (
@@ -176,25 +166,39 @@ def plan_state(
             .select(UF)
         )
         rows = pl.concat([rows.join(shorter, on=UF, how="anti"), alt.join(shorter, on=UF, how="semi")])
-    fallback = flows_uf.select(UF, *FLOW_KEY, "group_id", "last_ts")
-    ordered = rows.sort(UF, "key", "slot").join(fallback, on=UF, how="left", maintain_order="left")
-    return ordered.with_columns(
-        pl.coalesce("created_at", "last_ts").alias("created_at"),
-        pl.int_range(pl.len()).over(UF).cast(pl.Int64).alias("seq"),
-    ).select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+    return requests(target, rows.sort(UF, "key", "slot").collect())
 
 
-def _rows(
-    flows_uf: pl.LazyFrame,
-    steps_uf: pl.LazyFrame,
-    cur_flows: pl.LazyFrame,
-    cur_steps: pl.LazyFrame,
-    *,
-    reset_all: bool,
-) -> pl.LazyFrame:
-    """The unordered requests (uf, key, slot, action, step_id, created_at, data, origin) of every
-    user-flow; ``reset_all`` starts every one with a reset, as if its current state were cleared."""
-    f, s = _with_current(flows_uf, steps_uf, cur_flows, cur_steps, reset_all=reset_all)
+def requests(target: Target, rows: pl.DataFrame) -> pl.DataFrame:
+    """Plan rows (uf, act, gs, pos, in send order) with their text, times, data and source rows,
+    gathered by position. A request whose fact has no event of its own takes the flow's last time."""
+    uf, fact = rows.get_column(UF), rows.get_column("pos")
+    flows, log, codes = target.flows, target.log, target.codes
+    new_run = (uf != uf.shift()).fill_null(True)
+    index = pl.int_range(rows.height, dtype=pl.Int64, eager=True)
+    run_start = index.zip_with(new_run, pl.repeat(None, rows.height, dtype=pl.Int64, eager=True)).forward_fill()
+    at = fact.fill_null(flows.get_column("last_pos").gather(uf))
+    out = pl.DataFrame(
+        {
+            "user_id": flows.get_column("user_id").gather(uf),
+            "group_id": flows.get_column("group_id").gather(uf),
+            "flow_slug": flows.get_column("flow_slug").gather(uf),
+            "seq": index - run_start,
+            "action": codes.action_of(rows.get_column("act")),
+            "step_id": codes.step_of(rows.get_column("gs")),
+            "created_at": log.get_column("ts").gather(at),
+            "data": log.get_column("data").gather(fact),
+            "origin": log.get_column("row_key").gather(fact),
+        }
+    )
+    return out.select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+
+
+def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool) -> pl.LazyFrame:
+    """The unordered requests (uf, key, slot, act, gs, pos) of every user-flow: ``pos`` is the log
+    position of the event that established the fact the request sets. ``reset_all`` starts every
+    one with a reset, as if its current state were cleared."""
+    f, s = _with_current(target, current, reset_all=reset_all)
     s = _step_needs(s)
     # f and s each feed several joins below: materialised, no branch re-derives them.
     f, s = (x.lazy() for x in pl.collect_all([f, s]))
@@ -207,9 +211,9 @@ def _rows(
     per_flow = s.group_by(UF).agg(
         pl.col("moves").any().alias("has_moves"),
         pl.when(pl.col("moves") & (pl.col("land") == pl.col("p"))).then(pl.col("step_index")).max().alias("anchor"),
-        pl.when(at_p).then(pl.col("step_id")).max().alias("p_id"),
+        pl.when(at_p).then(pl.col("gs")).max().alias("p_gs"),
         (at_p & pl.col("step_started")).any().alias("p_st"),
-        pl.when(before_p).then(pl.col("step_id")).max().alias("pm1_id"),
+        pl.when(before_p).then(pl.col("gs")).max().alias("pm1_gs"),
         (before_p & pl.col("step_completed")).any().alias("pm1_co"),
         (before_p & pl.col("step_skipped")).any().alias("pm1_sk"),
         (before_p & pl.col("step_started")).any().alias("pm1_st"),
@@ -245,11 +249,9 @@ def _rows(
             UF,
             "key",
             pl.lit(slot).alias("slot"),
-            pl.lit(action.value).alias("action"),
-            "step_id",
-            pl.col(f"{fact}_ts").alias("created_at"),
-            pl.col(f"{fact}_data").alias("data"),
-            pl.col(f"{fact}_row").alias("origin"),
+            pl.lit(act_code(action), pl.UInt8).alias("act"),
+            "gs",
+            pl.col(f"{fact}_pos").alias("pos"),
         )
 
     n = pl.col("step_count")
@@ -259,14 +261,12 @@ def _rows(
             UF,
             key.alias("key"),
             pl.lit(slot).alias("slot"),
-            pl.lit(action.value).alias("action"),
-            step.alias("step_id"),
-            pl.col(f"{fact}_ts").alias("created_at"),
-            pl.col(f"{fact}_data").alias("data"),
-            pl.col(f"{fact}_row").alias("origin"),
+            pl.lit(act_code(action), pl.UInt8).alias("act"),
+            step.cast(pl.UInt32).alias("gs"),
+            pl.col(f"{fact}_pos").alias("pos"),
         )
 
-    no_step = pl.lit(None, pl.String)
+    no_step = pl.lit(None, pl.UInt32)
     fix = pl.col("fixup")
     fix_back = (
         fix
@@ -284,32 +284,18 @@ def _rows(
         step_slot("need_co", A.COMPLETED_STEP, 2, "completed"),
         step_slot("need_st", A.STARTED_STEP, 3, "started"),
         step_slot("trail_nss", A.NOT_STARTED_STEP, 4, "nss"),
-        flow_row(fix_here | fix_pair, A.STARTED_STEP, n + 1, 0, pl.col("p_id"), "ptr"),
-        flow_row(fix_pair, A.NOT_STARTED_STEP, n + 1, 1, pl.col("p_id"), "ptr"),
-        flow_row(fix_back & pl.col("pm1_co"), A.COMPLETED_STEP, n + 1, 0, pl.col("pm1_id"), "ptr"),
-        flow_row(fix_back & ~pl.col("pm1_co"), A.SKIPPED_STEP, n + 1, 0, pl.col("pm1_id"), "ptr"),
+        flow_row(fix_here | fix_pair, A.STARTED_STEP, n + 1, 0, pl.col("p_gs"), "ptr"),
+        flow_row(fix_pair, A.NOT_STARTED_STEP, n + 1, 1, pl.col("p_gs"), "ptr"),
+        flow_row(fix_back & pl.col("pm1_co"), A.COMPLETED_STEP, n + 1, 0, pl.col("pm1_gs"), "ptr"),
+        flow_row(fix_back & ~pl.col("pm1_co"), A.SKIPPED_STEP, n + 1, 0, pl.col("pm1_gs"), "ptr"),
         flow_row(pl.col("send_skf"), A.SKIPPED_FLOW, n + 2, 0, no_step, "skipped"),
         flow_row(pl.col("send_cf"), A.COMPLETED_FLOW, n + 3, 0, no_step, "completed"),
     ]
     return pl.concat([p.with_columns(pl.col("key").cast(pl.Int64), pl.col("slot").cast(pl.Int32)) for p in parts])
 
 
-def plan_history(events: pl.LazyFrame) -> pl.LazyFrame:
+def plan_history(target: Target) -> pl.DataFrame:
     """Every valid, de-duplicated event, in order, with its own time and data."""
-    numbered = events.with_row_index("key").with_columns(pl.col("key").cast(pl.Int64), pl.lit(0).alias("slot"))
-    return _finish(
-        numbered.with_columns(
-            pl.col("group_id").drop_nulls().last().over(FLOW_KEY),
-            pl.col("ts").alias("created_at"),
-            pl.col("row_key").alias("origin"),
-        ),
-        ["key", "slot"],
-    )
-
-
-def _finish(rows: pl.LazyFrame, order: list[str]) -> pl.LazyFrame:
-    return (
-        rows.sort([*FLOW_KEY, *order])
-        .with_columns((pl.int_range(pl.len()).over(FLOW_KEY)).cast(pl.Int64).alias("seq"))
-        .select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
-    )
+    log = target.log
+    rows = log.select(UF, "act", "gs", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"))
+    return requests(target, rows)

@@ -9,214 +9,212 @@ equal to ``frigade.rules.replay`` by a property test over random action sequence
 - the pointer is where the epoch's last STARTED/COMPLETED/SKIPPED_STEP put it, else 0 when started,
   else -1.
 
-Besides the state, each fact keeps the time and data of the event that established it, so a plan
-that sets the fact can carry that event's own ``createdAt`` and ``data``.
+Every fact is kept as the position (in the log) of the event that established it, so a plan that sets
+the fact can carry that event's own ``createdAt``, ``data`` and source row, gathered only for the
+requests that are sent. The work is on integers (``transforms.codes``): the log is sorted by user-flow,
+so each user-flow is a contiguous run numbered ``uf``, and each step of each user-flow has a fixed
+place in a dense grid (``uf``'s first grid row plus the step's index).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from frigade.rules import Action
+from transforms.codes import Codes, act_code
 
 A = Action
 FLOW_KEY = ["user_id", "flow_slug"]
 STEP_KEY = ["user_id", "flow_slug", "step_id"]
-_STARTS_FLOW = [A.STARTED_STEP, A.COMPLETED_STEP, A.SKIPPED_STEP, A.STARTED_FLOW, A.COMPLETED_FLOW]
-_MOVES_POINTER = [A.STARTED_STEP, A.COMPLETED_STEP, A.SKIPPED_STEP]
-
 FLOW_STATE_COLUMNS = ["started", "completed", "skipped", "current_step_index"]
 STEP_STATE_COLUMNS = ["step_started", "step_completed", "step_skipped"]
 
+_MOVES_POINTER = [act_code(a) for a in (A.STARTED_STEP, A.COMPLETED_STEP, A.SKIPPED_STEP)]
+_STARTS_FLOW = [*_MOVES_POINTER, act_code(A.STARTED_FLOW), act_code(A.COMPLETED_FLOW)]
+_STEP_ACTS = [act_code(a) for a in Action if a.is_step]
+#: the columns a log must have (sorted by user-flow, then time and tie-break; no duplicates)
+LOG_COLUMNS = ["uf", "user_id", "group_id", "fl", "gs", "act", "ts", "data", "row_key"]
 
-_STEP_ACTIONS = [x.value for x in Action if x.is_step]
 
+@dataclass(frozen=True)
+class Target:
+    """The target state of every user-flow of a log.
 
-def _facts(events: pl.LazyFrame) -> pl.DataFrame:
-    """The events with an integer user-flow id ``uf``, their position ``ord`` and one boolean per
-    action class, materialised once: every aggregation below is a fast-path min/max/any/first/last
-    over these columns, and facts' times and data are gathered by position afterwards.
+    ``flows``: one row per user-flow, row i is ``uf`` i: user_id, flow_slug, group_id, the state
+    (started, completed, skipped, current_step_index), step_count, and the facts' log positions
+    (``*_pos``). ``steps``: one row per catalog step of each user-flow, in (uf, step_index) order:
+    user_id, flow_slug, step_id, step_index, the step state and its facts' positions.
+    ``log``: uf, act, gs, ts, data and row_key of every event, by position."""
 
-    ``events`` is sorted by (user, flow, time, ...), so each user-flow is one contiguous run: ``uf``
-    is its run number, and "after the user-flow's last reset" is "no reset from here to the end of
-    the run", found with two backward fills instead of a window over string keys."""
-    a = pl.col("action")
-    ord_ = pl.int_range(pl.len(), dtype=pl.Int64)
-    new_run = (pl.col("user_id") != pl.col("user_id").shift()) | (pl.col("flow_slug") != pl.col("flow_slug").shift())
-    df = (
-        events.select("user_id", "group_id", "flow_slug", "step_index", "action", "ts", "data", "row_key")
-        .with_columns(
-            ord_.alias("ord"),
-            new_run.fill_null(True).cum_sum().cast(pl.Int64).alias("uf"),
-            (a == A.NOT_STARTED_FLOW).alias("is_reset"),
+    flows: pl.DataFrame
+    steps: pl.DataFrame
+    log: pl.DataFrame
+    codes: Codes
+
+    def state(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The target state alone, keyed by text (what is written, remembered and reconciled)."""
+        return (
+            self.flows.select(*FLOW_KEY, "group_id", *FLOW_STATE_COLUMNS, "step_count"),
+            self.steps.select(*STEP_KEY, "step_index", *STEP_STATE_COLUMNS),
         )
-        .with_columns(
-            # the last row of each run, and the first reset at or after each row
-            pl.when(pl.col("uf") != pl.col("uf").shift(-1).fill_null(-1))
-            .then(pl.col("ord"))
-            .backward_fill()
-            .alias("_run_end"),
-            pl.when(pl.col("is_reset")).then(pl.col("ord")).backward_fill().alias("_next_reset"),
+
+    def only(self, keys: pl.DataFrame) -> Target:
+        """The user-flows in ``keys`` (user_id, flow_slug), renumbered; the log is shared."""
+        flows = self.flows.join(keys, on=FLOW_KEY, how="semi", maintain_order="left")
+        renumber = flows.select(pl.col("uf"), pl.int_range(pl.len(), dtype=pl.UInt32).alias("_new"))
+        steps = (
+            self.steps.join(renumber, on="uf", how="inner", maintain_order="left")
+            .with_columns(pl.col("_new").alias("uf"))
+            .drop("_new")
         )
-        .with_columns(
-            (pl.col("_next_reset").is_null() | (pl.col("_next_reset") > pl.col("_run_end"))).alias("epoch"),
-        )
-        .drop("_run_end", "_next_reset")
+        return Target(flows.with_columns(renumber.get_column("_new").alias("uf")), steps, self.log, self.codes)
+
+
+def _pos_where(cond: pl.Expr) -> pl.Expr:
+    return pl.when(cond).then(pl.col("pos"))
+
+
+def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
+    """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` numbered 0.. by run."""
+    a = pl.col("act")
+    base = log.lazy().select(
+        pl.col("uf").set_sorted(), "act", "gs", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"), "group_id"
+    )
+    resets = (
+        base.group_by("uf", maintain_order=True)
+        .agg(_pos_where(a == act_code(A.NOT_STARTED_FLOW)).max().alias("reset_pos"))
         .collect()
     )
-    return df
-
-
-def _gather(df: pl.DataFrame, ords: pl.Series, prefix: str) -> list[pl.Series]:
-    """ts / data / row_key of the events at ``ords`` (null where ``ords`` is null)."""
-    idx = ords.cast(pl.UInt32)
-    return [
-        df.get_column("ts").gather(idx).alias(f"{prefix}_ts"),
-        df.get_column("data").gather(idx).alias(f"{prefix}_data"),
-        df.get_column("row_key").gather(idx).alias(f"{prefix}_row"),
-    ]
-
-
-def _ord_where(cond: pl.Expr) -> pl.Expr:
-    return pl.when(cond).then(pl.col("ord"))
-
-
-def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(flows, steps) target state of every user-flow in ``events``.
-
-    ``events`` must be valid, de-duplicated and sorted (user, flow, time, tie-break) with columns
-    user_id, group_id, flow_slug, step_id, step_index, action, ts, data, and row_key (the source
-    row's identity, carried to the plan so every request names the row it came from). ``steps`` is the catalog step
-    table (flow_slug, step_id, step_index, step_count).
-
-    The frames come back materialised (as lazy frames over collected data)."""
-    df = _facts(events)
-    a = pl.col("action")
+    last_reset = resets.get_column("reset_pos").gather(log.get_column("uf"))
+    # "the epoch": events after the user-flow's last reset
+    position = pl.int_range(log.height, dtype=pl.UInt32, eager=True)
+    epoch = (last_reset.is_null() | (position > last_reset)).alias("epoch")
     e = pl.col("epoch")
-    moves = a.is_in(_MOVES_POINTER)
-    agg = (
-        df.lazy()
-        .with_columns(
-            _ord_where(pl.col("group_id").is_not_null()).alias("_o_group"),
-            _ord_where(pl.col("is_reset")).alias("_o_reset"),
-            _ord_where(moves & e).alias("_o_ptr"),
-            _ord_where(a.is_in(_STARTS_FLOW) & e).alias("_o_start"),
-            _ord_where((a == A.COMPLETED_FLOW) & e).alias("_o_completed"),
-            _ord_where((a == A.SKIPPED_FLOW) & e).alias("_o_skipped"),
-            pl.when(e).then(pl.col("ts")).alias("_epoch_ts"),
-        )
-        .group_by("uf")
+    ev = base.with_columns(epoch)
+    flows = (
+        ev.group_by("uf", maintain_order=True)
         .agg(
-            pl.col("user_id").first(),
-            pl.col("flow_slug").first(),
-            pl.col("ts").min().alias("first_ts"),
-            pl.col("ts").max().alias("last_ts"),
-            pl.col("row_key").last().alias("last_row"),
-            pl.col("_o_group").max(),
-            pl.col("_o_reset").max(),
-            pl.col("_o_ptr").max(),
-            pl.col("_o_start").min(),
-            pl.col("_o_completed").min(),
-            pl.col("_o_skipped").min(),
-            pl.col("_epoch_ts").min().alias("epoch_first_ts"),
+            pl.col("pos").first().alias("first_pos"),
+            pl.col("pos").last().alias("last_pos"),
+            _pos_where(pl.col("group_id").is_not_null()).max().alias("group_pos"),
+            _pos_where(a.is_in(_MOVES_POINTER) & e).max().alias("ptr_pos"),
+            _pos_where(a.is_in(_STARTS_FLOW) & e).min().alias("start_pos"),
+            _pos_where((a == act_code(A.COMPLETED_FLOW)) & e).min().alias("completed_pos"),
+            _pos_where((a == act_code(A.SKIPPED_FLOW)) & e).min().alias("skipped_pos"),
         )
         .collect()
+        .with_columns(resets.get_column("reset_pos"))
     )
-    ptr = agg.get_column("_o_ptr").cast(pl.UInt32)
-    flows = agg.with_columns(
-        df.get_column("group_id").gather(agg.get_column("_o_group").cast(pl.UInt32)).alias("group_id"),
-        *_gather(df, agg.get_column("_o_reset"), "reset"),
-        pl.Series("started", agg.get_column("_o_start").is_not_null()),
-        pl.Series("completed", agg.get_column("_o_completed").is_not_null()),
-        pl.Series("skipped", agg.get_column("_o_skipped").is_not_null()),
-        df.get_column("action").gather(ptr).alias("_ptr_action"),
-        df.get_column("step_index").gather(ptr).alias("_ptr_step"),
-        *_gather(df, agg.get_column("_o_ptr"), "ptr"),
-        *_gather(df, agg.get_column("_o_start"), "start"),
-        *_gather(df, agg.get_column("_o_completed"), "completed"),
-        *_gather(df, agg.get_column("_o_skipped"), "skipped"),
+    fl = log.get_column("fl").gather(flows.get_column("first_pos"))
+    ptr = flows.get_column("ptr_pos")
+    offsets = pl.Series(codes.offsets, dtype=pl.Int64)
+    counts = pl.Series(codes.counts, dtype=pl.Int64)
+    flows = flows.with_columns(
+        fl.alias("fl"),
+        counts.gather(fl).alias("step_count"),
+        log.get_column("act").gather(ptr).alias("_ptr_act"),
+        (log.get_column("gs").gather(ptr).cast(pl.Int64) - offsets.gather(fl)).alias("_ptr_step"),
+    ).with_columns(
+        pl.col("start_pos").is_not_null().alias("started"),
+        pl.col("completed_pos").is_not_null().alias("completed"),
+        pl.col("skipped_pos").is_not_null().alias("skipped"),
+        pl.when(pl.col("_ptr_act") == act_code(A.STARTED_STEP))
+        .then(pl.col("_ptr_step"))
+        .when(pl.col("_ptr_act").is_not_null())
+        .then(pl.min_horizontal(pl.col("_ptr_step") + 1, pl.col("step_count") - 1))
+        .when(pl.col("start_pos").is_not_null())
+        .then(pl.lit(0, pl.Int64))
+        .otherwise(pl.lit(-1, pl.Int64))
+        .alias("current_step_index"),
     )
-    counts = steps.group_by("flow_slug").agg(pl.len().cast(pl.Int64).alias("step_count"))
-    flows_lf = (
-        flows.lazy()
-        .join(counts, on="flow_slug", how="left")
-        .with_columns(
-            pl.when(pl.col("_ptr_action") == A.STARTED_STEP)
-            .then(pl.col("_ptr_step"))
-            .when(pl.col("_ptr_action").is_not_null())
-            .then(pl.min_horizontal(pl.col("_ptr_step") + 1, pl.col("step_count") - 1))
-            .when(pl.col("started"))
-            .then(pl.lit(0, pl.Int64))
-            .otherwise(pl.lit(-1, pl.Int64))
-            .cast(pl.Int64)
-            .alias("current_step_index"),
-        )
-        .select(
-            *FLOW_KEY,
-            "group_id",
-            "first_ts",
-            "last_ts",
-            "last_row",
-            "reset_ts",
-            "reset_data",
-            "reset_row",
-            "started",
-            "completed",
-            "skipped",
-            "ptr_ts",
-            "ptr_data",
-            "ptr_row",
-            "start_ts",
-            "start_data",
-            "start_row",
-            "completed_ts",
-            "completed_data",
-            "completed_row",
-            "skipped_ts",
-            "skipped_data",
-            "skipped_row",
-            "epoch_first_ts",
-            "step_count",
-            "current_step_index",
-            "uf",
-        )
-    )
-    flows_df = flows_lf.collect()
+    grid_start = (flows.get_column("step_count").cum_sum() - flows.get_column("step_count")).alias("grid_start")
+    flows = flows.with_columns(grid_start)
+    steps = _step_grid(ev, log, flows, codes)
+    flows = flows.with_columns(
+        log.get_column("user_id").gather(flows.get_column("first_pos")).alias("user_id"),
+        codes.slug_of(flows.get_column("fl")).alias("flow_slug"),
+        log.get_column("group_id").gather(flows.get_column("group_pos")).alias("group_id"),
+    ).drop("_ptr_act", "_ptr_step", "group_pos", "first_pos")
+    return Target(flows, steps, log.select("uf", "act", "gs", "ts", "data", "row_key"), codes)
 
-    # Steps: the epoch's step events. "Live" = after the step's last NOT_STARTED_STEP.
-    starts_step = a.is_in(_MOVES_POINTER)
-    nss = a == A.NOT_STARTED_STEP
-    live = pl.col("_nss").is_null() | (pl.col("ord") > pl.col("_nss"))
-    step_agg = (
-        df.lazy()
-        .filter(e & a.is_in(_STEP_ACTIONS))
-        .select("uf", "step_index", "ord", "action")
-        .with_columns(_ord_where(nss).max().over("uf", "step_index").alias("_nss"))
-        .group_by("uf", "step_index")
-        .agg(
-            _ord_where(starts_step & live).min().alias("_o_started"),
-            _ord_where((a == A.COMPLETED_STEP) & live).min().alias("_o_completed"),
-            _ord_where(a == A.SKIPPED_STEP).min().alias("_o_skipped"),
-            pl.col("_nss").max().alias("_o_nss"),
-        )
-        .collect()
+
+def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: Codes) -> pl.DataFrame:
+    """One row per (user-flow, catalog step): the step's state and its facts' positions.
+
+    Each step event's grid row is its user-flow's first grid row plus the step's index, so facts are
+    aggregated on one integer and land in the grid by position, without a join."""
+    a = pl.col("act")
+    offsets = pl.Series(codes.offsets, dtype=pl.Int64)
+    n_grid = int(flows.get_column("step_count").sum() or 0)
+    uf = log.get_column("uf")
+    g = (
+        flows.get_column("grid_start").gather(uf)
+        + log.get_column("gs").cast(pl.Int64)
+        - offsets.gather(log.get_column("fl"))
+    ).alias("g")
+    step_ev = ev.with_columns(g).filter(pl.col("epoch") & a.is_in(_STEP_ACTS)).select("g", "act", "pos").collect()
+    nss = step_ev.group_by("g").agg(_pos_where(a == act_code(A.NOT_STARTED_STEP)).max().alias("nss_pos"))
+    nss_grid = _scatter(n_grid, nss.get_column("g"), nss.get_column("nss_pos"))
+    # "live": after the step's last NOT_STARTED_STEP
+    last_nss = nss_grid.gather(step_ev.get_column("g"))
+    live = pl.col("live")
+    facts = step_ev.with_columns((last_nss.is_null() | (step_ev.get_column("pos") > last_nss)).alias("live"))
+    facts = facts.group_by("g").agg(
+        _pos_where(a.is_in(_MOVES_POINTER) & live).min().alias("started_pos"),
+        _pos_where((a == act_code(A.COMPLETED_STEP)) & live).min().alias("completed_pos"),
+        _pos_where(a == act_code(A.SKIPPED_STEP)).min().alias("skipped_pos"),
     )
-    step_facts = step_agg.select("uf", "step_index").with_columns(
-        step_agg.get_column("_o_started").is_not_null().alias("step_started"),
-        step_agg.get_column("_o_completed").is_not_null().alias("step_completed"),
-        step_agg.get_column("_o_skipped").is_not_null().alias("step_skipped"),
-        *_gather(df, step_agg.get_column("_o_started"), "started"),
-        *_gather(df, step_agg.get_column("_o_completed"), "completed"),
-        *_gather(df, step_agg.get_column("_o_skipped"), "skipped"),
-        *_gather(df, step_agg.get_column("_o_nss"), "nss"),
+    where = facts.get_column("g")
+    grid_uf = flows.select(pl.col("uf").repeat_by("step_count").explode()).to_series()
+    step_index = pl.int_range(n_grid, dtype=pl.Int64, eager=True) - flows.get_column("grid_start").gather(grid_uf)
+    grid_fl = flows.get_column("fl").gather(grid_uf)
+    gs = (offsets.gather(grid_fl) + step_index).cast(pl.UInt32)
+    cols = {c: _scatter(n_grid, where, facts.get_column(c)) for c in ("started_pos", "completed_pos", "skipped_pos")}
+    first_pos = flows.get_column("first_pos").gather(grid_uf)
+    return pl.DataFrame(
+        {
+            "user_id": log.get_column("user_id").gather(first_pos),
+            "flow_slug": codes.slug_of(grid_fl),
+            "step_id": codes.step_of(gs),
+            "step_index": step_index,
+            "step_started": cols["started_pos"].is_not_null(),
+            "step_completed": cols["completed_pos"].is_not_null(),
+            "step_skipped": cols["skipped_pos"].is_not_null(),
+            "uf": grid_uf,
+            "gs": gs,
+            **cols,
+            "nss_pos": nss_grid,
+        }
     )
-    grid = (
-        flows_df.lazy().select("uf", *FLOW_KEY).join(steps.select("flow_slug", "step_id", "step_index"), on="flow_slug")
+
+
+def _scatter(n: int, where: pl.Series, values: pl.Series) -> pl.Series:
+    """A series of ``n`` nulls with ``values`` at positions ``where``."""
+    out = pl.repeat(None, n, dtype=values.dtype, eager=True)
+    return out.scatter(where, values) if where.len() else out
+
+
+def number_runs(events: pl.LazyFrame) -> pl.LazyFrame:
+    """``uf`` for events already in order: a new number wherever the user or the flow changes."""
+    new_run = (pl.col("user_id") != pl.col("user_id").shift()) | (pl.col("fl") != pl.col("fl").shift())
+    return events.with_columns(new_run.fill_null(True).cum_sum().cast(pl.UInt32).sub(1).alias("uf"))
+
+
+def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> Target:
+    """The target of valid, de-duplicated events in order (user, flow, time, tie-break), given with
+    text columns (user_id, group_id, flow_slug, step_id, step_index, action, ts, data, row_key), and
+    the catalog step table (flow_slug, step_id, step_index, step_count)."""
+    slugs = steps.select("flow_slug").unique(maintain_order=True)
+    flows = pl.concat([slugs, events.select("flow_slug").unique(maintain_order=True)]).unique(maintain_order=True)
+    codes = Codes.from_frames(flows.with_columns(pl.lit("ACTIVE").alias("flow_status")), steps)
+    fl = codes.flow(pl.col("flow_slug"))
+    coded = events.with_columns(fl.alias("fl"), codes.action(pl.col("action")).alias("act")).with_columns(
+        pl.when(pl.col("step_index").is_not_null())
+        .then(codes.step_by_index(pl.col("fl"), pl.col("step_index")))
+        .otherwise(codes.step_by_id(pl.col("fl"), pl.col("step_id")))
+        .alias("gs")
     )
-    step_states = (
-        grid.join(step_facts.lazy(), on=["uf", "step_index"], how="left")
-        .with_columns(pl.col(c).fill_null(False) for c in STEP_STATE_COLUMNS)
-        .drop("uf")
-        .collect()
-    )
-    return flows_df.drop("uf").lazy(), step_states.lazy()
+    log = number_runs(coded).select(LOG_COLUMNS).collect()
+    return target_from_log(log, codes)

@@ -7,9 +7,12 @@ non-state event, mapping problems (time), user id, action, flow, step placement,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from frigade.rules import Action
+from transforms.codes import STEP_ACTION_CODES, Codes
 from transforms.schema import DROP
 
 STEP_ACTION_NAMES = [a.value for a in Action if a.is_step]
@@ -35,111 +38,197 @@ def catalog_frames(
     return flows, steps
 
 
-def _reason() -> pl.Expr:
+#: problem codes, first hit wins; 0 is valid, DROPPED a known non-state event, the rest quarantine
+VALID, DROPPED = 0, -1
+(
+    P_MAP,
+    P_USER,
+    P_ACTION,
+    P_UNKNOWN_ACTION,
+    P_FLOW,
+    P_UNKNOWN_FLOW,
+    P_INACTIVE,
+    P_NEEDS_STEP,
+    P_FLOW_WITH_STEP,
+    P_UNKNOWN_STEP,
+    P_DATA,
+) = range(1, 12)
+
+
+def encode(events: pl.LazyFrame, codes: Codes) -> pl.LazyFrame:
+    """Add the integer codes (``fl``, ``gs``, ``act``) and ``problem``: 0 for a valid event,
+    ``DROPPED`` for a known non-state one, else the first check it fails (``reason`` words it).
+    Every check is on numbers or a null test; only ``reason`` builds text, for the rows that need it."""
     a, step, flow = pl.col("action"), pl.col("step_id"), pl.col("flow_slug")
-    is_step_action = a.is_in(STEP_ACTION_NAMES)
+    fl = pl.col("fl")
+    by_index = codes.step_by_index(fl, pl.col("step_index"))
+    by_id = codes.step_by_id(fl, step)
+    coded = events.with_columns(codes.flow(flow).alias("fl"), codes.action(a).alias("act")).with_columns(
+        pl.when(pl.col("step_index").is_not_null()).then(by_index).otherwise(by_id).alias("gs"),
+        codes.flow_attr(fl, tuple(s == "ACTIVE" for s in codes.statuses), pl.Boolean()).alias("_active"),
+    )
+    is_step_action = pl.col("act").is_in(STEP_ACTION_CODES)
     has_step = step.is_not_null() | pl.col("step_index").is_not_null()
-    return (
-        pl.when(pl.col("map_reason").is_not_null())
-        .then(pl.col("map_reason"))
+    problem = (
+        pl.when(a == DROP)
+        .then(DROPPED)
+        .when(pl.col("map_reason").is_not_null())
+        .then(P_MAP)
         .when(pl.col("user_id").is_null())
-        .then(pl.lit("missing user id"))
+        .then(P_USER)
         .when(a.is_null())
-        .then(pl.lit("missing action"))
-        .when(~a.is_in(ACTION_NAMES))
-        .then(pl.format("unknown action '{}'", pl.col("raw_event")))
+        .then(P_ACTION)
+        .when(pl.col("act").is_null())
+        .then(P_UNKNOWN_ACTION)
         .when(flow.is_null())
-        .then(pl.lit("missing flow"))
-        .when(pl.col("flow_status").is_null())
-        .then(pl.format("unknown flow '{}' (not in the catalog)", flow))
-        .when(pl.col("flow_status") != "ACTIVE")
-        .then(pl.format("flow '{}' is {} (only ACTIVE flows are written)", flow, pl.col("flow_status")))
+        .then(P_FLOW)
+        .when(fl.is_null())
+        .then(P_UNKNOWN_FLOW)
+        .when(~pl.col("_active"))
+        .then(P_INACTIVE)
         .when(is_step_action & ~has_step)
-        .then(pl.format("{} needs a step", a))
+        .then(P_NEEDS_STEP)
         .when(~is_step_action & has_step)
-        .then(
-            pl.format(
-                "{} is a flow action but the row names step '{}'",
-                a,
-                pl.coalesce(step, pl.col("step_index").cast(pl.String)),
-            )
-        )
-        .when(is_step_action & pl.col("resolved_step_id").is_null())
-        .then(
-            pl.format(
-                "unknown step '{}' in flow '{}'",
-                pl.coalesce(step, pl.col("step_index").cast(pl.String)),
-                flow,
-            )
-        )
+        .then(P_FLOW_WITH_STEP)
+        .when(is_step_action & pl.col("gs").is_null())
+        .then(P_UNKNOWN_STEP)
         .when(pl.col("data").is_not_null() & ~pl.col("data").str.contains(r"^\s*\{[\s\S]*\}\s*$"))
+        .then(P_DATA)
+        .otherwise(VALID)
+        .cast(pl.Int8)
+    )
+    return coded.with_columns(
+        problem.alias("problem"),
+        pl.when(is_step_action).then(pl.col("gs")).alias("gs"),
+    ).drop("_active")
+
+
+def reason(codes: Codes) -> pl.Expr:
+    """The words for ``problem`` (null for a valid event). Run it on the rows that are not valid:
+    it formats text on every row it sees."""
+    a, step, flow, code = pl.col("action"), pl.col("step_id"), pl.col("flow_slug"), pl.col("problem")
+    named_step = pl.coalesce(step, pl.col("step_index").cast(pl.String))
+    status = codes.flow_attr(pl.col("fl"), codes.statuses, pl.String())
+    return (
+        pl.when(code == DROPPED)
+        .then(pl.format("non-state event '{}'", pl.col("raw_event")))
+        .when(code == P_MAP)
+        .then(pl.col("map_reason"))
+        .when(code == P_USER)
+        .then(pl.lit("missing user id"))
+        .when(code == P_ACTION)
+        .then(pl.lit("missing action"))
+        .when(code == P_UNKNOWN_ACTION)
+        .then(pl.format("unknown action '{}'", pl.col("raw_event")))
+        .when(code == P_FLOW)
+        .then(pl.lit("missing flow"))
+        .when(code == P_UNKNOWN_FLOW)
+        .then(pl.format("unknown flow '{}' (not in the catalog)", flow))
+        .when(code == P_INACTIVE)
+        .then(pl.format("flow '{}' is {} (only ACTIVE flows are written)", flow, status))
+        .when(code == P_NEEDS_STEP)
+        .then(pl.format("{} needs a step", a))
+        .when(code == P_FLOW_WITH_STEP)
+        .then(pl.format("{} is a flow action but the row names step '{}'", a, named_step))
+        .when(code == P_UNKNOWN_STEP)
+        .then(pl.format("unknown step '{}' in flow '{}'", named_step, flow))
+        .when(code == P_DATA)
         .then(pl.lit("data is not a JSON object"))
         .otherwise(None)
     )
 
 
+def status() -> pl.Expr:
+    code = pl.col("problem")
+    return (
+        pl.when(code == VALID)
+        .then(pl.lit("valid"))
+        .when(code == DROPPED)
+        .then(pl.lit("dropped"))
+        .otherwise(pl.lit("quarantined"))
+    )
+
+
 def classify(events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
     """Add ``status`` (valid | dropped | quarantined) and ``reason``, with steps resolved to ids and
-    their position (``step_index``) in the flow."""
-    by_id = steps.select("flow_slug", pl.col("step_id").alias("_sid"), pl.col("step_index").alias("_idx_by_id"))
-    by_index = steps.select("flow_slug", pl.col("step_index").alias("_sidx"), pl.col("step_id").alias("_id_by_index"))
-    counts = steps.group_by("flow_slug").agg(pl.len().cast(pl.Int64).alias("step_count"))
-    joined = (
-        events.join(flows, on="flow_slug", how="left")
-        .join(counts, on="flow_slug", how="left")
-        .join(by_id, left_on=["flow_slug", "step_id"], right_on=["flow_slug", "_sid"], how="left")
-        .join(by_index, left_on=["flow_slug", "step_index"], right_on=["flow_slug", "_sidx"], how="left")
+    their position (``step_index``) in the flow. (The pipeline runs ``encode`` and words reasons only
+    for the rows that need them; this is the same, readable, for small frames.)"""
+    codes = Codes.from_frames(flows, steps)
+    gs = pl.col("gs")
+    resolved = gs.replace_strict(list(range(len(codes.step_ids))), list(codes.step_ids), default=None)
+    index = (gs.cast(pl.Int64) - codes.offset_of(pl.col("fl"))).alias("_ix")
+    return (
+        encode(events, codes)
+        .with_columns(status().alias("status"), reason(codes).alias("reason"), index)
         .with_columns(
-            pl.when(pl.col("step_index").is_not_null())
-            .then(pl.col("_id_by_index"))
-            .otherwise(pl.when(pl.col("_idx_by_id").is_not_null()).then(pl.col("step_id")))
-            .alias("resolved_step_id"),
+            resolved.cast(pl.String).alias("step_id"),
+            pl.coalesce(pl.col("step_index"), pl.col("_ix")).alias("step_index"),
         )
+        .drop("_ix")
     )
-    return joined.with_columns(
-        pl.when(pl.col("action") == DROP)
-        .then(pl.lit("dropped"))
-        .otherwise(pl.when(_reason().is_null()).then(pl.lit("valid")).otherwise(pl.lit("quarantined")))
-        .alias("status"),
-        pl.when(pl.col("action") == DROP)
-        .then(pl.format("non-state event '{}'", pl.col("raw_event")))
-        .otherwise(_reason())
-        .alias("reason"),
-        pl.col("resolved_step_id").alias("step_id"),
-        pl.coalesce(pl.col("step_index"), pl.col("_idx_by_id")).alias("step_index"),
-    ).drop("_idx_by_id", "_id_by_index", "resolved_step_id", "flow_status")
 
 
-def order_key() -> list[str]:
-    """Events of one user and flow are ordered by time; ties keep the export's own order (file given
-    first, then row), which is the order the source recorded them in, and the events one row became
-    keep the order the mapping derived them in (the sort is stable)."""
-    return ["user_id", "flow_slug", "ts", "file_order", "source_row"]
+def _hash(user: pl.Expr) -> pl.Expr:
+    return user.hash()
+
+
+def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl.Expr] = _hash) -> pl.DataFrame:
+    """Valid events sorted into the log every later stage reads, with ``uf`` (the user-flow's number:
+    each user-flow is one contiguous run) and ``duplicate``. Needs user_id, fl, gs, act, ts, row_key
+    and event_id; every other column is carried along. ``flows``: how many flow codes there are.
+
+    Order: by user, flow (``fl``) and time; ties keep the export's own order (``row_key``: file given
+    first, then row, which is the order the source recorded them in), and the events one row became
+    keep the order the mapping derived them in. Users are sorted by a hash of their id, with the flow
+    code in its low bits, so the sort is on three numbers; should two ids share their hash bits, the
+    log is sorted again with the ids themselves as the key.
+
+    Duplicates: the same source ``event_id`` (ids are the source's own, so they identify an event
+    across overlapping export files too), or where the source has none, the same (user, flow, step,
+    action, time). The first in order is kept."""
+    user, h = pl.col("user_id"), pl.col("_h")
+    low = (1 << max(1, flows.bit_length())) - 1
+    packed = (user_hash(user).cast(pl.UInt64) & ~pl.lit(low, pl.UInt64)) | pl.col("fl").cast(pl.UInt64)
+    log = valid.with_columns(packed.alias("_h")).sort("_h", "ts", "row_key", maintain_order=True)
+    if log.select(((h == h.shift()) & (user != user.shift())).any()).item():
+        log = log.sort("user_id", "fl", "ts", "row_key", maintain_order=True)
+    new_run = (user != user.shift()) | (pl.col("fl") != pl.col("fl").shift())
+    log = log.with_columns(new_run.fill_null(True).cum_sum().cast(pl.UInt32).sub(1).alias("uf")).drop("_h")
+    n = log.height
+    # Only events sharing their user-flow and time with a neighbour can repeat one another: the
+    # natural key is checked on those few, not on every event.
+    same = (pl.col("uf") == pl.col("uf").shift()) & (pl.col("ts") == pl.col("ts").shift())
+    tied = log.select((same | same.shift(-1)).fill_null(False).arg_true()).to_series()
+    duplicate = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("duplicate")
+    if tied.len():
+        sub = log[tied].select(pl.col("event_id").is_null() & ~pl.struct("uf", "ts", "gs", "act").is_first_distinct())
+        repeats = tied.filter(sub.to_series())
+        if repeats.len():
+            duplicate = duplicate.scatter(repeats, True)
+    if log.get_column("event_id").null_count() < n:
+        with_id = log.select(pl.col("event_id").is_not_null().arg_true()).to_series()
+        first = log.get_column("event_id").gather(with_id).is_first_distinct()
+        repeats = with_id.filter(~first)
+        if repeats.len():
+            duplicate = duplicate.scatter(repeats, True)
+    return log.with_columns(duplicate)
 
 
 def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int] | None = None) -> pl.LazyFrame:
-    """Sort valid events and mark duplicates: the same source event id, or where the source has none,
-    the same (user, flow, step, action, time). The first in order is kept; ``duplicate`` marks the rest.
-
-    ``file_order`` numbers the source files; without it the frame must carry a ``file_order`` column."""
+    """``order_log`` for a classified frame (the columns of ``classify``), with ``row_key`` from
+    ``file_order`` (numbers for the source files) or the frame's own ``file_order`` column."""
     if file_order is not None:
         valid = valid.with_columns(
             pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64).alias("file_order")
         )
-    ordered = valid.sort(order_key(), maintain_order=True)
-    natural = pl.struct("user_id", "flow_slug", "step_id", "action", "ts")
-    # Event ids are the source's own, so they identify an event across overlapping export files too.
-    first = (
-        pl.when(pl.col("event_id").is_not_null())
-        .then(pl.col("event_id").is_first_distinct())
-        .otherwise(natural.is_first_distinct())
-    )
-    return ordered.with_columns(
-        (~first).alias("duplicate"),
-        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
-    )
+    keyed = valid.with_columns(row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key")).collect()
+    return order_log(keyed, int(keyed.select(pl.col("fl").max().fill_null(0)).item()) + 1).lazy()
+
+
+#: rows per file in ``row_key``: file order * ROW_SPAN + row
+ROW_SPAN = 1 << 40
 
 
 def row_key(file_order: pl.Expr, source_row: pl.Expr) -> pl.Expr:
     """One integer naming a source row across all input files."""
-    return file_order * (1 << 40) + source_row
+    return file_order * ROW_SPAN + source_row

@@ -13,7 +13,7 @@ import pytest
 from transforms.mapping import map_events, mapping_from_dict
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError
-from transforms.validate import classify, order_and_dedupe
+from transforms.validate import classify, order_and_dedupe, order_log
 
 from .test_presets import frames, scan, state_of
 
@@ -63,6 +63,30 @@ def test_duplicates_without_event_id_use_the_natural_key(tmp_path: Path) -> None
     row = "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-03-01T10:00:00Z\n"
     out = deduped(run(write(tmp_path, "e.csv", HEADER + row + row), "long"))
     assert out.get_column("duplicate").to_list() == [False, True]
+
+
+def test_users_whose_ids_share_a_hash_still_get_one_run_each(tmp_path: Path) -> None:
+    """The log sorts users by a hash of their id; ids that share one are sorted by the ids instead."""
+    rows = [
+        "u2,flow_welcome_tour,welcome,STARTED_STEP,2024-03-01T10:00:01Z",
+        "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-03-01T10:00:02Z",
+        "u2,flow_welcome_tour,welcome,COMPLETED_STEP,2024-03-01T10:00:03Z",
+        "u1,flow_onboarding,connect-data,STARTED_STEP,2024-03-01T10:00:00Z",
+        "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-03-01T10:00:02Z",
+    ]
+    events = run(write(tmp_path, "e.csv", HEADER + "\n".join(rows) + "\n"), "long")
+    valid = events.filter(pl.col("status") == "valid").with_columns(pl.col("source_row").alias("row_key"))
+    normal = order_log(valid, 8)
+    collided = order_log(valid, 8, user_hash=lambda _: pl.lit(7, pl.UInt64))
+    for log in (normal, collided):
+        runs = log.group_by("uf").agg(pl.col("user_id").n_unique(), pl.col("fl").n_unique(), pl.len())
+        assert runs.height == 3
+        assert runs["user_id"].max() == 1
+        assert runs["fl"].max() == 1
+        assert log.get_column("duplicate").to_list().count(True) == 1
+    key = ["user_id", "fl", "ts", "row_key"]
+    assert normal.drop("uf").sort(key).equals(collided.drop("uf").sort(key))
+    assert collided["user_id"].to_list() == sorted(collided["user_id"].to_list())
 
 
 def test_segment_retries_share_message_id(tmp_path: Path) -> None:

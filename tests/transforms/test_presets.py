@@ -58,7 +58,7 @@ def state_of(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
     files = {f: i for i, f in enumerate(sorted(events.get_column("source_file").unique().to_list()))}
     ordered = order_and_dedupe(events.lazy().filter(pl.col("status") == "valid"), files)
     kept = ordered.filter(~pl.col("duplicate")).with_columns(pl.lit(0, pl.Int64).alias("row_key"))
-    flows_df, steps_df = (f.collect() for f in target_state(kept, steps))
+    flows_df, steps_df = target_state(kept, steps).state()
     out: dict[str, dict[str, Any]] = {}
     by_flow: dict[tuple[str, str], dict[str, dict[str, bool]]] = {}
     for r in steps_df.iter_rows(named=True):

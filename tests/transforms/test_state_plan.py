@@ -17,7 +17,7 @@ from tests.transforms.helpers import (
     step_table,
 )
 from transforms.plan import plan_history, plan_state
-from transforms.state import target_state
+from transforms.state import Target, target_state
 
 CATALOG = {"f3": ("a", "b", "c"), "f1": ("only",), "f4": ("s1", "s2", "s3", "s4")}
 USERS = ["u1", "u2", "u3"]
@@ -36,9 +36,8 @@ def event_logs(draw: st.DrawFn, max_size: int = 25) -> list[EventTuple]:
     return out
 
 
-def collect_target(events: list[EventTuple]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    flows, steps = target_state(ordered_events(events, CATALOG), step_table(CATALOG))
-    return flows.collect(), steps.collect()
+def collect_target(events: list[EventTuple]) -> Target:
+    return target_state(ordered_events(events, CATALOG), step_table(CATALOG))
 
 
 def replay_log(
@@ -63,8 +62,8 @@ def replay_plan(plan: pl.DataFrame, start: dict[tuple[str, str], FlowState]) -> 
 @settings(deadline=None)
 @given(event_logs())
 def test_vectorised_target_equals_rules_replay(events: list[EventTuple]) -> None:
-    flows, steps = target_state(ordered_events(events, CATALOG), step_table(CATALOG))
-    got = states_from_frames(flows.collect(), steps.collect(), CATALOG)
+    flows, steps = collect_target(events).state()
+    got = states_from_frames(flows, steps, CATALOG)
     want = {k: s.logical() for k, s in replay_log(events).items()}
     assert got == want
 
@@ -72,8 +71,7 @@ def test_vectorised_target_equals_rules_replay(events: list[EventTuple]) -> None
 @settings(deadline=None)
 @given(event_logs())
 def test_state_plan_reproduces_history_and_every_request_changes_state(events: list[EventTuple]) -> None:
-    flows, steps = collect_target(events)
-    plan = plan_state(flows, steps).collect()
+    plan = plan_state(collect_target(events))
     want = replay_log(events)
     got = replay_plan(plan, {})
     assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
@@ -92,7 +90,7 @@ def test_plan_from_any_current_state(before: list[EventTuple], after: list[Event
 @settings(deadline=None)
 @given(event_logs())
 def test_history_plan_replays_every_event(events: list[EventTuple]) -> None:
-    plan = plan_history(ordered_events(events, CATALOG)).collect()
+    plan = plan_history(collect_target(events))
     assert plan.height == len(events)
     want = replay_log(events)
     got = replay_plan(plan, {})
@@ -103,8 +101,7 @@ def check_plan_from(before: list[EventTuple], after: list[EventTuple]) -> None:
     """Planning from the state ``before`` leaves reaches exactly the state ``after`` implies, and
     every request on the way changes something."""
     current = replay_log(before)
-    flows, steps = collect_target(after)
-    plan = plan_state(flows, steps, current_frames(current)).collect()
+    plan = plan_state(collect_target(after), current_frames(current))
     want = replay_log(after)
     got = replay_plan(plan, current)
     assert {k: _state(got, k).logical() for k in want} == {k: s.logical() for k, s in want.items()}
@@ -131,8 +128,7 @@ def test_finished_checklist_needs_one_request_per_step_and_an_explicit_completio
     for s in steps:
         events += [("u1", "f4", Action.STARTED_STEP, s), ("u1", "f4", Action.COMPLETED_STEP, s)]
     events.append(("u1", "f4", Action.COMPLETED_FLOW, None))
-    flows, st_ = collect_target(events)
-    plan = plan_state(flows, st_).collect()
+    plan = plan_state(collect_target(events))
     assert plan["action"].to_list() == ["COMPLETED_STEP"] * 4 + ["COMPLETED_FLOW"]
     assert plan["step_id"].to_list()[:4] == list(steps)
     assert plan["seq"].to_list() == [0, 1, 2, 3, 4]
@@ -161,7 +157,6 @@ def test_skipped_but_not_started_step_is_not_started_by_a_pointer_fix_up() -> No
     """Regression: current from SKIPPED a + STARTED a, target from SKIPPED a + NOT_STARTED a."""
     current = replay_log([("u1", "f3", Action.SKIPPED_STEP, "a"), ("u1", "f3", Action.STARTED_STEP, "a")])
     target_log: list[EventTuple] = [("u1", "f3", Action.SKIPPED_STEP, "a"), ("u1", "f3", Action.NOT_STARTED_STEP, "a")]
-    flows, steps = collect_target(target_log)
-    plan = plan_state(flows, steps, current_frames(current)).collect()
+    plan = plan_state(collect_target(target_log), current_frames(current))
     got = replay_plan(plan, current)
     assert got[("u1", "f3")].logical() == replay_log(target_log)[("u1", "f3")].logical()

@@ -17,8 +17,7 @@ CATALOG: dict[str, tuple[str, ...]] = {"f": ("a", "b")}
 
 
 def targets(events: list[tuple[str, str, Action, str | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    flows, steps = target_state(ordered_events(events, CATALOG), step_table(CATALOG))
-    return remembered(flows.collect(), steps.collect())
+    return remembered(*target_state(ordered_events(events, CATALOG), step_table(CATALOG)).state())
 
 
 def test_only_changed_user_flows_are_found_progress_and_regression_alike() -> None:

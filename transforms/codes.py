@@ -1,0 +1,114 @@
+"""The catalog as small integers, so that the big stages sort, group and join numbers, not text.
+
+- ``fl``: a flow's place in the catalog (every flow the catalog names, active or not);
+- ``gs``: a step's place in the catalog's list of all steps of active flows, flow by flow in step
+  order, so a flow's steps are ``offset[fl] .. offset[fl] + count[fl] - 1`` and a step's index in its
+  flow is ``gs - offset[fl]``;
+- ``act``: an action's place in ``ACTIONS``.
+
+Text comes back only where a person or the API reads it, by gathering from these short lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from frigade.rules import Action
+
+ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
+STEP_ACTION_CODES: tuple[int, ...] = tuple(i for i, a in enumerate(Action) if a.is_step)
+
+
+def act_code(action: Action) -> int:
+    return ACTIONS.index(action.value)
+
+
+@dataclass(frozen=True)
+class Codes:
+    slugs: tuple[str, ...]
+    statuses: tuple[str, ...]
+    #: per flow code: index of its first step in ``step_ids`` and its number of steps (0 if inactive)
+    offsets: tuple[int, ...]
+    counts: tuple[int, ...]
+    step_ids: tuple[str, ...]
+
+    @classmethod
+    def from_frames(cls, flows: pl.LazyFrame, steps: pl.LazyFrame) -> Codes:
+        """From the catalog frames of ``transforms.validate.catalog_frames`` (small: collected here)."""
+        f, s = pl.collect_all([flows, steps.sort("flow_slug", "step_index")])
+        slugs = f.get_column("flow_slug").to_list()
+        statuses = f.get_column("flow_status").to_list()
+        for extra in s.get_column("flow_slug").unique(maintain_order=True).to_list():
+            if extra not in slugs:
+                slugs.append(extra)
+                statuses.append("ACTIVE")
+        by_flow: dict[str, list[str]] = {}
+        for slug, sid in s.select("flow_slug", "step_id").iter_rows():
+            by_flow.setdefault(slug, []).append(sid)
+        offsets: list[int] = []
+        counts: list[int] = []
+        ids: list[str] = []
+        for slug in slugs:
+            offsets.append(len(ids))
+            counts.append(len(by_flow.get(slug, [])))
+            ids.extend(by_flow.get(slug, []))
+        return cls(tuple(slugs), tuple(statuses), tuple(offsets), tuple(counts), tuple(ids))
+
+    # ---------------------------------------------------------------- text -> codes
+
+    def flow(self, slug: pl.Expr) -> pl.Expr:
+        return slug.replace_strict(list(self.slugs), list(range(len(self.slugs))), default=None, return_dtype=pl.UInt32)
+
+    def flow_attr(self, fl: pl.Expr, values: tuple[int, ...] | tuple[str, ...], dtype: pl.DataType) -> pl.Expr:
+        return fl.replace_strict(list(range(len(self.slugs))), list(values), default=None, return_dtype=dtype)
+
+    def step_by_id(self, fl: pl.Expr, step_id: pl.Expr) -> pl.Expr:
+        """``gs`` of the step named ``step_id`` in flow ``fl`` (null when the flow has no such step).
+        Ids are looked up alone, then (flow, id) as one integer: no text is joined or concatenated."""
+        unique = list(dict.fromkeys(self.step_ids))
+        sid = step_id.replace_strict(unique, list(range(len(unique))), default=None, return_dtype=pl.UInt64)
+        keys = [
+            fl_ * len(unique) + unique.index(self.step_ids[g])
+            for fl_, (off, n) in enumerate(zip(self.offsets, self.counts, strict=True))
+            for g in range(off, off + n)
+        ]
+        gs = [g for off, n in zip(self.offsets, self.counts, strict=True) for g in range(off, off + n)]
+        if not keys:
+            return pl.lit(None, pl.UInt32)
+        key = fl.cast(pl.UInt64) * len(unique) + sid
+        return key.replace_strict(keys, gs, default=None, return_dtype=pl.UInt32)
+
+    def step_by_index(self, fl: pl.Expr, index: pl.Expr) -> pl.Expr:
+        """``gs`` of the step at 0-based ``index`` of flow ``fl`` (null when out of range)."""
+        count = self.flow_attr(fl, self.counts, pl.Int64())
+        offset = self.flow_attr(fl, self.offsets, pl.Int64())
+        ok = (index >= 0) & (index < count)
+        return pl.when(ok).then(offset + index).cast(pl.UInt32)
+
+    def action(self, name: pl.Expr) -> pl.Expr:
+        return name.replace_strict(list(ACTIONS), list(range(len(ACTIONS))), default=None, return_dtype=pl.UInt8)
+
+    # ---------------------------------------------------------------- codes -> text
+
+    def slug_series(self) -> pl.Series:
+        return pl.Series("flow_slug", self.slugs, dtype=pl.String)
+
+    def step_series(self) -> pl.Series:
+        return pl.Series("step_id", self.step_ids, dtype=pl.String)
+
+    def slug_of(self, fl: pl.Series) -> pl.Series:
+        return self.slug_series().gather(fl)
+
+    def step_of(self, gs: pl.Series) -> pl.Series:
+        return self.step_series().gather(gs) if self.step_ids else pl.Series("step_id", [None] * len(gs), pl.String)
+
+    def action_of(self, act: pl.Series) -> pl.Series:
+        return pl.Series("action", ACTIONS, dtype=pl.String).gather(act)
+
+    def offset_of(self, fl: pl.Expr) -> pl.Expr:
+        return self.flow_attr(fl, self.offsets, pl.Int64())
+
+    def count_of(self, fl: pl.Expr) -> pl.Expr:
+        return self.flow_attr(fl, self.counts, pl.Int64())
