@@ -8,7 +8,7 @@ Column references may be nested: ``properties.flow_id`` reads field ``flow_id`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import polars as pl
@@ -120,32 +120,95 @@ def time_exprs(schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | N
             "the time column is numeric; declare its unit as time_format epoch_s, epoch_ms or epoch_us",
             field=name,
         )
-    if fmt.startswith("epoch_"):
-        scale = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}[fmt]
-        numeric = col.cast(pl.String).str.strip_chars()
-        numeric = pl.when(numeric.str.contains(r"^-?\d+(\.\d+)?$")).then(numeric)
-        micros = (numeric.cast(pl.Float64, strict=False) * scale).round(0)
-        ts = pl.from_epoch(micros.cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
-        return ts, pl.lit(None, pl.String)
+    attempts = text_attempts(fmt)
     txt = col.cast(pl.String).str.strip_chars()
+    iso = iso_text(txt)
+    parsed = [(parse(iso if needs_iso else txt), aware) for parse, aware, needs_iso in attempts]
+    aware_ts = pl.coalesce([e for e, aware in parsed if aware]) if any(a for _, a in parsed) else pl.lit(None, _UTC)
+    naive = [e for e, aware in parsed if not aware]
+    if not naive:
+        return aware_ts, pl.lit(None, pl.String)
+    local_ts, local_reason = _localize(pl.coalesce(naive), tz)
+    return pl.coalesce(aware_ts, local_ts), pl.when(aware_ts.is_null() & pl.coalesce(naive).is_not_null()).then(
+        local_reason
+    )
+
+
+#: (parse text into a datetime, whether the result is aware (UTC), whether it reads ``iso_text``)
+Attempt = tuple[Callable[[pl.Expr], pl.Expr], bool, bool]
+_ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%:z")
+_ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+
+
+def iso_text(txt: pl.Expr) -> pl.Expr:
+    """ISO-8601 text in the one shape the ISO attempts read: a ``Z`` as ``+00:00``, ``T`` between."""
+    return txt.str.replace(r"[Zz]$", "+00:00").str.replace(" ", "T", literal=True)
+
+
+def _strptime(fmt: str, utc: bool) -> Callable[[pl.Expr], pl.Expr]:
+    def parse(t: pl.Expr) -> pl.Expr:
+        return t.str.to_datetime(fmt, strict=False, time_zone="UTC" if utc else None, time_unit="us")
+
+    return parse
+
+
+def _epoch(fmt: str) -> Callable[[pl.Expr], pl.Expr]:
+    scale = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}[fmt]
+
+    def parse(t: pl.Expr) -> pl.Expr:
+        numeric = pl.when(t.str.contains(r"^-?\d+(\.\d+)?$")).then(t)
+        micros = (numeric.cast(pl.Float64, strict=False) * scale).round(0)
+        return pl.from_epoch(micros.cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
+
+    return parse
+
+
+def _utc_z(t: pl.Expr) -> pl.Expr:
+    return t.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_unit="us").dt.replace_time_zone("UTC")
+
+
+def text_attempts(fmt: str) -> list[Attempt]:
+    """The parses one declared format tries on text, in order; the first that reads a value wins.
+    ISO first tries the most common shape (``...T...Z``) on the text as it is."""
+    if fmt.startswith("epoch_"):
+        return [(_epoch(fmt), True, False)]
     if "%" in fmt:
-        if "%z" in fmt or "%:z" in fmt or "%#z" in fmt:
-            aware = txt.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-            return aware, pl.lit(None, pl.String)
-        return _localize(txt.str.to_datetime(fmt, strict=False, time_unit="us"), tz)
-    iso = txt.str.replace(r"[Zz]$", "+00:00").str.replace(" ", "T", literal=True)
-    aware = pl.coalesce(
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%dT%H:%M%:z", strict=False, time_zone="UTC", time_unit="us"),
-    )
-    naive = pl.coalesce(
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
-        iso.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
-    )
-    local_ts, local_reason = _localize(naive, tz)
-    return pl.coalesce(aware, local_ts), pl.when(aware.is_null() & naive.is_not_null()).then(local_reason)
+        aware = "%z" in fmt or "%:z" in fmt or "%#z" in fmt
+        return [(_strptime(fmt, aware), aware, False)]
+    return [
+        (_utc_z, True, False),
+        *((_strptime(f, True), True, True) for f in _ISO_AWARE),
+        *((_strptime(f, False), False, True) for f in _ISO_NAIVE),
+    ]
+
+
+def stage_text_time(
+    lf: pl.LazyFrame, txt: pl.Expr, formats: Sequence[str], tz: str | None, prefix: str
+) -> tuple[pl.LazyFrame, pl.Expr, pl.Expr]:
+    """(frame with helper columns, ts, reason) for a text time column tried against ``formats``.
+
+    Each parse is its own column and reads only the rows every earlier one left unread, so a column
+    in the first format costs one parse, not one per format (polars would run every branch of a
+    ``coalesce`` on every row)."""
+    rest = f"{prefix}rest"
+    lf = lf.with_columns(txt.alias(rest))
+    aware: list[pl.Expr] = []
+    naive: list[pl.Expr] = []
+    normalised = False
+    for k, (parse, is_aware, needs_iso) in enumerate(a for f in formats for a in text_attempts(f)):
+        if needs_iso and not normalised:
+            lf = lf.with_columns(iso_text(pl.col(rest)).alias(f"{prefix}iso"))
+            rest, normalised = f"{prefix}iso", True
+        got = f"{prefix}{k}"
+        lf = lf.with_columns(parse(pl.col(rest)).alias(got))
+        lf = lf.with_columns(pl.when(pl.col(got).is_null()).then(pl.col(rest)).alias(f"{prefix}rest{k}"))
+        rest = f"{prefix}rest{k}"
+        (aware if is_aware else naive).append(pl.col(got))
+    aware_ts = pl.coalesce(aware) if aware else pl.lit(None, _UTC)
+    if not naive:
+        return lf, aware_ts, pl.lit(None, pl.String)
+    local_ts, local_reason = _localize(pl.coalesce(naive), tz)
+    return lf, pl.coalesce(aware_ts, local_ts), pl.when(aware_ts.is_null()).then(local_reason)
 
 
 def time_multi(
@@ -165,6 +228,7 @@ def time_multi(
 
 
 def time_columns(
+    lf: pl.LazyFrame,
     schema: pl.Schema,
     candidates: Sequence[str],
     formats: Sequence[str],
@@ -172,8 +236,8 @@ def time_columns(
     *,
     coalesce: bool,
     default: datetime | None,
-) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(ts, ts_raw, map_reason) for a mapping's time candidates.
+) -> tuple[pl.LazyFrame, pl.Expr, pl.Expr, pl.Expr]:
+    """(frame with helper columns, ts, ts_raw, map_reason) for a mapping's time candidates.
 
     Without ``coalesce`` the first existing column is the time; with it, the first non-empty one per
     row. ``default`` (a declared instant) stands in where a row has no time at all."""
@@ -184,19 +248,22 @@ def time_columns(
     # about rows that fail); a typed column's value is the time itself, and formatting every row of it
     # as text would cost more than the rest of the mapping.
     parts: list[tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]] = []
-    for n in names:
+    for i, n in enumerate(names):
         col = resolve_column(schema, n)
         assert col is not None
-        ts, reason = time_multi(schema, col, n, formats, tz)
         if (dtype_of(schema, n) or pl.String()) == pl.String:
-            raw = text(col)
+            raw_name = f"__time{i}_raw"
+            lf = lf.with_columns(text(col).alias(raw_name))
+            raw = pl.col(raw_name)
+            lf, ts, reason = stage_text_time(lf, raw, formats, tz, f"__time{i}_")
             parts.append((ts, raw, raw.is_not_null(), reason))
         else:
+            ts, reason = time_multi(schema, col, n, formats, tz)
             parts.append((ts, pl.lit(None, pl.String), col.is_not_null(), reason))
     if not parts:
         if default is None:
-            return pl.lit(None, _UTC), pl.lit(None, pl.String), pl.lit("no time column")
-        return pl.lit(default, _UTC), pl.lit(default.isoformat(), pl.String), pl.lit(None, pl.String)
+            return lf, pl.lit(None, _UTC), pl.lit(None, pl.String), pl.lit("no time column")
+        return lf, pl.lit(default, _UTC), pl.lit(default.isoformat(), pl.String), pl.lit(None, pl.String)
     raw = pl.coalesce([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
     present = pl.any_horizontal([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
     ts = pl.coalesce([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
@@ -217,4 +284,4 @@ def time_columns(
         .then(pl.lit("unparseable time"))
         .otherwise(pl.when(ts.is_null()).then(chained))
     )
-    return ts, raw, reason
+    return lf, ts, raw, reason

@@ -484,7 +484,8 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
     step_src = pl.col("__text_step") if step_src is not None else None
     if not existing(schema, mapping.time) and "time" in mapping.required and mapping.default_time is None:
         raise _missing(mapping, "time", schema, source_file)
-    ts, ts_raw, reason = time_columns(
+    lf, ts, ts_raw, reason = time_columns(
+        lf,
         schema,
         mapping.time,
         mapping.time_formats,
