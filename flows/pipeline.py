@@ -235,7 +235,9 @@ def _account(paths: Sequence[Path], rows: pl.DataFrame, plan: pl.DataFrame) -> d
     origins = plan.get_column("origin").drop_nulls().unique()
     problem = rows.get_column("problem")
     rows_in = count_rows(paths)
-    if rows.get_column("row_key").n_unique() == rows.height:
+    keys = rows.get_column("row_key")
+    # Events come in row order, unless a mapping made several of one row: then keys repeat.
+    if keys.len() < 2 or bool((keys.diff().drop_nulls() > 0).all()) or keys.n_unique() == keys.len():
         # one event per row (the usual case): the buckets are counts, no grouping needed
         valid = int((problem == VALID).sum())
         per_bucket = {
@@ -270,8 +272,9 @@ def _account(paths: Sequence[Path], rows: pl.DataFrame, plan: pl.DataFrame) -> d
         # Rows that produced no event at all (e.g. a wide row with no progress) count as dropped.
         "rows_dropped": per_bucket.get(3, 0) + rows_in - grouped,
         "requests_planned": plan.height,
-        "users": plan.get_column("user_id").n_unique(),
-        "user_flows": plan.select("user_id", "flow_slug").n_unique(),
+        # the plan holds each user's requests together and each user-flow's from seq 0
+        "users": int((plan.get_column("user_id") != plan.get_column("user_id").shift()).fill_null(True).sum()),
+        "user_flows": int((plan.get_column("seq") == 0).sum()),
     }
 
 

@@ -34,6 +34,7 @@ STEP_STATE_COLUMNS = ["step_started", "step_completed", "step_skipped"]
 _MOVES_POINTER = [act_code(a) for a in (A.STARTED_STEP, A.COMPLETED_STEP, A.SKIPPED_STEP)]
 _STARTS_FLOW = [*_MOVES_POINTER, act_code(A.STARTED_FLOW), act_code(A.COMPLETED_FLOW)]
 _STEP_ACTS = [act_code(a) for a in Action if a.is_step]
+_STEP_FACTS = ("started_pos", "completed_pos", "skipped_pos", "nss_pos")
 #: the columns a log must have (sorted by user-flow, then time and tie-break; no duplicates)
 LOG_COLUMNS = ["uf", "user_id", "group_id", "fl", "gs", "act", "ts", "data", "row_key"]
 
@@ -72,40 +73,76 @@ class Target:
         return Target(flows.with_columns(renumber.get_column("_new").alias("uf")), steps, self.log, self.codes)
 
 
-def _pos_where(cond: pl.Expr) -> pl.Expr:
-    return pl.when(cond).then(pl.col("pos"))
+def _runs(frame: pl.LazyFrame, key: str, firsts: dict[str, pl.Expr], lasts: dict[str, pl.Expr]) -> pl.DataFrame:
+    """One row per run of equal ``key`` in ``frame`` (sorted by key, then ``pos``): for each name of
+    ``firsts`` the ``pos`` of the run's first row where its condition holds, of ``lasts`` the last;
+    null where no row does. Fills along the sorted rows instead of a hash group-by: each fact is a
+    backward (or forward) fill, checked to have stayed inside its run."""
+    k = pl.col("_k")
+    at_start = (pl.col(key) != pl.col(key).shift()).fill_null(True)
+    at_end = (pl.col(key) != pl.col(key).shift(-1)).fill_null(True)
+    index = pl.int_range(pl.len(), dtype=pl.UInt32)
+    f = (
+        frame.with_columns(index.alias("_k"), at_start.alias("_s"), at_end.alias("_e"))
+        .with_columns(
+            pl.when(pl.col("_s")).then(k).forward_fill().alias("_start"),
+            pl.when(pl.col("_e")).then(k).backward_fill().alias("_end"),
+        )
+        .with_columns(
+            *(
+                pl.when(pl.when(c).then(k).backward_fill() <= pl.col("_end"))
+                .then(pl.when(c).then(pl.col("pos")).backward_fill())
+                .alias(n)
+                for n, c in firsts.items()
+            ),
+            *(
+                pl.when(pl.when(c).then(k).forward_fill() >= pl.col("_start"))
+                .then(pl.when(c).then(pl.col("pos")).forward_fill())
+                .alias(n)
+                for n, c in lasts.items()
+            ),
+        )
+    )
+    starts, ends = pl.collect_all([f.filter(pl.col("_s")).select(key, *firsts), f.filter(pl.col("_e")).select(*lasts)])
+    return starts.hstack(ends)
+
+
+def _none_after(cond: pl.Expr, key: str) -> pl.Expr:
+    """No row from this one to the end of its run (of equal ``key``, rows sorted by key) meets
+    ``cond``: the next row that does is found by a backward fill and checked against the run's end."""
+    k = pl.int_range(pl.len(), dtype=pl.UInt32)
+    next_hit = pl.when(cond).then(k).backward_fill()
+    run_end = pl.when((pl.col(key) != pl.col(key).shift(-1)).fill_null(True)).then(k).backward_fill()
+    return next_hit.is_null() | (next_hit > run_end)
 
 
 def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
     """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` numbered 0.. by run."""
     a = pl.col("act")
-    base = log.lazy().select(
-        pl.col("uf").set_sorted(), "act", "gs", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"), "group_id"
-    )
-    resets = (
-        base.group_by("uf", maintain_order=True)
-        .agg(_pos_where(a == act_code(A.NOT_STARTED_FLOW)).max().alias("reset_pos"))
-        .collect()
-    )
-    last_reset = resets.get_column("reset_pos").gather(log.get_column("uf"))
-    # "the epoch": events after the user-flow's last reset
-    position = pl.int_range(log.height, dtype=pl.UInt32, eager=True)
-    epoch = (last_reset.is_null() | (position > last_reset)).alias("epoch")
     e = pl.col("epoch")
-    ev = base.with_columns(epoch)
-    flows = (
-        ev.group_by("uf", maintain_order=True)
-        .agg(
-            pl.col("pos").first().alias("first_pos"),
-            pl.col("pos").last().alias("last_pos"),
-            _pos_where(pl.col("group_id").is_not_null()).max().alias("group_pos"),
-            _pos_where(a.is_in(_MOVES_POINTER) & e).max().alias("ptr_pos"),
-            _pos_where(a.is_in(_STARTS_FLOW) & e).min().alias("start_pos"),
-            _pos_where((a == act_code(A.COMPLETED_FLOW)) & e).min().alias("completed_pos"),
-            _pos_where((a == act_code(A.SKIPPED_FLOW)) & e).min().alias("skipped_pos"),
+    ev = (
+        log.lazy()
+        .select("uf", "act", "gs", "fl", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"), "group_id")
+        .with_columns(
+            # "the epoch": events after the user-flow's last reset
+            _none_after(a == act_code(A.NOT_STARTED_FLOW), "uf").alias("epoch")
         )
-        .collect()
-        .with_columns(resets.get_column("reset_pos"))
+    )
+    flows = _runs(
+        ev,
+        "uf",
+        {
+            "first_pos": pl.lit(True),
+            "start_pos": a.is_in(_STARTS_FLOW) & e,
+            "completed_pos": (a == act_code(A.COMPLETED_FLOW)) & e,
+            "skipped_pos": (a == act_code(A.SKIPPED_FLOW)) & e,
+        },
+        {
+            "last_pos": pl.lit(True),
+            "reset_pos": a == act_code(A.NOT_STARTED_FLOW),
+            "group_pos": pl.col("group_id").is_not_null(),
+            "ptr_pos": a.is_in(_MOVES_POINTER) & e,
+        },
     )
     fl = log.get_column("fl").gather(flows.get_column("first_pos"))
     ptr = flows.get_column("ptr_pos")
@@ -154,24 +191,31 @@ def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: 
         + log.get_column("gs").cast(pl.Int64)
         - offsets.gather(log.get_column("fl"))
     ).alias("g")
-    step_ev = ev.with_columns(g).filter(pl.col("epoch") & a.is_in(_STEP_ACTS)).select("g", "act", "pos").collect()
-    nss = step_ev.group_by("g").agg(_pos_where(a == act_code(A.NOT_STARTED_STEP)).max().alias("nss_pos"))
-    nss_grid = _scatter(n_grid, nss.get_column("g"), nss.get_column("nss_pos"))
-    # "live": after the step's last NOT_STARTED_STEP
-    last_nss = nss_grid.gather(step_ev.get_column("g"))
-    live = pl.col("live")
-    facts = step_ev.with_columns((last_nss.is_null() | (step_ev.get_column("pos") > last_nss)).alias("live"))
-    facts = facts.group_by("g").agg(
-        _pos_where(a.is_in(_MOVES_POINTER) & live).min().alias("started_pos"),
-        _pos_where((a == act_code(A.COMPLETED_STEP)) & live).min().alias("completed_pos"),
-        _pos_where(a == act_code(A.SKIPPED_STEP)).min().alias("skipped_pos"),
+    # each step's events in order, its runs keyed by grid row
+    step_ev = (
+        ev.with_columns(g)
+        .filter(pl.col("epoch") & a.is_in(_STEP_ACTS))
+        .select("g", "act", "pos")
+        .sort("g", maintain_order=True)
+    )
+    nss = a == act_code(A.NOT_STARTED_STEP)
+    live = pl.col("live")  # after the step's last NOT_STARTED_STEP
+    facts = _runs(
+        step_ev.with_columns(_none_after(nss, "g").alias("live")),
+        "g",
+        {
+            "started_pos": a.is_in(_MOVES_POINTER) & live,
+            "completed_pos": (a == act_code(A.COMPLETED_STEP)) & live,
+            "skipped_pos": a == act_code(A.SKIPPED_STEP),
+        },
+        {"nss_pos": nss},
     )
     where = facts.get_column("g")
     grid_uf = flows.select(pl.col("uf").repeat_by("step_count").explode()).to_series()
     step_index = pl.int_range(n_grid, dtype=pl.Int64, eager=True) - flows.get_column("grid_start").gather(grid_uf)
     grid_fl = flows.get_column("fl").gather(grid_uf)
     gs = (offsets.gather(grid_fl) + step_index).cast(pl.UInt32)
-    cols = {c: _scatter(n_grid, where, facts.get_column(c)) for c in ("started_pos", "completed_pos", "skipped_pos")}
+    cols = {c: _scatter(n_grid, where, facts.get_column(c)) for c in _STEP_FACTS}
     first_pos = flows.get_column("first_pos").gather(grid_uf)
     return pl.DataFrame(
         {
@@ -185,7 +229,6 @@ def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: 
             "uf": grid_uf,
             "gs": gs,
             **cols,
-            "nss_pos": nss_grid,
         }
     )
 
