@@ -187,12 +187,16 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
     across overlapping export files too), or where the source has none, the same (user, flow, step,
     action, time). The first in order is kept."""
     user, h = pl.col("user_id"), pl.col("_h")
-    low = (1 << max(1, flows.bit_length())) - 1
+    bits = max(1, flows.bit_length())
+    low = (1 << bits) - 1
     packed = (user_hash(user).cast(pl.UInt64) & ~pl.lit(low, pl.UInt64)) | pl.col("fl").cast(pl.UInt64)
     log = valid.with_columns(packed.alias("_h")).sort("_h", "ts", "row_key", maintain_order=True)
-    if log.select(((h == h.shift()) & (user != user.shift())).any()).item():
+    new_run = h != h.shift()
+    # Two ids sharing the hash bits would interleave: then the ids themselves are the key.
+    same_bits = (h // (1 << bits)) == (h.shift() // (1 << bits))
+    if log.select((same_bits & (user != user.shift())).any()).item():
         log = log.sort("user_id", "fl", "ts", "row_key", maintain_order=True)
-    new_run = (user != user.shift()) | (pl.col("fl") != pl.col("fl").shift())
+        new_run = (user != user.shift()) | (pl.col("fl") != pl.col("fl").shift())
     log = log.with_columns(new_run.fill_null(True).cum_sum().cast(pl.UInt32).sub(1).alias("uf")).drop("_h")
     n = log.height
     # Only events sharing their user-flow and time with a neighbour can repeat one another: the
