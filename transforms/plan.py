@@ -90,10 +90,11 @@ def _with_current(
         return f, s
     cur_flows, cur_steps = current
     keys = target.flows.lazy().select(*FLOW_KEY, UF)
-    cur_steps_uf = (
-        cur_steps.join(keys, on=FLOW_KEY, how="inner")
-        .join(target.steps.lazy().select(UF, "step_id", "gs"), on=[UF, "step_id"], how="inner")
-        .select(UF, "gs", "c_st", "c_co", "c_sk")
+    # One join on the full text key: chained joins let polars reorder them into one on step_id alone,
+    # which multiplies every user's steps by every other's.
+    step_keys = target.steps.lazy().select(*FLOW_KEY, "step_id", UF, "gs")
+    cur_steps_uf = cur_steps.join(step_keys, on=[*FLOW_KEY, "step_id"], how="inner").select(
+        UF, "gs", "c_st", "c_co", "c_sk"
     )
     s = steps.join(cur_steps_uf, on=[UF, "gs"], how="left").with_columns(
         pl.col("c_st", "c_co", "c_sk").fill_null(False)
