@@ -67,17 +67,17 @@ class Codes:
     def step_by_id(self, fl: pl.Expr, step_id: pl.Expr) -> pl.Expr:
         """``gs`` of the step named ``step_id`` in flow ``fl`` (null when the flow has no such step).
         Ids are looked up alone, then (flow, id) as one integer: no text is joined or concatenated."""
-        unique = list(dict.fromkeys(self.step_ids))
-        sid = step_id.replace_strict(unique, list(range(len(unique))), default=None, return_dtype=pl.UInt64)
+        number = {sid: i for i, sid in enumerate(dict.fromkeys(self.step_ids))}
+        sid = step_id.replace_strict(list(number), list(number.values()), default=None, return_dtype=pl.UInt64)
         keys = [
-            fl_ * len(unique) + unique.index(self.step_ids[g])
+            fl_ * len(number) + number[self.step_ids[g]]
             for fl_, (off, n) in enumerate(zip(self.offsets, self.counts, strict=True))
             for g in range(off, off + n)
         ]
         gs = [g for off, n in zip(self.offsets, self.counts, strict=True) for g in range(off, off + n)]
         if not keys:
             return pl.lit(None, pl.UInt32)
-        key = fl.cast(pl.UInt64) * len(unique) + sid
+        key = fl.cast(pl.UInt64) * len(number) + sid
         return key.replace_strict(keys, gs, default=None, return_dtype=pl.UInt32)
 
     def step_by_index(self, fl: pl.Expr, index: pl.Expr) -> pl.Expr:
