@@ -83,7 +83,8 @@ def pending_requests(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame
     done = pl.concat(
         [outcomes.filter(pl.col("outcome").is_in(DONE_OUTCOMES)).select("request_id"), held.select("request_id")]
     ).unique()
-    return plan.join(done, on="request_id", how="anti").sort("user_id", "flow_slug", "seq")
+    # plan order: dispatch and its journal follow it, so a resume must not reorder the users
+    return plan.join(done, on="request_id", how="anti", maintain_order="left")
 
 
 def snapshot_rows(user_id: str, states: UserFlowStates, at: float) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import as_current, changed_user_flows
-from transforms.validate import DROPPED, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
+from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -170,10 +170,10 @@ def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> 
         )
         .with_columns(
             # a typed time column keeps no text: its rows in quarantine show the time itself
-            pl.coalesce("ts_raw", pl.col("ts").dt.to_string("iso")).alias("ts_raw")
+            pl.coalesce("ts_raw", pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).alias("ts_raw")
         )
     )
-    _fail_on_undeclared_zone(problems, names)
+    _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
         reason(codes).alias("reason"),
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),

@@ -187,28 +187,36 @@ def stage_text_time(
 ) -> tuple[pl.LazyFrame, pl.Expr, pl.Expr]:
     """(frame with helper columns, ts, reason) for a text time column tried against ``formats``.
 
-    Each parse is its own column and reads only the rows every earlier one left unread, so a column
-    in the first format costs one parse, not one per format (polars would run every branch of a
-    ``coalesce`` on every row)."""
-    rest = f"{prefix}rest"
+    Each parse is its own column and reads only the rows every earlier one left without a usable time
+    (polars would run every branch of a ``coalesce`` on every row), so a column in the first format
+    costs one parse, not one per format. Every parse reads the text as it was, or for the ISO parses
+    its ISO shape; a naive time is usable only with a declared zone, so without one a later format
+    may still read the row."""
+    rest, iso = f"{prefix}rest", None
     lf = lf.with_columns(txt.alias(rest))
-    aware: list[pl.Expr] = []
+    got: list[pl.Expr] = []
     naive: list[pl.Expr] = []
-    normalised = False
     for k, (parse, is_aware, needs_iso) in enumerate(a for f in formats for a in text_attempts(f)):
-        if needs_iso and not normalised:
-            lf = lf.with_columns(iso_text(pl.col(rest)).alias(f"{prefix}iso"))
-            rest, normalised = f"{prefix}iso", True
-        got = f"{prefix}{k}"
-        lf = lf.with_columns(parse(pl.col(rest)).alias(got))
-        lf = lf.with_columns(pl.when(pl.col(got).is_null()).then(pl.col(rest)).alias(f"{prefix}rest{k}"))
-        rest = f"{prefix}rest{k}"
-        (aware if is_aware else naive).append(pl.col(got))
-    aware_ts = pl.coalesce(aware) if aware else pl.lit(None, _UTC)
-    if not naive:
-        return lf, aware_ts, pl.lit(None, pl.String)
-    local_ts, local_reason = _localize(pl.coalesce(naive), tz)
-    return lf, pl.coalesce(aware_ts, local_ts), pl.when(aware_ts.is_null()).then(local_reason)
+        if needs_iso and iso is None:
+            iso = f"{prefix}iso{k}"
+            lf = lf.with_columns(iso_text(pl.col(rest)).alias(iso))
+        value = parse(pl.col(iso if needs_iso and iso else rest))
+        if not is_aware:
+            lf = lf.with_columns(value.alias(f"{prefix}naive{k}"))
+            naive.append(pl.col(f"{prefix}naive{k}"))
+            value = _localize(naive[-1], tz)[0]
+        lf = lf.with_columns(value.alias(f"{prefix}{k}"))
+        unread = pl.col(f"{prefix}{k}").is_null()
+        got.append(pl.col(f"{prefix}{k}"))
+        lf = lf.with_columns(
+            pl.when(unread).then(pl.col(rest)).alias(f"{prefix}rest{k}"),
+            *([pl.when(unread).then(pl.col(iso)).alias(f"{prefix}iso_rest{k}")] if iso else []),
+        )
+        rest, iso = f"{prefix}rest{k}", (f"{prefix}iso_rest{k}" if iso else None)
+    ts = pl.coalesce(got)
+    if tz or not naive:
+        return lf, ts, pl.lit(None, pl.String)
+    return lf, ts, pl.when(ts.is_null() & pl.any_horizontal(n.is_not_null() for n in naive)).then(pl.lit(NAIVE_REASON))
 
 
 def time_multi(

@@ -67,9 +67,10 @@ def _shape(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.select(INTERNAL)
 
 
-def fan_out(ev: pl.LazyFrame) -> pl.LazyFrame:
-    """``A+B`` actions into one event per action, numbered in ``__seq``."""
-    parts = pl.col("action").str.split("+")
+def fan_out(ev: pl.LazyFrame, combos: list[str]) -> pl.LazyFrame:
+    """Declared ``A+B`` actions (``combos``) into one event per action, numbered in ``__seq``."""
+    a = pl.col("action")
+    parts = pl.when(a.is_in(combos)).then(a.str.split("+")).otherwise(pl.concat_list(a))
     return (
         ev.with_columns(
             parts.alias("action"),
@@ -85,10 +86,12 @@ def fan_out(ev: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _fans_out(mapping: SourceMapping) -> bool:
-    """Only an action map value ``A+B`` makes several events of one row; without one, no row is split."""
+def _combos(mapping: SourceMapping) -> list[str]:
+    """The ``A+B`` values the mapping declares (action maps, the constant action): only these make
+    several events of one row; an event name in the data is never split."""
     maps = [mapping.action_map, *mapping.entity_action_map.values()]
-    return any("+" in v for m in maps for v in m.values())
+    values = [mapping.action_constant or "", *(v for m in maps for v in m.values())]
+    return sorted({v for v in values if "+" in v})
 
 
 def _positions(ev: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
@@ -168,8 +171,9 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
     seq = pl.col("__seq").cast(pl.Int64) if has_seq else pl.lit(0, pl.Int64)
     ev = ev.with_columns(seq.alias("__seq"), pl.lit(None, pl.String).alias("__tag"))
     ev = _shape(ev)
-    if _fans_out(mapping):
-        ev = fan_out(ev)
+    combos = _combos(mapping)
+    if combos:
+        ev = fan_out(ev, combos)
     if mapping.once_per_flow:
         first = (pl.col("ts") == pl.col("ts").min().over([*FLOW_KEY, "action"])).fill_null(True)
         fanned = pl.col("__tag") == "fan"
@@ -219,7 +223,7 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         key = [*FLOW_KEY, "step_id"] if dropped in STEP_ACTIONS and other in STEP_ACTIONS else FLOW_KEY
         also = (a == other).any().over(key)
         ev = ev.with_columns(pl.when((a == dropped) & also).then(pl.lit(DROP)).otherwise(a).alias("action"))
-    tagged = _fans_out(mapping) or bool(derivations)
+    tagged = bool(combos) or bool(derivations)
     return finish(ev) if tagged or has_seq else ev.drop("__seq", "__tag")
 
 

@@ -297,6 +297,8 @@ def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, 
 
 def plan_history(target: Target) -> pl.DataFrame:
     """Every valid, de-duplicated event, in order, with its own time and data."""
+    if target.subset:
+        raise ValueError("history mode replays the whole log: plan it from the whole target, not a subset")
     log = target.log
     rows = log.select(UF, "act", "gs", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"))
     return requests(target, rows)

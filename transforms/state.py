@@ -53,6 +53,8 @@ class Target:
     steps: pl.DataFrame
     log: pl.DataFrame
     codes: Codes
+    #: made by ``only``: the log still numbers every user-flow of the whole target
+    subset: bool = False
 
     def state(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The target state alone, keyed by text (what is written, remembered and reconciled)."""
@@ -70,7 +72,7 @@ class Target:
             .with_columns(pl.col("_new").alias("uf"))
             .drop("_new")
         )
-        return Target(flows.with_columns(renumber.get_column("_new").alias("uf")), steps, self.log, self.codes)
+        return Target(flows.with_columns(renumber.get_column("_new").alias("uf")), steps, self.log, self.codes, True)
 
 
 def _runs(frame: pl.LazyFrame, key: str, firsts: dict[str, pl.Expr], lasts: dict[str, pl.Expr]) -> pl.DataFrame:
@@ -117,7 +119,9 @@ def _none_after(cond: pl.Expr, key: str) -> pl.Expr:
 
 
 def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
-    """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` numbered 0.. by run."""
+    """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` marking its runs."""
+    # Renumbered 0.. without gaps: de-duplication by event id can remove a user-flow's every event.
+    log = log.with_columns((pl.col("uf") != pl.col("uf").shift()).fill_null(True).cum_sum().cast(pl.UInt32).sub(1))
     a = pl.col("act")
     e = pl.col("epoch")
     ev = (

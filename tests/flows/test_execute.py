@@ -45,6 +45,20 @@ def outcomes(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
     )
 
 
+def test_a_resume_keeps_the_plan_order_of_users() -> None:
+    """Dispatch and its journal follow the plan's order (users by hash, not by name)."""
+    plan = pl.DataFrame(
+        {
+            "request_id": ["u9|f|0", "u1|f|0", "u5|f|0", "u5|f|1"],
+            "user_id": ["u9", "u1", "u5", "u5"],
+            "flow_slug": ["f"] * 4,
+            "seq": [0, 0, 0, 1],
+        }
+    )
+    got = pending_requests(plan, outcomes([("u1|f|0", "sent", "")]))
+    assert got["request_id"].to_list() == ["u9|f|0", "u5|f|0", "u5|f|1"]
+
+
 def test_sent_and_rejected_are_done_failed_is_retried_held_only_behind_a_rejection() -> None:
     got = pending_requests(
         PLAN,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from emulator.sample import sample_catalog
@@ -102,3 +103,44 @@ def test_request_fields_carry_time_as_iso_utc_and_data_as_an_object() -> None:
     fields = request_body_fields(row)
     assert fields["created_at"] == "2024-05-06T07:08:09.123Z"
     assert fields["data"] == {"a": 1}
+
+
+def test_event_ids_reused_across_files_and_user_flows_are_duplicates_not_a_crash(tmp_path: Path) -> None:
+    """Two per-flow exports that each number their events from 1: the second file's user-flows lose
+    every event to the first's ids (the first in order is kept), and planning goes on."""
+    head = "user_id,flow_slug,step_id,action,created_at,event_id\n"
+    files = []
+    for name, flow in (("a.csv", "flow_onboarding"), ("b.csv", "flow_welcome_tour")):
+        f = tmp_path / name
+        f.write_text(
+            head + f"u1,{flow},,STARTED_FLOW,2024-01-01T00:00:00Z,1\nu2,{flow},,STARTED_FLOW,2024-01-01T00:00:00Z,2\n"
+        )
+        files.append(f)
+    prepared = prepare(files, resolve_mapping(None), sample_catalog())
+    assert prepared.counts["events_duplicate"] == 2
+    assert prepared.plan.height == 2
+    assert accounting_closes(prepared.counts)
+
+
+def test_a_dropped_row_with_a_naive_time_is_dropped_not_an_error(tmp_path: Path) -> None:
+    body = (
+        "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,\n"
+        "u1,flow_welcome_tour,,page_view,2024-01-01 00:00:05,\n"
+    )
+    prepared = run(tmp_path, body, drop_events=["page_view"])
+    assert prepared.counts["rows_dropped"] == 1
+    assert prepared.counts["rows_sent"] == 1
+
+
+def test_quarantined_rows_of_a_typed_time_column_show_the_time_in_iso(tmp_path: Path) -> None:
+    f = tmp_path / "e.parquet"
+    pl.DataFrame(
+        {
+            "user_id": ["u1"],
+            "flow_slug": ["flow_nope"],
+            "action": ["STARTED_FLOW"],
+            "created_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)],
+        }
+    ).write_parquet(f)
+    prepared = prepare([f], resolve_mapping(None), sample_catalog())
+    assert prepared.quarantine["ts_raw"].to_list() == ["2024-01-02T03:04:05Z"]

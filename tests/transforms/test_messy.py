@@ -159,6 +159,27 @@ def test_epoch_seconds_and_microsecond_strings(tmp_path: Path) -> None:
     assert got == [datetime(2024, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)]
 
 
+def test_formats_after_iso_read_the_text_as_it_was(tmp_path: Path) -> None:
+    text = HEADER + "u1,flow_welcome_tour,,STARTED_FLOW,02/01/2024 03:04\n"
+    doc = {"extra_time_formats": ["%d/%m/%Y %H:%M"], "timezone": "UTC"}
+    assert ts_of(run(write(tmp_path, "a.csv", text), "long", doc)) == [datetime(2024, 1, 2, 3, 4, tzinfo=UTC)]
+
+
+def test_a_naive_reading_without_a_zone_leaves_the_row_to_later_formats(tmp_path: Path) -> None:
+    text = HEADER + "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-02T03:04:05Z\n"
+    doc = {"time_format": "%Y-%m-%dT%H:%M:%SZ", "extra_time_formats": ["iso"]}
+    out = run(write(tmp_path, "a.csv", text), "long", doc)
+    assert ts_of(out) == [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)]
+    assert out.get_column("status").to_list() == ["valid"]
+
+
+def test_an_event_name_in_the_data_is_never_split(tmp_path: Path) -> None:
+    text = HEADER + "u1,flow_welcome_tour,welcome,STARTED_STEP+COMPLETED_STEP,2024-01-01T00:00:00Z\n"
+    out = run(write(tmp_path, "a.csv", text), "long", {"action_map": {"shown": "STARTED_FLOW+STARTED_STEP"}})
+    assert out.height == 1
+    assert out.get_column("reason").item() == "unknown action 'STARTED_STEP+COMPLETED_STEP'"
+
+
 def test_naive_local_time_without_a_declared_zone_is_an_error(tmp_path: Path) -> None:
     text = HEADER + "u1,flow_welcome_tour,,STARTED_FLOW,2024-03-01 10:00:00\n"
     out = run(write(tmp_path, "n.csv", text), "long")

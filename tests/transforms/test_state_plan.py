@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +161,11 @@ def test_skipped_but_not_started_step_is_not_started_by_a_pointer_fix_up() -> No
     plan = plan_state(collect_target(target_log), current_frames(current))
     got = replay_plan(plan, current)
     assert got[("u1", "f3")].logical() == replay_log(target_log)[("u1", "f3")].logical()
+
+
+def test_history_is_planned_from_the_whole_target_only() -> None:
+    target = collect_target([("u1", "f1", Action.STARTED_FLOW, None), ("u2", "f1", Action.STARTED_FLOW, None)])
+    subset = target.only(pl.DataFrame({"user_id": ["u2"], "flow_slug": ["f1"]}))
+    assert plan_state(subset)["user_id"].to_list() == ["u2"]
+    with pytest.raises(ValueError, match="whole target"):
+        plan_history(subset)
