@@ -3,7 +3,7 @@
     python -m bench._child floor EXPORT OUT.parquet     polars alone: scan, sort by user, flow, time, write
     python -m bench._child plan EXPORT CATALOG          ``frigade-migrate plan EXPORT --catalog CATALOG``
     python -m bench._child plan-heap EXPORT CATALOG     the same under tracemalloc (Python-object heap peak)
-    python -m bench._child sync-state EXPORT CATALOG DIR   the target state of EXPORT, as a sync remembers it
+    python -m bench._child sync-state EXPORT CATALOG DIR   target state and user prints of EXPORT, as remembered
     python -m bench._child sync-plan EXPORT CATALOG DIR OUT.json   full plan vs sync plan of EXPORT
 
 ``plan-heap`` runs the real command line under ``tracemalloc`` and prints the peak of memory allocated by
@@ -43,30 +43,36 @@ def plan_heap(export: str, catalog: str) -> int:
     return code
 
 
-def _analysis(export: str, catalog: str) -> object:
+def _analysis(export: str, catalog: str, *, prints: bool = False, known: object = None) -> object:
     from flows.job import load_catalog_file
     from flows.pipeline import analyze
     from transforms.presets import resolve_mapping
 
-    return analyze([Path(export)], resolve_mapping(None), load_catalog_file(catalog))
+    assert known is None or isinstance(known, pl.DataFrame)
+    return analyze([Path(export)], resolve_mapping(None), load_catalog_file(catalog), prints=prints, known=known)
 
 
 def sync_state(export: str, catalog: str, state_dir: str) -> int:
-    """What a finished sync of EXPORT leaves in its state folder: the target state, remembered."""
+    """What a finished, clean sync of EXPORT leaves in its state folder: the target state and every
+    user's print, remembered."""
     from flows.pipeline import Analysis
     from transforms.sync import remembered
 
-    analysis = _analysis(export, catalog)
+    analysis = _analysis(export, catalog, prints=True)
     assert isinstance(analysis, Analysis)
+    assert analysis.prints is not None
     flows, steps = remembered(*analysis.targets)
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     flows.write_parquet(Path(state_dir) / "flows.parquet")
     steps.write_parquet(Path(state_dir) / "steps.parquet")
+    analysis.prints.write_parquet(Path(state_dir) / "users.parquet")
     return 0
 
 
 def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
-    """Time the analysis, the full plan and the sync plan (against the remembered state) of EXPORT."""
+    """Time the full plan of EXPORT (analyze + plan, as a backfill), then the sync plan as
+    ``frigade-migrate sync`` makes it (analyze skipping users whose prints are remembered, load the
+    remembered state, plan against it)."""
     from flows.pipeline import Analysis, plan
     from flows.statedir import StateDir
     from transforms.sync import remembered
@@ -77,20 +83,30 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     t1 = time.perf_counter()
     full = plan(analysis)
     t2 = time.perf_counter()
-    baseline = StateDir(Path(state_dir)).load()
+    full_requests, full_users, rows_in = full.plan.height, full.plan["user_id"].n_unique(), full.counts["rows_in"]
+    del analysis, full
+    state = StateDir(Path(state_dir))
     t3 = time.perf_counter()
-    synced = plan(analysis, baseline=baseline)
+    analysis = _analysis(export, catalog, prints=True, known=state.load_prints())
+    assert isinstance(analysis, Analysis)
     t4 = time.perf_counter()
+    baseline = state.load()
+    t5 = time.perf_counter()
+    synced = plan(analysis, baseline=baseline)
+    t6 = time.perf_counter()
     doc = {
-        "analyze_s": t1 - t0,
+        "analyze_full_s": t1 - t0,
         "plan_full_s": t2 - t1,
-        "load_state_s": t3 - t2,
-        "plan_sync_s": t4 - t3,
-        "full_requests": full.plan.height,
+        "analyze_sync_s": t4 - t3,
+        "load_state_s": t5 - t4,
+        "plan_sync_s": t6 - t5,
+        "full_requests": full_requests,
         "sync_requests": synced.plan.height,
         "sync_users": synced.plan.get_column("user_id").n_unique(),
-        "full_users": full.plan.get_column("user_id").n_unique(),
-        "rows_in": full.counts["rows_in"],
+        "full_users": full_users,
+        "analysed_users": analysis.prints.height if analysis.prints is not None else 0,
+        "rows_in": rows_in,
+        "sync_accounting": synced.counts,
     }
     base = Path(out).with_suffix("")
     synced.plan.select("user_id", "flow_slug", "seq", "action", "step_id").write_parquet(f"{base}-plan.parquet")

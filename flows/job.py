@@ -43,7 +43,7 @@ from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
 from transforms.schema import InputError
-from transforms.sync import from_snapshot
+from transforms.sync import clean_prints, from_snapshot
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -150,7 +150,11 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
         if job.kind == "sync" and not job.from_current:
             job.state_dir.check_no_unfinished_run(job.folder.root)
     job.run["inputs"] = prints
-    return analyze(job.exports, mapping_for(job), catalog)
+    # With a state folder every analysed user is printed, so that the next sync can skip the users
+    # whose events are unchanged; a plain sync skips those the state folder remembers.
+    plain_sync = job.kind == "sync" and not job.full and not job.from_current
+    known = job.state_dir.load_prints() if job.state_dir is not None and plain_sync else None
+    return analyze(job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known)
 
 
 def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -169,6 +173,8 @@ def plan_run(
     job.folder.write_parquet("plan.parquet", prepared.plan)
     job.folder.write_parquet("expected_flows.parquet", prepared.expected_flows)
     job.folder.write_parquet("expected_steps.parquet", prepared.expected_steps)
+    if analysis.prints is not None:
+        job.folder.write_parquet("user_prints.parquet", analysis.prints)
     job.run.update(
         run_id=job.folder.root.name,
         kind=job.kind,
@@ -379,12 +385,34 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         job.run["status"] = "failed" if failed else "succeeded"
     job.save()
     if job.state_dir is not None and not stopped:
-        job.state_dir.record(snapshot, job.run["run_id"], job.settings.api_url)
+        job.state_dir.record(snapshot, job.run["run_id"], job.settings.api_url, _prints(job, plan, latest, mismatches))
     per_flow = _per_flow(plan, exp_flows)
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
     code = EXIT_STOPPED if stopped else EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
     return RunResult(code, str(job.folder.root), job.run, report)
+
+
+def _prints(
+    job: Job, plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(prints of the users this run analysed, those of them it left exactly at their target). A
+    user with a request not sent (rejected, failed, held, never tried) or a mismatch is not left
+    there: forgetting their print makes the next sync plan them again, export changed or not."""
+    if not job.folder.path("user_prints.parquet").exists():
+        return None
+    analysed = job.folder.read_parquet("user_prints.parquet")
+    return analysed, left_at_target(analysed, plan, latest, mismatches)
+
+
+def left_at_target(
+    analysed: pl.DataFrame, plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame
+) -> pl.DataFrame:
+    """The prints of the analysed users whose every planned request took effect and whose state
+    matched: the users a run left exactly at their target."""
+    settled = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied"])).select("request_id")
+    unsent = plan.join(settled, on="request_id", how="anti").get_column("user_id")
+    return clean_prints(analysed, pl.concat([unsent, mismatches.get_column("user_id")]).unique())
 
 
 def _per_flow(plan: pl.DataFrame, exp_flows: pl.DataFrame) -> list[dict[str, Any]]:

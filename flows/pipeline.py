@@ -21,7 +21,7 @@ from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
-from transforms.sync import as_current, changed_user_flows
+from transforms.sync import as_current, changed_user_flows, unchanged_users, user_prints
 from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
 
 QUARANTINE_COLUMNS = [
@@ -125,6 +125,8 @@ class Analysis:
     event_counts: dict[str, int]
     quarantine_reasons: dict[str, int]
     dropped_events: dict[str, int]
+    #: (user_id, print) of the users analysed, when asked for
+    prints: pl.DataFrame | None = None
 
     @property
     def targets(self) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -136,7 +138,17 @@ def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in table.iter_rows()}
 
 
-def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> Analysis:
+def analyze(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    prints: bool = False,
+    known: pl.DataFrame | None = None,
+) -> Analysis:
+    """``prints``: also print each user's events (``transforms.sync.user_prints``), for a state folder
+    to remember. ``known``: the prints a previous run remembered; users whose events print the same
+    are not ordered, replayed or planned again (their rows count as redundant)."""
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
     codes = Codes.from_frames(flows_lf, steps_lf)
     names = [str(p) for p in paths]
@@ -182,15 +194,28 @@ def analyze(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog) -> 
     dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
     rows = events.select("row_key", "problem")
     valid = events.filter(~problem) if problems.height else events
+    printed = user_prints(valid, codes.fingerprint()) if prints or known is not None else None
+    unchanged = 0
+    if printed is not None and known is not None and known.height:
+        same = unchanged_users(printed, known)
+        unchanged = same.len()
+        if unchanged:
+            valid = valid.filter(~pl.col("user_id").is_in(same.implode()))
+            printed = printed.filter(~pl.col("user_id").is_in(same.implode()))
     log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())
-    counts = {"events": rows.height, "events_valid": log.height, "events_duplicate": duplicates}
+    counts = {
+        "events": rows.height,
+        "events_valid": log.height,
+        "events_duplicate": duplicates,
+        "users_unchanged": unchanged,
+    }
     if duplicates:
         log = log.filter(~pl.col("duplicate"))
     target = target_from_log(log.select(LOG_COLUMNS), codes)
     reasons = _counts(quarantine, "reason")
-    return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped)
+    return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped, printed)
 
 
 def plan(

@@ -37,6 +37,7 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("rows dropped (non-state events)", c.get("rows_dropped")),
         ("rows quarantined", c.get("rows_quarantined")),
         ("duplicate events", c.get("events_duplicate")),
+        ("users unchanged since the last sync (not planned)", c.get("users_unchanged", 0)),
         ("requests planned", c.get("requests_planned")),
         ("requests sent", o.get("sent", 0)),
         ("found applied after a restart", o.get("resolved_applied", 0)),

@@ -14,7 +14,7 @@ import polars as pl
 from flows.runfolder import RunFolder
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY
-from transforms.sync import REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
+from transforms.sync import PRINT_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
 
 
 class StateDir:
@@ -27,6 +27,11 @@ class StateDir:
         if not flows.exists():
             return pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA)
         return pl.read_parquet(flows), pl.read_parquet(steps)
+
+    def load_prints(self) -> pl.DataFrame:
+        """The per-user prints of the events past runs left exactly at their target."""
+        path = self.root / "users.parquet"
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=PRINT_SCHEMA)
 
     def check_no_unfinished_run(self, this_run: Path) -> None:
         marker = self._folder.read_json("unfinished.json")
@@ -70,13 +75,25 @@ class StateDir:
         finally:
             path.unlink(missing_ok=True)
 
-    def record(self, snapshot: pl.DataFrame, run_id: str, api_url: str | None) -> None:
-        """Fold the returned state of this run's users into the remembered state."""
+    def record(
+        self,
+        snapshot: pl.DataFrame,
+        run_id: str,
+        api_url: str | None,
+        prints: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    ) -> None:
+        """Fold the returned state of this run's users into the remembered state; with ``prints``
+        (those of the users the run analysed, and of those it left at their target), replace the
+        analysed users' prints by the clean ones (the others are forgotten, so planned again)."""
         self.root.mkdir(parents=True, exist_ok=True)
         old_flows, old_steps = self.load()
         new_flows, new_steps = from_snapshot(snapshot)
         self._folder.write_parquet("flows.parquet", merge(old_flows, new_flows, FLOW_KEY))
         self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
+        if prints is not None:
+            analysed, clean = prints
+            kept = self.load_prints().join(analysed.select("user_id"), on="user_id", how="anti")
+            self._folder.write_parquet("users.parquet", pl.concat([kept, clean.select(*PRINT_SCHEMA)]))
         self._folder.write_json(
             {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
         )

@@ -11,6 +11,7 @@ Text comes back only where a person or the API reads it, by gathering from these
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -55,6 +56,11 @@ class Codes:
             counts.append(len(by_flow.get(slug, [])))
             ids.extend(by_flow.get(slug, []))
         return cls(tuple(slugs), tuple(statuses), tuple(offsets), tuple(counts), tuple(ids))
+
+    def fingerprint(self) -> int:
+        """A number that changes whenever the catalog does (flows, statuses, steps, their order)."""
+        digest = hashlib.sha256(repr((self.slugs, self.statuses, self.step_ids, self.counts)).encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1
 
     # ---------------------------------------------------------------- text -> codes
 

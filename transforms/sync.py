@@ -101,3 +101,26 @@ def as_current(flows: pl.DataFrame, steps: pl.DataFrame) -> tuple[pl.LazyFrame, 
 def merge(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Remembered rows replaced, user-flow by user-flow, by newer ones."""
     return pl.concat([old.join(new.select(FLOW_KEY).unique(), on=FLOW_KEY, how="anti"), new]).sort(keys)
+
+
+#: the per-user print of the events a sync last left exactly at their target
+PRINT_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "print": pl.UInt64()}
+#: what a user's print covers: every valid event's codes, time, data, group and source event id
+PRINTED = ["fl", "gs", "act", "ts", "data", "group_id", "event_id"]
+
+
+def user_prints(valid: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """One number per user over all their valid events (a sum of event hashes: row order does not
+    matter) and the catalog (``seed``): equal prints mean the same events under the same catalog,
+    so the same target."""
+    return valid.group_by("user_id").agg(pl.struct(PRINTED).hash(seed=seed).sum().alias("print"))
+
+
+def unchanged_users(prints: pl.DataFrame, known: pl.DataFrame) -> pl.Series:
+    """Users whose print equals the one remembered."""
+    return prints.join(known, on=["user_id", "print"], how="semi").get_column("user_id")
+
+
+def clean_prints(prints: pl.DataFrame, unclean_users: pl.Series) -> pl.DataFrame:
+    """The prints a finished run may remember: those of users it left exactly at their target."""
+    return prints.filter(~pl.col("user_id").is_in(unclean_users.implode()))

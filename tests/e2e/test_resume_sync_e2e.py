@@ -166,6 +166,11 @@ def _replay_export(path: Path) -> dict[tuple[str, str], FlowState]:
     return result
 
 
+def _counts(run_dir: Path) -> dict[str, int]:
+    counts: dict[str, int] = json.loads((run_dir / "run.json").read_text())["counts"]
+    return counts
+
+
 def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
     prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -187,6 +192,9 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         assert res.returncode == 0, res.stdout + res.stderr
         assert emu.stats()["writes_accepted"] == after_first, "an unchanged export must send nothing"
         assert pl.read_parquet(tmp_path / "r2" / "plan.parquet").height == 0
+        # every user the first sync left at its target is skipped, not analysed again
+        printed = pl.read_parquet(tmp_path / "r1" / "user_prints.parquet").height
+        assert _counts(tmp_path / "r2")["users_unchanged"] == printed > 0
 
         res = sync(second, "r3")
         assert res.returncode == 0, res.stdout + res.stderr
@@ -195,6 +203,7 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         assert set(regressed) <= set(plan["user_id"].to_list())
         assert emu.stats()["writes_accepted"] == after_first + plan.height
         assert emu.stats()["writes_unchanged"] == 0
+        assert _counts(tmp_path / "r3")["users_unchanged"] == printed - len(progressed + regressed)
         assert_state(emu, _replay_export(second))
 
     res = cli(["audit", str(tmp_path / "r1"), str(tmp_path / "r3"), "--out", str(tmp_path / "audit")], {}, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,9 +10,14 @@ import polars as pl
 import pytest
 
 from emulator.sample import sample_catalog
-from flows.pipeline import Prepared, accounting_closes, prepare, request_body_fields
+from flows.execute import SNAPSHOT_SCHEMA
+from flows.job import left_at_target
+from flows.pipeline import Prepared, accounting_closes, analyze, plan, prepare, request_body_fields
+from flows.statedir import StateDir
+from frigade.catalog import Catalog
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
+from transforms.sync import PRINT_SCHEMA
 
 HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
 
@@ -144,3 +150,58 @@ def test_quarantined_rows_of_a_typed_time_column_show_the_time_in_iso(tmp_path: 
     ).write_parquet(f)
     prepared = prepare([f], resolve_mapping(None), sample_catalog())
     assert prepared.quarantine["ts_raw"].to_list() == ["2024-01-02T03:04:05Z"]
+
+
+def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
+    """Users whose valid events (and catalog) are unchanged since the remembered prints are not
+    planned again; their rows count as redundant and the accounting closes."""
+    rows = {
+        "u1": "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-01-01T00:00:01Z,\n",
+        "u2": "u2,flow_welcome_tour,welcome,COMPLETED_STEP,2024-01-01T00:00:02Z,\n",
+        "u3": "u3,flow_onboarding,,STARTED_FLOW,2024-01-01T00:00:03Z,\n",
+    }
+    f = tmp_path / "e.csv"
+    f.write_text(HEADER + "".join(rows.values()))
+    mapping, catalog = resolve_mapping(None), sample_catalog()
+    first = analyze([f], mapping, catalog, prints=True)
+    assert first.prints is not None
+    assert sorted(first.prints["user_id"].to_list()) == ["u1", "u2", "u3"]
+    # u2 moves on; the rows of u1 and u3 are the same, in another order
+    f.write_text(
+        HEADER
+        + rows["u3"]
+        + rows["u2"]
+        + "u2,flow_welcome_tour,sidebar,STARTED_STEP,2024-01-02T00:00:00Z,\n"
+        + rows["u1"]
+    )
+    again = analyze([f], mapping, catalog, prints=True, known=first.prints)
+    assert again.event_counts["users_unchanged"] == 2
+    assert again.prints is not None
+    assert again.prints["user_id"].to_list() == ["u2"]
+    prepared = plan(again)
+    assert set(prepared.plan["user_id"]) == {"u2"}
+    assert prepared.counts["rows_redundant"] == 2
+    assert accounting_closes(prepared.counts)
+    # another catalog prints differently: nobody is skipped
+    other = Catalog(tuple(replace(fl, step_ids=(*fl.step_ids, "extra")) for fl in catalog.flows))
+    assert analyze([f], mapping, other, prints=True, known=first.prints).event_counts["users_unchanged"] == 0
+
+
+def test_only_users_left_exactly_at_their_target_keep_a_print() -> None:
+    analysed = pl.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "print": [1, 2, 3, 4]}, schema=PRINT_SCHEMA)
+    plan_ = pl.DataFrame({"request_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u3"]})
+    latest = pl.DataFrame({"request_id": ["a", "b", "c"], "outcome": ["sent", "rejected", "resolved_applied"]})
+    mismatches = pl.DataFrame({"user_id": ["u1"]})
+    # u1: sent but mismatched; u2: rejected; u3: one request never tried; u4: nothing to send
+    assert left_at_target(analysed, plan_, latest, mismatches)["user_id"].to_list() == ["u4"]
+
+
+def test_the_state_folder_replaces_the_prints_of_the_users_a_run_analysed(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    snap = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    first = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "print": [1, 2, 3]}, schema=PRINT_SCHEMA)
+    state.record(snap, "r1", None, (first, first))
+    analysed = pl.DataFrame({"user_id": ["u2", "u3"], "print": [20, 30]}, schema=PRINT_SCHEMA)
+    state.record(snap, "r2", None, (analysed, analysed.filter(pl.col("user_id") == "u3")))
+    got = dict(state.load_prints().iter_rows())
+    assert got == {"u1": 1, "u3": 30}
