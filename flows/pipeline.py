@@ -200,8 +200,9 @@ def analyze(
         same = unchanged_users(printed, known)
         unchanged = same.len()
         if unchanged:
-            valid = valid.filter(~pl.col("user_id").is_in(same.implode()))
             printed = printed.filter(~pl.col("user_id").is_in(same.implode()))
+            # the (usually few) changed users are the smaller set to look rows up in
+            valid = valid.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
     log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())
@@ -232,6 +233,12 @@ def plan(
     elif baseline is None:
         planned = plan_state(target)
     else:
+        # only the analysed users' remembered state can differ from their targets
+        users = exp_flows.get_column("user_id").unique().implode()
+        baseline = (
+            baseline[0].filter(pl.col("user_id").is_in(users)),
+            baseline[1].filter(pl.col("user_id").is_in(users)),
+        )
         changed = changed_user_flows(exp_flows, exp_steps, *baseline)
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
         planned = plan_state(target.only(changed), current)
