@@ -21,7 +21,7 @@ from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
-from transforms.sync import as_current, changed_user_flows, unchanged_users, user_prints
+from transforms.sync import as_current, changed_user_flows, print_seed, unchanged_users, user_prints
 from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
 
 QUARANTINE_COLUMNS = [
@@ -148,7 +148,7 @@ def analyze(
 ) -> Analysis:
     """``prints``: also print each user's events (``transforms.sync.user_prints``), for a state folder
     to remember. ``known``: the prints a previous run remembered; users whose events print the same
-    are not ordered, replayed or planned again (their rows count as redundant)."""
+    are not replayed or planned again (their rows count as redundant)."""
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
     codes = Codes.from_frames(flows_lf, steps_lf)
     names = [str(p) for p in paths]
@@ -194,26 +194,27 @@ def analyze(
     dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
     rows = events.select("row_key", "problem")
     valid = events.filter(~problem) if problems.height else events
-    printed = user_prints(valid, codes.fingerprint()) if prints or known is not None else None
+    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
+    del events, valid
+    duplicates = int(log.get_column("duplicate").sum())
+    valid_events = log.height
+    if duplicates:
+        log = log.filter(~pl.col("duplicate"))
+    printed = user_prints(log, print_seed(codes)) if prints or known is not None else None
     unchanged = 0
     if printed is not None and known is not None and known.height:
         same = unchanged_users(printed, known)
         unchanged = same.len()
         if unchanged:
             printed = printed.filter(~pl.col("user_id").is_in(same.implode()))
-            # the (usually few) changed users are the smaller set to look rows up in
-            valid = valid.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
-    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
-    del events, valid
-    duplicates = int(log.get_column("duplicate").sum())
+            # the (usually few) changed users are the smaller set to look events up in
+            log = log.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
     counts = {
         "events": rows.height,
-        "events_valid": log.height,
+        "events_valid": valid_events,
         "events_duplicate": duplicates,
         "users_unchanged": unchanged,
     }
-    if duplicates:
-        log = log.filter(~pl.col("duplicate"))
     target = target_from_log(log.select(LOG_COLUMNS), codes)
     reasons = _counts(quarantine, "reason")
     return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped, printed)

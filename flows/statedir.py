@@ -31,7 +31,10 @@ class StateDir:
     def load_prints(self) -> pl.DataFrame:
         """The per-user prints of the events past runs left exactly at their target."""
         path = self.root / "users.parquet"
-        return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=PRINT_SCHEMA)
+        # prints vouch for remembered state: without that state they mean nothing
+        if not path.exists() or not (self.root / "flows.parquet").exists():
+            return pl.DataFrame(schema=PRINT_SCHEMA)
+        return pl.read_parquet(path)
 
     def check_no_unfinished_run(self, this_run: Path) -> None:
         marker = self._folder.read_json("unfinished.json")
@@ -84,16 +87,19 @@ class StateDir:
     ) -> None:
         """Fold the returned state of this run's users into the remembered state; with ``prints``
         (those of the users the run analysed, and of those it left at their target), replace the
-        analysed users' prints by the clean ones (the others are forgotten, so planned again)."""
+        analysed users' prints by the clean ones (the others are forgotten, so planned again);
+        without, forget the prints of every user whose state was returned."""
         self.root.mkdir(parents=True, exist_ok=True)
         old_flows, old_steps = self.load()
         new_flows, new_steps = from_snapshot(snapshot)
         self._folder.write_parquet("flows.parquet", merge(old_flows, new_flows, FLOW_KEY))
         self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
-        if prints is not None:
-            analysed, clean = prints
-            kept = self.load_prints().join(analysed.select("user_id"), on="user_id", how="anti")
-            self._folder.write_parquet("users.parquet", pl.concat([kept, clean.select(*PRINT_SCHEMA)]))
+        # A run without prints (planned without a state folder, or by an older version) still moved
+        # its users' state: their prints no longer vouch for it and are forgotten.
+        analysed, clean = prints if prints is not None else (new_flows.select("user_id"), None)
+        kept = self.load_prints().join(analysed.select("user_id").unique(), on="user_id", how="anti")
+        parts = [kept] if clean is None else [kept, clean.select(*PRINT_SCHEMA)]
+        self._folder.write_parquet("users.parquet", pl.concat(parts))
         self._folder.write_json(
             {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
         )

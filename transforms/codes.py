@@ -57,9 +57,11 @@ class Codes:
             ids.extend(by_flow.get(slug, []))
         return cls(tuple(slugs), tuple(statuses), tuple(offsets), tuple(counts), tuple(ids))
 
-    def fingerprint(self) -> int:
-        """A number that changes whenever the catalog does (flows, statuses, steps, their order)."""
-        digest = hashlib.sha256(repr((self.slugs, self.statuses, self.step_ids, self.counts)).encode()).digest()
+    def fingerprint(self, *extra: object) -> int:
+        """A number that changes whenever the catalog does (flows, statuses, steps, their order), or
+        ``extra``."""
+        catalog = (self.slugs, self.statuses, self.step_ids, self.counts, extra)
+        digest = hashlib.sha256(repr(catalog).encode()).digest()
         return int.from_bytes(digest[:8], "big") >> 1
 
     # ---------------------------------------------------------------- text -> codes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.codes import Codes
 from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
 from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS
 
@@ -105,15 +106,32 @@ def merge(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame
 
 #: the per-user print of the events a sync last left exactly at their target
 PRINT_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "print": pl.UInt64()}
-#: what a user's print covers: every valid event's codes, time, data, group and source event id
-PRINTED = ["fl", "gs", "act", "ts", "data", "group_id", "event_id"]
+#: bump when the replay or the planner changes what the same events mean: every print changes with it
+PRINT_VERSION = 1
 
 
-def user_prints(valid: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """One number per user over all their valid events (a sum of event hashes: row order does not
-    matter) and the catalog (``seed``): equal prints mean the same events under the same catalog,
-    so the same target."""
-    return valid.group_by("user_id").agg(pl.struct(PRINTED).hash(seed=seed).sum().alias("print"))
+def print_seed(codes: Codes) -> int:
+    return codes.fingerprint("prints", PRINT_VERSION)
+
+
+def user_prints(log: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """One number per user over their de-duplicated events in replay order (the log of
+    ``transforms.validate.order_log``, each user's events together): each event's codes, time, data,
+    group, source id and place in its user-flow, hashed and summed, under ``seed`` (the catalog's).
+    Equal prints mean the same events replayed in the same order under the same catalog, so the
+    same target; they depend on that user's rows alone."""
+    index = pl.int_range(pl.len(), dtype=pl.UInt32)
+    run_start = pl.when((pl.col("uf") != pl.col("uf").shift()).fill_null(True)).then(index).forward_fill()
+    user_run = (pl.col("user_id") != pl.col("user_id").shift()).fill_null(True).cum_sum()
+    hashed = pl.struct("fl", "gs", "act", "ts", "data", "group_id", "event_id", (index - run_start).alias("place"))
+    return (
+        log.lazy()
+        .select("user_id", user_run.alias("_user"), hashed.hash(seed=seed).alias("_h"))
+        .group_by("_user", maintain_order=True)
+        .agg(pl.col("user_id").first(), pl.col("_h").sum().alias("print"))
+        .drop("_user")
+        .collect()
+    )
 
 
 def unchanged_users(prints: pl.DataFrame, known: pl.DataFrame) -> pl.Series:

@@ -183,9 +183,10 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
     code in its low bits, so the sort is on three numbers; should two ids share their hash bits, the
     log is sorted again with the ids themselves as the key.
 
-    Duplicates: the same source ``event_id`` (ids are the source's own, so they identify an event
-    across overlapping export files too), or where the source has none, the same (user, flow, step,
-    action, time). The first in order is kept."""
+    Duplicates: the same user and source ``event_id`` (ids are the source's own, so they identify an
+    event across overlapping export files too; the same id on two users' events is two events, as
+    when per-file counters restart), or where the source has none, the same (user, flow, step, action,
+    time). The first in order is kept. Either way a user's duplicates depend on that user's rows alone."""
     user, h = pl.col("user_id"), pl.col("_h")
     bits = max(1, flows.bit_length())
     low = (1 << bits) - 1
@@ -211,7 +212,7 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
             duplicate = duplicate.scatter(repeats, True)
     if log.get_column("event_id").null_count() < n:
         with_id = log.select(pl.col("event_id").is_not_null().arg_true()).to_series()
-        first = log.get_column("event_id").gather(with_id).is_first_distinct()
+        first = log[with_id].select(pl.struct("user_id", "event_id").is_first_distinct()).to_series()
         repeats = with_id.filter(~first)
         if repeats.len():
             duplicate = duplicate.scatter(repeats, True)

@@ -205,3 +205,49 @@ def test_the_state_folder_replaces_the_prints_of_the_users_a_run_analysed(tmp_pa
     state.record(snap, "r2", None, (analysed, analysed.filter(pl.col("user_id") == "u3")))
     got = dict(state.load_prints().iter_rows())
     assert got == {"u1": 1, "u3": 30}
+
+
+def test_a_sync_replans_a_user_whose_tied_events_changed_order(tmp_path: Path) -> None:
+    """Same rows, other order: events at one time replay in export order, so the print must see it."""
+    start = "u1,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,\n"
+    done = "u1,flow_welcome_tour,,COMPLETED_FLOW,2024-01-01T00:05:00Z,\n"
+    reset = "u1,flow_welcome_tour,,NOT_STARTED_FLOW,2024-01-01T00:05:00Z,\n"
+    f = tmp_path / "e.csv"
+    mapping, catalog = resolve_mapping(None), sample_catalog()
+    f.write_text(HEADER + start + done + reset)
+    first = analyze([f], mapping, catalog, prints=True)
+    f.write_text(HEADER + start + reset + done)
+    again = analyze([f], mapping, catalog, prints=True, known=first.prints)
+    assert again.event_counts["users_unchanged"] == 0
+    assert "COMPLETED_FLOW" in plan(again).plan["action"].to_list()
+
+
+def test_a_sync_plans_a_changed_user_as_a_full_analysis_would(tmp_path: Path) -> None:
+    """Skipping users must not change anyone else's events: ids shared across users are not
+    duplicates of one another."""
+    head = "user_id,flow_slug,step_id,action,created_at,event_id\n"
+    ua = "ua,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,e1\n"
+    ub = "ub,flow_welcome_tour,,STARTED_FLOW,2024-01-01T00:00:00Z,e1\n"
+    f = tmp_path / "e.csv"
+    mapping, catalog = resolve_mapping(None), sample_catalog()
+    f.write_text(head + ub + ua)
+    first = analyze([f], mapping, catalog, prints=True)
+    assert first.event_counts["events_duplicate"] == 0
+    f.write_text(head + ub + ua + "ua,flow_onboarding,,STARTED_FLOW,2024-01-02T00:00:00Z,e2\n")
+    full = plan(analyze([f], mapping, catalog)).plan.filter(pl.col("user_id") == "ua")
+    synced = plan(analyze([f], mapping, catalog, prints=True, known=first.prints)).plan
+    cols = ["user_id", "flow_slug", "seq", "action"]
+    assert synced.select(cols).sort(cols).equals(full.select(cols).sort(cols))
+
+
+def test_a_run_without_prints_makes_the_state_folder_forget_its_users_prints(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    empty = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    prints = pl.DataFrame({"user_id": ["u1", "u2"], "print": [1, 2]}, schema=PRINT_SCHEMA)
+    state.record(empty, "r1", None, (prints, prints))
+    snap = pl.DataFrame(
+        [{"user_id": "u1", "flow_slug": "f", "step_id": None, "flow_started": True, "flow_completed": True}],
+        schema=SNAPSHOT_SCHEMA,
+    )
+    state.record(snap, "r2", None)
+    assert state.load_prints()["user_id"].to_list() == ["u2"]
