@@ -117,6 +117,3 @@ class Codes:
 
     def offset_of(self, fl: pl.Expr) -> pl.Expr:
         return self.flow_attr(fl, self.offsets, pl.Int64())
-
-    def count_of(self, fl: pl.Expr) -> pl.Expr:
-        return self.flow_attr(fl, self.counts, pl.Int64())

@@ -61,10 +61,6 @@ _FLOW_FACTS = ["reset_pos", "start_pos", "completed_pos", "skipped_pos", "ptr_po
 _STEP_FACTS = ["started_pos", "completed_pos", "skipped_pos", "nss_pos"]
 
 
-def empty_current() -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    return pl.LazyFrame(schema=CURRENT_FLOW_SCHEMA), pl.LazyFrame(schema=CURRENT_STEP_SCHEMA)
-
-
 def _with_current(
     target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool = False
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:

@@ -11,16 +11,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from frigade.rules import Action
 from transforms.codes import STEP_ACTION_CODES, Codes
 from transforms.schema import DROP
-
-STEP_ACTION_NAMES = [a.value for a in Action if a.is_step]
-FLOW_ACTION_NAMES = [a.value for a in Action if not a.is_step]
-ACTION_NAMES = [a.value for a in Action]
-
-#: the columns that identify a source row in quarantine and reports
-ROW_KEY = ["source_file", "source_row"]
 
 
 def catalog_frames(
