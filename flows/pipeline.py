@@ -21,7 +21,7 @@ from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
-from transforms.sync import as_current, changed_user_flows, print_seed, unchanged_users, user_prints
+from transforms.sync import as_current, changed_user_flows, print_seed, user_prints
 from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
 
 QUARANTINE_COLUMNS = [
@@ -203,10 +203,10 @@ def analyze(
     printed = user_prints(log, print_seed(codes)) if prints or known is not None else None
     unchanged = 0
     if printed is not None and known is not None and known.height:
-        same = unchanged_users(printed, known)
-        unchanged = same.len()
+        changed = printed.join(known, on=["user_id", "print"], how="anti")
+        unchanged = printed.height - changed.height
         if unchanged:
-            printed = printed.filter(~pl.col("user_id").is_in(same.implode()))
+            printed = changed
             # the (usually few) changed users are the smaller set to look events up in
             log = log.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
     counts = {

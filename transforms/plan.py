@@ -23,7 +23,7 @@ import polars as pl
 
 from frigade.rules import Action
 from transforms.codes import act_code
-from transforms.state import FLOW_KEY, Target
+from transforms.state import FLOW_KEY, Target, place_in_run
 
 A = Action
 PLAN_SCHEMA: dict[str, pl.DataType] = {
@@ -171,16 +171,13 @@ def requests(target: Target, rows: pl.DataFrame) -> pl.DataFrame:
     gathered by position. A request whose fact has no event of its own takes the flow's last time."""
     uf, fact = rows.get_column(UF), rows.get_column("pos")
     flows, log, codes = target.flows, target.log, target.codes
-    new_run = (uf != uf.shift()).fill_null(True)
-    index = pl.int_range(rows.height, dtype=pl.Int64, eager=True)
-    run_start = index.zip_with(new_run, pl.repeat(None, rows.height, dtype=pl.Int64, eager=True)).forward_fill()
     at = fact.fill_null(flows.get_column("last_pos").gather(uf))
     out = pl.DataFrame(
         {
             "user_id": flows.get_column("user_id").gather(uf),
             "group_id": flows.get_column("group_id").gather(uf),
             "flow_slug": flows.get_column("flow_slug").gather(uf),
-            "seq": index - run_start,
+            "seq": rows.select(place_in_run(UF)).to_series(),
             "action": codes.action_of(rows.get_column("act")),
             "step_id": codes.step_of(rows.get_column("gs")),
             "created_at": log.get_column("ts").gather(at),

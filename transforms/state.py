@@ -75,6 +75,19 @@ class Target:
         return Target(flows.with_columns(renumber.get_column("_new").alias("uf")), steps, self.log, self.codes, True)
 
 
+def run_number(*keys: str) -> pl.Expr:
+    """0, 1, ... for the runs of equal ``keys`` in row order: a new number wherever any key changes."""
+    changed = pl.any_horizontal(pl.col(k) != pl.col(k).shift() for k in keys).fill_null(True)
+    return changed.cum_sum().cast(pl.UInt32).sub(1)
+
+
+def place_in_run(key: str) -> pl.Expr:
+    """Each row's 0-based place in its run of equal ``key``."""
+    index = pl.int_range(pl.len(), dtype=pl.UInt32)
+    start = pl.when((pl.col(key) != pl.col(key).shift()).fill_null(True)).then(index).forward_fill()
+    return index - start
+
+
 def _runs(frame: pl.LazyFrame, key: str, firsts: dict[str, pl.Expr], lasts: dict[str, pl.Expr]) -> pl.DataFrame:
     """One row per run of equal ``key`` in ``frame`` (sorted by key, then ``pos``): for each name of
     ``firsts`` the ``pos`` of the run's first row where its condition holds, of ``lasts`` the last;
@@ -121,7 +134,7 @@ def _none_after(cond: pl.Expr, key: str) -> pl.Expr:
 def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
     """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` marking its runs."""
     # Renumbered 0.. without gaps: de-duplication by event id can remove a user-flow's every event.
-    log = log.with_columns((pl.col("uf") != pl.col("uf").shift()).fill_null(True).cum_sum().cast(pl.UInt32).sub(1))
+    log = log.with_columns(run_number("uf").alias("uf"))
     a = pl.col("act")
     e = pl.col("epoch")
     ev = (
@@ -245,8 +258,7 @@ def _scatter(n: int, where: pl.Series, values: pl.Series) -> pl.Series:
 
 def number_runs(events: pl.LazyFrame) -> pl.LazyFrame:
     """``uf`` for events already in order: a new number wherever the user or the flow changes."""
-    new_run = (pl.col("user_id") != pl.col("user_id").shift()) | (pl.col("fl") != pl.col("fl").shift())
-    return events.with_columns(new_run.fill_null(True).cum_sum().cast(pl.UInt32).sub(1).alias("uf"))
+    return events.with_columns(run_number("user_id", "fl").alias("uf"))
 
 
 def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> Target:

@@ -12,7 +12,7 @@ import polars as pl
 
 from transforms.codes import Codes
 from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
-from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS
+from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS, place_in_run, run_number
 
 REMEMBERED_FLOW_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -120,23 +120,15 @@ def user_prints(log: pl.DataFrame, seed: int) -> pl.DataFrame:
     group, source id and place in its user-flow, hashed and summed, under ``seed`` (the catalog's).
     Equal prints mean the same events replayed in the same order under the same catalog, so the
     same target; they depend on that user's rows alone."""
-    index = pl.int_range(pl.len(), dtype=pl.UInt32)
-    run_start = pl.when((pl.col("uf") != pl.col("uf").shift()).fill_null(True)).then(index).forward_fill()
-    user_run = (pl.col("user_id") != pl.col("user_id").shift()).fill_null(True).cum_sum()
-    hashed = pl.struct("fl", "gs", "act", "ts", "data", "group_id", "event_id", (index - run_start).alias("place"))
+    hashed = pl.struct("fl", "gs", "act", "ts", "data", "group_id", "event_id", place_in_run("uf").alias("place"))
     return (
         log.lazy()
-        .select("user_id", user_run.alias("_user"), hashed.hash(seed=seed).alias("_h"))
+        .select("user_id", run_number("user_id").alias("_user"), hashed.hash(seed=seed).alias("_h"))
         .group_by("_user", maintain_order=True)
         .agg(pl.col("user_id").first(), pl.col("_h").sum().alias("print"))
         .drop("_user")
         .collect()
     )
-
-
-def unchanged_users(prints: pl.DataFrame, known: pl.DataFrame) -> pl.Series:
-    """Users whose print equals the one remembered."""
-    return prints.join(known, on=["user_id", "print"], how="semi").get_column("user_id")
 
 
 def clean_prints(prints: pl.DataFrame, unclean_users: pl.Series) -> pl.DataFrame:

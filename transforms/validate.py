@@ -13,6 +13,7 @@ import polars as pl
 
 from transforms.codes import STEP_ACTION_CODES, Codes
 from transforms.schema import DROP
+from transforms.state import run_number
 
 
 def catalog_frames(
@@ -184,13 +185,13 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
     low = (1 << bits) - 1
     packed = (user_hash(user).cast(pl.UInt64) & ~pl.lit(low, pl.UInt64)) | pl.col("fl").cast(pl.UInt64)
     log = valid.with_columns(packed.alias("_h")).sort("_h", "ts", "row_key", maintain_order=True)
-    new_run = h != h.shift()
+    runs = run_number("_h")
     # Two ids sharing the hash bits would interleave: then the ids themselves are the key.
     same_bits = (h // (1 << bits)) == (h.shift() // (1 << bits))
     if log.select((same_bits & (user != user.shift())).any()).item():
         log = log.sort("user_id", "fl", "ts", "row_key", maintain_order=True)
-        new_run = (user != user.shift()) | (pl.col("fl") != pl.col("fl").shift())
-    log = log.with_columns(new_run.fill_null(True).cum_sum().cast(pl.UInt32).sub(1).alias("uf")).drop("_h")
+        runs = run_number("user_id", "fl")
+    log = log.with_columns(runs.alias("uf")).drop("_h")
     n = log.height
     # Only events sharing their user-flow and time with a neighbour can repeat one another: the
     # natural key is checked on those few, not on every event.
