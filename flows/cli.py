@@ -263,6 +263,7 @@ def _print_result(result: dict[str, Any]) -> int:
     out.print(summary)
     out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    out.print(reconciliation_line(run))
     if run.get("stop_message"):
         err.print(f"[bold red]stopped:[/] {run['stop_message']}")
     elif run.get("status") == "failed":
@@ -271,6 +272,16 @@ def _print_result(result: dict[str, Any]) -> int:
             f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
         )
     return int(result["exit_code"])
+
+
+def reconciliation_line(run: dict[str, Any]) -> str:
+    """The last line a run prints: how many of the users it planned Frigade now holds exactly as the
+    export says."""
+    users = int(run.get("counts", {}).get("users") or 0)
+    off = int(run.get("mismatched_users") or 0)
+    if off:
+        return f"reconciliation: {users - off} of {users} users match; {off} differ (see reconcile.parquet)"
+    return f"reconciliation: {users} of {users} users match the export exactly"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
