@@ -6,6 +6,7 @@ opens offline: per flow, a funnel of users with each step completed in A vs B, a
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,44 +16,73 @@ from rich.console import Console
 
 from flows.report import bar_chart
 from flows.runfolder import RunFolder
-from transforms.audit import counts_by_flow_and_field, diff, funnel
+from flows.statedir import KNOWN_SNAPSHOT
+from transforms.audit import counts_by_flow_and_field, diff, flow_funnel, funnel, regressions
 from transforms.schema import InputError
 
 BAR_H, GAP, CHART_W, LABEL_W = 14, 8, 360, 170
 
 
-def load_snapshot(path: str) -> pl.DataFrame:
+def load_side(path: str) -> tuple[pl.DataFrame, str]:
+    """(state, what it covers). A run folder that remembered its state gives the full state known
+    after that run (its own snapshot over everything remembered before); otherwise the snapshot holds
+    only the users that run planned, and the audit says so."""
     p = Path(path)
     if p.is_dir():
+        if (p / KNOWN_SNAPSHOT).exists():
+            return pl.read_parquet(p / KNOWN_SNAPSHOT), "full state known after the run"
         p = p / "snapshot.parquet"
     if not p.exists():
         raise InputError("no snapshot here (give a snapshot.parquet or a run folder)", file=str(p))
-    return pl.read_parquet(p)
+    return pl.read_parquet(p), "only the users this run planned"
 
 
-def audit(a_path: str, b_path: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    a, b = load_snapshot(a_path), load_snapshot(b_path)
+def load_snapshot(path: str) -> pl.DataFrame:
+    return load_side(path)[0]
+
+
+@dataclass
+class Audit:
+    changes: pl.DataFrame
+    per_field: pl.DataFrame
+    steps: pl.DataFrame
+    flows: pl.DataFrame
+    summary: dict[str, Any]
+
+
+def audit(a_path: str, b_path: str) -> Audit:
+    (a, covers_a), (b, covers_b) = load_side(a_path), load_side(b_path)
     changes = diff(a, b)
     users_a, users_b = set(a["user_id"].unique().to_list()), set(b["user_id"].unique().to_list())
     summary = {
         "a": a_path,
         "b": b_path,
-        "users_in_a": len(users_a),
-        "users_in_b": len(users_b),
+        "a_covers": f"{len(users_a)} users ({covers_a})",
+        "b_covers": f"{len(users_b)} users ({covers_b})",
         "users_only_in_a": len(users_a - users_b),
         "users_only_in_b": len(users_b - users_a),
         "users_changed": changes.filter(pl.col("field") != "user")["user_id"].n_unique(),
         "field_changes": changes.filter(pl.col("field") != "user").height,
+        "users_with_a_regression": regressions(changes)["user_id"].n_unique(),
     }
-    return changes, counts_by_flow_and_field(changes), funnel(a, b), summary
+    return Audit(changes, counts_by_flow_and_field(changes), funnel(a, b), flow_funnel(a, b), summary)
 
 
-def render_markdown(summary: dict[str, Any], per_field: pl.DataFrame, steps: pl.DataFrame) -> str:
+def render_markdown(summary: dict[str, Any], per_field: pl.DataFrame, steps: pl.DataFrame, flows: pl.DataFrame) -> str:
     lines = [f"# State audit: {summary['a']} -> {summary['b']}", "", "| | value |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in summary.items() if k not in ("a", "b")]
     if per_field.height:
         lines += ["", "## Changes per flow and field", "", "| flow | field | changes | users |", "|---|---|---|---|"]
         lines += [f"| {r['flow_slug']} | {r['field']} | {r['changes']} | {r['users']} |" for r in per_field.to_dicts()]
+    if flows.height:
+        lines += ["", "## Flows: users started / completed / skipped (A -> B)", ""]
+        lines += ["| flow | started | completed | skipped |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['flow_slug']} | "
+            + " | ".join(f"{r[f + '_a']} -> {r[f + '_b']}" for f in ("started", "completed", "skipped"))
+            + " |"
+            for r in flows.to_dicts()
+        ]
     for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
         lines += ["", f"## {flow}: users with each step completed (A / B)", "", "```"]
         for r in part.to_dicts():
@@ -61,7 +91,26 @@ def render_markdown(summary: dict[str, Any], per_field: pl.DataFrame, steps: pl.
     return "\n".join(lines) + "\n"
 
 
-def render_html(summary: dict[str, Any], steps: pl.DataFrame) -> str:
+def _flow_table(flows: pl.DataFrame) -> str:
+    """Flow-level counts A -> B, each cell carrying its numbers (a lost ``completed`` shows here even
+    where the step funnels stay the same)."""
+    head = "<tr><th>flow</th><th>started</th><th>completed</th><th>skipped</th></tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(str(r['flow_slug']))}</th>"
+        + "".join(
+            f'<td class="flowcount" data-flow="{html.escape(str(r["flow_slug"]))}" data-field="{f}" '
+            f'data-a="{r[f + "_a"]}" data-b="{r[f + "_b"]}"'
+            + (' style="color:#b91c1c;font-weight:bold"' if r[f + "_b"] < r[f + "_a"] else "")
+            + f">{r[f + '_a']} &rarr; {r[f + '_b']}</td>"
+            for f in ("started", "completed", "skipped")
+        )
+        + "</tr>"
+        for r in flows.to_dicts()
+    )
+    return f"<h2>Flows: users started / completed / skipped, A &rarr; B</h2><table>{head}{body}</table>"
+
+
+def render_html(summary: dict[str, Any], steps: pl.DataFrame, flows: pl.DataFrame) -> str:
     """Self-contained page; each bar carries its numbers as data attributes (tests read them back)."""
     top = max([1, *steps["completed_a"].to_list(), *steps["completed_b"].to_list()])
     rows = "".join(
@@ -94,19 +143,19 @@ def render_html(summary: dict[str, Any], steps: pl.DataFrame) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>frigade-migrate audit</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}</style></head><body>"
-        f"<h1>State audit</h1><table>{rows}</table>{''.join(charts)}</body></html>"
+        f"<h1>State audit</h1><table>{rows}</table>{_flow_table(flows)}{''.join(charts)}</body></html>"
     )
 
 
 def write_audit(a_path: str, b_path: str, out: str | None) -> tuple[Path, dict[str, Any], str]:
-    changes, per_field, steps, summary = audit(a_path, b_path)
+    result = audit(a_path, b_path)
     folder = RunFolder(Path(out) if out else Path("audits") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     folder.root.mkdir(parents=True, exist_ok=True)
-    folder.write_parquet("audit.parquet", changes)
-    md = render_markdown(summary, per_field, steps)
+    folder.write_parquet("audit.parquet", result.changes)
+    md = render_markdown(result.summary, result.per_field, result.steps, result.flows)
     folder.write_text("audit.md", md)
-    folder.write_text("audit.html", render_html(summary, steps))
-    return folder.root, summary, md
+    folder.write_text("audit.html", render_html(result.summary, result.steps, result.flows))
+    return folder.root, result.summary, md
 
 
 def main(a_path: str, b_path: str, out: str | None) -> int:

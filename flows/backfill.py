@@ -119,7 +119,8 @@ async def run_job(job: J.Job) -> J.RunResult | None:
         journal = J.journal_for(job)
         started = J.now()
         try:
-            with PushProgress(total=work.pending.height, rate=s.rate) as progress:
+            per_user = dict(work.pending.group_by("user_id").len().iter_rows())
+            with PushProgress(total=work.pending.height, rate=s.rate, user_requests=per_user) as progress:
                 await push_batches(job, work, client, journal, progress)
             await J.fill_missing_snapshots(job, client)
         except* StopRunError as group:

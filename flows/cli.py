@@ -15,11 +15,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flows.report import reconciliation_line
 from transforms.schema import InputError
 
 EXIT_OK, EXIT_INPUT = 0, 2
-err = Console(stderr=True)
-out = Console()
+#: set to 1 to show the traceback of expected errors, like --debug
+DEBUG_ENV = "FRIGADE_MIGRATE_DEBUG"
+# soft wrap: a message stays one line however narrow the terminal, so it can be grepped and pasted
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 #: long-shape column flags -> mapping fields
 COLUMN_FLAGS = {
@@ -34,13 +38,22 @@ COLUMN_FLAGS = {
 }
 
 
-def _prefect_env() -> None:
+def _prefect_env(debug: bool) -> None:
     """Prefect's temporary server takes 13-28 s to start here and times out at its default 20 s on a
-    fresh database; and its telemetry only produces errors offline."""
+    fresh database; and its telemetry only produces errors offline. Prefect's console logs show every
+    expected stop (a bad key, the MAU cap, bad input) as ERROR lines with tracebacks, burying the one
+    line this command prints about it: unless --debug, the console shows only critical Prefect logs
+    (the Prefect server and UI still get every log; an unexpected error still ends in a traceback)."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -79,9 +92,22 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None, allow_abbrev=False
+    )
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument(
+        "--debug", action="store_true", help=f"show the traceback of expected errors too (or {DEBUG_ENV}=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    backfill = sub.add_parser("backfill", help="one-off migration: load, validate, plan, push, snapshot, reconcile")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, parents=[common], allow_abbrev=False)
+        # so that a typo is answered with this subcommand's usage, not the top level's
+        p.set_defaults(subparser=p)
+        return p
+
+    backfill = add("backfill", "one-off migration: load, validate, plan, push, snapshot, reconcile")
     _run_options(backfill)
     backfill.add_argument(
         "--state-dir",
@@ -89,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the state this run leaves is remembered, so later syncs start from it (default state/; "
         "not used on the embedded emulator)",
     )
-    sync = sub.add_parser("sync", help="like backfill, but sends only what changed since the last finished sync")
+    sync = add("sync", "like backfill, but sends only what changed since the last finished sync")
     _run_options(sync)
     sync.add_argument(
         "--state-dir", default="state", help="where the last finished sync's state is kept (default state/)"
@@ -100,12 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plan against the state read from the API (when others also write to Frigade)",
     )
-    _run_options(sub.add_parser("plan", help="dry run: what would be sent, to how many users, how long it takes"))
-    audit = sub.add_parser("audit", help="state diff between two snapshots or run folders")
+    _run_options(add("plan", "dry run: what would be sent, to how many users, how long it takes"))
+    audit = add("audit", "state diff between two snapshots or run folders")
     audit.add_argument("a", metavar="SNAPSHOT_A", help="snapshot.parquet or a run folder")
     audit.add_argument("b", metavar="SNAPSHOT_B", help="a later snapshot.parquet or run folder")
     audit.add_argument("--out", help="folder for audit.parquet, audit.md and audit.html (default audits/<time>)")
-    p = sub.add_parser("inspect", help="detect an export's shape, propose a preset, show a sample of its events")
+    p = add("inspect", "detect an export's shape, propose a preset, show a sample of its events")
     p.add_argument("export")
     p.add_argument("--preset")
     p.add_argument("--mapping")
@@ -162,7 +188,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
     rows = [
         ("rows in", c["rows_in"]),
-        ("rows turned into requests", c["rows_sent"]),
+        ("rows planned as requests", c["rows_sent"]),
         ("rows redundant", c["rows_redundant"]),
         ("rows dropped (non-state)", c["rows_dropped"]),
         ("rows quarantined", c["rows_quarantined"]),
@@ -214,8 +240,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args: argparse.Namespace, kind: str) -> int:
-    _prefect_env()
+    from flows.preflight import check_inputs
+
     settings = _settings(args)
+    if kind == "sync" and settings.mode == "history":
+        raise InputError("sync plans state only: --mode history is for backfills")
+    check_inputs(args.exports, settings, _overrides(args))
+    _prefect_env(_debug(args))
     if settings.embedded:
         err.print(
             "[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "
@@ -229,8 +260,6 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
     common: dict[str, Any] = {"state_dir": args.state_dir, "config_file": args.config}
     if kind == "sync":
         common |= {"full": args.full, "from_current": args.from_current}
-        if settings.mode == "history":
-            raise InputError("sync plans state only: --mode history is for backfills")
     else:
         common |= {"mode": settings.mode}
     flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
@@ -263,6 +292,8 @@ def _print_result(result: dict[str, Any]) -> int:
     out.print(summary)
     out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    for hint in run.get("catalog_hints", []):
+        err.print(f"[yellow]hint:[/] {hint}", highlight=False)
     out.print(reconciliation_line(run))
     if run.get("stop_message"):
         err.print(f"[bold red]stopped:[/] {run['stop_message']}")
@@ -274,23 +305,15 @@ def _print_result(result: dict[str, Any]) -> int:
     return int(result["exit_code"])
 
 
-def reconciliation_line(run: dict[str, Any]) -> str:
-    """The last line a run prints: how many of the users it planned Frigade now holds exactly as the
-    export says."""
-    users = int(run.get("counts", {}).get("users") or 0)
-    off = int(run.get("mismatched_users") or 0)
-    if off:
-        return f"reconciliation: {users - off} of {users} users match; {off} differ (see reconcile.parquet)"
-    return f"reconciliation: {users} of {users} users match the export exactly"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
         from emulator.server import main as emulator_main
 
         return emulator_main(argv[1:], prog="frigade-migrate emulator")
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        args.subparser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "plan":
             return cmd_plan(args)
@@ -310,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return code
     except InputError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        if _debug(args):
+            err.print_exception()
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_INPUT
     return EXIT_INPUT
 

@@ -5,6 +5,7 @@ printing are the only effects; the analysis is ``transforms.inspect``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.pipeline import scan_export
-from frigade.catalog import parse_catalog
+from frigade.catalog import Catalog, parse_catalog
 from frigade.errors import CatalogError
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
@@ -50,20 +51,27 @@ def _cell(value: object) -> str:
     return text if len(text) <= 48 else text[:45] + "..."
 
 
-def render(result: Inspection, console: Console) -> None:
+def render(result: Inspection, console: Console, catalog_label: str = "") -> None:
     """Summary first, then the preset scores, the column profile and the first events."""
     summary = Table(title=f"inspect {result.source_file}", show_header=False)
     summary.add_column("what", style="bold")
     summary.add_column("value")
     summary.add_row("rows sampled", str(result.rows))
     summary.add_row("columns", str(result.columns))
-    summary.add_row("preset that fits", result.preset or "none")
+    fits = result.preset or "none"
+    if result.preset and result.catalog_gaps:
+        fits += " (its columns fit, but the export's ids do not all match the catalog: see below)"
+    summary.add_row("preset that fits", fits)
     summary.add_row("why", result.why)
     summary.add_row("events shown with", result.mapping or "-")
     lo, hi = result.time_range
     summary.add_row("time range", f"{lo.isoformat() if lo else '-'} .. {hi.isoformat() if hi else '-'}")
+    if catalog_label:
+        summary.add_row("catalog", catalog_label)
     for note in result.notes:
         summary.add_row("note", note)
+    for gap in result.catalog_gaps:
+        summary.add_row("not in the catalog", gap)
     console.print(summary)
     if result.fits:
         scores = Table(title="presets")
@@ -103,8 +111,8 @@ def main(
     try:
         doc = _mapping_doc(mapping) if mapping else None
         steps = flows = None
-        if catalog:
-            cat = parse_catalog(Path(catalog).read_text(encoding="utf-8"), catalog)
+        cat, label = _catalog(catalog)
+        if cat is not None:
             flows, steps = catalog_frames(cat.step_table(), {f.slug: f.status for f in cat.flows})
         sample = read_sample(Path(path), rows)
         base = preset
@@ -118,5 +126,17 @@ def main(
     except (InputError, CatalogError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    render(result, console)
+    render(result, console, label)
     return 0
+
+
+def _catalog(path: str | None) -> tuple[Catalog | None, str]:
+    """The catalog to hold the sample's ids against: the one given, else the bundled sample when a
+    run would go to the embedded emulator (no URL or key configured), else none."""
+    if path:
+        return parse_catalog(Path(path).read_text(encoding="utf-8"), path), path
+    if not (os.environ.get("FRIGADE_API_URL") or os.environ.get("FRIGADE_API_KEY")):
+        from emulator.sample import sample_catalog
+
+        return sample_catalog(), "the bundled sample (what the embedded emulator serves); --catalog FILE for yours"
+    return None, "none given: pass --catalog FILE (a saved GET /v1/public/flows) to check flow and step ids"

@@ -33,14 +33,15 @@ from flows.pipeline import Analysis, Prepared, accounting_closes, analyze, plan,
 from flows.report import render
 from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
 from flows.settings import Settings, failure_limit
-from flows.statedir import StateDir
-from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog
+from flows.statedir import KNOWN_SNAPSHOT, StateDir
+from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog, yaml_problem
 from frigade.client import FrigadeClient
 from frigade.errors import CatalogError, FrigadeError
 from frigade.push import Outcome, PushSummary
 from frigade.rules import FlowState
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
+from transforms.quarantine import catalog_hints, examples
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
 from transforms.schema import InputError
 from transforms.sync import clean_prints, from_snapshot
@@ -98,16 +99,23 @@ class Job:
 
 
 def mapping_for(job: Job) -> SourceMapping:
+    return mapping_from(job.settings, job.mapping_overrides)
+
+
+def mapping_from(settings: Settings, overrides: dict[str, Any] | None = None) -> SourceMapping:
     doc: dict[str, Any] | None = None
-    if job.settings.mapping:
-        path = Path(job.settings.mapping)
+    if settings.mapping:
+        path = Path(settings.mapping)
         if not path.exists():
             raise InputError("mapping file not found", file=str(path))
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InputError(f"not valid YAML at {yaml_problem(exc)}", file=str(path)) from exc
         if not isinstance(loaded, dict):
             raise InputError("a mapping file is a YAML mapping of field: value", file=str(path))
         doc = loaded
-    return resolve_mapping(job.settings.preset, doc, job.mapping_overrides, mapping_where=str(job.settings.mapping))
+    return resolve_mapping(settings.preset, doc, overrides or {}, mapping_where=str(settings.mapping))
 
 
 def load_catalog_file(path: str) -> Catalog:
@@ -117,7 +125,8 @@ def load_catalog_file(path: str) -> Catalog:
     try:
         return parse_catalog(p.read_text(encoding="utf-8"), path)
     except CatalogError as exc:
-        raise InputError(str(exc), file=path) from exc
+        # the catalog's own messages start with the file's name
+        raise InputError(f"catalog {exc}", hint="see the catalog format in cli.md or README") from exc
 
 
 async def load_catalog(source: str, client: FrigadeClient | None) -> Catalog:
@@ -185,6 +194,8 @@ def plan_run(
         counts=prepared.counts,
         accounting_closes=accounting_closes(prepared.counts),
         quarantine_reasons=prepared.quarantine_reasons,
+        quarantine_examples=examples(prepared.quarantine),
+        catalog_hints=catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in catalog.active}),
         dropped_events=prepared.dropped_events,
         requests_by_action=_tally(prepared.plan, "action"),
         status="planned",
@@ -379,6 +390,7 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         mismatches=mismatches.height,
         unexplained_mismatches=unexplained.height,
         mismatched_users=mismatches["user_id"].n_unique() if mismatches.height else 0,
+        **user_tallies(plan, latest, mismatches),
     )
     if not stopped:
         failed = failed_users > limit or unexplained.height > 0
@@ -386,11 +398,29 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     job.save()
     if job.state_dir is not None and not stopped:
         job.state_dir.record(snapshot, job.run["run_id"], job.settings.api_url, _prints(job, plan, latest, mismatches))
+        # A sync's snapshot holds only the users it planned; an audit compares full states.
+        job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
     per_flow = _per_flow(plan, exp_flows)
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
     code = EXIT_STOPPED if stopped else EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
     return RunResult(code, str(job.folder.root), job.run, report)
+
+
+def user_tallies(plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame) -> dict[str, int]:
+    """Every planned user in one of: matching the export, differing from it, or unfinished (a
+    request of theirs has no outcome yet: a stop came first); and how many had a request accepted."""
+    accepted = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied"])).get_column("user_id").unique()
+    users = plan.get_column("user_id").unique()
+    unfinished = plan.join(latest.select("request_id"), on="request_id", how="anti").get_column("user_id").unique()
+    off = mismatches.get_column("user_id").unique()
+    differing = off.filter(~off.is_in(unfinished.implode()))
+    return {
+        "users_sent": accepted.len(),
+        "users_not_reached": unfinished.len(),
+        "users_differing": differing.len(),
+        "users_matching": users.len() - unfinished.len() - differing.len(),
+    }
 
 
 def _prints(

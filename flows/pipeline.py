@@ -77,13 +77,16 @@ class Prepared:
     dropped_events: dict[str, int] = field(default_factory=dict)
 
 
-def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFrame) -> pl.LazyFrame:
+def load_events(
+    paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFrame, *, head: int | None = None
+) -> pl.LazyFrame:
     """The canonical events of every export, each file named by its place in ``paths`` (``file_order``)
-    rather than by its path on every row."""
+    rather than by its path on every row. ``head``: only each file's first rows (a pre-flight check)."""
     frames = []
     for i, p in enumerate(paths):
         try:
-            events = map_events(scan_export(p), mapping, str(p), steps=steps)
+            scan = scan_export(p)
+            events = map_events(scan if head is None else scan.head(head), mapping, str(p), steps=steps)
         except InputError as exc:
             if exc.file is None:
                 raise InputError(str(exc), file=str(p), field=exc.field) from exc
@@ -145,10 +148,12 @@ def analyze(
     *,
     prints: bool = False,
     known: pl.DataFrame | None = None,
+    head: int | None = None,
 ) -> Analysis:
     """``prints``: also print each user's events (``transforms.sync.user_prints``), for a state folder
     to remember. ``known``: the prints a previous run remembered; users whose events print the same
-    are not replayed or planned again (their rows count as redundant)."""
+    are not replayed or planned again (their rows count as redundant). ``head``: analyse only each
+    file's first rows, to find input errors early."""
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
     codes = Codes.from_frames(flows_lf, steps_lf)
     names = [str(p) for p in paths]
@@ -156,7 +161,7 @@ def analyze(
     # One pass over the exports: the integer codes of every event, the text the log needs, and the
     # text a message needs only on the events that are not valid (null, and so free, elsewhere).
     events = (
-        encode(load_events(paths, mapping, steps_lf), codes)
+        encode(load_events(paths, mapping, steps_lf, head=head), codes)
         .select(
             *EVENT_COLUMNS[:-1],
             row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),

@@ -1,44 +1,126 @@
-"""A rich progress bar for the push: requests done / planned, rate, ETA, errors so far."""
+"""A rich progress bar for the push: requests and users done of planned, elapsed time, the rate at
+which requests are being answered, a smoothed ETA, and errors so far."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID, TextColumn
 
 from frigade.push import Outcome
 
+#: seconds over which the answered-rate is averaged: long enough that the ETA does not jump between
+#: refreshes at a steady rate, short enough to follow a throttled or recovered server within a minute
+RATE_WINDOW_S = 20.0
+#: the rate is re-estimated at most this often; between estimates it holds still
+ESTIMATE_EVERY_S = 1.0
+
+
+class RateEstimate:
+    """Requests answered per second over the last ``window`` seconds, measured between the first and
+    the last answer in that window (so the one request a limiter lets go at once at the start does
+    not show as a rate above the limit), re-estimated at most once a second and holding still between."""
+
+    def __init__(self, window: float = RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self._clock = window, clock
+        self._answers: deque[float] = deque()
+        self._estimated_at: float | None = None
+        self.rate: float | None = None
+
+    def add(self) -> None:
+        now = self._clock()
+        answers = self._answers
+        answers.append(now)
+        while now - answers[0] > self.window:
+            answers.popleft()
+        if self._estimated_at is not None and now - self._estimated_at < ESTIMATE_EVERY_S:
+            return
+        span = now - answers[0]
+        if span >= ESTIMATE_EVERY_S:
+            self.rate = (len(answers) - 1) / span
+            self._estimated_at = now
+
+    def eta(self, remaining: int) -> float | None:
+        return remaining / self.rate if self.rate else None
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--"
+    h, rem = divmod(round(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+#: printed once above the bar, so each figure on it says what it measures
+LEGEND = (
+    "push: requests answered/planned, users done/total, elapsed, requests answered per second over "
+    f"the last {RATE_WINDOW_S:g} s (and the --rate limit), time left at that rate, errors"
+)
+
 
 class PushProgress:
-    def __init__(self, total: int, rate: float, console: Console | None = None) -> None:
-        self.total, self.rate = total, rate
+    """``user_requests``: how many requests each user has in this push, so that a user counts as done
+    when the last of theirs has an outcome."""
+
+    def __init__(
+        self,
+        total: int,
+        rate: float,
+        user_requests: Mapping[str, int] | None = None,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.limit = total, rate
         self.errors = 0
+        self.done = 0
+        self._left = dict(user_requests or {})
+        self.users_total = len(self._left)
+        self.users_done = 0
+        self.estimate = RateEstimate(clock=clock)
+        self._clock = clock
+        self._start = clock()
         self._progress = Progress(
             TextColumn("[bold]push[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]:>7.1f} req/s"),
-            TimeRemainingColumn(),
-            TextColumn("errors: {task.fields[errors]}"),
+            TextColumn("{task.fields[line]}"),
             console=console or Console(stderr=True),
             transient=False,
         )
         self._task: TaskID | None = None
 
     def __enter__(self) -> PushProgress:
+        self._progress.console.print(LEGEND, style="dim", soft_wrap=True, highlight=False)
         self._progress.start()
-        self._task = self._progress.add_task("push", total=self.total, speed=0.0, errors=0)
+        self._task = self._progress.add_task("push", total=self.total, line=self._line())
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self._progress.stop()
 
+    def _line(self) -> str:
+        rate = self.estimate.rate
+        answered = "-.-" if rate is None else f"{rate:.1f}"
+        return (
+            f"{self.done}/{self.total} req  {self.users_done}/{self.users_total} users  "
+            f"{_clock_text(self._clock() - self._start)}  {answered}/s (limit {self.limit:g})  "
+            f"ETA {_clock_text(self.estimate.eta(self.total - self.done))}  errors {self.errors}"
+        )
+
     def advance(self, outcome: Outcome) -> None:
         if outcome.outcome in ("rejected", "failed"):
             self.errors += 1
-        if self._task is None:
-            return
-        task = self._progress.tasks[self._task]
-        speed = task.speed or 0.0
-        self._progress.update(self._task, advance=1, speed=speed, errors=self.errors)
+        self.done += 1
+        left = self._left.get(outcome.user_id)
+        if left is not None:
+            if left <= 1:
+                del self._left[outcome.user_id]
+                self.users_done += 1
+            else:
+                self._left[outcome.user_id] = left - 1
+        self.estimate.add()
+        if self._task is not None:
+            self._progress.update(self._task, advance=1, line=self._line())

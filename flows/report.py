@@ -25,30 +25,90 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+#: how a request's outcome reads in a report, in the order it is listed
+OUTCOME_LABELS = {
+    "sent": "requests sent and accepted",
+    "resolved_applied": "requests found already applied on read-back (not resent)",
+    "rejected": "requests rejected (400)",
+    "held": "requests held (after a rejection of the same flow)",
+    "failed": "requests failed (retries used up)",
+}
+
+
+def request_counts(run: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(outcome, requests) for every planned request: each outcome recorded, then those with none
+    yet (a stopped run's unsent requests). They add up to the requests planned."""
+    o = {str(k): int(v) for k, v in run.get("outcomes", {}).items()}
+    planned = int(run.get("counts", {}).get("requests_planned") or 0)
+    known = [k for k in OUTCOME_LABELS if k in o or k == "sent"]
+    rows = [(k, o.get(k, 0)) for k in known] + sorted((k, v) for k, v in o.items() if k not in OUTCOME_LABELS)
+    return [*rows, ("not_sent", planned - sum(o.values()))]
+
+
 def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     c = run.get("counts", {})
-    o = run.get("outcomes", {})
-    return [
+    rows: list[tuple[str, Any]] = [
         ("status", run.get("status")),
         ("mode", run.get("settings", {}).get("mode")),
         ("rows in", c.get("rows_in")),
-        ("rows turned into requests", c.get("rows_sent")),
+        ("rows planned as requests", c.get("rows_sent")),
         ("rows redundant (implied or duplicate)", c.get("rows_redundant")),
         ("rows dropped (non-state events)", c.get("rows_dropped")),
         ("rows quarantined", c.get("rows_quarantined")),
         ("duplicate events", c.get("events_duplicate")),
-        ("users unchanged since the last sync (not planned)", c.get("users_unchanged", 0)),
-        ("requests planned", c.get("requests_planned")),
-        ("requests sent", o.get("sent", 0)),
-        ("found applied after a restart", o.get("resolved_applied", 0)),
-        ("requests rejected", o.get("rejected", 0)),
-        ("requests held (after a rejection)", o.get("held", 0)),
-        ("requests failed", o.get("failed", 0)),
-        ("distinct users touched (MAU)", c.get("users")),
-        ("users with failures", run.get("failed_users", 0)),
-        ("reconciliation mismatches", run.get("mismatches", 0)),
-        ("attempts", len(run.get("attempts", []))),
     ]
+    if c.get("users_unchanged"):
+        rows.append(("users unchanged since the last sync (not planned)", c["users_unchanged"]))
+    rows.append(("requests planned", c.get("requests_planned")))
+    for kind, n in request_counts(run):
+        if kind == "not_sent":
+            if n:
+                rows.append(("requests not sent (the run stopped first)", n))
+        elif n or kind == "sent":
+            rows.append((OUTCOME_LABELS.get(kind, f"requests {kind.replace('_', ' ')}"), n))
+    rows += [
+        ("distinct users planned (each counts toward MAU once sent)", c.get("users")),
+        ("distinct users sent to", run.get("users_sent", 0)),
+        ("users with failures", run.get("failed_users", 0)),
+        ("users matching the export", run.get("users_matching", 0)),
+        ("users differing from the export", run.get("users_differing", 0)),
+    ]
+    if run.get("users_not_reached"):
+        rows.append(("users unfinished (the run stopped first)", run["users_not_reached"]))
+    rows.append(("reconciliation mismatches (fields)", run.get("mismatches", 0)))
+    rows.append(("attempts", len(run.get("attempts", []))))
+    return rows
+
+
+def accounting_line(run: Mapping[str, Any]) -> str:
+    """Rows in = rows planned + redundant + dropped + quarantined: where every input row went."""
+    c = run.get("counts", {})
+    closes = "closes" if run.get("accounting_closes") else "DOES NOT CLOSE"
+    return (
+        f"{c.get('rows_in')} rows in = {c.get('rows_sent')} planned as requests + {c.get('rows_redundant')} "
+        f"redundant + {c.get('rows_dropped')} dropped + {c.get('rows_quarantined')} quarantined ({closes})"
+    )
+
+
+def requests_line(run: Mapping[str, Any]) -> str:
+    """Requests planned = the sum of their outcomes, each named."""
+    parts = [f"{n} {kind.replace('_', ' ')}" for kind, n in request_counts(run) if n or kind == "sent"]
+    return f"{run.get('counts', {}).get('requests_planned')} requests planned = " + " + ".join(parts)
+
+
+def reconciliation_line(run: Mapping[str, Any]) -> str:
+    """How many of the users planned Frigade now holds exactly as the export says."""
+    users = int(run.get("counts", {}).get("users") or 0)
+    match, differ = int(run.get("users_matching") or 0), int(run.get("users_differing") or 0)
+    unreached = int(run.get("users_not_reached") or 0)
+    if not differ and not unreached:
+        return f"reconciliation: {match} of {users} users match the export exactly"
+    parts = [f"reconciliation: {match} of {users} users match"]
+    if differ:
+        parts.append(f"{differ} differ (see reconcile.parquet)")
+    if unreached:
+        parts.append(f"{unreached} unfinished when the run stopped (resume to finish them)")
+    return "; ".join(parts)
 
 
 def render(
@@ -57,16 +117,15 @@ def render(
     per_flow: Sequence[Mapping[str, Any]] = (),
     mismatch_sample: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    c = run.get("counts", {})
     lines = [f"# frigade-migrate {run.get('kind', 'backfill')} {run.get('run_id', '')}", ""]
     lines += _table(["", "value"], summary_rows(run))
-    closes = run.get("accounting_closes")
     lines += [
         "",
-        "**Row accounting**: "
-        f"{c.get('rows_in')} in = {c.get('rows_sent')} sent + {c.get('rows_redundant')} redundant + "
-        f"{c.get('rows_dropped')} dropped + {c.get('rows_quarantined')} quarantined "
-        f"({'closes' if closes else 'DOES NOT CLOSE'})",
+        f"**Row accounting**: {accounting_line(run)}",
+        "",
+        f"**Requests**: {requests_line(run)}",
+        "",
+        f"**Reconciliation**: {reconciliation_line(run).removeprefix('reconciliation: ')}",
     ]
     if per_flow:
         lines += ["", "## Per flow", ""]
@@ -82,8 +141,19 @@ def render(
         lines += ["", "## Requests by action", "", "```"]
         lines += bar_chart(sorted(actions.items(), key=lambda kv: -kv[1]))
         lines += ["```"]
+    hints = run.get("catalog_hints", [])
+    if hints:
+        lines += ["", "## What the catalog does not know", ""]
+        lines += [f"- {h}" for h in hints]
+    reasons = run.get("quarantine_reasons", {})
+    if reasons:
+        where = run.get("quarantine_examples", {})
+        lines += ["", "## Quarantine reasons", ""]
+        lines += _table(
+            ["reason", "rows", "first rows (file:row, 1 = the first data row)"],
+            [(r, n, ", ".join(where.get(r, []))) for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]],
+        )
     for title, key in (
-        ("Quarantine reasons", "quarantine_reasons"),
         ("Dropped non-state events", "dropped_events"),
         ("Failures", "failure_reasons"),
     ):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from frigade.catalog import yaml_problem
 from frigade.secret import ApiKey
 from transforms.schema import InputError
 
@@ -102,7 +103,10 @@ def load_config_file(path: str | None) -> dict[str, Any]:
         if path:
             raise InputError("config file not found", file=str(target))
         return {}
-    doc = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+    try:
+        doc = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML at {yaml_problem(exc)}", file=str(target)) from exc
     if not isinstance(doc, dict):
         raise InputError("config file must be a mapping of setting: value", file=str(target))
     names = {f.name for f in fields(Settings)}

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import polars as pl
 
+from flows.execute import SNAPSHOT_SCHEMA
 from flows.runfolder import RunFolder
+from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY
 from transforms.sync import PRINT_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
+
+#: the state folder's, and a finished run's, full known state after that run
+KNOWN_SNAPSHOT = "known_snapshot.parquet"
 
 
 class StateDir:
@@ -27,6 +32,12 @@ class StateDir:
         if not flows.exists():
             return pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA)
         return pl.read_parquet(flows), pl.read_parquet(steps)
+
+    def known_snapshot(self) -> pl.DataFrame:
+        """The latest state Frigade returned for every user any recorded run touched, in the shape of
+        a run's snapshot: what an audit compares when a sync's own snapshot covers only its users."""
+        path = self.root / KNOWN_SNAPSHOT
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
 
     def load_prints(self) -> pl.DataFrame:
         """The per-user prints of the events past runs left exactly at their target."""
@@ -94,6 +105,8 @@ class StateDir:
         new_flows, new_steps = from_snapshot(snapshot)
         self._folder.write_parquet("flows.parquet", merge(old_flows, new_flows, FLOW_KEY))
         self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
+        known = pl.concat([self.known_snapshot(), snapshot.select(*SNAPSHOT_SCHEMA).cast(pl.Schema(SNAPSHOT_SCHEMA))])
+        self._folder.write_parquet(KNOWN_SNAPSHOT, latest_snapshot(known))
         # A run without prints (planned without a state folder, or by an older version) still moved
         # its users' state: their prints no longer vouch for it and are forgotten.
         analysed, clean = prints if prints is not None else (new_flows.select("user_id"), None)

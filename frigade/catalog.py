@@ -114,12 +114,19 @@ def catalog_from_api(flows: Iterable[ExternalizedFlow]) -> Catalog:
     return Catalog(tuple(flow_from_externalized(f) for f in flows))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error in one line ("line 3, column 7: ..."), without the excerpt PyYAML draws."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
+
+
 def parse_catalog(text: str, where: str) -> Catalog:
     """Parse either catalog form; ``where`` names the source in error messages."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{where}: not valid YAML/JSON: {exc}") from exc
+        raise CatalogError(f"{where}: not valid YAML/JSON at {yaml_problem(exc)}") from exc
     if not isinstance(doc, Mapping):
         raise CatalogError(f"{where}: expected a mapping with 'flows' or 'data'")
     if "flows" in doc:

@@ -90,3 +90,30 @@ def funnel(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.col("completed_a", "completed_b").fill_null(0))
         .sort("flow_slug", "step_index")
     )
+
+
+def regressions(changes: pl.DataFrame) -> pl.DataFrame:
+    """The changes that took progress away: a started, completed or skipped flag from true to false."""
+    lost = pl.col("field").is_in(["flow_started", "flow_completed", "flow_skipped", *STEP_FIELDS])
+    return changes.filter(lost & (pl.col("before") == "true") & (pl.col("after") == "false"))
+
+
+def flow_funnel(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Per flow: users with the flow started, completed and skipped, in A and in B."""
+    flags = ["started", "completed", "skipped"]
+
+    def count(s: pl.DataFrame, side: str) -> pl.DataFrame:
+        return (
+            s.unique(FLOW_KEY, keep="first")
+            .group_by("flow_slug")
+            .agg(pl.col(f"flow_{f}").sum().cast(pl.Int64).alias(f"{f}_{side}") for f in flags)
+        )
+
+    cols = [f"{f}_{side}" for f in flags for side in ("a", "b")]
+    return (
+        count(a, "a")
+        .join(count(b, "b"), on="flow_slug", how="full", coalesce=True)
+        .with_columns(pl.col(cols).fill_null(0))
+        .select("flow_slug", *cols)
+        .sort("flow_slug")
+    )

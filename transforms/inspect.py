@@ -20,6 +20,7 @@ from frigade.rules import Action
 from transforms.columns import existing
 from transforms.derive import catalog_features
 from transforms.mapping import SourceMapping, map_events, refuse_aggregates
+from transforms.quarantine import catalog_hints
 from transforms.schema import DROP, InputError
 from transforms.validate import classify
 from transforms.wide import match_columns
@@ -62,6 +63,8 @@ class Inspection:
     #: the first events (canonical columns, plus status / reason when a catalog was given)
     events: pl.DataFrame
     notes: tuple[str, ...]
+    #: what the sample names that the catalog does not have, with the mapping key that would fix it
+    catalog_gaps: tuple[str, ...] = ()
 
 
 def _example(value: object) -> str:
@@ -221,6 +224,7 @@ def inspect_sample(
         why = f"no preset fits (closest: {closest}); write a mapping file (--mapping)"
     chosen = mapping if mapping is not None else presets[best.name] if best is not None else None
     produced = empty
+    gaps: list[str] = []
     lo: datetime | None = None
     hi: datetime | None = None
     if chosen is not None:
@@ -234,6 +238,8 @@ def inspect_sample(
             if steps is not None and flows is not None:
                 mapped = classify(mapped, flows, steps)
             mapped_df = mapped.collect()
+            if steps is not None and flows is not None:
+                gaps = catalog_hints(mapped_df, _catalog_steps(steps))
             produced = mapped_df.sort("source_row", "ts", nulls_last=True).head(events)
             ts = mapped_df.get_column("ts")
             lo, hi = ts.min(), ts.max()  # type: ignore[assignment]
@@ -257,4 +263,10 @@ def inspect_sample(
         time_range=(lo, hi),
         events=produced,
         notes=tuple(notes),
+        catalog_gaps=tuple(gaps),
     )
+
+
+def _catalog_steps(steps: pl.LazyFrame) -> dict[str, list[str]]:
+    table = steps.sort("flow_slug", "step_index").group_by("flow_slug", maintain_order=True).agg("step_id").collect()
+    return {str(f): list(ids) for f, ids in table.iter_rows()}

@@ -39,16 +39,23 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 class InputError(ValueError):
     """Bad input found before anything is sent: the run stops with exit code 2.
 
-    The message names the file, and the row and field where there is one."""
+    The message names the file, and the row and field where there is one; ``hint`` says what to do."""
 
     def __init__(
-        self, message: str, *, file: str | None = None, row: int | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
     ) -> None:
         where = ", ".join(
             p for p in (file and f"file {file}", row is not None and f"row {row}", field and f"field {field!r}") if p
         )
-        super().__init__(f"{where}: {message}" if where else message)
-        self.file, self.row, self.field = file, row, field
+        text = f"{where}: {message}" if where else message
+        super().__init__(f"{text} ({hint})" if hint else text)
+        self.file, self.row, self.field, self.hint = file, row, field, hint
 
 
 def conform(lf: pl.LazyFrame) -> pl.LazyFrame:

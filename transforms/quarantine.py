@@ -1,0 +1,80 @@
+"""What a person needs to fix quarantined rows: where to look (file:row examples of each reason) and,
+when the export names flows or steps the catalog does not have, which ids those are beside the
+catalog's own, with the mapping key that translates them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import polars as pl
+
+#: ids listed per hint; the rest are counted
+SHOWN_IDS = 8
+UNKNOWN_FLOW = "unknown flow '"
+UNKNOWN_STEP = "unknown step '"
+
+
+def examples(quarantine: pl.DataFrame, per_reason: int = 3, reasons: int = 20) -> dict[str, list[str]]:
+    """``file:row`` of the first rows of each of the most frequent reasons, in file and row order."""
+    if quarantine.is_empty():
+        return {}
+    top = quarantine.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(reasons)
+    firsts = (
+        quarantine.join(top.select("reason"), on="reason", how="semi")
+        .sort("source_file", "source_row")
+        .group_by("reason", maintain_order=True)
+        .head(per_reason)
+        .select("reason", pl.format("{}:{}", "source_file", "source_row").alias("where"))
+    )
+    by_reason: dict[str, list[str]] = {str(r): [] for r in top.get_column("reason")}
+    for reason, where in firsts.iter_rows():
+        by_reason[reason].append(where)
+    return by_reason
+
+
+def _listed(counts: pl.DataFrame, column: str) -> str:
+    shown = ", ".join(f"'{v}' ({n} rows)" for v, n in counts.head(SHOWN_IDS).select(column, "len").iter_rows())
+    more = counts.height - SHOWN_IDS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _some(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:SHOWN_IDS])
+    return shown + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+
+
+def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]) -> list[str]:
+    """One line per thing the catalog does not know, from rows with ``reason``, ``flow_slug`` and
+    ``step_id`` (quarantine, or inspect's classified sample): the unmatched ids next to the catalog's,
+    and the ``flow_map`` / ``step_map`` entry that would translate them."""
+    if rows.is_empty():
+        return []
+    hints = []
+    flows = (
+        rows.filter(pl.col("reason").str.starts_with(UNKNOWN_FLOW))
+        .group_by("flow_slug")
+        .len()
+        .sort("len", "flow_slug", descending=[True, False])
+    )
+    if flows.height:
+        first = flows.item(0, "flow_slug")
+        hints.append(
+            f"{int(flows['len'].sum())} rows name {flows.height} flows the catalog does not have: "
+            f"{_listed(flows, 'flow_slug')}; the catalog's flows are {_some(sorted(catalog_steps))}. "
+            f"If they are the same flows under the old tool's ids, map them in a --mapping file: "
+            f"flow_map: {{{first}: <catalog flow slug>, ...}}"
+        )
+    steps = (
+        rows.filter(pl.col("reason").str.starts_with(UNKNOWN_STEP))
+        .group_by("flow_slug", "step_id")
+        .len()
+        .sort("flow_slug", "len", "step_id", descending=[False, True, False])
+    )
+    for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
+        known = list(catalog_steps.get(str(flow), ()))
+        hints.append(
+            f"flow '{flow}': {int(part['len'].sum())} rows name steps it does not have: "
+            f"{_listed(part, 'step_id')}; its steps are {_some(known)}. Map them in a --mapping file: "
+            f"step_map: {{{flow}: {{{part.item(0, 'step_id')}: <step id>, ...}}}}"
+        )
+    return hints
