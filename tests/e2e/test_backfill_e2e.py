@@ -177,6 +177,12 @@ def test_bad_key_stops_with_exit_3_and_keeps_the_run(
     assert res.returncode == 3, res.stdout + res.stderr
     assert "api_public_wrong_key_123" not in res.stdout + res.stderr
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
+    # one line says why, with no Prefect log or traceback around it
+    assert "Traceback" not in res.stderr
+    assert [line for line in res.stderr.splitlines() if line.startswith("stopped:")] == [
+        next(line for line in res.stderr.splitlines() if "403" in line)
+    ]
+    assert "ERROR" not in res.stderr
 
 
 def test_missing_column_exits_2_naming_file_and_column_before_sending(
@@ -216,11 +222,22 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
         res = run(args, emu, prefect_env, tmp_path)
         assert res.returncode == 3, res.stdout + res.stderr
         assert "maximum allowed MAUs" in res.stdout + res.stderr
+        assert "Traceback" not in res.stderr
         assert emu.stats()["distinct_users"] == 5
         written = emu.stats()["writes_accepted"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Stopped" in report
     assert "--run-dir" in report
+    # report.md, run.json and the console agree with what the emulator itself counted
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    planned = record["counts"]["requests_planned"]
+    assert record["outcomes"].get("sent", 0) == written
+    assert record["users_sent"] == 5
+    for text in (res.stdout, report):
+        assert f"| requests sent and accepted | {written} |" in text
+        assert f"| requests not sent (the run stopped first) | {planned - written} |" in text
+        assert "| distinct users sent to | 5 |" in text
+        assert f"{planned} requests planned = {written} sent + {planned - written} not sent" in text
     # The account is upgraded: the same command resumes and finishes without resending anything.
     with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db) as emu:
         res = run(args, emu, prefect_env, tmp_path)
@@ -231,6 +248,12 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
         assert written + stats["writes_accepted"] == planned
         assert "**Stopped**" not in (tmp_path / "run" / "report.md").read_text()
         assert "stopped" not in res.stderr.lower()
+        record = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert record["outcomes"].get("sent", 0) == written + stats["writes_accepted"]
+        assert f"| requests sent and accepted | {written + stats['writes_accepted']} |" in res.stdout
+        assert "not sent" not in res.stdout
+        users = record["counts"]["users"]
+        assert res.stdout.rstrip().endswith(f"reconciliation: {users} of {users} users match the export exactly")
         assert_state(emu, expected)
 
 

@@ -210,10 +210,28 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
     assert res.returncode == 0, res.stdout + res.stderr
     changes = pl.read_parquet(tmp_path / "audit" / "audit.parquet")
     assert set(regressed) <= set(changes["user_id"].to_list())
+    # Like with like: r3's own snapshot holds only the 3 users it planned, but the audit compares the
+    # full state known after each sync, so nobody else seems to vanish or regress.
+    assert pl.read_parquet(tmp_path / "r3" / "snapshot.parquet")["user_id"].n_unique() <= 3
+    assert set(changes["user_id"].to_list()) <= set(progressed + regressed)
+    assert "user" not in changes["field"].to_list()
+    md = (tmp_path / "audit" / "audit.md").read_text()
+    assert "| users only in a | 0 |" in md
+    assert md.count("users (full state known after the run) |") == 2
+    lost = changes.filter(pl.col("before") == "true", pl.col("after") == "false")
+    assert set(lost["user_id"].to_list()) <= set(regressed)
+    assert f"| users with a regression | {lost['user_id'].n_unique()} |" in md
     page = (tmp_path / "audit" / "audit.html").read_text()
     bars = re.findall(r'data-flow="([^"]+)" data-step="([^"]+)" data-side="([AB])" data-count="(\d+)"', page)
-    a = pl.read_parquet(tmp_path / "r1" / "snapshot.parquet")
-    b = pl.read_parquet(tmp_path / "r3" / "snapshot.parquet")
+    a = pl.read_parquet(tmp_path / "r1" / "known_snapshot.parquet")
+    b = pl.read_parquet(tmp_path / "r3" / "known_snapshot.parquet")
+    assert set(a["user_id"].to_list()) == set(b["user_id"].to_list())
+    flow_cells = re.findall(r'data-flow="([^"]+)" data-field="(\w+)" data-a="(\d+)" data-b="(\d+)"', page)
+    assert len(flow_cells) == 3 * len(catalog().active)
+    for flow, field, in_a, in_b in flow_cells:
+        for side, snap in ((in_a, a), (in_b, b)):
+            want = snap.unique(["user_id", "flow_slug"]).filter(pl.col("flow_slug") == flow)[f"flow_{field}"].sum()
+            assert int(side) == want, (flow, field)
     for flow, step, side, count in bars:
         snap = a if side == "A" else b
         want = snap.filter((pl.col("flow_slug") == flow) & (pl.col("step_id") == step))["step_completed"].sum()

@@ -145,7 +145,7 @@ def test_report_puts_the_summary_table_first_and_charts_counts() -> None:
         run, per_flow=[{"flow_slug": "f", "users": 2, "requests": 5, "started": 2, "completed": 1, "skipped": 0}]
     )
     assert md.index("| status | succeeded |") < md.index("## Per flow")
-    assert "3 in = 1 sent + 1 redundant + 0 dropped + 1 quarantined (closes)" in md
+    assert "3 rows in = 1 planned as requests + 1 redundant + 0 dropped + 1 quarantined (closes)" in md
     lines = bar_chart([("x", 4), ("y", 1)], width=8)
     assert lines == ["x ████████ 4", "y ██······ 1"]
 

@@ -1,0 +1,94 @@
+"""Every expected input error of `backfill` is one line on stderr, with the file, row or field, the
+documented exit code and no traceback, and it answers before Prefect or an emulator starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.servers import ROOT
+
+GOOD = ROOT / "data" / "long" / "events.csv"
+#: Prefect's temporary server alone takes 15-30 s to start here; an input error answers long before
+BEFORE_ANY_SERVER_S = 5.0
+
+
+def run_cli(args: list[str], cwd: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FRIGADE_", "PREFECT_API_URL"))}
+    started = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return res, time.monotonic() - started
+
+
+def _naive(tmp: Path) -> Path:
+    p = tmp / "naive.csv"
+    p.write_text("user_id,flow_slug,step_id,action,created_at\nu1,flow_onboarding,,STARTED_FLOW,2024-03-01 10:00:00\n")
+    return p
+
+
+def _bad_yaml(tmp: Path, name: str) -> Path:
+    p = tmp / name
+    p.write_text("flows:\n  - slug: a\n    steps: [x\n")
+    return p
+
+
+CASES = {
+    "unknown preset": (lambda t: [str(GOOD), "--preset", "appcuse"], ["unknown preset 'appcuse'", "appcues"]),
+    "missing file": (lambda t: [str(t / "nope.csv")], ["nope.csv", "not found"]),
+    "missing column": (lambda t: [str(GOOD), "--user-col", "uid"], ["events.csv", "'uid'", "columns:"]),
+    "malformed catalog": (
+        lambda t: [str(GOOD), "--catalog", str(_bad_yaml(t, "cat.yaml"))],
+        ["cat.yaml", "line 4", "catalog format"],
+    ),
+    "malformed mapping": (
+        lambda t: [str(GOOD), "--mapping", str(_bad_yaml(t, "map.yaml"))],
+        ["map.yaml", "not valid YAML at line 4"],
+    ),
+    "naive time": (lambda t: [str(_naive(t))], ["naive.csv", "row 1", "'time'", "--timezone"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_input_error_is_one_line_exit_2_before_any_server(case: str, tmp_path: Path) -> None:
+    make_args, words = CASES[case]
+    res, took = run_cli(["backfill", *make_args(tmp_path)], tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert "Traceback" not in res.stderr + res.stdout
+    # nothing started: no emulator banner, no run folder, and the answer came before any server could
+    assert "emulator" not in res.stderr
+    assert not (tmp_path / "runs").exists()
+    assert took < BEFORE_ANY_SERVER_S, took
+
+
+def test_debug_shows_the_traceback_of_an_expected_error(tmp_path: Path) -> None:
+    res, _ = run_cli(["backfill", str(GOOD), "--preset", "appcuse", "--debug"], tmp_path)
+    assert res.returncode == 2
+    assert "Traceback" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1].startswith("error: unknown preset")
+    res, _ = run_cli(["backfill", str(GOOD), "--preset", "appcuse"], tmp_path, FRIGADE_MIGRATE_DEBUG="1")
+    assert "Traceback" in res.stderr
+
+
+def test_a_mistyped_option_shows_the_subcommands_usage_and_is_not_abbreviated(tmp_path: Path) -> None:
+    res, _ = run_cli(["backfill", str(GOOD), "--rat", "50"], tmp_path)
+    assert res.returncode == 2
+    assert "usage: frigade-migrate backfill" in res.stderr
+    assert "unrecognized arguments: --rat 50" in res.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,173 @@
+"""What a person reads: the report's figures add up in words that match what happened, the progress
+line's rate never shows more than was possible and its ETA holds still at a steady rate, and
+quarantined rows come with where to look and what the catalog lacks."""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+from rich.console import Console
+
+from flows.progress import PushProgress, RateEstimate
+from flows.report import reconciliation_line, render, request_counts, requests_line, summary_rows
+from frigade.push import Outcome
+from transforms.quarantine import catalog_hints, examples
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stopped_run() -> dict[str, object]:
+    return {
+        "status": "stopped",
+        "counts": {
+            "rows_in": 198,
+            "rows_sent": 92,
+            "rows_redundant": 97,
+            "rows_dropped": 3,
+            "rows_quarantined": 6,
+            "requests_planned": 92,
+            "users": 20,
+        },
+        "accounting_closes": True,
+        "outcomes": {"sent": 5},
+        "users_sent": 5,
+        "users_matching": 0,
+        "users_differing": 0,
+        "users_not_reached": 20,
+        "attempts": [{"attempt": 1}],
+    }
+
+
+def test_a_stopped_run_says_planned_sent_and_not_sent_and_they_add_up() -> None:
+    run = _stopped_run()
+    assert request_counts(run) == [("sent", 5), ("not_sent", 87)]
+    assert requests_line(run) == "92 requests planned = 5 sent + 87 not sent"
+    md = render(run)
+    assert "198 rows in = 92 planned as requests + 97 redundant + 3 dropped + 6 quarantined (closes)" in md
+    assert "| requests sent and accepted | 5 |" in md
+    assert "| requests not sent (the run stopped first) | 87 |" in md
+    # nothing here says rows or requests were "sent" beyond the 5 that were
+    assert "92 sent" not in md
+    assert reconciliation_line(run).endswith("20 unfinished when the run stopped (resume to finish them)")
+
+
+def test_no_restart_no_restart_row_and_unknown_outcomes_still_add_up() -> None:
+    run = _stopped_run() | {"status": "succeeded", "outcomes": {"sent": 90, "already_in_effect": 2}}
+    rows = dict(summary_rows(run))
+    assert not any("restart" in k or "read-back" in k for k in rows)
+    assert rows["requests already in effect"] == 2
+    assert requests_line(run) == "92 requests planned = 90 sent + 2 already in effect"
+
+
+def test_rate_estimate_never_counts_the_first_instant_burst_and_holds_still_between_estimates() -> None:
+    clock = Clock()
+    est = RateEstimate(window=20.0, clock=clock)
+    etas = []
+    # a limiter at 20/s lets one go at once, then one every 50 ms
+    for i in range(400):
+        clock.now = i * 0.05
+        est.add()
+        if est.rate is not None:
+            assert est.rate <= 20.0 + 1e-9
+            etas.append(est.eta(400 - i - 1))
+    assert est.rate is not None and abs(est.rate - 20.0) < 1e-6
+    # at a steady rate the ETA only ever counts down, by about the time that passed
+    steps = [a - b for a, b in zip(etas, etas[1:], strict=False)]
+    assert all(-1e-6 <= s <= 1.1 for s in steps)
+
+
+def _outcome(user: str, seq: int) -> Outcome:
+    return Outcome(f"{user}|f|{seq}", user, "f", seq, 201, 1, True, None, None, "sent", 0.0)
+
+
+def test_progress_counts_a_user_done_when_their_last_request_has_an_outcome() -> None:
+    clock = Clock()
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=False)
+    with PushProgress(total=3, rate=20, user_requests={"a": 2, "b": 1}, console=console, clock=clock) as p:
+        p.advance(_outcome("a", 0))
+        assert (p.users_done, p.users_total) == (0, 2)
+        clock.now = 1.0
+        p.advance(_outcome("b", 0))
+        assert p.users_done == 1
+        clock.now = 2.0
+        p.advance(_outcome("a", 1))
+        assert p.users_done == 2
+    text = buf.getvalue()
+    assert "requests answered per second over the last 20 s" in text
+    assert "3/3 req  2/2 users  0:02" in text
+
+
+def _quarantine() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "source_file": ["a.csv"] * 5 + ["b.csv"],
+            "source_row": [9, 2, 4, 7, 8, 1],
+            "reason": [
+                "unknown flow 'X' (not in the catalog)",
+                "unknown flow 'X' (not in the catalog)",
+                "unknown flow 'X' (not in the catalog)",
+                "unknown step 's9' in flow 'f'",
+                "unknown flow 'Y' (not in the catalog)",
+                "unknown flow 'X' (not in the catalog)",
+            ],
+            "flow_slug": ["X", "X", "X", "f", "Y", "X"],
+            "step_id": [None, None, None, "s9", None, None],
+        }
+    )
+
+
+def test_quarantine_examples_name_the_first_rows_of_each_reason_in_file_order() -> None:
+    ex = examples(_quarantine(), per_reason=3)
+    assert list(ex) == [
+        "unknown flow 'X' (not in the catalog)",
+        "unknown flow 'Y' (not in the catalog)",
+        "unknown step 's9' in flow 'f'",
+    ]
+    assert ex["unknown flow 'X' (not in the catalog)"] == ["a.csv:2", "a.csv:4", "a.csv:9"]
+
+
+def test_catalog_hints_show_unmatched_ids_beside_the_catalogs_and_the_key_that_maps_them() -> None:
+    hints = catalog_hints(_quarantine(), {"f": ["s1", "s2"], "g": ["t1"]})
+    assert len(hints) == 2
+    assert "5 rows name 2 flows the catalog does not have: 'X' (4 rows), 'Y' (1 rows)" in hints[0]
+    assert "the catalog's flows are f, g" in hints[0]
+    assert "flow_map: {X:" in hints[0]
+    assert "flow 'f': 1 rows name steps it does not have: 's9' (1 rows); its steps are s1, s2" in hints[1]
+    assert "step_map: {f: {s9:" in hints[1]
+
+
+def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it() -> None:
+    from flows.inspect_cmd import main
+    from tests.e2e.servers import ROOT
+
+    data = ROOT / "data"
+
+    def inspect(mapping: str | None) -> str:
+        buf = io.StringIO()
+        code = main(
+            str(data / "appcues" / "appcues-events.csv"),
+            preset="appcues",
+            mapping=mapping,
+            catalog=str(data / "catalog.yaml"),
+            rows=1000,
+            console=Console(file=buf, width=400),
+        )
+        assert code == 0
+        return buf.getvalue()
+
+    unmapped = inspect(None)
+    assert "do not all match the catalog" in unmapped
+    assert "flows the catalog does not have: '8f0c3a1e-2d4b'" in unmapped
+    assert "the catalog's flows are flow_announcement, flow_onboarding, flow_welcome_tour" in unmapped
+    assert "flow_map:" in unmapped
+    # mapped, only the sample's one row for a flow deleted since is left unknown
+    mapped = inspect(str(data / "appcues" / "mapping.yaml"))
+    assert "1 rows name 1 flows the catalog does not have: '-OldFlow1234' (1 rows)" in mapped
