@@ -5,6 +5,7 @@ quarantined rows come with where to look and what the catalog lacks."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import polars as pl
 from rich.console import Console
@@ -77,9 +78,10 @@ def test_rate_estimate_never_counts_the_first_instant_burst_and_holds_still_betw
         if est.rate is not None:
             assert est.rate <= 20.0 + 1e-9
             etas.append(est.eta(400 - i - 1))
-    assert est.rate is not None and abs(est.rate - 20.0) < 1e-6
+    assert est.rate is not None
+    assert abs(est.rate - 20.0) < 1e-6
     # at a steady rate the ETA only ever counts down, by about the time that passed
-    steps = [a - b for a, b in zip(etas, etas[1:], strict=False)]
+    steps = [a - b for a, b in itertools.pairwise(etas)]
     assert all(-1e-6 <= s <= 1.1 for s in steps)
 
 
