@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def _bad_yaml(tmp: Path, name: str) -> Path:
     return p
 
 
-CASES = {
+CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "unknown preset": (lambda t: [str(GOOD), "--preset", "appcuse"], ["unknown preset 'appcuse'", "appcues"]),
     "missing file": (lambda t: [str(t / "nope.csv")], ["nope.csv", "not found"]),
     "missing column": (lambda t: [str(GOOD), "--user-col", "uid"], ["events.csv", "'uid'", "columns:"]),

@@ -70,14 +70,16 @@ def test_no_restart_no_restart_row_and_unknown_outcomes_still_add_up() -> None:
 def test_rate_estimate_never_counts_the_first_instant_burst_and_holds_still_between_estimates() -> None:
     clock = Clock()
     est = RateEstimate(window=20.0, clock=clock)
-    etas = []
+    etas: list[float] = []
     # a limiter at 20/s lets one go at once, then one every 50 ms
     for i in range(400):
         clock.now = i * 0.05
         est.add()
         if est.rate is not None:
             assert est.rate <= 20.0 + 1e-9
-            etas.append(est.eta(400 - i - 1))
+            eta = est.eta(400 - i - 1)
+            assert eta is not None
+            etas.append(eta)
     assert est.rate is not None
     assert abs(est.rate - 20.0) < 1e-6
     # at a steady rate the ETA only ever counts down, by about the time that passed
