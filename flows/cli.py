@@ -171,6 +171,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from flows.job import Job, load_catalog_file, mapping_for
     from flows.pipeline import accounting_closes, prepare
+    from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(args)
     job = Job.open(args.exports, settings, args.run_dir or "runs/plan-preview", "plan", _overrides(args))
@@ -201,12 +202,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         t.add_row(k, str(v))
     out.print(t)
     if prepared.quarantine_reasons:
+        where = examples(prepared.quarantine, reasons=15)
         q = Table(title="quarantine reasons")
         q.add_column("reason")
         q.add_column("rows", justify="right")
+        q.add_column("first rows (file:row)", overflow="fold")
         for reason, n in list(prepared.quarantine_reasons.items())[:15]:
-            q.add_row(reason, str(n))
+            q.add_row(reason, str(n), ", ".join(where.get(reason, [])))
         out.print(q)
+        for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in catalog.active}):
+            err.print(f"[yellow]hint:[/] {hint}", highlight=False)
     first = Table(title="first requests")
     cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
     for col in cols:
