@@ -13,7 +13,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost
+from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost, whole_job
 from bench._common import Figure, base_parser, print_table, write_results
 
 BENCHES: dict[
@@ -24,6 +24,7 @@ BENCHES: dict[
     "fewest_requests": ("Benchmark 3: fewest requests", fewest_requests.add_args, fewest_requests.run),
     "big_export": ("Benchmark 4: big exports", big_export.add_args, big_export.run),
     "sync_cost": ("Benchmark 5: incremental sync cost", sync_cost.add_args, sync_cost.run),
+    "whole_job": ("Benchmark 6: the whole job at the limit", whole_job.add_args, whole_job.run),
 }
 
 

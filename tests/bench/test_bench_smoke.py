@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost
+from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost, whole_job
 from bench.__main__ import BENCHES, _namespace
 from bench._common import Figure, base_parser, print_table
 
@@ -63,3 +63,11 @@ def test_sync_cost_quick() -> None:
 
 def test_every_benchmark_is_wired_into_the_runner() -> None:
     assert set(BENCHES) == {"push_limit", "push_ceiling", "fewest_requests", "big_export", "sync_cost"}
+
+
+def test_whole_job_quick() -> None:
+    figures = _run("whole_job", whole_job.run)
+    # exact at any size: the backfill sends every planned request, none of them redundant
+    exact = [f for f in figures if "exit code" in f.name or "requests sent" in f.name or "changed nothing" in f.name]
+    assert len(exact) == 3
+    assert all(f.passed for f in exact)

@@ -1,0 +1,285 @@
+"""Benchmark 6, the whole job at the limit: `frigade-migrate backfill` end to end (the CLI, its Prefect
+flow, planning, the journal, snapshots, progress, reconciliation, everything a user waits for) against
+an emulator throttling at R with 50 ms latency, and the CPU it spends per request beside a raw aiohttp
+loop sending the same writes at the same rate to the same emulator, in the same run.
+
+The export is a long-shape CSV of users who each finished the sample onboarding checklist (every step
+completed, then the flow): 5 state-changing writes per user, sized so the push lasts about
+``--seconds`` at R. One Prefect server is started for the whole benchmark (as a deployment would have),
+so the job's figures do not include Prefect's start-up; its wall time and CPU include everything else.
+
+Figures, for each R:
+- the push's rate at the server (requests accepted over the span between the first and the last);
+- 429s and the busiest one-second window at the emulator;
+- the job's CPU per request (user + system CPU of the CLI process and its children, over the requests
+  it sent) and the aiohttp loop's, and their ratio.
+Targets (issue 14): push >= 0.95 R, 0 429s, busiest second <= R, CPU per request <= 2x aiohttp's.
+
+    python -m bench.whole_job [--rates 200,500] [--seconds 30] [--concurrency 32] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import polars as pl
+
+from bench._common import REPO_ROOT, Figure, base_parser, run_main
+from bench._push import FLOW, requests_per_user, user_requests
+from emulator.embedded import EmbeddedEmulator
+
+NAME = "whole_job"
+LATENCY_MS = 50.0
+CATALOG = REPO_ROOT / "data" / "catalog.yaml"
+
+
+def write_export(path: Path, users: int) -> int:
+    """The export, and how many requests a state plan of it takes (every row is one)."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["user_id", "flow_slug", "step_id", "action", "created_at"])
+        for n in range(users):
+            for user, action, step, at in user_requests("bench", n):
+                w.writerow([user, FLOW, step or "", action.value, at])
+    return users * requests_per_user()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _quiet_prefect(home: Path) -> dict[str, str]:
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def prefect_server(home: Path, timeout: float = 180.0) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1 in its own process group, stopped by its own pid."""
+    port = _free_port()
+    env = {**os.environ, **_quiet_prefect(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("prefect server did not start: " + (home / "server.log").read_text()[-2000:])
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(15)
+        log.close()
+
+
+def run_measured(args: Sequence[str], cwd: Path, env: dict[str, str], timeout_s: float) -> tuple[int, float, float]:
+    """(exit code, wall s, CPU s of the process and the children it waited for), by wait4's rusage."""
+    started = time.perf_counter()
+    with (cwd / f"{NAME}-{time.monotonic_ns()}.log").open("wb") as out:
+        proc = subprocess.Popen(list(args), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+
+def push_rate(run_dir: Path) -> tuple[float, int]:
+    """(accepted requests per second between the first and the last, accepted requests)."""
+    parts = sorted((run_dir / "outcomes").glob("*.parquet"))
+    done = pl.concat([pl.read_parquet(p) for p in parts]).filter(pl.col("outcome") == "sent")
+    at = done.get_column("at")
+    span = float(at.max()) - float(at.min())  # type: ignore[arg-type]
+    return ((done.height - 1) / span if span > 0 else float("nan")), done.height
+
+
+async def _aiohttp_loop(url: str, key: str, users: int, rate: float, conc: int) -> int:
+    """The same writes, users in parallel and each user's in order, paced by a plain schedule (request
+    i not before t0 + i / (0.95 rate), a margin so that arrival jitter is not throttled): the least a
+    client can do per request."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    next_user = iter(range(users))
+    sent = 0
+    t0 = time.monotonic()
+    slot = 0
+
+    async def paced() -> None:
+        nonlocal slot
+        at = t0 + slot / (0.95 * rate)
+        slot += 1
+        delay = at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    connector = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(url, headers=headers, connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal sent
+            for n in next_user:
+                for user, action, step, at in user_requests("raw", n):
+                    b: dict[str, object] = {"userId": user, "flowSlug": FLOW, "actionType": action.value}
+                    if step:
+                        b["stepId"] = step
+                    b["createdAt"] = at
+                    await paced()
+                    async with session.post("/v1/public/flowStates", data=json.dumps(b)) as r:
+                        await r.json()
+                        sent += r.status == 201
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+    return sent
+
+
+def aiohttp_child(argv: Sequence[str]) -> int:
+    url, key, users, rate, conc = argv
+    sent = asyncio.run(_aiohttp_loop(url, key, int(users), float(rate), int(conc)))
+    print(json.dumps({"sent": sent}))
+    return 0
+
+
+def measure(rates: Sequence[int], seconds: float, concurrency: int, tmp: Path) -> list[Figure]:
+    figs: list[Figure] = []
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for k in [k for k in env if k.startswith("FRIGADE_")]:
+        del env[k]
+    home = tmp / "prefect-home"
+    home.mkdir()
+    with prefect_server(home) as api:
+        env |= _quiet_prefect(home) | {"PREFECT_API_URL": api}
+        for rate in rates:
+            users = max(2, round(rate * seconds / requests_per_user()))
+            export = tmp / f"export-{rate}.csv"
+            planned = write_export(export, users)
+            run_dir = tmp / f"run-{rate}"
+            with EmbeddedEmulator(catalog=CATALOG, rate_limit=rate, latency_ms=LATENCY_MS) as emu:
+                cmd = [sys.executable, "-m", "flows.cli", "backfill", str(export), "--catalog", str(CATALOG)]
+                cmd += ["--api-url", emu.url, "--rate", str(rate), "--concurrency", str(concurrency)]
+                code, wall, cpu = run_measured(
+                    [*cmd, "--run-dir", str(run_dir)], tmp, env | {"FRIGADE_API_KEY": emu.public_key}, 1800
+                )
+                job_stats = emu.stats()
+                emu.reset()
+                raw = [sys.executable, "-m", "bench.whole_job", "--aiohttp-child", emu.url, emu.public_key]
+                raw_code, raw_wall, raw_cpu = run_measured(
+                    [*raw, str(users), str(rate), str(concurrency)], tmp, env, 1800
+                )
+                raw_stats = emu.stats()
+            achieved, sent = push_rate(run_dir) if code == 0 else (float("nan"), 0)
+            throttled = int(job_stats["throttled"])
+            window = int(job_stats["max_requests_per_second_window"])
+            job_us = cpu / max(1, sent) * 1e6
+            raw_sent = int(raw_stats["writes_accepted"])
+            raw_us = raw_cpu / max(1, raw_sent) * 1e6
+            ratio = job_us / raw_us if raw_us else float("inf")
+            b = f"{NAME}[R={rate}]"
+            figs += [
+                Figure(b, f"R={rate}: backfill exit code", code, "", "0", code == 0),
+                Figure(b, f"R={rate}: requests sent", sent, "", f"= {planned} (all planned)", sent == planned),
+                Figure(
+                    b,
+                    f"R={rate}: push rate at the server",
+                    achieved,
+                    "req/s",
+                    f">= {0.95 * rate:g}",
+                    achieved >= 0.95 * rate,
+                ),
+                Figure(b, f"R={rate}: 429s at the emulator", throttled, "", "0", throttled == 0),
+                Figure(b, f"R={rate}: busiest 1-s window", window, "req", f"<= {rate}", window <= rate),
+                Figure(
+                    b,
+                    f"R={rate}: writes that changed nothing",
+                    int(job_stats["writes_unchanged"]),
+                    "",
+                    "0",
+                    int(job_stats["writes_unchanged"]) == 0,
+                ),
+                Figure(b, f"R={rate}: whole job wall time", wall, "s"),
+                Figure(b, f"R={rate}: whole job CPU", cpu, "s"),
+                Figure(b, f"R={rate}: job CPU per request", job_us, "µs"),
+                Figure(
+                    b,
+                    f"R={rate}: aiohttp loop CPU per request",
+                    raw_us,
+                    "µs",
+                    f"{raw_sent} sent, exit {raw_code}, {raw_wall:.1f} s",
+                ),
+                Figure(b, f"R={rate}: job / aiohttp CPU per request", ratio, "x", "<= 2", ratio <= 2.0),
+            ]
+    return figs
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rates", default="200,500", help="comma-separated R values (default 200,500)")
+    p.add_argument("--seconds", type=float, default=30.0, help="push length to size the export for (default 30)")
+    p.add_argument("--concurrency", type=int, default=32, help="--concurrency of the job and the loop (default 32)")
+
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    rates = [int(x) for x in str(args.rates).split(",") if x.strip()]
+    seconds = float(args.seconds)
+    if args.quick:
+        rates, seconds = [200], 2.0
+    with tempfile.TemporaryDirectory(prefix="bench-whole-job-") as tmp:
+        return measure(rates, seconds, int(args.concurrency), Path(tmp))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--aiohttp-child"]:
+        return aiohttp_child(argv[1:])
+    p = base_parser(f"python -m bench.{NAME}", __doc__.split("\n")[0] if __doc__ else "")
+    add_args(p)
+    return run_main("Benchmark 6: the whole job at the limit", run, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
