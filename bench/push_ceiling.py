@@ -4,7 +4,7 @@ Three clients against the same emulator, interleaved round by round (A B C, B C 
 warm-up, so that machine noise hits all three alike; each figure is the median over rounds, and the
 ratios are of medians:
 - job: ``frigade.push.push`` through ``FrigadeClient(rate=<unlimited>, concurrency=64)``, the push stage
-  of ``frigade-migrate backfill --concurrency 64`` (several small httpx pools);
+  of ``frigade-migrate backfill --concurrency 64`` (httpx's API over the aiohttp transport);
 - naive: one ``httpx.AsyncClient`` (pool of 64) with 64 workers;
 - aiohttp: one ``aiohttp.ClientSession`` (``TCPConnector(limit=64)``) with 64 workers.
 All send the same writes (every step of a checklist completed, then the flow, user after user, each
@@ -13,7 +13,7 @@ is reset between runs so each starts on an empty database.
 
 Targets: job >= 5x naive and >= 0.8x aiohttp.
 
-    python -m bench.push_ceiling [--seconds 8] [--rounds 5] [--concurrency 64] [--proposal] [--quick]
+    python -m bench.push_ceiling [--seconds 8] [--rounds 5] [--concurrency 64] [--httpcore] [--quick]
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import httpx
 
 from bench._common import Figure, base_parser, median, run_main
 from bench._push import CpuTimer, body, requests_per_user, user_requests, work_until
-from bench.proposals import AiohttpTransport
 from emulator.embedded import EmbeddedEmulator
 from frigade.client import FrigadeClient
 from frigade.push import push
@@ -50,7 +49,7 @@ class _Counter:
         self.bad = 0
 
 
-async def _job(url: str, key: str, prefix: str, seconds: float, conc: int, transport: bool = False) -> _Counter:
+async def _job(url: str, key: str, prefix: str, seconds: float, conc: int, http: str = "aiohttp") -> _Counter:
     counter = _Counter()
 
     def on_outcome(o: object) -> None:
@@ -59,10 +58,8 @@ async def _job(url: str, key: str, prefix: str, seconds: float, conc: int, trans
         else:
             counter.bad += 1
 
-    extra: dict[str, Any] = {}
-    if transport:
-        extra = {"pools": 1, "transport_factory": lambda: AiohttpTransport(conc)}
-    async with FrigadeClient(url, ApiKey(key), rate=UNLIMITED, concurrency=conc, **extra) as client:
+    wire: Any = http
+    async with FrigadeClient(url, ApiKey(key), rate=UNLIMITED, concurrency=conc, http=wire) as client:
         users = work_until(prefix, time.monotonic() + seconds, MAX_USERS)
         await push(users, client, concurrency=conc, on_outcome=on_outcome, on_state=lambda u, s: None)
     return counter
@@ -117,9 +114,9 @@ async def _aiohttp(url: str, key: str, prefix: str, seconds: float, conc: int) -
         return await _workers(seconds, conc, prefix, send)
 
 
-async def _job_aiohttp_transport(url: str, key: str, prefix: str, seconds: float, conc: int) -> _Counter:
-    """The recommended change (bench/proposals.py): the job's client on an aiohttp-backed transport."""
-    return await _job(url, key, prefix, seconds, conc, transport=True)
+async def _job_httpcore(url: str, key: str, prefix: str, seconds: float, conc: int) -> _Counter:
+    """The job's client on httpx's own wire (httpcore), as it was before the aiohttp transport."""
+    return await _job(url, key, prefix, seconds, conc, http="httpx")
 
 
 CLIENTS: dict[str, Callable[[str, str, str, float, int], Awaitable[_Counter]]] = {
@@ -127,13 +124,13 @@ CLIENTS: dict[str, Callable[[str, str, str, float, int], Awaitable[_Counter]]] =
     "naive": _naive,
     "aiohttp": _aiohttp,
 }
-PROPOSAL = "job+aiohttp-transport (proposal)"
+HTTPCORE = "job on httpcore (before)"
 
 
-def measure(seconds: float, rounds: int, conc: int, proposal: bool = False) -> list[Figure]:
+def measure(seconds: float, rounds: int, conc: int, httpcore: bool = False) -> list[Figure]:
     clients = dict(CLIENTS)
-    if proposal:
-        clients[PROPOSAL] = _job_aiohttp_transport
+    if httpcore:
+        clients[HTTPCORE] = _job_httpcore
     rates: dict[str, list[float]] = {k: [] for k in clients}
     cpu: dict[str, list[float]] = {k: [] for k in clients}
     errors: dict[str, int] = dict.fromkeys(clients, 0)
@@ -176,10 +173,10 @@ def measure(seconds: float, rounds: int, conc: int, proposal: bool = False) -> l
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--proposal",
+        "--httpcore",
         action="store_true",
-        help="also run the job's client on the aiohttp transport prototype of bench/proposals.py (a 4th, "
-        "context-only client, to reproduce the gain RESULTS.md recommends)",
+        help="also run the job's client on httpx's own wire, httpcore (a 4th, context-only client: the "
+        "client as it was before frigade.transport)",
     )
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per client per round (default 8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -190,7 +187,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
     seconds, rounds = float(args.seconds), int(args.rounds)
     if args.quick:
         seconds, rounds = 1.0, 1
-    return measure(seconds, rounds, int(args.concurrency), bool(args.proposal))
+    return measure(seconds, rounds, int(args.concurrency), bool(args.httpcore))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

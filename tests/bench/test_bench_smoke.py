@@ -17,12 +17,12 @@ from bench._common import Figure, base_parser, print_table
 pytestmark = pytest.mark.slow
 
 
-def _run(name: str, run: Callable[[argparse.Namespace], list[Figure]], proposal: bool = False) -> list[Figure]:
+def _run(name: str, run: Callable[[argparse.Namespace], list[Figure]], httpcore: bool = False) -> list[Figure]:
     args = base_parser("bench", "").parse_args(["--quick"])
     args.data_dir = None
     ns = _namespace(name, args)
-    if proposal:
-        ns.proposal = True
+    if httpcore:
+        ns.httpcore = True
     figures = run(ns)
     lines: list[str] = []
     print_table(figures, name, out=lines.append)
@@ -38,10 +38,10 @@ def test_push_limit_quick() -> None:
     assert any("achieved rate" in f.name for f in figures)
 
 
-def test_push_ceiling_quick_with_proposal() -> None:
-    figures = _run("push_ceiling", push_ceiling.run, proposal=True)
+def test_push_ceiling_quick_with_httpcore() -> None:
+    figures = _run("push_ceiling", push_ceiling.run, httpcore=True)
     assert any(f.name.startswith("aiohttp:") for f in figures)
-    assert any(f.name.startswith(push_ceiling.PROPOSAL) for f in figures)
+    assert any(f.name.startswith(push_ceiling.HTTPCORE) for f in figures)
 
 
 def test_fewest_requests_quick() -> None:

@@ -1,0 +1,99 @@
+"""An httpx transport that sends through one aiohttp session.
+
+The job keeps httpx's API (and ``httpx.MockTransport`` as its test seam) while the bytes go through
+aiohttp, whose per-request cost is a fraction of httpcore's (bench/RESULTS.md, benchmarks 2 and 6).
+What matters is that every aiohttp failure becomes the httpx error of the same meaning, because the
+client decides from the error class alone whether a write was surely not sent (safe to resend),
+may have been sent (read the state back first), or can never succeed (stop):
+
+- ``ClientConnectorError`` (refused, DNS, TLS handshake, proxy): no byte left -> ``ConnectError``;
+- ``ConnectionTimeoutError`` (no connection in time, from the pool or the socket): not sent ->
+  ``ConnectTimeout``;
+- ``SocketTimeoutError`` (no answer in time): may have been sent -> ``ReadTimeout``;
+- ``ServerDisconnectedError`` or a malformed answer (``ClientResponseError``): may have been sent ->
+  ``RemoteProtocolError``;
+- ``ClientPayloadError``, ``ClientOSError`` (a reset mid-exchange), any other ``ClientError``: may have
+  been sent -> ``ReadError``;
+- ``InvalidUrlClientError`` / ``NonHttpUrlClientError``: our configuration is wrong ->
+  ``UnsupportedProtocol``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import aiohttp
+import httpx
+
+__all__ = ["AiohttpTransport"]
+
+#: answer headers that describe the wire form: the body handed to httpx is already decoded
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
+    """httpx's per-request timeouts in aiohttp's terms: waiting for a pooled connection and
+    connecting count as connecting (both mean nothing was sent); read is the wait between chunks."""
+    t: dict[str, Any] = request.extensions.get("timeout", {})
+    pool, connect, read = t.get("pool"), t.get("connect"), t.get("read")
+    waits = [x for x in (pool, connect) if x is not None]
+    return aiohttp.ClientTimeout(
+        total=None, connect=sum(waits) if waits else None, sock_connect=connect, sock_read=read
+    )
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx requests sent through one ``aiohttp.ClientSession`` of at most ``limit`` connections,
+    created on first use inside the running event loop."""
+
+    def __init__(self, limit: int, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
+        self._limit = limit
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._trust_env = trust_env
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=self._trust_env)
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # aiohttp sets Host and Content-Length itself, from the URL and the body
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")]
+        body = request.content
+        try:
+            async with self._session_now().request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=body if body else None,
+                timeout=_timeout(request),
+                allow_redirects=False,
+            ) as answer:
+                content = await answer.read()
+                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.raw_headers]
+                kept = [(k, v) for k, v in raw if k.lower() not in _WIRE_HEADERS]
+                return httpx.Response(answer.status, headers=kept, content=content, request=request)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(_text(exc), request=request) from exc
+        except aiohttp.SocketTimeoutError as exc:
+            raise httpx.ReadTimeout(_text(exc), request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(_text(exc), request=request) from exc
+        except (aiohttp.InvalidUrlClientError, aiohttp.NonHttpUrlClientError) as exc:
+            raise httpx.UnsupportedProtocol(_text(exc), request=request) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+            raise httpx.RemoteProtocolError(_text(exc), request=request) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise httpx.ReadError(_text(exc), request=request) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

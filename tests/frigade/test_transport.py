@@ -1,0 +1,223 @@
+"""The aiohttp transport against real sockets on 127.0.0.1 that fail in each way a network can: every
+aiohttp failure must become the httpx error with the same meaning (surely not sent, may have been
+sent, can never work), and so the client's own error class, because that decides whether a write is
+resent, read back first, or stops the run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import socket
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from frigade.client import FrigadeClient
+from frigade.errors import AmbiguousError, ClientSetupError, ConnectFailedError
+from frigade.secret import ApiKey
+from frigade.transport import AiohttpTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
+    return head, await reader.readexactly(length)
+
+
+class _Served:
+    """A server on 127.0.0.1 whose connections are all closed when the block ends (a handler left
+    waiting would otherwise leave its socket to the garbage collector, after the loop is gone)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._handler(reader, writer)
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> _Served:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for w in self._writers:
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+        await self._server.wait_closed()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _send(url: str, read_s: float = 2.0) -> httpx.Response:
+    async with httpx.AsyncClient(transport=AiohttpTransport(2), timeout=read_s) as client:
+        return await client.post(f"{url}/v1/public/flowStates", json={"userId": "u"})
+
+
+def _raises(handler: Handler | None, expected: type[Exception], timeout: float = 2.0) -> None:
+    async def main() -> None:
+        if handler is None:
+            with pytest.raises(expected):
+                await _send(f"http://127.0.0.1:{_closed_port()}", timeout)
+            return
+        async with _Served(handler) as served:
+            with pytest.raises(expected):
+                await _send(served.url, timeout)
+
+    asyncio.run(main())
+
+
+def test_a_refused_connection_is_a_connect_error_so_surely_not_sent() -> None:
+    _raises(None, httpx.ConnectError)
+
+
+async def _close_after_reading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.close()
+
+
+def test_a_connection_dropped_after_the_request_is_ambiguous() -> None:
+    _raises(_close_after_reading, httpx.RemoteProtocolError)
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    await asyncio.sleep(5)
+
+
+def test_no_answer_in_time_is_a_read_timeout_so_ambiguous() -> None:
+    _raises(_never_answer, httpx.ReadTimeout, timeout=0.3)
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b"this is not HTTP at all\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_an_answer_that_is_not_http_is_a_protocol_error_so_ambiguous() -> None:
+    _raises(_garbage, httpx.RemoteProtocolError)
+
+
+async def _truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":')
+    await writer.drain()
+    writer.close()
+
+
+def test_a_body_cut_short_is_a_read_error_so_ambiguous() -> None:
+    _raises(_truncated, httpx.ReadError)
+
+
+def test_waiting_too_long_for_a_pooled_connection_is_a_connect_timeout_so_not_sent() -> None:
+    async def main() -> None:
+        timeout = httpx.Timeout(3.0, pool=0.2, connect=0.2)
+        async with (
+            _Served(_never_answer) as served,
+            httpx.AsyncClient(transport=AiohttpTransport(1), timeout=timeout) as c,
+        ):
+            busy = asyncio.create_task(c.post(f"{served.url}/x", json={}))
+            await asyncio.sleep(0.1)
+            with pytest.raises(httpx.ConnectTimeout):
+                await c.post(f"{served.url}/y", json={})
+            busy.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await busy
+
+    asyncio.run(main())
+
+
+def test_an_unusable_url_is_a_setup_error() -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=AiohttpTransport(1)) as c:
+            with pytest.raises(httpx.UnsupportedProtocol):
+                await c.post("ftp://127.0.0.1/x", json={})
+
+    asyncio.run(main())
+
+
+def test_a_good_exchange_keeps_method_headers_body_and_decodes_gzip() -> None:
+    seen: dict[str, bytes] = {}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, body = await _read_request(reader)
+        seen["head"], seen["body"] = head, body
+        payload = gzip.compress(json.dumps({"eligibleFlows": [], "ineligibleFlows": ["f"]}).encode())
+        writer.write(
+            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        writer.close()
+
+    async def main() -> httpx.Response:
+        headers = {"Authorization": "Bearer k"}
+        async with _Served(answer) as served, httpx.AsyncClient(transport=AiohttpTransport(1), headers=headers) as c:
+            return await c.post(f"{served.url}/v1/public/flowStates", json={"userId": "u1"})
+
+    response = asyncio.run(main())
+    assert response.status_code == 201
+    assert response.json() == {"eligibleFlows": [], "ineligibleFlows": ["f"]}
+    assert seen["head"].startswith(b"POST /v1/public/flowStates HTTP/1.1")
+    assert b"authorization: bearer k" in seen["head"].lower()
+    assert json.loads(seen["body"]) == {"userId": "u1"}
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [(None, ConnectFailedError), (_close_after_reading, AmbiguousError), (_garbage, AmbiguousError)],
+)
+def test_the_client_on_its_default_transport_classifies_each_failure(handler: Handler | None, error: type) -> None:
+    """FrigadeClient uses the aiohttp transport by default: its exchange names the same class."""
+
+    async def exchange(url: str) -> None:
+        async with FrigadeClient(url, ApiKey("api_private_secret_123"), rate=1000, max_attempts=1) as client:
+            with pytest.raises(error) as caught:
+                await client._exchange("POST", "/v1/public/flowStates", json={"userId": "u"})
+            assert "api_private_secret_123" not in str(caught.value)
+
+    async def main() -> None:
+        if handler is None:
+            await exchange(f"http://127.0.0.1:{_closed_port()}")
+            return
+        async with _Served(handler) as served:
+            await exchange(served.url)
+
+    asyncio.run(main())
+
+
+def test_a_setup_error_on_the_default_transport_stops_and_hides_the_key() -> None:
+    async def main() -> None:
+        async with FrigadeClient("ftp://127.0.0.1", ApiKey("api_private_secret_123"), rate=1000) as client:
+            with pytest.raises(ClientSetupError) as caught:
+                await client._exchange("POST", "/v1/public/flowStates", json={"userId": "u"})
+            assert "api_private_secret_123" not in str(caught.value)
+
+    asyncio.run(main())
