@@ -127,7 +127,9 @@ def run_measured(args: Sequence[str], cwd: Path, env: dict[str, str], timeout_s:
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.02)
-    return os.waitstatus_to_exitcode(status), time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+    # wait4 reaped it: tell the Popen object, which would otherwise think it still runs
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
 def push_rate(run_dir: Path) -> tuple[float, int]:

@@ -62,7 +62,7 @@ def test_sync_cost_quick() -> None:
 
 
 def test_every_benchmark_is_wired_into_the_runner() -> None:
-    assert set(BENCHES) == {"push_limit", "push_ceiling", "fewest_requests", "big_export", "sync_cost"}
+    assert set(BENCHES) == {"push_limit", "push_ceiling", "fewest_requests", "big_export", "sync_cost", "whole_job"}
 
 
 def test_whole_job_quick() -> None:
