@@ -105,7 +105,9 @@ class FrigadeClient:
             raise ValueError("max_attempts must be >= 1")
         if pools is not None and pools < 1:
             raise ValueError("pools must be >= 1")
-        n_pools = pools if pools is not None else max(1, math.ceil(concurrency / 4))
+        # httpcore's pools serialise on a lock: several small ones beat one big one; aiohttp's do not
+        one_wire = transport_factory is None and http == "aiohttp"
+        n_pools = pools if pools is not None else 1 if one_wire else max(1, math.ceil(concurrency / 4))
         per_pool = math.ceil(concurrency / n_pools)
         self._key = api_key
         # Counting requests until they have surely reached the server keeps the server's own count,

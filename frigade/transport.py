@@ -21,6 +21,7 @@ may have been sent (read the state back first), or can never succeed (stop):
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -47,10 +48,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent through one ``aiohttp.ClientSession`` of at most ``limit`` connections,
     created on first use inside the running event loop."""
 
-    def __init__(self, limit: int, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
+    def __init__(self, limit: int, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool | None = None) -> None:
         self._limit = limit
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._trust_env = trust_env
+        # With trust_env aiohttp looks the proxy up in a thread for every request (a tenth of the CPU
+        # of a push): only when a proxy is configured at all, as httpx would honour it.
+        self._trust_env = bool(urllib.request.getproxies()) if trust_env is None else trust_env
         self._session: aiohttp.ClientSession | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:

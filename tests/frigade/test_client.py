@@ -736,11 +736,15 @@ def test_every_request_takes_a_limiter_grant() -> None:
 
 
 def test_default_pool_sizing() -> None:
+    """httpcore's pools serialise on a lock, so its wire gets several small ones; aiohttp's one session."""
+
     async def main() -> None:
-        async with FrigadeClient("http://127.0.0.1:9", None, rate=5.0, concurrency=64) as client:
+        async with FrigadeClient("http://127.0.0.1:9", None, rate=5.0, concurrency=64, http="httpx") as client:
             assert client.pool_count == 16
             assert client.limiter.limit == 5
-        async with FrigadeClient("http://127.0.0.1:9", None, rate=5.0, concurrency=3) as client:
+        async with FrigadeClient("http://127.0.0.1:9", None, rate=5.0, concurrency=3, http="httpx") as client:
+            assert client.pool_count == 1
+        async with FrigadeClient("http://127.0.0.1:9", None, rate=5.0, concurrency=64) as client:
             assert client.pool_count == 1
 
     asyncio.run(main())
