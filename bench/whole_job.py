@@ -206,7 +206,10 @@ def measure(rates: Sequence[int], seconds: float, concurrency: int, tmp: Path) -
                 cmd = [sys.executable, "-m", "flows.cli", "backfill", str(export), "--catalog", str(CATALOG)]
                 cmd += ["--api-url", emu.url, "--rate", str(rate), "--concurrency", str(concurrency)]
                 code, wall, cpu = run_measured(
-                    [*cmd, "--run-dir", str(run_dir)], tmp, env | {"FRIGADE_API_KEY": emu.public_key}, 1800
+                    [*cmd, "--run-dir", str(run_dir), "--state-dir", str(tmp / f"state-{rate}")],
+                    tmp,
+                    env | {"FRIGADE_API_KEY": emu.public_key},
+                    1800,
                 )
                 job_stats = emu.stats()
                 emu.reset()
