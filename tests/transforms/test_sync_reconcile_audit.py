@@ -46,7 +46,8 @@ def test_unchanged_state_is_never_changed() -> None:
 
 
 def snapshot(rows: list[tuple[str, bool, bool]]) -> pl.DataFrame:
-    """One flow 'f' with steps a, b; rows of (user, a completed, b completed)."""
+    """One flow 'f' with steps a, b; rows of (user, a completed, b completed). Completing a starts b,
+    as the default (SDK) rules profile has it."""
     out = []
     for user, a_done, b_done in rows:
         for i, (step, done) in enumerate((("a", a_done), ("b", b_done))):
@@ -63,7 +64,7 @@ def snapshot(rows: list[tuple[str, bool, bool]]) -> pl.DataFrame:
                     "flow_last_action_at": "2024-01-01T00:00:00.000Z",
                     "step_id": step,
                     "step_index": i,
-                    "step_started": done,
+                    "step_started": done or (step == "b" and a_done),
                     "step_completed": done,
                     "step_skipped": False,
                     "step_last_action_at": None,
