@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalo
 from frigade.client import FrigadeClient
 from frigade.errors import CatalogError, FrigadeError
 from frigade.push import Outcome, PushSummary
-from frigade.rules import FlowState
+from frigade.rules import FlowState, Rules
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
-from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
+from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.schema import InputError
 from transforms.sync import clean_prints, from_snapshot
 
@@ -63,6 +63,12 @@ class Job:
     from_current: bool = False
     attempt: int = 1
     run: dict[str, Any] = field(default_factory=dict)
+    #: a resume whose rules profile differs from the one the plan was made with: plan again
+    replan: bool = False
+
+    @property
+    def rules(self) -> Rules:
+        return self.settings.rules_profile()
 
     @classmethod
     def open(
@@ -144,7 +150,10 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     prints = [fingerprint(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, prints)
-        return None
+        recorded = {k: v for k, v in job.run.get("rules", {}).items() if k != "name"}
+        if "rules" not in job.run or recorded == job.rules.settings():
+            return None
+        supersede_plan(job)
     if job.state_dir is not None:
         job.state_dir.check_target(job.settings.api_url)
         if job.kind == "sync" and not job.from_current:
@@ -154,7 +163,30 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     # whose events are unchanged; a plain sync skips those the state folder remembers.
     plain_sync = job.kind == "sync" and not job.full and not job.from_current
     known = job.state_dir.load_prints() if job.state_dir is not None and plain_sync else None
-    return analyze(job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known)
+    return analyze(
+        job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known, rules=job.rules
+    )
+
+
+def supersede_plan(job: Job) -> None:
+    """A resume under another rules profile: the plan, its outcomes and snapshot parts were made
+    under rules this server does not play. They move to ``superseded/<n>/`` (kept for the audit) and
+    the run plans again from the state read back for every user, so nothing in effect is resent."""
+    if job.settings.mode == "history":
+        raise InputError(
+            "a history run cannot change its rules profile on resume (its history would be replayed from "
+            "the middle); start a new run folder, or resume with the rules it was planned with"
+        )
+    previous = job.run.get("superseded", [])
+    dest = job.folder.path(f"superseded/{len(previous) + 1}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("plan.parquet", "outcomes", "snapshot_parts", "dispatch.json"):
+        src = job.folder.path(name)
+        if src.exists():
+            src.rename(dest / name)
+    previous.append({"rules": job.run.get("rules"), "outcomes": job.run.get("outcomes"), "folder": str(dest)})
+    job.run["superseded"] = previous
+    job.replan = True
 
 
 def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -167,7 +199,7 @@ def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
 def plan_run(
     job: Job, analysis: Analysis, catalog: Catalog, baseline: tuple[pl.DataFrame, pl.DataFrame] | None
 ) -> Prepared:
-    prepared = plan(analysis, mode=job.settings.mode, baseline=baseline)
+    prepared = plan(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
     job.folder.create()
     job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
     job.folder.write_parquet("plan.parquet", prepared.plan)
@@ -187,8 +219,10 @@ def plan_run(
         quarantine_reasons=prepared.quarantine_reasons,
         dropped_events=prepared.dropped_events,
         requests_by_action=_tally(prepared.plan, "action"),
+        rules=asdict(job.rules),
         status="planned",
-        attempts=[],
+        # a plan made again under other rules keeps the run's earlier attempts on record
+        attempts=job.run.get("attempts", []) if job.replan else [],
     )
     if baseline is not None and not baseline[0].is_empty():
         # Only the planned user-flows' starting state: what a resume and the ambiguity checks need.
@@ -220,10 +254,11 @@ def work_for(job: Job) -> Work:
         uncertain = frozenset(u for u in pending_users if order.get(u, 1 << 62) <= reserved)
     return Work(
         pending=pending,
-        start=start_states(catalog_of(job)),
+        start=start_states(catalog_of(job), job.rules),
         user_start=_baseline_states(job, pending),
         uncertain=uncertain,
         user_index=order,
+        rules=job.rules,
     )
 
 
@@ -250,6 +285,16 @@ async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: in
         for _ in range(max(1, min(concurrency, len(users)))):
             group.create_task(worker())
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A plan made again under other rules starts from the state Frigade holds now for every user of
+    the export; that state is also the snapshot of the users the new plan leaves alone."""
+    users = analysis.targets[0]["user_id"].unique().sort().to_list()
+    snap = await read_snapshot(client, users, job.settings.concurrency)
+    job.folder.create()
+    job.folder.write_part("snapshot_parts", job.attempt, snap)
+    return from_snapshot(snap)
 
 
 async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -286,7 +331,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
+    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules)
     return await run_push(
         batch_work,
         plan,
@@ -347,9 +392,12 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     exp_flows = job.folder.read_parquet("expected_flows.parquet")
     exp_steps = job.folder.read_parquet("expected_steps.parquet")
     settled = outcomes.filter(pl.col("outcome").is_in(["sent", "resolved_applied"]))["request_id"]
-    last_sent = last_sent_times(plan, settled) if job.settings.send_created_at else None
-    touched = plan.select("user_id").unique()["user_id"]
+    # lastActionAt is the migration's only where the server honours a back-dated createdAt
+    honoured = job.settings.send_created_at and job.rules.honours_created_at
+    last_sent = last_sent_times(plan, settled) if honoured else None
+    touched = _touched_users(job, plan)
     mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
+    job.run["targeting"] = targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode())))
     job.folder.write_parquet("reconcile.parquet", mismatches)
     latest = outcomes.sort("attempt", "at").unique("request_id", keep="last", maintain_order=True)
     by_outcome = _tally(latest, "outcome")
@@ -391,6 +439,16 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     job.folder.write_text("report.md", report)
     code = EXIT_STOPPED if stopped else EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
     return RunResult(code, str(job.folder.root), job.run, report)
+
+
+def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
+    """Users of the plan, and of the plans a change of rules superseded (their state was read back)."""
+    frames = [plan.select("user_id")]
+    for entry in job.run.get("superseded", []):
+        old = Path(entry["folder"]) / "plan.parquet"
+        if old.exists():
+            frames.append(pl.read_parquet(old, columns=["user_id"]))
+    return pl.concat(frames).unique()["user_id"]
 
 
 def _prints(

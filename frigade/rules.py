@@ -276,3 +276,24 @@ def replay(
     for action, step_id, at in actions:
         state = apply(state, action, step_id, at, rules)
     return state
+
+
+def differing_settings(
+    before: FlowState, action: Action, step_id: str | None, got: FlowState, rules: Rules
+) -> list[str]:
+    """The settings of ``rules`` that, flipped one at a time, predict ``got`` after the write: which
+    rule the server plays differently. Empty when no single setting explains it."""
+    out = []
+    for name in SETTINGS:
+        value = getattr(rules, name)
+        flipped: Any = (0 if value == -1 else -1) if name == "not_started_index" else not value
+        other = replace(rules, **{name: flipped})
+        start = before
+        if not before.started and before.current_step_index == rules.not_started_index:
+            start = replace(before, current_step_index=other.not_started_index)
+        try:
+            if apply(start, action, step_id, None, other).logical() == got.logical():
+                out.append(name)
+        except RuleError:
+            continue
+    return out
