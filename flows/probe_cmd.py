@@ -45,7 +45,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not args.yes:
         err.print(
             f"probe sends {PROBE_REQUESTS} requests for one new user to flow {args.flow}: that is 1 monthly active "
-            "user and fires the flow's webhooks; run again with --yes to go ahead"
+            "user and fires the flow's webhooks; run again with --yes to go ahead",
+            soft_wrap=True,
         )
         return EXIT_INPUT
     settings = resolve({"api_url": args.api_url, "api_key": args.api_key})
