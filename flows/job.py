@@ -39,6 +39,7 @@ from frigade.client import FrigadeClient
 from frigade.errors import CatalogError, FrigadeError
 from frigade.push import Outcome, PushSummary
 from frigade.rules import FlowState, Rules
+from transforms.cost import webhook_deliveries
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
@@ -219,6 +220,7 @@ def plan_run(
         quarantine_reasons=prepared.quarantine_reasons,
         dropped_events=prepared.dropped_events,
         requests_by_action=_tally(prepared.plan, "action"),
+        webhook_deliveries=webhook_deliveries(prepared.plan),
         rules=asdict(job.rules),
         status="planned",
         # a plan made again under other rules keeps the run's earlier attempts on record

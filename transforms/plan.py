@@ -202,11 +202,23 @@ def requests(target: Target, rows: pl.DataFrame) -> pl.DataFrame:
             "action": codes.action_of(rows.get_column("act")),
             "step_id": codes.step_of(rows.get_column("gs")),
             "created_at": log.get_column("ts").gather(at),
-            "data": log.get_column("data").gather(fact),
+            "data": _own_data(log, rows, fact),
             "origin": log.get_column("row_key").gather(fact),
         }
     )
     return out.select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
+
+
+def _own_data(log: pl.DataFrame, rows: pl.DataFrame, fact: pl.Series) -> pl.Series:
+    """The fact's event data, except for a STARTED_STEP whose step was started by completing or
+    skipping the step before it: that payload belongs to the other step's event."""
+    data = log.get_column("data").gather(fact)
+    by_other = (
+        (rows.get_column("act") == act_code(A.STARTED_STEP))
+        & log.get_column("act").gather(fact).is_in([act_code(A.COMPLETED_STEP), act_code(A.SKIPPED_STEP)])
+        & (log.get_column("gs").gather(fact) != rows.get_column("gs"))
+    ).fill_null(False)
+    return pl.select(pl.when(pl.lit(by_other)).then(None).otherwise(pl.lit(data))).to_series()
 
 
 def _rows(

@@ -191,3 +191,14 @@ def test_history_is_planned_from_the_whole_target_only() -> None:
     assert plan_state(subset)["user_id"].to_list() == ["u2"]
     with pytest.raises(ValueError, match="whole target"):
         plan_history(subset)
+
+
+def test_a_step_started_by_completing_the_previous_one_does_not_take_that_events_data() -> None:
+    """From a current state with a completed and b cleared, the target's b start comes from a's
+    completion: the STARTED_STEP b planned for it carries no data of a's event."""
+    current = replay_log([("u1", "f3", Action.COMPLETED_STEP, "a"), ("u1", "f3", Action.NOT_STARTED_STEP, "b")])
+    frame = ordered_events([("u1", "f3", Action.COMPLETED_STEP, "a")], CATALOG).with_columns(
+        pl.lit('{"from": "a"}').alias("data")
+    )
+    plan = plan_state(target_state(frame, step_table(CATALOG)), current_frames(current))
+    assert plan.select("action", "step_id", "data").rows() == [("STARTED_STEP", "b", None)]
