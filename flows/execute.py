@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import FrigadeError, StopRunError
 from frigade.models import UserFlowStates, flow_state_from_wire
-from frigade.push import Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
+from frigade.push import FirstUsers, Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
 from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, apply
 
 DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect")
@@ -153,6 +153,8 @@ class Work:
     #: index of each user in plan order (the dispatch journal's unit)
     user_index: Mapping[str, int]
     rules: Rules = DEFAULT_RULES
+    #: shared by every batch of one attempt: the users an unpredicted state stops the run among
+    first_users: FirstUsers = field(default_factory=FirstUsers)
 
 
 def _user_start(work: Work, user: str, flows: set[str]) -> dict[str, FlowState]:
@@ -258,7 +260,13 @@ async def run_push(
 
     try:
         return await push(
-            users(), client, concurrency=concurrency, on_outcome=record, on_state=snapshot.add, rules=work.rules
+            users(),
+            client,
+            concurrency=concurrency,
+            on_outcome=record,
+            on_state=snapshot.add,
+            rules=work.rules,
+            first_users=work.first_users,
         )
     finally:
         outcomes.flush()

@@ -333,7 +333,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules)
+    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules, work.first_users)
     return await run_push(
         batch_work,
         plan,
@@ -403,11 +403,14 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     job.folder.write_parquet("reconcile.parquet", mismatches)
     latest = outcomes.sort("attempt", "at").unique("request_id", keep="last", maintain_order=True)
     by_outcome = _tally(latest, "outcome")
-    bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed"]))
+    # a user held because the server's state was not the one predicted did not land either
+    bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held_unpredicted"]))
     failed_users = bad["user_id"].n_unique() if bad.height else 0
     # A user-flow whose requests failed is expected not to match: --max-failures decides about those.
     # Any other mismatch means Frigade holds something the export did not say, and fails the run.
-    unsettled = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held"])).select("user_id", "flow_slug")
+    unsettled = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held", "held_unpredicted"])).select(
+        "user_id", "flow_slug"
+    )
     unexplained = mismatches.join(unsettled.unique(), on=["user_id", "flow_slug"], how="anti")
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
     attempt.update(

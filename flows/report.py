@@ -50,6 +50,10 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("distinct users touched (MAU)", c.get("users")),
         ("users with failures", run.get("failed_users", 0)),
         ("reconciliation mismatches", run.get("mismatches", 0)),
+        (
+            "user-flows hidden by targeting (visible is not compared)",
+            run.get("targeting", {}).get("hidden_by_targeting"),
+        ),
         ("attempts", len(run.get("attempts", []))),
     ]
 

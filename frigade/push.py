@@ -13,7 +13,16 @@ from frigade.errors import RequestRejectedError, RulesMismatchError, StopRunErro
 from frigade.models import FlowStateWrite, UserFlowStates, flow_state_from_wire
 from frigade.rules import DEFAULT_RULES, Action, FlowState, RuleError, Rules, apply, differing_settings
 
-__all__ = ["STOP_WITHIN_USERS", "Outcome", "OutcomeKind", "PlannedRequest", "PushSummary", "UserWork", "push"]
+__all__ = [
+    "STOP_WITHIN_USERS",
+    "FirstUsers",
+    "Outcome",
+    "OutcomeKind",
+    "PlannedRequest",
+    "PushSummary",
+    "UserWork",
+    "push",
+]
 
 #: ``already_in_effect``: not sent, the state the server last returned already shows its effect;
 #: ``held_unpredicted``: not sent, an earlier write of the user returned a state the rules profile did
@@ -21,6 +30,20 @@ __all__ = ["STOP_WITHIN_USERS", "Outcome", "OutcomeKind", "PlannedRequest", "Pus
 OutcomeKind = Literal["sent", "rejected", "held", "failed", "resolved_applied", "already_in_effect", "held_unpredicted"]
 #: an unpredicted state among the first this many users of a push stops it: the profile does not fit
 STOP_WITHIN_USERS = 10
+
+
+@dataclass(slots=True)
+class FirstUsers:
+    """Counts the users handed to senders, across every push of one attempt (a run pushes in
+    batches): an unpredicted state among the first ``window`` of them stops the run."""
+
+    window: int = STOP_WITHIN_USERS
+    taken: int = 0
+
+    def take(self) -> bool:
+        """Count one more user; whether it is among the first ``window``."""
+        self.taken += 1
+        return self.taken <= self.window
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +104,6 @@ class PushSummary:
 class _Tally:
     counts: dict[str, int] = field(default_factory=dict)
     users_done: int = 0
-    users_taken: int = 0
 
     def summary(self, elapsed_s: float, stopped_by: str | None) -> PushSummary:
         c = self.counts.get
@@ -107,18 +129,19 @@ async def push(
     on_outcome: Callable[[Outcome], None],
     on_state: Callable[[str, UserFlowStates], None],
     rules: Rules = DEFAULT_RULES,
-    stop_within_users: int = STOP_WITHIN_USERS,
+    first_users: FirstUsers | None = None,
 ) -> PushSummary:
     """Send every user's requests. At most ``concurrency`` users are in flight, served by that many
     worker tasks pulling from ``users``, so memory does not grow with the number of users.
 
     Each request is first held against the state the server last returned for the user and flow
     (``rules`` predicts its effect): one whose effect is already in place is not sent. A write whose
-    returned state is not the one ``rules`` predicts holds the user's remaining requests, and among the
-    first ``stop_within_users`` users stops the push with a ``RulesMismatchError`` naming the setting
-    that differs. A rejected or failed request holds the user's later requests for the same flow.
-    ``on_state`` gets each finished user's last returned state. An ``AuthError`` or ``MauCapError``
-    stops everything at once and is re-raised; requests that had no outcome yet get none.
+    returned state is not the one ``rules`` predicts holds the user's remaining requests, and among
+    ``first_users`` (default: this push's first ``STOP_WITHIN_USERS``) stops the push with a
+    ``RulesMismatchError`` naming the setting that differs. A rejected or failed request holds the
+    user's later requests for the same flow. ``on_state`` gets each finished user's last returned
+    state. An ``AuthError`` or ``MauCapError`` stops everything at once and is re-raised; requests
+    that had no outcome yet get none.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -126,6 +149,7 @@ async def push(
     tally = _Tally()
     source = _Source(users)
     stopping = asyncio.Event()
+    first = first_users if first_users is not None else FirstUsers()
 
     def record(outcome: Outcome) -> None:
         tally.counts[outcome.outcome] = tally.counts.get(outcome.outcome, 0) + 1
@@ -136,14 +160,13 @@ async def push(
             work = await source.next()
             if work is None or stopping.is_set():
                 return
-            ordinal = tally.users_taken
-            tally.users_taken += 1
+            early = first.take()
             last, mismatch = await _push_user(work, client, record, stopping, rules)
             # Even when a stop arrives, the state this user's writes returned is the truth the
             # snapshot and the sync state need.
             if last is not None:
                 on_state(work.user_id, last)
-            if mismatch is not None and ordinal < stop_within_users:
+            if mismatch is not None and early:
                 raise RulesMismatchError(mismatch)
             if stopping.is_set():
                 return

@@ -11,11 +11,13 @@ import httpx
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
+from flows.pipeline import prepare
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import PROFILES, Rules, initial_state, load_rules
 from tests.e2e.servers import ROOT, cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, assert_state, catalog, write_sample
 from tests.samples import SAMPLES, Sample, expected_under, state_dict
+from transforms.presets import resolve_mapping
 
 pytestmark = pytest.mark.slow
 DATA = ROOT / "data"
@@ -197,3 +199,45 @@ def test_probe_user_is_left_reset(tmp_path: Path) -> None:
         assert not (wire.state.completed)
         assert not (wire.state.skipped)
         assert [h["actionType"] for h in emu.history("frigade-migrate-probe-x")][-1] == "NOT_STARTED_FLOW"
+
+
+def test_past_the_first_users_an_unpredicted_state_holds_that_user_and_fails_the_run(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Users whose requests the two profiles agree on, and one, dispatched well after the first ten,
+    that they do not: that user is held (not the run), counted among the users with failures, and
+    nothing that changes nothing is sent."""
+    export = tmp_path / "events.csv"
+    header = "user_id,flow_slug,step_id,action,created_at\n"
+    users = [f"a-{i:02d}" for i in range(30)]
+    export.write_text(header + "".join(f"{u},flow_onboarding,,STARTED_FLOW,2024-03-01T00:00:00Z\n" for u in users))
+    # users are dispatched in plan order (by a hash of the id): pick the one at place 20
+    order = prepare([export], resolve_mapping(None), catalog()).plan["user_id"].to_list()
+    odd = order[20]
+    rows = [f"{u},flow_onboarding,,STARTED_FLOW,2024-03-01T00:00:00Z\n" for u in users if u != odd]
+    rows += [
+        f"{odd},flow_onboarding,connect-data,COMPLETED_STEP,2024-03-02T00:00:00Z\n",
+        f"{odd},flow_onboarding,invite-team,COMPLETED_STEP,2024-03-02T00:00:01Z\n",
+    ]
+    export.write_text(header + "".join(rows))
+    run_dir = tmp_path / "run"
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        res = _backfill(
+            emu,
+            prefect_env,
+            tmp_path,
+            str(export),
+            "--run-dir",
+            str(run_dir),
+            "--rules",
+            "legacy",
+            "--concurrency",
+            "1",
+        )
+        assert res.returncode == 1, res.stdout + res.stderr
+        run = _run_json(run_dir)
+        assert run["status"] == "failed"
+        assert run["outcomes"] == {"held_unpredicted": 1, "sent": 30}
+        assert run["failed_users"] == 1
+        assert run["unexplained_mismatches"] == 0
+        assert emu.stats()["writes_unchanged"] == 0

@@ -14,7 +14,7 @@ from frigade.client import FrigadeClient
 from frigade.errors import AuthError, MauCapError, RulesMismatchError
 from frigade.limiter import SlidingWindowLimiter
 from frigade.models import UserFlowStates
-from frigade.push import Outcome, PlannedRequest, PushSummary, UserWork, push
+from frigade.push import FirstUsers, Outcome, PlannedRequest, PushSummary, UserWork, push
 from frigade.rules import PROFILES, Action, FlowState, Rules, initial_state, replay
 from frigade.secret import ApiKey
 from tests.frigade.fake_api import BASE_URL, KEY, FakeFrigade, Fault, error_response, mau_response
@@ -497,7 +497,9 @@ def test_past_the_first_users_an_unpredicted_state_holds_only_that_user() -> Non
     odd = user_work("u1", [("tour", Action.COMPLETED_STEP, "a"), ("tour", Action.STARTED_STEP, "c")])
     plain = user_work("u2", [("tour", Action.STARTED_STEP, "a"), ("tour", Action.STARTED_STEP, "b")])
     recorder = Recorder()
-    summary = run_virtual(_push_with(fake, [odd, plain], recorder, PROFILES["legacy"], stop_within_users=0))
+    summary = run_virtual(
+        _push_with(fake, [odd, plain], recorder, PROFILES["legacy"], first_users=FirstUsers(window=0))
+    )
     assert summary.stopped_by is None
     assert recorder.of("u1") == [("u1|tour|0", "sent"), ("u1|tour|1", "held_unpredicted")]
     assert recorder.of("u2") == [("u2|tour|0", "sent"), ("u2|tour|1", "sent")]
