@@ -8,22 +8,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-from rich.console import Console
+if TYPE_CHECKING:
+    import polars as pl
 
-from flows.settings import Settings, resolve
-from frigade.client import FrigadeClient
-from frigade.errors import FrigadeError
-from frigade.probe import PROBE_REQUESTS, ProbeResult, probe, probe_user_id
-from frigade.rules import PROFILES, SETTINGS
-from frigade.secret import ApiKey
-from transforms.cost import plan_cost, webhook_deliveries
+    from flows.settings import Settings
+    from frigade.probe import ProbeResult
+    from frigade.secret import ApiKey
 
 EXIT_OK, EXIT_INPUT, EXIT_STOPPED = 0, 2, 3
-err = Console(stderr=True)
-out = Console()
 
 
 def add_probe_parser(sub: Any) -> None:
@@ -42,6 +36,15 @@ def add_probe_parser(sub: Any) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    # imported here: building the parser must stay cheap for every other command
+    from rich.console import Console
+
+    from flows.settings import resolve
+    from frigade.errors import FrigadeError
+    from frigade.probe import PROBE_REQUESTS, probe_user_id
+    from frigade.rules import PROFILES, SETTINGS
+
+    err, out = Console(stderr=True), Console()
     if not args.yes:
         err.print(
             f"probe sends {PROBE_REQUESTS} requests for one new user to flow {args.flow}: that is 1 monthly active "
@@ -56,7 +59,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "the user is reset at the end"
     )
     try:
-        result = asyncio.run(_probe(settings, args.flow, user_id))
+        result = asyncio.run(_probe(settings, args.flow, user_id, err))
     except FrigadeError as exc:
         err.print(f"[red]probe failed:[/] {exc}")
         return EXIT_STOPPED if exc.stops_run else EXIT_INPUT
@@ -69,17 +72,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _probe(settings: Settings, flow: str, user_id: str) -> ProbeResult:
-    async with _endpoint(settings) as (url, key), FrigadeClient(url, key, rate=settings.rate) as client:
+async def _probe(settings: Settings, flow: str, user_id: str, err: Any) -> ProbeResult:
+    from frigade.client import FrigadeClient
+    from frigade.probe import probe
+
+    async with _endpoint(settings, err) as (url, key), FrigadeClient(url, key, rate=settings.rate) as client:
         return await probe(client, flow, user_id)
 
 
 @contextlib.asynccontextmanager
-async def _endpoint(settings: Settings) -> AsyncIterator[tuple[str, ApiKey | None]]:
+async def _endpoint(settings: Settings, err: Any) -> AsyncIterator[tuple[str, ApiKey | None]]:
     if not settings.embedded:
         yield settings.api_url or "https://api.frigade.com", settings.api_key
         return
     from emulator.embedded import EmbeddedEmulator
+    from frigade.secret import ApiKey
 
     err.print("[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: probing the embedded emulator.[/]")
     with EmbeddedEmulator() as emu:
@@ -88,7 +95,9 @@ async def _endpoint(settings: Settings) -> AsyncIterator[tuple[str, ApiKey | Non
 
 def cost_rows(plan: pl.DataFrame) -> list[tuple[str, Any]]:
     """The plan's cost to the account, as the dry run prints it."""
+    from transforms.cost import plan_cost, webhook_deliveries
+
     cost = plan_cost(plan)
-    rows: list[tuple[str, Any]] = [("webhook deliveries it fires (at most)", cost["webhook_deliveries"])]
+    rows: list[tuple[str, Any]] = [("webhook deliveries (one per write of a webhook type)", cost["webhook_deliveries"])]
     rows += [(f"  webhooks: {event}", n) for event, n in webhook_deliveries(plan).items()]
     return rows
