@@ -54,7 +54,7 @@ def _run_json(run_dir: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("rules", [PROFILES["legacy"], OTHER], ids=["legacy", "custom"])
-@pytest.mark.parametrize("sample", SAMPLES[:4] + SAMPLES[-3:], ids=[s.folder for s in SAMPLES[:4] + SAMPLES[-3:]])
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.folder for s in SAMPLES])
 def test_bundled_samples_land_exactly_under_each_profile(
     rules: Rules, sample: Sample, prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
