@@ -290,13 +290,27 @@ async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: in
 
 
 async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A plan made again under other rules starts from the state Frigade holds now for every user of
-    the export; that state is also the snapshot of the users the new plan leaves alone."""
-    users = analysis.targets[0]["user_id"].unique().sort().to_list()
-    snap = await read_snapshot(client, users, job.settings.concurrency)
+    """A plan made again under other rules starts from the state Frigade holds now: read back for the
+    users an earlier plan may have touched (the others are still in the initial state, and a read
+    would count them as active). What is read is also the snapshot of those the new plan leaves alone."""
+    users = set(analysis.targets[0]["user_id"].unique().to_list()) & _maybe_touched(job)
+    snap = await read_snapshot(client, sorted(users), job.settings.concurrency)
     job.folder.create()
     job.folder.write_part("snapshot_parts", job.attempt, snap)
     return from_snapshot(snap)
+
+
+def _maybe_touched(job: Job) -> set[str]:
+    """Users with an outcome in a superseded plan, or handed to a sender before its last stop."""
+    touched: set[str] = set()
+    for entry in job.run.get("superseded", []):
+        old = RunFolder(Path(entry["folder"]))
+        touched |= set(old.outcomes()["user_id"].unique().to_list())
+        reserved = int(old.read_json("dispatch.json").get("reserved_through", -1))
+        if reserved >= 0 and old.path("plan.parquet").exists():
+            order = user_order(old.read_parquet("plan.parquet"))
+            touched |= {u for u, i in order.items() if i <= reserved}
+    return touched
 
 
 async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -447,13 +461,11 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
 
 
 def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
-    """Users of the plan, and of the plans a change of rules superseded (their state was read back)."""
-    frames = [plan.select("user_id")]
-    for entry in job.run.get("superseded", []):
-        old = Path(entry["folder"]) / "plan.parquet"
-        if old.exists():
-            frames.append(pl.read_parquet(old, columns=["user_id"]))
-    return pl.concat(frames).unique()["user_id"]
+    """Users of the plan, and those of the plans a change of rules superseded that were read back."""
+    read_back = sorted(_maybe_touched(job)) if job.run.get("superseded") else []
+    return pl.concat(
+        [plan.select("user_id"), pl.DataFrame({"user_id": read_back}, schema={"user_id": pl.String})]
+    ).unique()["user_id"]
 
 
 def _prints(

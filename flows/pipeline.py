@@ -201,7 +201,7 @@ def analyze(
     valid_events = log.height
     if duplicates:
         log = log.filter(~pl.col("duplicate"))
-    printed = user_prints(log, print_seed(codes)) if prints or known is not None else None
+    printed = user_prints(log, print_seed(codes, rules)) if prints or known is not None else None
     unchanged = 0
     if printed is not None and known is not None and known.height:
         changed = printed.join(known, on=["user_id", "print"], how="anti")
