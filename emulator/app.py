@@ -17,6 +17,7 @@ Choices where ``shared/frigade-api.md`` leaves room:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hmac
 import json
 import logging
@@ -43,7 +44,7 @@ from emulator.openapi import openapi_document
 from emulator.store import Store, StoredFlow
 from frigade.catalog import Catalog, CatalogFlow, externalize
 from frigade.errors import MAU_CAP_MESSAGE
-from frigade.rules import Action, FlowState, RuleError, apply, initial_state
+from frigade.rules import DEFAULT_RULES, Action, FlowState, RuleError, Rules, apply, initial_state
 
 __all__ = [
     "DEFAULT_PRIVATE_KEY",
@@ -90,6 +91,11 @@ class EmulatorConfig:
     #: added to every /v1 request: latency_ms plus uniform(0, latency_jitter_ms)
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    #: which reading of the flow-state rules this server plays
+    rules: Rules = DEFAULT_RULES
+    #: targeting: flow slug -> fnmatch patterns of the user ids in its audience; a user outside a
+    #: flow's audience sees it with visible=false (flows not named here target everyone)
+    audiences: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: the server's clock (UTC); injectable so the MAU month can be tested
     clock: Callable[[], datetime] = field(default=_utcnow, repr=False, compare=False)
 
@@ -235,7 +241,8 @@ class _Emulator:
         self.flows = {f.slug: f for f in config.catalog.flows}
         self.active = config.catalog.active
         self.step_ids = {f.slug: f.step_ids for f in self.active}
-        self.initial = {f.slug: initial_state(f.step_ids) for f in self.active}
+        self.rules = config.rules
+        self.initial = {f.slug: initial_state(f.step_ids, config.rules) for f in self.active}
         self.step_configs = {f.slug: [dict(s) for s in f.config()["steps"]] for f in self.active}
         self.rate_limit = config.rate_limit
         self.mau_cap = config.mau_cap
@@ -365,7 +372,13 @@ class _Emulator:
             )
         return out
 
-    def _stateful(self, flow: CatalogFlow, state: FlowState, responses: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def _targeted(self, flow_slug: str, user_id: str) -> bool:
+        patterns = self.config.audiences.get(flow_slug)
+        return patterns is None or any(fnmatch.fnmatchcase(user_id, p) for p in patterns)
+
+    def _stateful(
+        self, flow: CatalogFlow, state: FlowState, responses: list[dict[str, Any]] | None, targeted: bool = True
+    ) -> dict[str, Any]:
         steps = []
         for config, step in zip(self.step_configs[flow.slug], state.steps, strict=True):
             step_state: dict[str, Any] = {
@@ -386,7 +399,8 @@ class _Emulator:
             "completed": state.completed,
             "started": state.started,
             "skipped": state.skipped,
-            "visible": state.visible,
+            # Visibility is targeting: outside the audience a flow is present but not visible.
+            "visible": state.visible and targeted,
             "lastActionAt": state.last_action_at,
         }
         if responses is not None:
@@ -410,7 +424,14 @@ class _Emulator:
         for flow in self.active:
             known = stored.get(flow.slug)
             state = known.state if known is not None else self.initial[flow.slug]
-            eligible.append(self._stateful(flow, state, responses[flow.slug] if responses is not None else None))
+            eligible.append(
+                self._stateful(
+                    flow,
+                    state,
+                    responses[flow.slug] if responses is not None else None,
+                    self._targeted(flow.slug, user_id),
+                )
+            )
         return {"eligibleFlows": eligible, "ineligibleFlows": []}
 
     # -- validation ----------------------------------------------------------------------------
@@ -523,9 +544,9 @@ class _Emulator:
         slug = write.flow.slug
         known = stored.get(slug)
         before = known.state if known is not None else self.initial[slug]
-        at = write.created_at or now
+        at = (write.created_at if self.rules.honours_created_at else None) or now
         try:
-            after = apply(before, write.action, write.step_id, at)
+            after = apply(before, write.action, write.step_id, at, self.rules)
         except RuleError as exc:  # validation should have caught it; keep the 400 shape anyway
             return _bad_request([str(exc)])
         changed = before.logical() != after.logical()
@@ -605,7 +626,7 @@ class _Emulator:
         user_id = self.store.user_id_for_slug(user_slug)
         if flow is None or flow.status != "ACTIVE" or user_id is None:
             return JSONResponse({"flowSlug": slug, "userSlug": user_slug, "reset": False})
-        self.store.reset_flow(user_id, slug, flow.step_ids, self._now()[0])
+        self.store.reset_flow(user_id, slug, flow.step_ids, self._now()[0], self.rules)
         return JSONResponse({"flowSlug": slug, "userSlug": user_slug, "reset": True})
 
     # -- /_emulator and the rest ---------------------------------------------------------------

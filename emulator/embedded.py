@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,6 +29,7 @@ import httpx
 from emulator.app import DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY, FAULT_KINDS
 from emulator.server import ENV_PRIVATE_KEY, ENV_PUBLIC_KEY
 from frigade.catalog import Catalog
+from frigade.rules import PROFILES, Rules
 
 __all__ = ["EmbeddedEmulator", "EmulatorStartError"]
 
@@ -77,6 +78,8 @@ class EmbeddedEmulator:
         fault_seed: int = 0,
         latency_ms: float = 0.0,
         latency_jitter_ms: float = 0.0,
+        rules: str | Rules | None = None,
+        audiences: Mapping[str, Sequence[str]] | None = None,
         log_level: str = "warning",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -115,6 +118,15 @@ class EmbeddedEmulator:
                 "--latency-jitter-ms",
                 repr(float(latency_jitter_ms)),
             ]
+        if isinstance(rules, Rules):
+            rules_path = self._workdir / "rules.json"
+            rules_path.write_text(rules.to_json(), encoding="utf-8")
+            self._args += ["--rules", str(rules_path)]
+        elif rules is not None:
+            self._args += ["--rules", rules if rules in PROFILES else os.path.abspath(rules)]
+        for flow, patterns in (audiences or {}).items():
+            for pattern in patterns:
+                self._args += ["--audience", f"{flow}={pattern}"]
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: httpx.Client | None = None
 

@@ -25,6 +25,7 @@ from emulator.sample import sample_catalog
 from emulator.store import Store
 from frigade.catalog import Catalog, parse_catalog
 from frigade.errors import CatalogError
+from frigade.rules import DEFAULT_RULES, PROFILES, load_rules
 
 __all__ = ["DEFAULT_PORT", "ENV_PRIVATE_KEY", "ENV_PUBLIC_KEY", "build_parser", "config_from_args", "main"]
 
@@ -106,6 +107,22 @@ def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
         default="emulator.db",
         help="SQLite database file; state and history survive restarts on the same file "
         "(default: emulator.db in the current directory)",
+    )
+
+    data.add_argument(
+        "--rules",
+        metavar="PROFILE",
+        default=DEFAULT_RULES.name,
+        help=f"which reading of Frigade's flow-state rules to play: {', '.join(PROFILES)} "
+        "or a rules file written by probe (default: sdk, what Frigade's SDK shows)",
+    )
+    data.add_argument(
+        "--audience",
+        metavar="FLOW=GLOB",
+        action="append",
+        default=[],
+        help="targeting: only user ids matching GLOB see FLOW as visible (repeatable; a flow named "
+        "several times has several patterns)",
     )
 
     keys = parser.add_argument_group("keys (never printed or logged)")
@@ -208,7 +225,19 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_seed=args.fault_seed,
         latency_ms=args.latency_ms,
         latency_jitter_ms=args.latency_jitter_ms,
+        rules=load_rules(args.rules),
+        audiences=_audiences(args.audience),
     )
+
+
+def _audiences(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        flow, sep, pattern = spec.partition("=")
+        if not sep or not flow or not pattern:
+            raise ValueError(f"--audience takes FLOW=GLOB, not {spec!r}")
+        out[flow] = (*out.get(flow, ()), pattern)
+    return out
 
 
 def _listening_socket(host: str, port: int, fd: int | None) -> socket.socket:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frigade.rules import FlowState, StepState, initial_state
+from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, initial_state
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -267,7 +267,9 @@ class Store:
         self._active.add(user_id)
         return int(cur.lastrowid or 0)
 
-    def reset_flow(self, user_id: str, flow_slug: str, step_ids: Sequence[str], now: str) -> None:
+    def reset_flow(
+        self, user_id: str, flow_slug: str, step_ids: Sequence[str], now: str, rules: Rules = DEFAULT_RULES
+    ) -> None:
         """The DELETE reset: back to the initial state, and earlier writes stop being flowResponses."""
         with self._tx():
             self._db.execute(
@@ -278,7 +280,7 @@ class Store:
                     state = excluded.state, responses_after = excluded.responses_after,
                     updated_at = excluded.updated_at
                 """,
-                (user_id, flow_slug, encode_state(initial_state(step_ids)), now),
+                (user_id, flow_slug, encode_state(initial_state(step_ids, rules)), now),
             )
 
     def history(self, user_id: str, after: int = 0) -> list[HistoryEntry]:

@@ -51,6 +51,13 @@ async def read_current_task(job: J.Job, analysis: Analysis, client: FrigadeClien
     return await J.read_baseline(client, users, job.settings.concurrency)
 
 
+@task(name="read-state-to-replan", cache_policy=NO_CACHE)
+async def replan_baseline_task(
+    job: J.Job, analysis: Analysis, client: FrigadeClient
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return await J.replan_baseline(job, analysis, client)
+
+
 @task(name="push-batch", cache_policy=NO_CACHE)
 async def push_batch_task(
     job: J.Job,
@@ -109,7 +116,14 @@ async def run_job(job: J.Job) -> J.RunResult | None:
             catalog = await J.load_catalog(catalog_source or "api", client)
             analysis = analyze_task(job, catalog)
             if analysis is not None:
-                baseline = await read_current_task(job, analysis, client) if job.from_current else J.baseline_for(job)
+                if job.replan:
+                    baseline: tuple[pl.DataFrame, pl.DataFrame] | None = await replan_baseline_task(
+                        job, analysis, client
+                    )
+                elif job.from_current:
+                    baseline = await read_current_task(job, analysis, client)
+                else:
+                    baseline = J.baseline_for(job)
                 plan_task(job, analysis, catalog, baseline)
         except StopRunError as exc:
             job.run["stop_message"] = str(exc)
@@ -171,6 +185,7 @@ async def backfill_flow(
     state_dir: str | None = None,
     config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
+    rules: str | None = None,
 ) -> dict[str, Any]:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
     named by ``api_key_block``: never from a parameter, which Prefect would store. With ``state_dir``
@@ -192,6 +207,7 @@ async def backfill_flow(
         mapping=mapping,
         max_failures=max_failures,
         send_created_at=send_created_at,
+        rules=rules,
     )
 
 
@@ -213,6 +229,7 @@ async def sync_flow(
     send_created_at: bool = True,
     config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
+    rules: str | None = None,
 ) -> dict[str, Any]:
     """Send only what changed since the last finished run remembered in ``state_dir``."""
     return await _run(
@@ -234,6 +251,7 @@ async def sync_flow(
         mapping=mapping,
         max_failures=max_failures,
         send_created_at=send_created_at,
+        rules=rules,
     )
 
 

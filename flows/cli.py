@@ -83,6 +83,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", help="fail (exit 1) above this many rejected users, N or P%% (default 0)")
     p.add_argument("--no-created-at", action="store_true", help="do not send the source event's time as createdAt")
     p.add_argument("--config", help="settings file (default ./frigade-migrate.yaml when present)")
+    p.add_argument(
+        "--rules",
+        metavar="PROFILE|FILE",
+        help="which reading of Frigade's state rules to plan, push and reconcile with: sdk (default), legacy, "
+        "or the file `frigade-migrate probe` writes",
+    )
     p.add_argument("--timezone", help="zone of naive times in the export, e.g. UTC or Europe/Paris")
     p.add_argument("--time-format", help="iso, epoch_s, epoch_ms, epoch_us or a strftime pattern")
     for flag, fieldname in COLUMN_FLAGS.items():
@@ -138,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog")
     p.add_argument("--rows", type=int, default=1000, help="rows to sample (default 1000)")
     sub.add_parser("emulator", help="run the local Frigade stand-in in the foreground", add_help=False)
+    from flows.probe_cmd import add_probe_parser
+
+    add_probe_parser(sub, [common])
     return parser
 
 
@@ -155,6 +164,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "mapping": args.mapping,
         "max_failures": args.max_failures,
         "send_created_at": False if args.no_created_at else None,
+        "rules": args.rules,
     }
     return resolve(flags, config=load_config_file(args.config))
 
@@ -183,7 +193,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         catalog = sample_catalog()
     else:
         catalog = asyncio.run(_api_catalog(settings))
-    prepared = prepare(job.exports, mapping_for(job), catalog, mode=settings.mode)
+    prepared = prepare(job.exports, mapping_for(job), catalog, mode=settings.mode, rules=settings.rules_profile())
     c = prepared.counts
     seconds = c["requests_planned"] / settings.rate
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
@@ -198,7 +208,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
     ]
-    for k, v in rows:
+    from flows.probe_cmd import cost_rows
+
+    for k, v in [*rows, *cost_rows(prepared.plan)]:
         t.add_row(k, str(v))
     out.print(t)
     if prepared.quarantine_reasons:
@@ -282,6 +294,7 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
             max_failures=settings.max_failures,
             send_created_at=settings.send_created_at,
             mapping_overrides=_overrides(args),
+            rules=settings.rules,
         )
     )
     return _print_result(result)
@@ -330,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flows.audit import main as audit_main
 
             return audit_main(args.a, args.b, args.out)
+        if args.command == "probe":
+            from flows.probe_cmd import cmd_probe
+
+            return cmd_probe(args)
         if args.command == "inspect":
             from flows.inspect_cmd import main as inspect_main
 

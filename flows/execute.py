@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +23,10 @@ from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import FrigadeError, StopRunError
 from frigade.models import UserFlowStates, flow_state_from_wire
-from frigade.push import Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
-from frigade.rules import FlowState, StepState, apply
+from frigade.push import FirstUsers, Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
+from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, apply
 
-DONE_OUTCOMES = ("sent", "resolved_applied", "rejected")
+DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect")
 
 SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -152,6 +152,9 @@ class Work:
     uncertain: frozenset[str]
     #: index of each user in plan order (the dispatch journal's unit)
     user_index: Mapping[str, int]
+    rules: Rules = DEFAULT_RULES
+    #: shared by every batch of one attempt: the users an unpredicted state stops the run among
+    first_users: FirstUsers = field(default_factory=FirstUsers)
 
 
 def _user_start(work: Work, user: str, flows: set[str]) -> dict[str, FlowState]:
@@ -167,6 +170,7 @@ def _align(
     full_plan: list[PlannedRequest],
     start: Mapping[str, FlowState],
     read_back: UserFlowStates,
+    rules: Rules = DEFAULT_RULES,
 ) -> tuple[list[PlannedRequest], list[PlannedRequest], dict[str, FlowState]]:
     """Split a user's pending requests into (already applied, still to send) by matching the state read
     back against the state expected after each planned request. A flow whose read-back state matches
@@ -182,7 +186,7 @@ def _align(
         state = start[flow]
         trail: list[tuple[FlowState, int, str | None]] = [(state, -1, None)]
         for r in (x for x in full_plan if x.flow_slug == flow):
-            state = apply(state, r.action, r.step_id, r.created_at)
+            state = apply(state, r.action, r.step_id, r.created_at, rules)
             trail.append((state, r.seq, r.created_at))
         pending = [r for r in requests if r.flow_slug == flow]
         first_pending = pending[0].seq
@@ -241,7 +245,7 @@ async def run_push(
                             _settled(r, "failed", f"could not read the state back to resume: {exc}", type(exc).__name__)
                         )
                     continue
-                applied, requests, aligned = _align(requests, plans_by_user.get(user, []), start, state)
+                applied, requests, aligned = _align(requests, plans_by_user.get(user, []), start, state, work.rules)
                 start.update(aligned)
                 for r in applied:
                     record(_settled(r, "resolved_applied", "applied before the restart (read back)"))
@@ -255,7 +259,15 @@ async def run_push(
             yield UserWork(user_id=user, requests=tuple(requests), start=start)
 
     try:
-        return await push(users(), client, concurrency=concurrency, on_outcome=record, on_state=snapshot.add)
+        return await push(
+            users(),
+            client,
+            concurrency=concurrency,
+            on_outcome=record,
+            on_state=snapshot.add,
+            rules=work.rules,
+            first_users=work.first_users,
+        )
     finally:
         outcomes.flush()
         snapshot.flush()

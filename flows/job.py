@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,12 @@ from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalo
 from frigade.client import FrigadeClient
 from frigade.errors import CatalogError, FrigadeError
 from frigade.push import Outcome, PushSummary
-from frigade.rules import FlowState
+from frigade.rules import FlowState, Rules
+from transforms.cost import webhook_deliveries
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.quarantine import catalog_hints, examples
-from transforms.reconcile import last_sent_times, latest_snapshot, reconcile
+from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.schema import InputError
 from transforms.sync import clean_prints, from_snapshot
 
@@ -64,6 +65,12 @@ class Job:
     from_current: bool = False
     attempt: int = 1
     run: dict[str, Any] = field(default_factory=dict)
+    #: a resume whose rules profile differs from the one the plan was made with: plan again
+    replan: bool = False
+
+    @property
+    def rules(self) -> Rules:
+        return self.settings.rules_profile()
 
     @classmethod
     def open(
@@ -153,7 +160,10 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     prints = [fingerprint(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, prints)
-        return None
+        recorded = {k: v for k, v in job.run.get("rules", {}).items() if k != "name"}
+        if "rules" not in job.run or recorded == job.rules.settings():
+            return None
+        supersede_plan(job)
     if job.state_dir is not None:
         job.state_dir.check_target(job.settings.api_url)
         if job.kind == "sync" and not job.from_current:
@@ -163,7 +173,30 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     # whose events are unchanged; a plain sync skips those the state folder remembers.
     plain_sync = job.kind == "sync" and not job.full and not job.from_current
     known = job.state_dir.load_prints() if job.state_dir is not None and plain_sync else None
-    return analyze(job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known)
+    return analyze(
+        job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known, rules=job.rules
+    )
+
+
+def supersede_plan(job: Job) -> None:
+    """A resume under another rules profile: the plan, its outcomes and snapshot parts were made
+    under rules this server does not play. They move to ``superseded/<n>/`` (kept for the audit) and
+    the run plans again from the state read back for every user, so nothing in effect is resent."""
+    if job.settings.mode == "history":
+        raise InputError(
+            "a history run cannot change its rules profile on resume (its history would be replayed from "
+            "the middle); start a new run folder, or resume with the rules it was planned with"
+        )
+    previous = job.run.get("superseded", [])
+    dest = job.folder.path(f"superseded/{len(previous) + 1}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("plan.parquet", "outcomes", "snapshot_parts", "dispatch.json"):
+        src = job.folder.path(name)
+        if src.exists():
+            src.rename(dest / name)
+    previous.append({"rules": job.run.get("rules"), "outcomes": job.run.get("outcomes"), "folder": str(dest)})
+    job.run["superseded"] = previous
+    job.replan = True
 
 
 def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -176,7 +209,7 @@ def baseline_for(job: Job) -> tuple[pl.DataFrame, pl.DataFrame] | None:
 def plan_run(
     job: Job, analysis: Analysis, catalog: Catalog, baseline: tuple[pl.DataFrame, pl.DataFrame] | None
 ) -> Prepared:
-    prepared = plan(analysis, mode=job.settings.mode, baseline=baseline)
+    prepared = plan(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
     job.folder.create()
     job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
     job.folder.write_parquet("plan.parquet", prepared.plan)
@@ -198,8 +231,11 @@ def plan_run(
         catalog_hints=catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in catalog.active}),
         dropped_events=prepared.dropped_events,
         requests_by_action=_tally(prepared.plan, "action"),
+        webhook_deliveries=webhook_deliveries(prepared.plan),
+        rules=asdict(job.rules),
         status="planned",
-        attempts=[],
+        # a plan made again under other rules keeps the run's earlier attempts on record
+        attempts=job.run.get("attempts", []) if job.replan else [],
     )
     if baseline is not None and not baseline[0].is_empty():
         # Only the planned user-flows' starting state: what a resume and the ambiguity checks need.
@@ -231,10 +267,11 @@ def work_for(job: Job) -> Work:
         uncertain = frozenset(u for u in pending_users if order.get(u, 1 << 62) <= reserved)
     return Work(
         pending=pending,
-        start=start_states(catalog_of(job)),
+        start=start_states(catalog_of(job), job.rules),
         user_start=_baseline_states(job, pending),
         uncertain=uncertain,
         user_index=order,
+        rules=job.rules,
     )
 
 
@@ -261,6 +298,30 @@ async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: in
         for _ in range(max(1, min(concurrency, len(users)))):
             group.create_task(worker())
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A plan made again under other rules starts from the state Frigade holds now: read back for the
+    users an earlier plan may have touched (the others are still in the initial state, and a read
+    would count them as active). What is read is also the snapshot of those the new plan leaves alone."""
+    users = set(analysis.targets[0]["user_id"].unique().to_list()) & _maybe_touched(job)
+    snap = await read_snapshot(client, sorted(users), job.settings.concurrency)
+    job.folder.create()
+    job.folder.write_part("snapshot_parts", job.attempt, snap)
+    return from_snapshot(snap)
+
+
+def _maybe_touched(job: Job) -> set[str]:
+    """Users with an outcome in a superseded plan, or handed to a sender before its last stop."""
+    touched: set[str] = set()
+    for entry in job.run.get("superseded", []):
+        old = RunFolder(Path(entry["folder"]))
+        touched |= set(old.outcomes()["user_id"].unique().to_list())
+        reserved = int(old.read_json("dispatch.json").get("reserved_through", -1))
+        if reserved >= 0 and old.path("plan.parquet").exists():
+            order = user_order(old.read_parquet("plan.parquet"))
+            touched |= {u for u, i in order.items() if i <= reserved}
+    return touched
 
 
 async def read_baseline(client: FrigadeClient, users: list[str], concurrency: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -297,7 +358,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index)
+    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules, work.first_users)
     return await run_push(
         batch_work,
         plan,
@@ -358,17 +419,23 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     exp_flows = job.folder.read_parquet("expected_flows.parquet")
     exp_steps = job.folder.read_parquet("expected_steps.parquet")
     settled = outcomes.filter(pl.col("outcome").is_in(["sent", "resolved_applied"]))["request_id"]
-    last_sent = last_sent_times(plan, settled) if job.settings.send_created_at else None
-    touched = plan.select("user_id").unique()["user_id"]
+    # lastActionAt is the migration's only where the server honours a back-dated createdAt
+    honoured = job.settings.send_created_at and job.rules.honours_created_at
+    last_sent = last_sent_times(plan, settled) if honoured else None
+    touched = _touched_users(job, plan)
     mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
+    job.run["targeting"] = targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode())))
     job.folder.write_parquet("reconcile.parquet", mismatches)
     latest = outcomes.sort("attempt", "at").unique("request_id", keep="last", maintain_order=True)
     by_outcome = _tally(latest, "outcome")
-    bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed"]))
+    # a user held because the server's state was not the one predicted did not land either
+    bad = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held_unpredicted"]))
     failed_users = bad["user_id"].n_unique() if bad.height else 0
     # A user-flow whose requests failed is expected not to match: --max-failures decides about those.
     # Any other mismatch means Frigade holds something the export did not say, and fails the run.
-    unsettled = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held"])).select("user_id", "flow_slug")
+    unsettled = latest.filter(pl.col("outcome").is_in(["rejected", "failed", "held", "held_unpredicted"])).select(
+        "user_id", "flow_slug"
+    )
     unexplained = mismatches.join(unsettled.unique(), on=["user_id", "flow_slug"], how="anti")
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
     attempt.update(
@@ -390,7 +457,7 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         mismatches=mismatches.height,
         unexplained_mismatches=unexplained.height,
         mismatched_users=mismatches["user_id"].n_unique() if mismatches.height else 0,
-        **user_tallies(plan, latest, mismatches),
+        **user_tallies(plan, latest, mismatches, touched),
     )
     if not stopped:
         failed = failed_users > limit or unexplained.height > 0
@@ -407,11 +474,13 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     return RunResult(code, str(job.folder.root), job.run, report)
 
 
-def user_tallies(plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame) -> dict[str, int]:
-    """Every planned user in one of: matching the export, differing from it, or unfinished (a
+def user_tallies(
+    plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame, reconciled: pl.Series
+) -> dict[str, int]:
+    """Every reconciled user in one of: matching the export, differing from it, or unfinished (a
     request of theirs has no outcome yet: a stop came first); and how many had a request accepted."""
     accepted = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied"])).get_column("user_id").unique()
-    users = plan.get_column("user_id").unique()
+    users = reconciled.unique()
     unfinished = plan.join(latest.select("request_id"), on="request_id", how="anti").get_column("user_id").unique()
     off = mismatches.get_column("user_id").unique()
     differing = off.filter(~off.is_in(unfinished.implode()))
@@ -421,6 +490,14 @@ def user_tallies(plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFr
         "users_differing": differing.len(),
         "users_matching": users.len() - unfinished.len() - differing.len(),
     }
+
+
+def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
+    """Users of the plan, and those of the plans a change of rules superseded that were read back."""
+    read_back = sorted(_maybe_touched(job)) if job.run.get("superseded") else []
+    return pl.concat(
+        [plan.select("user_id"), pl.DataFrame({"user_id": read_back}, schema={"user_id": pl.String})]
+    ).unique()["user_id"]
 
 
 def _prints(
@@ -440,7 +517,9 @@ def left_at_target(
 ) -> pl.DataFrame:
     """The prints of the analysed users whose every planned request took effect and whose state
     matched: the users a run left exactly at their target."""
-    settled = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied"])).select("request_id")
+    settled = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied", "already_in_effect"])).select(
+        "request_id"
+    )
     unsent = plan.join(settled, on="request_id", how="anti").get_column("user_id")
     return clean_prints(analysed, pl.concat([unsent, mismatches.get_column("user_id")]).unique())
 

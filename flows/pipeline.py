@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from frigade.catalog import Catalog
-from frigade.rules import Action, FlowState, initial_state
+from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, initial_state
 from transforms.codes import Codes
 from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
@@ -149,6 +149,7 @@ def analyze(
     prints: bool = False,
     known: pl.DataFrame | None = None,
     head: int | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Analysis:
     """``prints``: also print each user's events (``transforms.sync.user_prints``), for a state folder
     to remember. ``known``: the prints a previous run remembered; users whose events print the same
@@ -205,7 +206,7 @@ def analyze(
     valid_events = log.height
     if duplicates:
         log = log.filter(~pl.col("duplicate"))
-    printed = user_prints(log, print_seed(codes)) if prints or known is not None else None
+    printed = user_prints(log, print_seed(codes, rules)) if prints or known is not None else None
     unchanged = 0
     if printed is not None and known is not None and known.height:
         changed = printed.join(known, on=["user_id", "print"], how="anti")
@@ -220,13 +221,17 @@ def analyze(
         "events_duplicate": duplicates,
         "users_unchanged": unchanged,
     }
-    target = target_from_log(log.select(LOG_COLUMNS), codes)
+    target = target_from_log(log.select(LOG_COLUMNS), codes, rules)
     reasons = _counts(quarantine, "reason")
     return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped, printed)
 
 
 def plan(
-    analysis: Analysis, *, mode: str = "state", baseline: tuple[pl.DataFrame, pl.DataFrame] | None = None
+    analysis: Analysis,
+    *,
+    mode: str = "state",
+    baseline: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Prepared:
     """Requests from the baseline (remembered or read-back state; none for a backfill) to the target.
     With a baseline only user-flows whose target differs from it are planned."""
@@ -237,7 +242,7 @@ def plan(
             raise InputError("history mode replays every event: use it for backfills, not syncs")
         planned = plan_history(target)
     elif baseline is None:
-        planned = plan_state(target)
+        planned = plan_state(target, rules=rules)
     else:
         # only the analysed users' remembered state can differ from their targets
         users = exp_flows.get_column("user_id").unique().implode()
@@ -247,7 +252,7 @@ def plan(
         )
         changed = changed_user_flows(exp_flows, exp_steps, *baseline)
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
-        planned = plan_state(target.only(changed), current)
+        planned = plan_state(target.only(changed), current, rules)
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
     counts = _account(analysis.paths, analysis.rows, planned) | analysis.event_counts
     return Prepared(
@@ -262,8 +267,9 @@ def prepare(
     *,
     mode: str = "state",
     baseline: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Prepared:
-    return plan(analyze(paths, mapping, catalog), mode=mode, baseline=baseline)
+    return plan(analyze(paths, mapping, catalog, rules=rules), mode=mode, baseline=baseline, rules=rules)
 
 
 def _account(paths: Sequence[Path], rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, int]:
@@ -363,5 +369,5 @@ def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def start_states(catalog: Catalog) -> dict[str, FlowState]:
-    return {f.slug: initial_state(f.step_ids) for f in catalog.active}
+def start_states(catalog: Catalog, rules: Rules = DEFAULT_RULES) -> dict[str, FlowState]:
+    return {f.slug: initial_state(f.step_ids, rules) for f in catalog.active}

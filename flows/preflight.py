@@ -41,6 +41,7 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     if not exports:
         raise InputError("no export files given", hint="name at least one CSV, TSV, Parquet or JSONL file")
     paths = [Path(p) for p in exports]
+    settings.rules_profile()
     mapping = mapping_from(settings, overrides)
     catalog = preflight_catalog(settings)
     if catalog is not None:

@@ -28,10 +28,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 #: how a request's outcome reads in a report, in the order it is listed
 OUTCOME_LABELS = {
     "sent": "requests sent and accepted",
+    "already_in_effect": "requests not sent: already in effect on the server",
     "resolved_applied": "requests found already applied on read-back (not resent)",
     "rejected": "requests rejected (400)",
     "held": "requests held (after a rejection of the same flow)",
     "failed": "requests failed (retries used up)",
+    "held_unpredicted": "requests held: the server's state was not the one the rules predict",
 }
 
 
@@ -60,6 +62,7 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if c.get("users_unchanged"):
         rows.append(("users unchanged since the last sync (not planned)", c["users_unchanged"]))
     rows.append(("requests planned", c.get("requests_planned")))
+    rows.append(("rules profile", run.get("rules", {}).get("name")))
     for kind, n in request_counts(run):
         if kind == "not_sent":
             if n:
@@ -76,6 +79,9 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if run.get("users_not_reached"):
         rows.append(("users unfinished (the run stopped first)", run["users_not_reached"]))
     rows.append(("reconciliation mismatches (fields)", run.get("mismatches", 0)))
+    hidden = run.get("targeting", {}).get("hidden_by_targeting")
+    if hidden:
+        rows.append(("user-flows hidden by targeting (visible is not compared)", hidden))
     rows.append(("attempts", len(run.get("attempts", []))))
     return rows
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from frigade.catalog import yaml_problem
+from frigade.rules import DEFAULT_RULES, ProfileError, Rules, load_rules
 from frigade.secret import ApiKey
 from transforms.schema import InputError
 
@@ -46,6 +47,8 @@ class Settings:
     batch_requests: int = 5000
     timeout: float = 30.0
     max_attempts: int = 6
+    #: the rules profile to plan, push and reconcile with: a built-in name or a probe's file
+    rules: str = DEFAULT_RULES.name
 
     def __post_init__(self) -> None:
         if self.mode not in ("state", "history"):
@@ -55,6 +58,13 @@ class Settings:
         if self.concurrency < 1:
             raise InputError("--concurrency must be at least 1")
         failure_limit(self.max_failures, 1)
+        self.rules_profile()
+
+    def rules_profile(self) -> Rules:
+        try:
+            return load_rules(self.rules)
+        except ProfileError as exc:
+            raise InputError(str(exc)) from exc
 
     @property
     def embedded(self) -> bool:

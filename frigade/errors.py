@@ -57,6 +57,11 @@ class AuthError(StopRunError):
     """403: a missing, bad or wrong-kind key."""
 
 
+class RulesMismatchError(StopRunError):
+    """The first users of a run got back states the rules profile did not predict: the profile does
+    not fit this server, and going on would push users toward states its rules would not produce."""
+
+
 class MauCapError(StopRunError):
     """429 with the MAU-cap message: the account's monthly active users are used up."""
 

@@ -9,13 +9,41 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from frigade.client import FrigadeClient, WriteResult
-from frigade.errors import RequestRejectedError, StopRunError
+from frigade.errors import RequestRejectedError, RulesMismatchError, StopRunError
 from frigade.models import FlowStateWrite, UserFlowStates, flow_state_from_wire
-from frigade.rules import Action, FlowState, RuleError, apply
+from frigade.rules import DEFAULT_RULES, Action, FlowState, RuleError, Rules, apply, differing_settings
 
-__all__ = ["Outcome", "OutcomeKind", "PlannedRequest", "PushSummary", "UserWork", "push"]
+__all__ = [
+    "STOP_WITHIN_USERS",
+    "FirstUsers",
+    "Outcome",
+    "OutcomeKind",
+    "PlannedRequest",
+    "PushSummary",
+    "UserWork",
+    "push",
+]
 
-OutcomeKind = Literal["sent", "rejected", "held", "failed", "resolved_applied"]
+#: ``already_in_effect``: not sent, the state the server last returned already shows its effect;
+#: ``held_unpredicted``: not sent, an earlier write of the user returned a state the rules profile did
+#: not predict (resumable once the profile fits)
+OutcomeKind = Literal["sent", "rejected", "held", "failed", "resolved_applied", "already_in_effect", "held_unpredicted"]
+#: an unpredicted state among the first this many users of a push stops it: the profile does not fit
+STOP_WITHIN_USERS = 10
+
+
+@dataclass(slots=True)
+class FirstUsers:
+    """Counts the users handed to senders, across every push of one attempt (a run pushes in
+    batches): an unpredicted state among the first ``window`` of them stops the run."""
+
+    window: int = STOP_WITHIN_USERS
+    taken: int = 0
+
+    def take(self) -> bool:
+        """Count one more user; whether it is among the first ``window``."""
+        self.taken += 1
+        return self.taken <= self.window
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +96,8 @@ class PushSummary:
     users_done: int
     elapsed_s: float
     stopped_by: str | None = None
+    already_in_effect: int = 0
+    held_unpredicted: int = 0
 
 
 @dataclass(slots=True)
@@ -86,6 +116,8 @@ class _Tally:
             users_done=self.users_done,
             elapsed_s=elapsed_s,
             stopped_by=stopped_by,
+            already_in_effect=c("already_in_effect", 0),
+            held_unpredicted=c("held_unpredicted", 0),
         )
 
 
@@ -96,13 +128,20 @@ async def push(
     concurrency: int,
     on_outcome: Callable[[Outcome], None],
     on_state: Callable[[str, UserFlowStates], None],
+    rules: Rules = DEFAULT_RULES,
+    first_users: FirstUsers | None = None,
 ) -> PushSummary:
     """Send every user's requests. At most ``concurrency`` users are in flight, served by that many
     worker tasks pulling from ``users``, so memory does not grow with the number of users.
 
-    A rejected or failed request holds the user's later requests for the same flow. ``on_state`` gets
-    each finished user's last returned state. An ``AuthError`` or ``MauCapError`` stops everything at
-    once and is re-raised; requests that had no outcome yet get none.
+    Each request is first held against the state the server last returned for the user and flow
+    (``rules`` predicts its effect): one whose effect is already in place is not sent. A write whose
+    returned state is not the one ``rules`` predicts holds the user's remaining requests, and among
+    ``first_users`` (default: this push's first ``STOP_WITHIN_USERS``) stops the push with a
+    ``RulesMismatchError`` naming the setting that differs. A rejected or failed request holds the
+    user's later requests for the same flow. ``on_state`` gets each finished user's last returned
+    state. An ``AuthError`` or ``MauCapError`` stops everything at once and is re-raised; requests
+    that had no outcome yet get none.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -110,6 +149,7 @@ async def push(
     tally = _Tally()
     source = _Source(users)
     stopping = asyncio.Event()
+    first = first_users if first_users is not None else FirstUsers()
 
     def record(outcome: Outcome) -> None:
         tally.counts[outcome.outcome] = tally.counts.get(outcome.outcome, 0) + 1
@@ -120,11 +160,14 @@ async def push(
             work = await source.next()
             if work is None or stopping.is_set():
                 return
-            last = await _push_user(work, client, record, stopping)
+            early = first.take()
+            last, mismatch = await _push_user(work, client, record, stopping, rules)
             # Even when a stop arrives, the state this user's writes returned is the truth the
             # snapshot and the sync state need.
             if last is not None:
                 on_state(work.user_id, last)
+            if mismatch is not None and early:
+                raise RulesMismatchError(mismatch)
             if stopping.is_set():
                 return
             tally.users_done += 1
@@ -147,8 +190,9 @@ async def push(
         error.push_summary = summary  # type: ignore[attr-defined]
         error.add_note(
             f"push stopped by {type(error).__name__}: {summary.sent} sent, "
-            f"{summary.resolved_applied} resolved as applied, {summary.rejected} rejected, "
-            f"{summary.held} held, {summary.failed} failed, {summary.users_done} users done"
+            f"{summary.resolved_applied} resolved as applied, {summary.already_in_effect} already in effect, "
+            f"{summary.rejected} rejected, {summary.held} held, {summary.held_unpredicted} held as "
+            f"unpredicted, {summary.failed} failed, {summary.users_done} users done"
         )
         raise error
     return tally.summary(time.monotonic() - started, None)
@@ -159,14 +203,20 @@ async def _push_user(
     client: FrigadeClient,
     record: Callable[[Outcome], None],
     stopping: asyncio.Event,
-) -> UserFlowStates | None:
-    """Send one user's requests in order; returns the state of the last successful one."""
+    rules: Rules,
+) -> tuple[UserFlowStates | None, str | None]:
+    """Send one user's requests in order. Returns the state of the last successful one, and why the
+    user's remaining requests were held when a write returned a state ``rules`` did not predict."""
     current: dict[str, FlowState] = dict(work.start)
     blocked: dict[str, str] = {}
     last: UserFlowStates | None = None
+    mismatch: str | None = None
     for req in work.requests:
         if stopping.is_set():
-            return last
+            return last, mismatch
+        if mismatch is not None:
+            record(_outcome(req, "held_unpredicted", message=mismatch))
+            continue
         if req.flow_slug in blocked:
             record(_outcome(req, "held", message=f"held after {blocked[req.flow_slug]}"))
             continue
@@ -174,11 +224,15 @@ async def _push_user(
         if before is None and last is not None and (wire := last.flow(req.flow_slug)) is not None:
             before = flow_state_from_wire(wire)
         try:
-            after = apply(before, req.action, req.step_id, req.created_at) if before is not None else None
+            after = apply(before, req.action, req.step_id, req.created_at, rules) if before is not None else None
         except RuleError as exc:
             # the server would answer 400: do not spend a request (or an MAU) on it
             record(_outcome(req, "rejected", error_class=type(exc).__name__, message=str(exc)))
             blocked[req.flow_slug] = f"{req.request_id} was rejected"
+            continue
+        if before is not None and after is not None and after.logical() == before.logical():
+            # Re-sending what is in effect appends history and fires webhooks, and changes nothing.
+            record(_outcome(req, "already_in_effect", ok=True, message="the server already shows its effect"))
             continue
         write = FlowStateWrite(
             user_id=req.user_id,
@@ -200,10 +254,28 @@ async def _push_user(
             continue
         returned = result.state.flow(req.flow_slug) if result.state is not None else None
         if returned is not None:
-            current[req.flow_slug] = flow_state_from_wire(returned)
+            got = flow_state_from_wire(returned)
+            if before is not None and after is not None and got.logical() != after.logical():
+                mismatch = _mismatch_message(req, before, got, rules)
+            current[req.flow_slug] = got
         elif after is not None:
             current[req.flow_slug] = after
-    return last
+    return last, mismatch
+
+
+def _mismatch_message(req: PlannedRequest, before: FlowState, got: FlowState, rules: Rules) -> str:
+    differs = differing_settings(before, req.action, req.step_id, got, rules)
+    what = (
+        f"setting {' or '.join(differs)} differs"
+        if differs
+        else "no single setting explains it (several differ, or a rule no profile has)"
+    )
+    step = f" {req.step_id}" if req.step_id else ""
+    return (
+        f"the server's state after {req.action.value}{step} in flow {req.flow_slug} is not what rules "
+        f"profile {rules.name!r} predicts: {what}; run `frigade-migrate probe --flow {req.flow_slug} --yes` "
+        "and resume with --rules rules.json"
+    )
 
 
 def _kind(result: WriteResult) -> OutcomeKind:
@@ -221,6 +293,7 @@ def _outcome(
     *,
     error_class: str | None = None,
     message: str | None = None,
+    ok: bool = False,
 ) -> Outcome:
     return Outcome(
         request_id=req.request_id,
@@ -229,7 +302,7 @@ def _outcome(
         seq=req.seq,
         status=result.status if result is not None else None,
         attempts=result.attempts if result is not None else 0,
-        ok=result.ok if result is not None else False,
+        ok=result.ok if result is not None else ok,
         error_class=result.error_class if result is not None else error_class,
         message=result.message if result is not None else message,
         outcome=kind,

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import yaml
 
-from frigade.rules import Action, FlowState, replay
+from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, replay
 
 A = Action
 SEED = 20240301
@@ -731,15 +731,15 @@ def state_dict(state: FlowState) -> dict[str, Any]:
     }
 
 
-def expected_state(b: Built) -> dict[str, Any]:
-    """Every user-flow's state after the intended actions, with the Frigade rules."""
+def expected_state(b: Built, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
+    """Every user-flow's state after the intended actions, with the Frigade rules (``rules``)."""
     by_key: dict[tuple[str, str], list[tuple[datetime, int, int, Action, str | None]]] = {}
     for n, (user, flow, action, step, at, seq) in enumerate(b.intended):
         by_key.setdefault((user, flow), []).append((at, seq, n, action, step))
     users: dict[str, dict[str, Any]] = {}
     for (user, flow), acts in sorted(by_key.items()):
         acts.sort(key=lambda a: (a[0], a[1], a[2]))
-        state = replay(CATALOG[flow], [(a[3], a[4], None) for a in acts])
+        state = replay(CATALOG[flow], [(a[3], a[4], None) for a in acts], rules=rules)
         users.setdefault(user, {})[flow] = state_dict(state)
     return {
         "rows": len(b.rows),
@@ -810,7 +810,12 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
-def render(sample: Sample, seed: int = SEED) -> dict[str, str]:
+def expected_under(sample: Sample, rules: Rules, seed: int = SEED) -> dict[str, Any]:
+    """What expected.json would say if Frigade played ``rules``."""
+    return cast(dict[str, Any], json.loads(render(sample, seed, rules)["expected.json"]))
+
+
+def render(sample: Sample, seed: int = SEED, rules: Rules = DEFAULT_RULES) -> dict[str, str]:
     """The files of one sample (name relative to its folder -> text)."""
     rng = random.Random(f"{seed}:{sample.folder}")
     built = BUILDERS[sample.folder](rng)
@@ -818,7 +823,7 @@ def render(sample: Sample, seed: int = SEED) -> dict[str, str]:
     if sample.preset != "wide":
         _shuffle(b, rng, 0.15)
     text = _jsonl(b.rows) if sample.export.endswith(".jsonl") else _csv(b.rows)
-    files = {sample.export: text, "expected.json": json.dumps(expected_state(b), indent=1) + "\n"}
+    files = {sample.export: text, "expected.json": json.dumps(expected_state(b, rules), indent=1) + "\n"}
     if sample.mapping:
         assert mapping is not None
         files[sample.mapping] = yaml.safe_dump(mapping, sort_keys=False)

@@ -12,7 +12,11 @@ de-duplicated event. Both are vectorised. For one user-flow in state mode:
    has it, which goes last. Where no step action lands there, one (rarely two) extra step actions put
    the pointer back without changing any step's flags.
 3. STARTED_FLOW only when nothing else starts the flow; SKIPPED_FLOW and COMPLETED_FLOW last,
-   COMPLETED_FLOW always explicit (Frigade does not complete a flow when its last step completes).
+   COMPLETED_FLOW explicit unless the profile completes the flow with its last step's COMPLETED_STEP.
+
+Under a profile where COMPLETED/SKIPPED_STEP on step k starts step k+1, no STARTED_STEP is planned for
+a step the previous step's action already starts, a NOT_STARTED_STEP follows where the target has that
+step not started, and the pointer is never fixed by re-sending the previous step's completion.
 
 Each request carries the time and data of the source event that established its fact.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from frigade.rules import Action
+from frigade.rules import DEFAULT_RULES, Action, Rules
 from transforms.codes import act_code
 from transforms.state import FLOW_KEY, Target, place_in_run
 
@@ -62,7 +66,11 @@ _STEP_FACTS = ["started_pos", "completed_pos", "skipped_pos", "nss_pos"]
 
 
 def _with_current(
-    target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool = False
+    target: Target,
+    current: tuple[pl.LazyFrame, pl.LazyFrame] | None,
+    *,
+    reset_all: bool = False,
+    rules: Rules = DEFAULT_RULES,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """The targets (integers only) with the current state joined on, replaced by the initial state
     where a reset is due. The current state is keyed by text, so it is mapped onto ``uf`` first (it
@@ -77,7 +85,7 @@ def _with_current(
         # a backfill: nothing to join, every current flag is false and no reset is forced
         f = flows.with_columns(
             *(pl.lit(False).alias(c) for c in ("c_started", "c_completed", "c_skipped")),
-            pl.lit(-1, pl.Int64).alias("c_index"),
+            pl.lit(rules.not_started_index, pl.Int64).alias("c_index"),
             pl.lit(reset_all).alias("need_reset"),
         )
         s = steps.join(
@@ -101,7 +109,7 @@ def _with_current(
         .join(sk_reset, on=UF, how="left")
         .with_columns(
             pl.col("c_started", "c_completed", "c_skipped", "_sk_reset").fill_null(False),
-            pl.col("c_index").fill_null(-1),
+            pl.col("c_index").fill_null(rules.not_started_index),
         )
         .with_columns(
             (
@@ -113,7 +121,9 @@ def _with_current(
             ).alias("need_reset")
         )
         .with_columns((pl.col(c) & ~pl.col("need_reset")).alias(c) for c in ("c_started", "c_completed", "c_skipped"))
-        .with_columns(pl.when(pl.col("need_reset")).then(-1).otherwise(pl.col("c_index")).alias("c_index"))
+        .with_columns(
+            pl.when(pl.col("need_reset")).then(rules.not_started_index).otherwise(pl.col("c_index")).alias("c_index")
+        )
         .drop("_sk_reset")
     )
     s = s.join(f.select(UF, "need_reset", pl.col("current_step_index").alias("p"), "step_count"), on=UF).with_columns(
@@ -122,7 +132,7 @@ def _with_current(
     return f, s
 
 
-def _step_needs(s: pl.LazyFrame) -> pl.LazyFrame:
+def _step_needs(s: pl.LazyFrame, rules: Rules) -> pl.LazyFrame:
     st, co, sk = pl.col("step_started"), pl.col("step_completed"), pl.col("step_skipped")
     clear = (pl.col("c_st") & ~st) | (pl.col("c_co") & ~co)
     c2_st = pl.col("c_st") & ~clear
@@ -131,13 +141,22 @@ def _step_needs(s: pl.LazyFrame) -> pl.LazyFrame:
     need_co = co & ~c2_co
     need_st = st & ~c2_st & ~need_co & ~need_sk
     last_step = pl.col("step_count") - 1
-    return s.with_columns(
+    s = s.with_columns(
         (st & clear).alias("lead_nss"),
         need_sk.alias("need_sk"),
         need_co.alias("need_co"),
         need_st.alias("need_st"),
         (~st & (clear | need_sk)).alias("trail_nss"),
-    ).with_columns(
+        pl.lit(False).alias("started_by_prev"),
+    )
+    if rules.start_next_step:
+        # whether the previous step's planned COMPLETED/SKIPPED_STEP starts this one
+        prev = (pl.col("need_co") | pl.col("need_sk")).shift(1).over(UF, order_by="step_index").fill_null(False)
+        s = s.with_columns(prev.alias("started_by_prev")).with_columns(
+            (pl.col("need_st") & ~(pl.col("started_by_prev") & ~pl.col("lead_nss"))).alias("need_st"),
+            (pl.col("trail_nss") | (~st & pl.col("started_by_prev"))).alias("trail_nss"),
+        )
+    return s.with_columns(
         (pl.col("need_sk") | pl.col("need_co") | pl.col("need_st")).alias("moves"),
         pl.when(pl.col("need_st"))
         .then(pl.col("step_index"))
@@ -146,13 +165,15 @@ def _step_needs(s: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def plan_state(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None) -> pl.DataFrame:
+def plan_state(
+    target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None = None, rules: Rules = DEFAULT_RULES
+) -> pl.DataFrame:
     """Fewest ordered requests from the current state (default: nothing yet) to the target state."""
-    rows = _rows(target, current, reset_all=False)
+    rows = _rows(target, current, reset_all=False, rules=rules)
     if current is not None:
         # From a current state, clearing several steps one NOT_STARTED_STEP at a time can cost more
         # than one NOT_STARTED_FLOW and rebuilding: plan both, keep the shorter (ties: no reset).
-        alt = _rows(target, current, reset_all=True)
+        alt = _rows(target, current, reset_all=True, rules=rules)
         rows, alt = (x.lazy() for x in pl.collect_all([rows, alt]))
         n0 = rows.group_by(UF).agg(pl.len().alias("_n0"))
         shorter = (
@@ -181,19 +202,33 @@ def requests(target: Target, rows: pl.DataFrame) -> pl.DataFrame:
             "action": codes.action_of(rows.get_column("act")),
             "step_id": codes.step_of(rows.get_column("gs")),
             "created_at": log.get_column("ts").gather(at),
-            "data": log.get_column("data").gather(fact),
+            "data": _own_data(log, rows, fact),
             "origin": log.get_column("row_key").gather(fact),
         }
     )
     return out.select([pl.col(c).cast(t) for c, t in PLAN_SCHEMA.items()])
 
 
-def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool) -> pl.LazyFrame:
+def _own_data(log: pl.DataFrame, rows: pl.DataFrame, fact: pl.Series) -> pl.Series:
+    """The fact's event data, except for a STARTED_STEP whose step was started by completing or
+    skipping the step before it: that payload belongs to the other step's event."""
+    data = log.get_column("data").gather(fact)
+    by_other = (
+        (rows.get_column("act") == act_code(A.STARTED_STEP))
+        & log.get_column("act").gather(fact).is_in([act_code(A.COMPLETED_STEP), act_code(A.SKIPPED_STEP)])
+        & (log.get_column("gs").gather(fact) != rows.get_column("gs"))
+    ).fill_null(False)
+    return pl.select(pl.when(pl.lit(by_other)).then(None).otherwise(pl.lit(data))).to_series()
+
+
+def _rows(
+    target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, reset_all: bool, rules: Rules
+) -> pl.LazyFrame:
     """The unordered requests (uf, key, slot, act, gs, pos) of every user-flow: ``pos`` is the log
     position of the event that established the fact the request sets. ``reset_all`` starts every
     one with a reset, as if its current state were cleared."""
-    f, s = _with_current(target, current, reset_all=reset_all)
-    s = _step_needs(s)
+    f, s = _with_current(target, current, reset_all=reset_all, rules=rules)
+    s = _step_needs(s, rules)
     # f and s each feed several joins below: materialised, no branch re-derives them.
     f, s = (x.lazy() for x in pl.collect_all([f, s]))
     # Per user-flow, in one pass over its steps: whether any step action moves the pointer, the
@@ -211,6 +246,7 @@ def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, 
         (before_p & pl.col("step_completed")).any().alias("pm1_co"),
         (before_p & pl.col("step_skipped")).any().alias("pm1_sk"),
         (before_p & pl.col("step_started")).any().alias("pm1_st"),
+        ((pl.col("step_index") == pl.col("step_count") - 1) & pl.col("need_co")).any().alias("last_co"),
     )
     f = (
         f.join(per_flow, on=UF, how="left")
@@ -220,7 +256,12 @@ def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, 
             .then(pl.col("anchor").is_null())
             .otherwise(pl.when((pl.col("c_index") == -1) & pl.col("started")).then(0).otherwise(pl.col("c_index")) != p)
             .alias("fixup"),
-            (pl.col("completed") & ~pl.col("c_completed")).alias("send_cf"),
+            (
+                pl.col("completed")
+                & ~pl.col("c_completed")
+                # the last step's COMPLETED_STEP completes the flow under such a profile
+                & ~(pl.col("last_co").fill_null(False) & rules.last_step_completes_flow)
+            ).alias("send_cf"),
             (pl.col("skipped") & ~pl.col("c_skipped")).alias("send_skf"),
         )
         .with_columns(
@@ -233,16 +274,19 @@ def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, 
         pl.when(pl.col("step_index") == pl.col("anchor"))
         .then(pl.col("step_count"))
         .otherwise(pl.col("step_index"))
-        .alias("key")
+        .alias("key"),
+        # A step the anchor's action starts (sent last) is cleared after it, not before.
+        (pl.col("started_by_prev") & (pl.col("step_index") == pl.col("anchor") + 1)).alias("after_anchor"),
     )
     # Both frames feed every branch below: materialise them once.
     f, s = (x.lazy() for x in pl.collect_all([f, s]))
 
     def step_slot(flag: str, action: Action, slot: int, fact: str) -> pl.LazyFrame:
+        late = pl.col("after_anchor") if flag == "trail_nss" else pl.lit(False)
         return s.filter(pl.col(flag)).select(
             UF,
-            "key",
-            pl.lit(slot).alias("slot"),
+            pl.when(late).then(pl.col("step_count")).otherwise(pl.col("key")).alias("key"),
+            pl.when(late).then(pl.lit(5)).otherwise(pl.lit(slot)).alias("slot"),
             pl.lit(act_code(action), pl.UInt8).alias("act"),
             "gs",
             pl.col(f"{fact}_pos").alias("pos"),
@@ -264,6 +308,8 @@ def _rows(target: Target, current: tuple[pl.LazyFrame, pl.LazyFrame] | None, *, 
     fix = pl.col("fixup")
     fix_back = (
         fix
+        # re-sending the previous step's completion would start step p too under such a profile
+        & (not rules.start_next_step)
         & ~pl.col("p_st").fill_null(False)
         # Re-sending SKIPPED_STEP also starts the step: only where the target has it started.
         & (pl.col("pm1_co").fill_null(False) | (pl.col("pm1_sk") & pl.col("pm1_st")).fill_null(False))

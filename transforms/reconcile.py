@@ -1,4 +1,8 @@
-"""Reconciliation: the state the export implies vs the state Frigade returned, field by field."""
+"""Reconciliation: the state the export implies vs the state Frigade returned, field by field.
+
+Only the fields the migration's requests set are compared: flow and step started / completed /
+skipped, the pointer, and (when asked) the flow's lastActionAt. ``visible`` and ``blocked`` are
+targeting, which no write sets: they are summarised (``targeting_summary``), never mismatches."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ FLOW_FIELDS = {
     "started": "flow_started",
     "completed": "flow_completed",
     "skipped": "flow_skipped",
-    "visible": "flow_visible",
     "current_step_index": "current_step_index",
 }
 STEP_FIELDS = {"step_started": "step_started", "step_completed": "step_completed", "step_skipped": "step_skipped"}
@@ -64,8 +67,7 @@ def reconcile(
         .select(
             "user_id",
             "flow_slug",
-            *[pl.col(n).alias(f"exp_{n}") for n in FLOW_FIELDS if n != "visible"],
-            (~(pl.col("completed") | pl.col("skipped"))).alias("exp_visible"),
+            *[pl.col(n).alias(f"exp_{n}") for n in FLOW_FIELDS],
         )
     )
     snap = snapshot.lazy()
@@ -124,3 +126,13 @@ def last_sent_times(plan: pl.DataFrame, sent_ids: pl.Series) -> pl.DataFrame:
         .group_by("user_id", "flow_slug")
         .agg(pl.col("created_at").last())
     )
+
+
+def targeting_summary(snapshot: pl.DataFrame) -> dict[str, int]:
+    """How many user-flows the server shows hidden by targeting: not visible although neither
+    completed nor skipped (a completed or skipped flow is hidden by its own state)."""
+    if snapshot.is_empty():
+        return {"user_flows": 0, "hidden_by_targeting": 0}
+    flows = snapshot.unique(["user_id", "flow_slug"])
+    hidden = flows.filter(~pl.col("flow_visible") & ~pl.col("flow_completed") & ~pl.col("flow_skipped"))
+    return {"user_flows": flows.height, "hidden_by_targeting": hidden.height}

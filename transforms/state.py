@@ -7,7 +7,10 @@ equal to ``frigade.rules.replay`` by a property test over random action sequence
   started-setting / COMPLETED_STEP after its last NOT_STARTED_STEP;
 - the flow is started by any step action but NOT_STARTED_STEP and by STARTED_FLOW / COMPLETED_FLOW;
 - the pointer is where the epoch's last STARTED/COMPLETED/SKIPPED_STEP put it, else 0 when started,
-  else -1.
+  else the profile's index of a flow not started;
+- under a profile whose COMPLETED/SKIPPED_STEP starts the next step, each such event also counts as a
+  started-setting event of the next step (at the same log position); under one where completing the
+  last step completes the flow, a COMPLETED_STEP on the last step counts as a COMPLETED_FLOW.
 
 Every fact is kept as the position (in the log) of the event that established it, so a plan that sets
 the fact can carry that event's own ``createdAt``, ``data`` and source row, gathered only for the
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from frigade.rules import Action
+from frigade.rules import DEFAULT_RULES, Action, Rules
 from transforms.codes import Codes, act_code
 
 A = Action
@@ -131,15 +134,24 @@ def _none_after(cond: pl.Expr, key: str) -> pl.Expr:
     return next_hit.is_null() | (next_hit > run_end)
 
 
-def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
+def target_from_log(log: pl.DataFrame, codes: Codes, rules: Rules = DEFAULT_RULES) -> Target:
     """The target of a sorted, de-duplicated log with ``LOG_COLUMNS``, ``uf`` marking its runs."""
     # Renumbered 0.. without gaps: de-duplication by event id can remove a user-flow's every event.
     log = log.with_columns(run_number("uf").alias("uf"))
     a = pl.col("act")
     e = pl.col("epoch")
+    offsets = pl.Series(codes.offsets, dtype=pl.Int64)
+    counts = pl.Series(codes.counts, dtype=pl.Int64)
+    # a step event's place in its flow, and whether it names the flow's last step
+    index_in_flow = log.get_column("gs").cast(pl.Int64) - offsets.gather(log.get_column("fl"))
+    last_step = (index_in_flow == counts.gather(log.get_column("fl")) - 1).fill_null(False).alias("last_step")
+    completes = a == act_code(A.COMPLETED_FLOW)
+    if rules.last_step_completes_flow:
+        completes = completes | ((a == act_code(A.COMPLETED_STEP)) & pl.col("last_step"))
     ev = (
         log.lazy()
-        .select("uf", "act", "gs", "fl", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"), "group_id")
+        .with_columns(last_step)
+        .select("uf", "act", "gs", "fl", pl.int_range(pl.len(), dtype=pl.UInt32).alias("pos"), "group_id", "last_step")
         .with_columns(
             # "the epoch": events after the user-flow's last reset
             _none_after(a == act_code(A.NOT_STARTED_FLOW), "uf").alias("epoch")
@@ -151,7 +163,7 @@ def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
         {
             "first_pos": pl.lit(True),
             "start_pos": a.is_in(_STARTS_FLOW) & e,
-            "completed_pos": (a == act_code(A.COMPLETED_FLOW)) & e,
+            "completed_pos": completes & e,
             "skipped_pos": (a == act_code(A.SKIPPED_FLOW)) & e,
         },
         {
@@ -163,8 +175,6 @@ def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
     )
     fl = log.get_column("fl").gather(flows.get_column("first_pos"))
     ptr = flows.get_column("ptr_pos")
-    offsets = pl.Series(codes.offsets, dtype=pl.Int64)
-    counts = pl.Series(codes.counts, dtype=pl.Int64)
     flows = flows.with_columns(
         fl.alias("fl"),
         counts.gather(fl).alias("step_count"),
@@ -180,12 +190,12 @@ def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
         .then(pl.min_horizontal(pl.col("_ptr_step") + 1, pl.col("step_count") - 1))
         .when(pl.col("start_pos").is_not_null())
         .then(pl.lit(0, pl.Int64))
-        .otherwise(pl.lit(-1, pl.Int64))
+        .otherwise(pl.lit(rules.not_started_index, pl.Int64))
         .alias("current_step_index"),
     )
     grid_start = (flows.get_column("step_count").cum_sum() - flows.get_column("step_count")).alias("grid_start")
     flows = flows.with_columns(grid_start)
-    steps = _step_grid(ev, log, flows, codes)
+    steps = _step_grid(ev, log, flows, codes, rules)
     flows = flows.with_columns(
         log.get_column("user_id").gather(flows.get_column("first_pos")).alias("user_id"),
         codes.slug_of(flows.get_column("fl")).alias("flow_slug"),
@@ -194,7 +204,7 @@ def target_from_log(log: pl.DataFrame, codes: Codes) -> Target:
     return Target(flows, steps, log.select("uf", "act", "gs", "ts", "data", "row_key"), codes)
 
 
-def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: Codes) -> pl.DataFrame:
+def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: Codes, rules: Rules) -> pl.DataFrame:
     """One row per (user-flow, catalog step): the step's state and its facts' positions.
 
     Each step event's grid row is its user-flow's first grid row plus the step's index, so facts are
@@ -209,12 +219,15 @@ def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: 
         - offsets.gather(log.get_column("fl"))
     ).alias("g")
     # each step's events in order, its runs keyed by grid row
-    step_ev = (
-        ev.with_columns(g)
-        .filter(pl.col("epoch") & a.is_in(_STEP_ACTS))
-        .select("g", "act", "pos")
-        .sort("g", maintain_order=True)
-    )
+    step_ev = ev.with_columns(g).filter(pl.col("epoch") & a.is_in(_STEP_ACTS)).select("g", "act", "pos", "last_step")
+    if rules.start_next_step:
+        # the next step's start, as an event of its own at the same position: it sets started only
+        done = a.is_in([act_code(A.COMPLETED_STEP), act_code(A.SKIPPED_STEP)]) & ~pl.col("last_step")
+        nxt = step_ev.filter(done).select(
+            (pl.col("g") + 1).alias("g"), pl.lit(act_code(A.STARTED_STEP), pl.UInt8).alias("act"), "pos", "last_step"
+        )
+        step_ev = pl.concat([step_ev, nxt.with_columns(pl.col("act").cast(step_ev.collect_schema()["act"]))])
+    step_ev = step_ev.select("g", "act", "pos").sort("g", "pos")
     nss = a == act_code(A.NOT_STARTED_STEP)
     live = pl.col("live")  # after the step's last NOT_STARTED_STEP
     facts = _runs(
@@ -261,7 +274,7 @@ def number_runs(events: pl.LazyFrame) -> pl.LazyFrame:
     return events.with_columns(run_number("user_id", "fl").alias("uf"))
 
 
-def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> Target:
+def target_state(events: pl.LazyFrame, steps: pl.LazyFrame, rules: Rules = DEFAULT_RULES) -> Target:
     """The target of valid, de-duplicated events in order (user, flow, time, tie-break), given with
     text columns (user_id, group_id, flow_slug, step_id, step_index, action, ts, data, row_key), and
     the catalog step table (flow_slug, step_id, step_index, step_count)."""
@@ -276,4 +289,4 @@ def target_state(events: pl.LazyFrame, steps: pl.LazyFrame) -> Target:
         .alias("gs")
     )
     log = number_runs(coded).select(LOG_COLUMNS).collect()
-    return target_from_log(log, codes)
+    return target_from_log(log, codes, rules)

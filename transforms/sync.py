@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from frigade.rules import DEFAULT_RULES, Rules
 from transforms.codes import Codes
 from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
 from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS, place_in_run, run_number
@@ -107,11 +108,12 @@ def merge(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame
 #: the per-user print of the events a sync last left exactly at their target
 PRINT_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "print": pl.UInt64()}
 #: bump when the replay or the planner changes what the same events mean: every print changes with it
-PRINT_VERSION = 1
+PRINT_VERSION = 2
 
 
-def print_seed(codes: Codes) -> int:
-    return codes.fingerprint("prints", PRINT_VERSION)
+def print_seed(codes: Codes, rules: Rules = DEFAULT_RULES) -> int:
+    """The same events mean another target under other rules: the profile's settings are in the seed."""
+    return codes.fingerprint("prints", PRINT_VERSION, sorted(rules.settings().items()))
 
 
 def user_prints(log: pl.DataFrame, seed: int) -> pl.DataFrame:

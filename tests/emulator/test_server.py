@@ -36,7 +36,7 @@ def test_python_dash_m_emulator_help_documents_every_option() -> None:
     expected = {
         "--host", "--port", "--fd", "--catalog", "--db", "--public-key", "--private-key", "--rate-limit",
         "--mau-cap", "--fault-rate", "--fault-kinds", "--fault-seed", "--latency-ms", "--latency-jitter-ms",
-        "--log-level", "--exit-with-parent",
+        "--log-level", "--exit-with-parent", "--rules", "--audience",
     }  # fmt: skip
     options = _options(build_parser())
     assert {s for a in options for s in a.option_strings} == expected

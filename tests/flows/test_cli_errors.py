@@ -58,6 +58,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
         ["map.yaml", "not valid YAML at line 4"],
     ),
     "naive time": (lambda t: [str(_naive(t))], ["naive.csv", "row 1", "'time'", "--timezone"]),
+    "unknown rules": (lambda t: [str(GOOD), "--rules", "sdkk"], ["'sdkk'", "sdk, legacy"]),
 }
 
 

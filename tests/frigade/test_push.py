@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from frigade.client import FrigadeClient
-from frigade.errors import AuthError, MauCapError
+from frigade.errors import AuthError, MauCapError, RulesMismatchError
 from frigade.limiter import SlidingWindowLimiter
 from frigade.models import UserFlowStates
-from frigade.push import Outcome, PlannedRequest, PushSummary, UserWork, push
-from frigade.rules import Action, FlowState, initial_state, replay
+from frigade.push import FirstUsers, Outcome, PlannedRequest, PushSummary, UserWork, push
+from frigade.rules import PROFILES, Action, FlowState, Rules, initial_state, replay
 from frigade.secret import ApiKey
 from tests.frigade.fake_api import BASE_URL, KEY, FakeFrigade, Fault, error_response, mau_response
 from tests.frigade.vtime import now, run_virtual
@@ -441,3 +441,66 @@ def test_bad_concurrency() -> None:
                 await push([], client, concurrency=0, on_outcome=lambda o: None, on_state=lambda u, s: None)
 
     run_virtual(main())
+
+
+# -- holding each request against the state the server returned --------------------------------
+
+
+async def _push_with(
+    fake: FakeFrigade, works: list[UserWork], recorder: Recorder, rules: Rules, **kwargs: Any
+) -> PushSummary:
+    fake.clock = now
+    async with make_client(fake.transport(), concurrency=8) as client:
+        return await push(
+            works,
+            client,
+            concurrency=2,
+            on_outcome=recorder.on_outcome,
+            on_state=recorder.on_state,
+            rules=rules,
+            **kwargs,
+        )
+
+
+def test_a_request_whose_effect_the_server_already_shows_is_not_sent() -> None:
+    """Completing a starts b (the sdk profile): the planned STARTED_STEP b would change nothing."""
+    fake = FakeFrigade(FLOWS)
+    work = user_work("u1", [("tour", Action.COMPLETED_STEP, "a"), ("tour", Action.STARTED_STEP, "b")])
+    recorder = Recorder()
+    summary = run_virtual(_push_with(fake, [work], recorder, PROFILES["sdk"]))
+    assert recorder.of("u1") == [("u1|tour|0", "sent"), ("u1|tour|1", "already_in_effect")]
+    assert [b["actionType"] for b in fake.applied] == ["COMPLETED_STEP"]
+    assert (summary.sent, summary.already_in_effect) == (1, 1)
+
+
+def test_a_state_the_profile_did_not_predict_stops_the_first_users_naming_the_setting() -> None:
+    fake = FakeFrigade(FLOWS)  # plays the sdk rules
+    steps = [
+        ("tour", Action.COMPLETED_STEP, "a"),
+        ("tour", Action.STARTED_STEP, "b"),
+        ("tour", Action.COMPLETED_STEP, "b"),
+    ]
+    recorder = Recorder()
+    with pytest.raises(RulesMismatchError, match="start_next_step") as caught:
+        run_virtual(_push_with(fake, [user_work("u1", steps)], recorder, PROFILES["legacy"]))
+    assert "probe" in str(caught.value)
+    assert recorder.of("u1") == [
+        ("u1|tour|0", "sent"),
+        ("u1|tour|1", "held_unpredicted"),
+        ("u1|tour|2", "held_unpredicted"),
+    ]
+    assert len(fake.applied) == 1
+
+
+def test_past_the_first_users_an_unpredicted_state_holds_only_that_user() -> None:
+    fake = FakeFrigade(FLOWS)
+    odd = user_work("u1", [("tour", Action.COMPLETED_STEP, "a"), ("tour", Action.STARTED_STEP, "c")])
+    plain = user_work("u2", [("tour", Action.STARTED_STEP, "a"), ("tour", Action.STARTED_STEP, "b")])
+    recorder = Recorder()
+    summary = run_virtual(
+        _push_with(fake, [odd, plain], recorder, PROFILES["legacy"], first_users=FirstUsers(window=0))
+    )
+    assert summary.stopped_by is None
+    assert recorder.of("u1") == [("u1|tour|0", "sent"), ("u1|tour|1", "held_unpredicted")]
+    assert recorder.of("u2") == [("u2|tour|0", "sent"), ("u2|tour|1", "sent")]
+    assert summary.held_unpredicted == 1

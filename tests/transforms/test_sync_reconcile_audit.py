@@ -9,7 +9,7 @@ import polars as pl
 from frigade.rules import Action
 from tests.transforms.helpers import ordered_events, step_table
 from transforms.audit import diff, funnel
-from transforms.reconcile import reconcile
+from transforms.reconcile import reconcile, targeting_summary
 from transforms.state import target_state
 from transforms.sync import changed_user_flows, remembered
 
@@ -46,7 +46,8 @@ def test_unchanged_state_is_never_changed() -> None:
 
 
 def snapshot(rows: list[tuple[str, bool, bool]]) -> pl.DataFrame:
-    """One flow 'f' with steps a, b; rows of (user, a completed, b completed)."""
+    """One flow 'f' with steps a, b; rows of (user, a completed, b completed). Completing a starts b,
+    as the default (SDK) rules profile has it."""
     out = []
     for user, a_done, b_done in rows:
         for i, (step, done) in enumerate((("a", a_done), ("b", b_done))):
@@ -63,7 +64,7 @@ def snapshot(rows: list[tuple[str, bool, bool]]) -> pl.DataFrame:
                     "flow_last_action_at": "2024-01-01T00:00:00.000Z",
                     "step_id": step,
                     "step_index": i,
-                    "step_started": done,
+                    "step_started": done or (step == "b" and a_done),
                     "step_completed": done,
                     "step_skipped": False,
                     "step_last_action_at": None,
@@ -110,3 +111,13 @@ def test_audit_diff_names_each_change_and_users_in_only_one_snapshot() -> None:
     f = funnel(a, b)
     assert f.filter(pl.col("step_id") == "a")[["completed_a", "completed_b"]].row(0) == (3, 1)
     assert f.filter(pl.col("step_id") == "b")[["completed_a", "completed_b"]].row(0) == (1, 1)
+
+
+def test_visible_is_targeting_never_a_mismatch() -> None:
+    """A user outside a flow's audience sees it present but not visible: the state the migration set
+    is still exact, and the hidden flow is counted as targeting."""
+    flows, steps = targets([("u1", "f", Action.COMPLETED_STEP, "a")])
+    hidden = snapshot([("u1", True, False)]).with_columns(pl.lit(False).alias("flow_visible"))
+    assert reconcile(flows, steps, hidden, pl.Series(["u1"])).height == 0
+    assert targeting_summary(hidden) == {"user_flows": 1, "hidden_by_targeting": 1}
+    assert targeting_summary(snapshot([("u1", True, False)])) == {"user_flows": 1, "hidden_by_targeting": 0}
