@@ -100,6 +100,10 @@ class PushSummary:
     held_unpredicted: int = 0
 
 
+#: how long writes in flight at a stop may take to come back and be recorded
+STOP_GRACE_S = 5.0
+
+
 @dataclass(slots=True)
 class _Tally:
     counts: dict[str, int] = field(default_factory=dict)
@@ -140,8 +144,9 @@ async def push(
     ``first_users`` (default: this push's first ``STOP_WITHIN_USERS``) stops the push with a
     ``RulesMismatchError`` naming the setting that differs. A rejected or failed request holds the
     user's later requests for the same flow. ``on_state`` gets each finished user's last returned
-    state. An ``AuthError`` or ``MauCapError`` stops everything at once and is re-raised; requests
-    that had no outcome yet get none.
+    state. An ``AuthError`` or ``MauCapError`` stops everything and is re-raised: nothing new is
+    sent, writes in flight get ``STOP_GRACE_S`` to come back with their outcome, and requests that
+    had no outcome by then get none.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -175,6 +180,11 @@ async def push(
     workers = [asyncio.create_task(worker(), name=f"push-worker-{i}") for i in range(concurrency)]
     try:
         await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        stopping.set()
+        # Writes already on the wire when a stop came may well have landed: give them a moment to
+        # come back, so their outcome is recorded (and counted) instead of being left to a read-back.
+        # Workers between requests see ``stopping`` and end; the client refuses anything new.
+        await asyncio.wait(workers, timeout=STOP_GRACE_S)
     finally:
         stopping.set()
         for task in workers:

@@ -60,11 +60,12 @@ def test_a_stopped_run_says_planned_sent_and_not_sent_and_they_add_up() -> None:
 
 
 def test_no_restart_no_restart_row_and_unknown_outcomes_still_add_up() -> None:
-    run = _stopped_run() | {"status": "succeeded", "outcomes": {"sent": 90, "already_in_effect": 2}}
+    run = _stopped_run() | {"status": "succeeded", "outcomes": {"sent": 89, "already_in_effect": 2, "deferred": 1}}
     rows = dict(summary_rows(run))
     assert not any("restart" in k or "read-back" in k for k in rows)
-    assert rows["requests already in effect"] == 2
-    assert requests_line(run) == "92 requests planned = 90 sent + 2 already in effect"
+    assert rows["requests not sent: already in effect on the server"] == 2
+    assert rows["requests deferred"] == 1
+    assert requests_line(run) == "92 requests planned = 89 sent + 2 already in effect + 1 deferred"
 
 
 def test_rate_estimate_never_counts_the_first_instant_burst_and_holds_still_between_estimates() -> None:
