@@ -29,6 +29,7 @@ from flows.execute import (
     snapshot_rows,
     user_order,
 )
+from flows.exports import resolve_path
 from flows.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
 from flows.report import render
 from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
@@ -141,6 +142,8 @@ def _check_inputs_unchanged(job: Job, prints: list[dict[str, Any]]) -> None:
 def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     """Load, validate and replay the export. On a resume the plan already in the folder is kept
     (re-planning could differ and resend), so this returns None."""
+    for p in job.exports:
+        resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
     prints = [fingerprint(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, prints)

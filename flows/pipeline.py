@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from flows.exports import JSONL_SUFFIXES, check_exports, jsonl_text_columns, resolve_path
 from frigade.catalog import Catalog
 from frigade.rules import Action, FlowState, initial_state
 from transforms.codes import Codes
@@ -40,24 +41,23 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def scan_export(path: Path) -> pl.LazyFrame:
-    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types."""
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
+def scan_export(path: Path, mapping: SourceMapping | None = None) -> pl.LazyFrame:
+    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types; JSONL
+    ``data`` fields are read as JSON text (``flows.exports.jsonl_text_columns``)."""
+    resolve_path(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             return pl.scan_parquet(path)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return pl.scan_ndjson(path, infer_schema_length=10_000)
-        if suffix in (".csv", ".tsv", ".txt"):
-            sep = "\t" if suffix == ".tsv" else ","
-            lf = pl.scan_csv(path, infer_schema=False, separator=sep)
-            lf.collect_schema()
-            return lf
+        if suffix in JSONL_SUFFIXES:
+            overrides = jsonl_text_columns(mapping)
+            return pl.scan_ndjson(path, infer_schema_length=10_000, schema_overrides=overrides or None)
+        sep = "\t" if suffix == ".tsv" else ","
+        lf = pl.scan_csv(path, infer_schema=False, separator=sep)
+        lf.collect_schema()
+        return lf
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"unreadable: {exc}", file=str(path)) from exc
-    raise InputError("unsupported file type (use .csv, .tsv, .parquet or .jsonl)", file=str(path))
 
 
 def count_rows(paths: Sequence[Path]) -> int:
@@ -83,7 +83,7 @@ def load_events(paths: Sequence[Path], mapping: SourceMapping, steps: pl.LazyFra
     frames = []
     for i, p in enumerate(paths):
         try:
-            events = map_events(scan_export(p), mapping, str(p), steps=steps)
+            events = map_events(scan_export(p, mapping), mapping, str(p), steps=steps)
         except InputError as exc:
             if exc.file is None:
                 raise InputError(str(exc), file=str(p), field=exc.field) from exc
@@ -104,6 +104,17 @@ def _fail_on_undeclared_zone(problems: pl.DataFrame, names: list[str]) -> None:
             row=r["source_row"],
             field="time",
         )
+
+
+def _collect_exports(lf: pl.LazyFrame, paths: Sequence[Path], mapping: SourceMapping) -> pl.DataFrame:
+    """Collect the events; when polars cannot read an export, the full check says which file, line
+    and value (exit 2), else the polars error is the message."""
+    try:
+        # streaming: the export's own columns pass through in batches, only the result is held whole
+        return lf.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        check_exports(paths, mapping, full=True)
+        raise InputError(f"an export could not be read: {exc}") from exc
 
 
 #: what the log needs of each valid event (``transforms.state.LOG_COLUMNS`` less ``uf``, plus event_id)
@@ -155,17 +166,14 @@ def analyze(
     problem = pl.col("problem") != VALID
     # One pass over the exports: the integer codes of every event, the text the log needs, and the
     # text a message needs only on the events that are not valid (null, and so free, elsewhere).
-    events = (
-        encode(load_events(paths, mapping, steps_lf), codes)
-        .select(
-            *EVENT_COLUMNS[:-1],
-            row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
-            "problem",
-            *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
-        )
-        # streaming: the export's own columns pass through in batches, only the result is held whole
-        .collect(engine="streaming")
+    check_exports(paths, full=False)
+    lazy_events = encode(load_events(paths, mapping, steps_lf), codes).select(
+        *EVENT_COLUMNS[:-1],
+        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+        "problem",
+        *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
     )
+    events = _collect_exports(lazy_events, paths, mapping)
     problems = (
         events.filter(problem)
         .select(
