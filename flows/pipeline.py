@@ -23,7 +23,19 @@ from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import as_current, changed_user_flows, print_seed, user_prints
-from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
+from transforms.validate import (
+    DROPPED,
+    P_MAP,
+    ROW_SPAN,
+    VALID,
+    Limits,
+    catalog_frames,
+    encode,
+    order_log,
+    reason,
+    row_key,
+    whitespace_twins,
+)
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -167,7 +179,8 @@ def analyze(
     # One pass over the exports: the integer codes of every event, the text the log needs, and the
     # text a message needs only on the events that are not valid (null, and so free, elsewhere).
     check_exports(paths, full=False)
-    lazy_events = encode(load_events(paths, mapping, steps_lf), codes).select(
+    limits = Limits.window(*mapping.time_window)
+    lazy_events = encode(load_events(paths, mapping, steps_lf), codes, limits).select(
         *EVENT_COLUMNS[:-1],
         row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
         "problem",
@@ -195,14 +208,14 @@ def analyze(
     )
     _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
-        reason(codes).alias("reason"),
+        reason(codes, limits).alias("reason"),
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
     rows = events.select("row_key", "problem")
     valid = events.filter(~problem) if problems.height else events
-    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
+    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs), latest_row_only=mapping.state_rows)
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())
     valid_events = log.height
@@ -218,6 +231,7 @@ def analyze(
             # the (usually few) changed users are the smaller set to look events up in
             log = log.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
     counts = {
+        "user_ids_differing_by_whitespace": whitespace_twins(log.get_column("user_id")),
         "events": rows.height,
         "events_valid": valid_events,
         "events_duplicate": duplicates,
