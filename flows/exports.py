@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from transforms.mapping import SourceMapping, map_events
 from transforms.schema import InputError
 
-__all__ = ["CSV_SUFFIXES", "JSONL_SUFFIXES", "check_exports", "jsonl_text_columns", "resolve_path"]
+__all__ = ["CSV_SUFFIXES", "JSONL_SUFFIXES", "check_exports", "jsonl_text_columns", "resolve_path", "scan_jsonl"]
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -232,13 +232,21 @@ def jsonl_text_columns(mapping: SourceMapping | None) -> dict[str, pl.DataType]:
     return {c: pl.String() for c in mapping.data if "." not in c}
 
 
+def scan_jsonl(path: Path, mapping: SourceMapping | None) -> pl.LazyFrame:
+    """A lazy JSONL scan with the mapping's data fields (those the file has) read as JSON text."""
+    lf = pl.scan_ndjson(path, infer_schema_length=10_000)
+    names = set(lf.collect_schema().names())
+    overrides = {c: t for c, t in jsonl_text_columns(mapping).items() if c in names}
+    return pl.scan_ndjson(path, infer_schema_length=10_000, schema_overrides=overrides) if overrides else lf
+
+
 _JSON_TYPES = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
 
 
 def _check_jsonl(path: Path, mapping: SourceMapping | None, *, full: bool) -> None:
     overrides = jsonl_text_columns(mapping)
     try:
-        lf = pl.scan_ndjson(path, infer_schema_length=10_000, schema_overrides=overrides or None)
+        lf = scan_jsonl(path, mapping)
         lf.collect_schema()
         if full:
             lf.select(pl.all().null_count()).collect()

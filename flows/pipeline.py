@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from flows.exports import JSONL_SUFFIXES, check_exports, jsonl_text_columns, resolve_path
+from flows.exports import JSONL_SUFFIXES, check_exports, resolve_path, scan_jsonl
 from frigade.catalog import Catalog
 from frigade.rules import Action, FlowState, initial_state
 from transforms.codes import Codes
@@ -62,8 +62,7 @@ def scan_export(path: Path, mapping: SourceMapping | None = None) -> pl.LazyFram
         if suffix == ".parquet":
             return pl.scan_parquet(path)
         if suffix in JSONL_SUFFIXES:
-            overrides = jsonl_text_columns(mapping)
-            return pl.scan_ndjson(path, infer_schema_length=10_000, schema_overrides=overrides or None)
+            return scan_jsonl(path, mapping)
         sep = "\t" if suffix == ".tsv" else ","
         lf = pl.scan_csv(path, infer_schema=False, separator=sep)
         lf.collect_schema()
@@ -346,8 +345,10 @@ def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tupl
     """(user, that user's requests in send order), users in plan order. Plan must be sorted by user."""
     current: str | None = None
     rows: list[dict[str, Any]] = []
+    # times as text, formatted by polars: a Python datetime cannot hold every time polars can
+    as_text = pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ")
     for offset in range(0, plan.height, chunk):
-        for r in plan.slice(offset, chunk).to_dicts():
+        for r in plan.slice(offset, chunk).with_columns(as_text).to_dicts():
             if r["user_id"] != current:
                 if current is not None:
                     yield current, rows
@@ -358,15 +359,21 @@ def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tupl
 
 
 def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
-    """A plan row as PlannedRequest fields: data back to a JSON object, time to ISO-8601 UTC."""
-    data = None
+    """A plan row as PlannedRequest fields: data back to a JSON object, time to ISO-8601 UTC (text is
+    kept as it is). Data that does not read as one JSON object (validation quarantines such rows) is
+    passed on as text, so that the push records its request as unsendable rather than dropping it."""
+    data: Any = None
     if r.get("data"):
         try:
             parsed = json.loads(r["data"])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             parsed = None
-        data = parsed if isinstance(parsed, dict) else None
+        data = parsed if isinstance(parsed, dict) else r["data"]
     ts = r.get("created_at")
+    if isinstance(ts, str):
+        ts_text: str | None = ts
+    else:
+        ts_text = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts is not None else None
     return {
         "request_id": r["request_id"],
         "user_id": r["user_id"],
@@ -375,7 +382,7 @@ def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
         "seq": int(r["seq"]),
         "action": Action(r["action"]),
         "step_id": r.get("step_id"),
-        "created_at": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts is not None else None,
+        "created_at": ts_text,
         "data": data,
     }
 

@@ -61,6 +61,8 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 127
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
+#: the last time Python's datetime (and so the request encoder) holds, whatever the window says
+LATEST_SENDABLE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,11 @@ class Limits:
 
     @classmethod
     def window(cls, earliest: datetime, max_future: timedelta, now: datetime | None = None) -> Limits:
-        return cls(earliest, (now or datetime.now(UTC)) + max_future, max_future)
+        try:
+            latest = (now or datetime.now(UTC)) + max_future
+        except OverflowError:
+            latest = LATEST_SENDABLE
+        return cls(earliest, min(latest, LATEST_SENDABLE), max_future)
 
 
 def _too_long(col: pl.Expr) -> pl.Expr:
