@@ -214,6 +214,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args: argparse.Namespace, kind: str) -> int:
+    from flows.exports import check_exports
+
+    # pre-flight: an unreadable export is exit 2 here, before Prefect starts (and logs tracebacks)
+    check_exports([Path(p) for p in args.exports])
     _prefect_env()
     settings = _settings(args)
     if settings.embedded:
