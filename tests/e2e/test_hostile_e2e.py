@@ -28,7 +28,7 @@ def emulator() -> Iterator[EmbeddedEmulator]:
 def backfill(path: Path, emu: EmbeddedEmulator, env: dict[str, str], cwd: Path):  # type: ignore[no-untyped-def]
     return cli(
         ["backfill", str(path), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--run-dir", str(cwd / "run")],
-        {**env, "FRIGADE_API_KEY": emu.public_key},
+        {**env, "FRIGADE_API_KEY": emu.public_key, "COLUMNS": "1000"},
         cwd,
     )
 
