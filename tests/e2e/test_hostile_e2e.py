@@ -111,18 +111,24 @@ def test_poison_rows_are_quarantined_and_the_rest_is_sent(
         + f"deep,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,{deep}\n"
         + "epoch,flow_welcome_tour,,STARTED_FLOW,1970-01-20T18:48:07Z,\n"
         + f"{'x' * 600},flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n"
+        + " u1,flow_welcome_tour,,COMPLETED_FLOW,2024-03-01T11:00:00Z,\n"
     )
     res = backfill(path, emulator, prefect_env, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr, res.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     c = run["counts"]
-    assert c["rows_in"] == 6
+    assert c["rows_in"] == 7
     assert c["rows_quarantined"] == 4
     assert c["rows_in"] == c["rows_sent"] + c["rows_redundant"] + c["rows_dropped"] + c["rows_quarantined"]
     stats = emulator.stats()
-    assert stats["writes_accepted"] == c["requests_planned"] == 2
-    assert stats["distinct_users"] == 2
+    # ' u1' is its own user (ids as written), and the report warns about it
+    assert stats["writes_accepted"] == c["requests_planned"] == 3
+    assert stats["distinct_users"] == 3
+    assert c["user_ids_differing_by_whitespace"] == 2
+    assert "2 user ids differ from another only by leading or trailing whitespace" in " ".join(
+        (tmp_path / "run" / "report.md").read_text().split()
+    )
     assert set(run["quarantine_reasons"]) == {
         "data is not a JSON object of at most 127 levels",
         "user id longer than 512 bytes",

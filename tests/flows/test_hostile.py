@@ -254,13 +254,15 @@ def test_jsonl_data_of_mixed_types_is_read_and_judged_row_by_row(tmp_path: Path)
         "action": "STARTED_FLOW",
         "created_at": "2024-03-01T10:00:00Z",
     }
-    rows: list[dict[str, Any]] = [{**row, "data": {"a": 1}}] * 3 + [
+    # past the lines polars infers types from, as in a real export
+    rows: list[dict[str, Any]] = [{**row, "data": {"a": 1}}] * 10_001 + [
         {**row, "user_id": "u2", "data": "text"},
         {**row, "user_id": "u3", "data": [1]},
     ]
     prepared = run([jsonl_file(tmp_path, rows)])
     assert reasons(prepared) == {"u2": "data is not a JSON object", "u3": "data is not a JSON object"}
     assert prepared.plan.get_column("data").to_list() == ['{"a": 1}']
+    assert prepared.counts["rows_quarantined"] == 2
     sendable(prepared)
 
 
