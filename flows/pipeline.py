@@ -125,7 +125,12 @@ def _collect_exports(lf: pl.LazyFrame, paths: Sequence[Path], mapping: SourceMap
         return lf.collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         check_exports(paths, mapping, full=True)
-        raise InputError(f"an export could not be read: {exc}") from exc
+        for p in paths:
+            try:
+                scan_export(p, mapping).collect(engine="streaming")
+            except pl.exceptions.PolarsError as own:
+                raise InputError(f"cannot be read: {own}", file=str(p)) from own
+        raise InputError(f"the exports could not be read: {exc}") from exc
 
 
 #: what the log needs of each valid event (``transforms.state.LOG_COLUMNS`` less ``uf``, plus event_id)

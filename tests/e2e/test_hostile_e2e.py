@@ -69,7 +69,7 @@ def _duplicate_header(t: Path) -> Path:
 
 REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "ragged row": (_ragged, "row 51 has 4 fields"),
-    "unbalanced quote": (_quote, "row 2 has"),
+    "unbalanced quote": (_quote, "a quote opened on line 3 is never closed"),
     "truncated parquet": (_truncated, "not a readable Parquet file"),
     "broken jsonl line": (_jsonl, "line 2 is not valid JSON"),
     "duplicate header": (_duplicate_header, "two columns are named 'user_id'"),

@@ -183,7 +183,7 @@ def _two_types(tmp_path: Path) -> Path:
 CASES: dict[str, tuple[Any, str]] = {
     "unbalanced quote": (
         lambda t: csv_file(t, GOOD + 'u2,"flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n' + GOOD),
-        r"row 2\b.*malformed",
+        r"row 2: a quote opened on line 3 is never closed",
     ),
     "short row": (
         lambda t: csv_file(t, GOOD + "u2,flow_welcome_tour,STARTED_FLOW,2024-03-01T10:00:00Z\n"),
@@ -207,6 +207,10 @@ CASES: dict[str, tuple[Any, str]] = {
             t, "u1,u2,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n", header="user_id," + HEADER
         ),
         r"two columns are named 'user_id' \(columns 1 and 2\)",
+    ),
+    "quote never closed": (
+        lambda t: csv_file(t, GOOD + 'u2,flow_welcome_tour,,STARTED_FLOW,"2024-03-01T10:00:00Z,'),
+        r"row 2: a quote opened on line 3 is never closed",
     ),
     "empty csv": (lambda t: csv_file(t, "", header=""), r"the file is empty"),
     "truncated parquet": (lambda t: _parquet(t, "e.parquet", cut=200), r"not a readable Parquet file"),
