@@ -293,6 +293,11 @@ def _find_jsonl_line(path: Path, as_text: set[str]) -> None:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
+            if number == 1 and raw.lstrip().startswith(b"["):
+                raise InputError(
+                    "the file is one JSON array, not JSON Lines: export one JSON object per line",
+                    file=str(path),
+                )
             try:
                 value: Any = json.loads(raw)
             except (ValueError, RecursionError) as exc:

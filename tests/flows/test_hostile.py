@@ -232,6 +232,10 @@ CASES: dict[str, tuple[Any, str]] = {
         lambda t: _two_types(t),
         r"line 10002: field 'properties' is text here but an object on line 1",
     ),
+    "a json array": (
+        lambda t: (t / "a.json").write_text(json.dumps([JROW, JROW], indent=1)) and t / "a.json",
+        r"one JSON array, not JSON Lines",
+    ),
     "missing path": (lambda t: t / "nope.csv", r"file not found"),
     "a folder": (lambda t: t, r"is a folder, not an export file"),
     "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
