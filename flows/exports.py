@@ -17,6 +17,7 @@ import csv
 import glob
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,15 @@ def _csv_read(path: Path, sep: str, names: list[str]) -> list[pacsv.InvalidRow]:
 
 def _check_csv(path: Path, sep: str, *, full: bool) -> None:
     names = _header(path, sep)
-    _check_quotes(path)
-    try:
-        bad = _csv_read(path, sep, names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from exc
+    # the quote count runs beside pyarrow's parser, which does not hold the GIL
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        odd_quotes = pool.submit(_odd_quotes, path)
+        try:
+            bad = _csv_read(path, sep, names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from exc
+        if odd_quotes.result():
+            _name_unclosed_quote(path)
     if bad:
         first = bad[0]
         rows = "; ".join(
@@ -165,15 +170,18 @@ def _check_csv(path: Path, sep: str, *, full: bool) -> None:
         _check_utf8(path)
 
 
-def _check_quotes(path: Path) -> None:
-    """An odd number of quote characters in the file is a quote never closed (doubled quotes inside a
-    quoted field come in pairs); the row it opens on is found by a second pass, only then."""
+def _odd_quotes(path: Path) -> bool:
+    """Whether the file has an odd number of quote characters: a quote never closed (doubled quotes
+    inside a quoted field come in pairs)."""
     odd = False
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             odd ^= chunk.count(b'"') % 2 == 1
-    if not odd:
-        return
+    return odd
+
+
+def _name_unclosed_quote(path: Path) -> None:
+    """Raise naming the line the unclosed quote opens on (a second pass, only for such files)."""
     opened, inside = 0, False
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
