@@ -44,6 +44,13 @@ def resolve_path(path: Path) -> None:
     name = str(path)
     if not path.exists():
         if glob.has_magic(name):
+            matches = glob.glob(name)
+            if matches:
+                raise InputError(
+                    f"is a pattern (it matches {len(matches)} file(s)): patterns are not expanded here; "
+                    "give the files themselves (a shell expands an unquoted pattern)",
+                    file=name,
+                )
             raise InputError(
                 "no file matches this pattern: give the export files (check the folder and the pattern)", file=name
             )
