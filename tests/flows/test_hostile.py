@@ -239,7 +239,10 @@ CASES: dict[str, tuple[Any, str]] = {
     "missing path": (lambda t: t / "nope.csv", r"file not found"),
     "a folder": (lambda t: t, r"is a folder, not an export file"),
     "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
-    "a glob left unexpanded": (lambda t: csv_file(t, GOOD).parent / "e*.csv", r"is a pattern \(it matches 1 files\)"),
+    "a glob left unexpanded": (
+        lambda t: csv_file(t, GOOD).parent / "e*.csv",
+        r"is a pattern \(it matches 1 file\(s\)\)",
+    ),
 }
 
 
