@@ -559,9 +559,8 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
     user = cols["user"] if cols["user"] is not None else _null()
     reject = glob_match(user, mapping.reject_users)
     if reject is not None:
-        anonymous = pl.format(
-            "anonymous user id '{}' (reject_users: the source marks it as a visitor who never signed in)", user
-        )
+        # the id itself stays in the row (user_id), not in the words: one reason for every such row
+        anonymous = pl.lit("anonymous user id (reject_users: the source marks it as a visitor who never signed in)")
         reason = pl.when(reject).then(anonymous).otherwise(reason)
     return lf.with_row_index("__row", offset=1).select(
         pl.lit(source_file).alias("source_file"),

@@ -166,13 +166,13 @@ def _in_window(micros: pl.Expr, limits: Limits) -> pl.Expr:
 
 
 def _time_reason(limits: Limits) -> tuple[pl.Expr, pl.Expr]:
-    """(early, late) reasons, each naming the unit mix-up that would put the time in the window."""
+    """(early, late) reasons, each naming the unit mix-up that would put the time in the window. The
+    time itself is not in the words (the row's ts_raw shows it), so a column read in the wrong unit
+    gives one reason, not one per row."""
     micros = pl.col("ts").dt.epoch("us").cast(pl.Float64)
-    shown = pl.coalesce(pl.col("ts_raw"), _iso(pl.col("ts")))
     ahead = f"{limits.max_future.total_seconds() / 3600:g}h"
     early = pl.format(
-        "time {} is before {} (earliest_time): {}",
-        shown,
+        "time before {} (earliest_time): {}",
         _iso(limits.earliest),
         pl.when(_in_window(micros * 1e3, limits))
         .then(pl.lit("epoch seconds read as milliseconds (or ms as microseconds)? check time_format"))
@@ -181,8 +181,7 @@ def _time_reason(limits: Limits) -> tuple[pl.Expr, pl.Expr]:
         .otherwise(pl.lit("check the time column and time_format")),
     )
     late = pl.format(
-        "time {} is more than {} in the future (max_future): {}",
-        shown,
+        "time more than {} in the future (max_future): {}",
         pl.lit(ahead),
         pl.when(_in_window(micros / 1e3, limits))
         .then(pl.lit("epoch milliseconds read as seconds (or microseconds as ms)? check time_format"))

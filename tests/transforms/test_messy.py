@@ -289,7 +289,7 @@ def test_mixpanel_device_ids_and_empty_ids_are_not_users(tmp_path: Path) -> None
     assert out.get_column("user_id").to_list() == ["$device:18c", None, "u5"]
     assert out.get_column("status").to_list() == ["quarantined", "quarantined", "valid"]
     reasons = out.get_column("reason").to_list()
-    assert reasons[0].startswith("anonymous user id '$device:18c'")
+    assert reasons[0].startswith("anonymous user id (reject_users")
     assert reasons[1:] == ["missing user id", None]
 
 
