@@ -215,11 +215,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _run_flow(args: argparse.Namespace, kind: str) -> int:
     from flows.exports import check_exports
+    from flows.job import mapping_of
 
-    # pre-flight: an unreadable export is exit 2 here, before Prefect starts (and logs tracebacks)
-    check_exports([Path(p) for p in args.exports])
     _prefect_env()
     settings = _settings(args)
+    # pre-flight: an unreadable export, or one without the mapping's columns, is exit 2 here, before
+    # Prefect starts (and logs tracebacks)
+    check_exports([Path(p) for p in args.exports], mapping_of(settings, _overrides(args)))
     if settings.embedded:
         err.print(
             "[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "

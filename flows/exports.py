@@ -16,15 +16,12 @@ import codecs
 import csv
 import glob
 import json
+import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from transforms.mapping import SourceMapping, map_events
 from transforms.schema import InputError
@@ -69,11 +66,14 @@ def check_exports(paths: Sequence[Path | str], mapping: SourceMapping | None = N
     mapping can read.
 
     Always: the path is one file of a supported type; the header or schema reads; no two columns share
-    a name; every CSV row has as many fields as the header and every quote is closed (one pass of
-    pyarrow's CSV parser and one count of quotes, about 0.15 s per million rows); the mapping finds its
-    required columns. ``full`` also reads every value
-    (UTF-8 of a CSV, every Parquet row group, every JSONL line), which is what polars would trip on
-    mid-run; a pipeline run does this only when polars fails, to say where."""
+    a name; every CSV row has as many fields as the header and every quote is closed (one polars pass
+    over the file's lines, about 0.15 s per million rows); the mapping finds its required columns.
+    ``full`` also reads every value (UTF-8 of a CSV, every Parquet page, every JSONL line), which is
+    what polars would trip on mid-run; a pipeline run does this only when polars fails, to say where.
+
+    Only polars reads the files: pyarrow's CSV reader was tried and dropped, as its thread pools
+    sometimes abort the process at exit ("terminate called without an active exception", apache/arrow
+    issue 34314)."""
     for raw in paths:
         path = Path(raw)
         resolve_path(path)
@@ -124,84 +124,134 @@ def _header(path: Path, sep: str) -> list[str]:
     return names
 
 
-def _csv_read(path: Path, sep: str, names: list[str]) -> list[pacsv.InvalidRow]:
-    bad: list[pacsv.InvalidRow] = []
+#: a quoted stretch of a line: its separators are text, not field boundaries
+_QUOTED = r'"(?:[^"]|"")*"'
 
-    def handler(row: pacsv.InvalidRow) -> str:
-        bad.append(row)
-        return "skip"
 
-    # Every field is parsed (to count them) but only the first column is built, as bytes, one block at a
-    # time (memory stays at a few blocks whatever the size of the file). One thread: it numbers the rows,
-    # is as fast on two cores, and pyarrow's threaded reader sometimes aborted the process at exit
-    # ("terminate called without an active exception"; 3 times in 20 runs).
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1, block_size=1 << 22),
-        parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=handler),
-        convert_options=pacsv.ConvertOptions(column_types={names[0]: pa.binary()}, include_columns=[names[0]]),
+def _lines(path: Path) -> pl.LazyFrame:
+    """The file's physical lines (``line``, 1-based; ``text``), read by polars without quoting or
+    splitting, with each line's count of quote characters (``quotes``) and whether it begins inside a
+    quoted field that an earlier line opened (``inside``)."""
+    text = pl.col("text").fill_null("")
+    quotes = pl.col("quotes")
+    return (
+        pl.scan_csv(
+            path,
+            has_header=False,
+            separator="\x00",
+            quote_char=None,
+            new_columns=["text"],
+            infer_schema=False,
+            encoding="utf8-lossy",
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+        )
+        .with_row_index("line", offset=1)
+        .with_columns(text.alias("text"), text.str.count_matches('"', literal=True).cast(pl.Int64).alias("quotes"))
+        .with_columns(((quotes.cum_sum() - quotes) % 2 == 1).alias("inside"))
     )
-    for _ in reader:
-        pass
-    # pyarrow's allocator keeps freed blocks: hand them back before the export is loaded
-    pa.default_memory_pool().release_unused()
-    return bad
+
+
+def _fields(text: pl.Expr, sep: str) -> pl.Expr:
+    return (text.str.replace_all(_QUOTED, "").str.count_matches(sep, literal=True) + 1).cast(pl.Int64)
+
+
+#: (record, first line, fields, text) of a malformed record; record 1 is the header
+Malformed = tuple[int, int, int, str]
+
+
+def _csv_structure(path: Path, sep: str, expected: int) -> None:
+    """Every record has ``expected`` fields and every quote is closed, checked by polars over the file's
+    lines: separators inside quotes are text, a record may span lines inside quotes, blank lines are
+    skipped (as the reader skips them). One pass; a second only over records that span lines."""
+    text = pl.col("text")
+    lines = (
+        _lines(path)
+        .with_columns(
+            (~pl.col("inside")).cum_sum().alias("record"),
+            # the record is this line alone: it begins outside quotes and its quotes pair up
+            (~pl.col("inside") & (pl.col("quotes") % 2 == 0)).alias("whole"),
+            # the expression is quick on the (usual) lines without quotes
+            _fields(text, sep).alias("fields"),
+        )
+        .with_columns(
+            (pl.col("whole") & (pl.col("line") > 1) & ~text.is_in(["", "\r"])).alias("single"),
+            (~pl.col("inside") & (pl.col("quotes") % 2 == 1)).alias("opens"),
+        )
+    )
+    line, opens = pl.col("line"), pl.col("opens")
+    bad = pl.col("single") & (pl.col("fields") != expected)
+    info = (
+        lines.select(
+            (pl.col("quotes").sum() % 2 == 1).alias("odd"),
+            line.filter(opens).last().alias("last_open"),
+            pl.col("record").filter(opens).last().alias("last_open_record"),
+            bad.sum().alias("n_bad"),
+            line.filter(bad).head(_SHOWN).implode().alias("bad"),
+            (opens & (line > 1)).any().alias("spans"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    if info["odd"]:
+        record, line_no = info["last_open_record"], info["last_open"]
+        raise InputError(
+            f"a quote opened on line {line_no} is never closed, so the rest of the file would be read as one "
+            "field: fix the quoting",
+            file=str(path),
+            row=record - 1,
+        )
+    shown_lines = info["bad"]
+    found: list[Malformed] = []
+    if shown_lines:
+        picked = lines.filter(line.is_in(shown_lines)).select("record", "line", "fields", "text").collect()
+        found = [(int(r), int(ln), int(f), str(t)) for r, ln, f, t in picked.iter_rows()]
+    total = int(info["n_bad"])
+    if info["spans"]:
+        n, spanning = _malformed_spanning(lines, sep, expected)
+        total += n
+        found += spanning
+    if not total:
+        return
+    found.sort()
+    listed = "; ".join(
+        f"row {record - 1} (line {line}) has {n_fields} fields ({_excerpt(body)})"
+        for record, line, n_fields, body in found[:_SHOWN]
+    )
+    more = f" and {total - _SHOWN} more" if total > _SHOWN else ""
+    raise InputError(
+        f"{total} malformed row(s), the header has {expected} fields: {listed}{more}. A row with the wrong "
+        "number of fields (or an unbalanced quote, which runs into the rows after it) cannot be split into "
+        "columns without guessing: fix or remove these rows",
+        file=str(path),
+        row=found[0][0] - 1,
+    )
+
+
+def _malformed_spanning(lines: pl.LazyFrame, sep: str, expected: int) -> tuple[int, list[Malformed]]:
+    """(how many, the first few) of the records whose quoted fields span lines and that have the wrong
+    number of fields (such records are rare: they are joined and counted whole)."""
+    spanning = (
+        lines.filter((~pl.col("whole")).any().over("record") & (pl.col("record") > 1))
+        .group_by("record")
+        .agg(pl.col("line").min(), pl.col("text").str.strip_chars_end("\r").str.join("\n"))
+        .with_columns(_fields(pl.col("text"), sep).alias("fields"))
+        .filter(pl.col("fields") != expected)
+        .sort("record")
+        .collect()
+    )
+    first = spanning.head(_SHOWN).select("record", "line", "fields", "text").rows()
+    return spanning.height, [(int(r), int(ln), int(f), str(t)) for r, ln, f, t in first]
 
 
 def _check_csv(path: Path, sep: str, *, full: bool) -> None:
     names = _header(path, sep)
-    # the quote count runs beside pyarrow's parser, which does not hold the GIL
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        odd_quotes = pool.submit(_odd_quotes, path)
-        try:
-            bad = _csv_read(path, sep, names)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from exc
-        if odd_quotes.result():
-            _name_unclosed_quote(path)
-    if bad:
-        first = bad[0]
-        rows = "; ".join(
-            f"row {r.number - 1 if r.number is not None else '?'} has {r.actual_columns} fields ({_excerpt(r.text)})"
-            for r in bad[:_SHOWN]
-        )
-        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
-        raise InputError(
-            f"{len(bad)} malformed row(s), the header has {first.expected_columns} fields: {rows}{more}. "
-            "A row with the wrong number of fields (or an unbalanced quote, which runs into the rows "
-            "after it) cannot be split into columns without guessing: fix or remove these rows",
-            file=str(path),
-            row=first.number - 1 if first.number is not None else None,
-        )
+    try:
+        _csv_structure(path, sep, len(names))
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"not a readable CSV file: {exc}", file=str(path)) from exc
     if full:
         _check_utf8(path)
-
-
-def _odd_quotes(path: Path) -> bool:
-    """Whether the file has an odd number of quote characters: a quote never closed (doubled quotes
-    inside a quoted field come in pairs)."""
-    odd = False
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            odd ^= chunk.count(b'"') % 2 == 1
-    return odd
-
-
-def _name_unclosed_quote(path: Path) -> None:
-    """Raise naming the line the unclosed quote opens on (a second pass, only for such files)."""
-    opened, inside = 0, False
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.count(b'"') % 2:
-                if not inside:
-                    opened = number
-                inside = not inside
-    raise InputError(
-        f"a quote opened on line {opened} is never closed, so the rest of the file would be read as one "
-        "field: fix the quoting",
-        file=str(path),
-        row=opened - 1,
-    )
 
 
 def _excerpt(text: str, width: int = 60) -> str:
@@ -235,36 +285,30 @@ def _check_utf8(path: Path) -> None:
 
 
 def _check_parquet(path: Path, *, full: bool) -> None:
+    lf = pl.scan_parquet(path)
     try:
-        meta = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
+        lf.collect_schema()
+    except pl.exceptions.DuplicateError as exc:
+        name = re.search(r"name '([^']*)'", str(exc))
+        raise InputError(
+            f"two columns are named {name.group(1) if name else '?'!r}: rename or remove one (which one "
+            "holds the value is not guessed)",
+            file=str(path),
+            field=name.group(1) if name else None,
+        ) from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(
             f"not a readable Parquet file (truncated, or not Parquet): {exc}: export it again", file=str(path)
         ) from exc
-    names = meta.schema_arrow.names
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise InputError(
-            f"two columns are named {dup[0]!r}: rename or remove one (which one holds the value is not guessed)",
-            file=str(path),
-            field=dup[0],
-        )
     if not full:
         return
-    start = 1
-    for group in range(meta.num_row_groups):
-        n = meta.metadata.row_group(group).num_rows
-        try:
-            meta.read_row_group(group)
-            pa.default_memory_pool().release_unused()
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(
-                f"row group {group} (rows {start}-{start + n - 1}) cannot be read: {exc}: the file is "
-                "damaged; export it again",
-                file=str(path),
-                row=start,
-            ) from exc
-        start += n
+    try:
+        # every value decoded (a null count from the pages, not the footer's statistics)
+        lf.select(pl.all().is_null().cast(pl.UInt8).sum()).collect(engine="streaming")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(
+            f"its data cannot be read: {exc}: the file is damaged; export it again", file=str(path)
+        ) from exc
 
 
 # ---------------------------------------------------------------- JSONL
@@ -273,9 +317,7 @@ def _check_parquet(path: Path, *, full: bool) -> None:
 def jsonl_text_columns(mapping: SourceMapping | None) -> dict[str, pl.DataType]:
     """Top-level JSONL fields read as JSON text whatever their values: ``data`` may hold objects on some
     lines and other values on others (each row's own value is then judged by validation)."""
-    if mapping is None:
-        return {}
-    return {c: pl.String() for c in mapping.data if "." not in c}
+    return {c: pl.String() for c in (mapping or SourceMapping()).data if "." not in c}
 
 
 def scan_jsonl(path: Path, mapping: SourceMapping | None) -> pl.LazyFrame:

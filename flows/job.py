@@ -99,16 +99,21 @@ class Job:
 
 
 def mapping_for(job: Job) -> SourceMapping:
+    return mapping_of(job.settings, job.mapping_overrides)
+
+
+def mapping_of(settings: Settings, overrides: dict[str, Any] | None = None) -> SourceMapping:
+    """The run's mapping: the preset, the mapping file over it, the command-line overrides over both."""
     doc: dict[str, Any] | None = None
-    if job.settings.mapping:
-        path = Path(job.settings.mapping)
+    if settings.mapping:
+        path = Path(settings.mapping)
         if not path.exists():
             raise InputError("mapping file not found", file=str(path))
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         if not isinstance(loaded, dict):
             raise InputError("a mapping file is a YAML mapping of field: value", file=str(path))
         doc = loaded
-    return resolve_mapping(job.settings.preset, doc, job.mapping_overrides, mapping_where=str(job.settings.mapping))
+    return resolve_mapping(settings.preset, doc, overrides or None, mapping_where=str(settings.mapping))
 
 
 def load_catalog_file(path: str) -> Catalog:

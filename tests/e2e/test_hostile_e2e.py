@@ -67,12 +67,19 @@ def _duplicate_header(t: Path) -> Path:
     return p
 
 
+def _no_action(t: Path) -> Path:
+    p = t / "noaction.csv"
+    p.write_text("user_id,flow_slug,created_at\nu1,flow_welcome_tour,2024-03-01T10:00:00Z\n")
+    return p
+
+
 REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "ragged row": (_ragged, "row 51 has 4 fields"),
+    "ragged row": (_ragged, "row 51 (line 52) has 4 fields"),
     "unbalanced quote": (_quote, "a quote opened on line 3 is never closed"),
     "truncated parquet": (_truncated, "not a readable Parquet file"),
     "broken jsonl line": (_jsonl, "line 2 is not valid JSON"),
     "duplicate header": (_duplicate_header, "two columns are named 'user_id'"),
+    "missing column": (_no_action, "missing column: none of 'action'"),
     "missing path": (lambda t: t / "nope.csv", "file not found"),
     "folder": (lambda t: t / "exports", "is a folder"),
     "glob matching nothing": (lambda t: t / "*.csv", "no file matches this pattern"),

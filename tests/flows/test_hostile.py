@@ -139,7 +139,9 @@ def _million_rows(tmp_path: Path) -> tuple[Path, int]:
 
 def test_one_ragged_row_in_a_million_stops_the_file_naming_it(tmp_path: Path) -> None:
     path, bad_row = _million_rows(tmp_path)
-    with pytest.raises(InputError, match=rf"row {bad_row}\b.*1 malformed row.*row {bad_row} has 7 fields") as exc:
+    with pytest.raises(
+        InputError, match=rf"row {bad_row}\b.*1 malformed row.*row {bad_row} \(line {bad_row + 1}\) has 7 fields"
+    ) as exc:
         check_exports([path], resolve_mapping(None))
     assert exc.value.file == str(path)
     assert exc.value.row == bad_row
@@ -189,11 +191,11 @@ CASES: dict[str, tuple[Any, str]] = {
     ),
     "short row": (
         lambda t: csv_file(t, GOOD + "u2,flow_welcome_tour,STARTED_FLOW,2024-03-01T10:00:00Z\n"),
-        r"row 2 has 4 fields",
+        r"row 2 \(line 3\) has 4 fields",
     ),
     "long row": (
         lambda t: csv_file(t, GOOD * 3 + "u2,flow_welcome_tour,,STARTED_FLOW,2024,,x\n"),
-        r"row 4 has 7 fields",
+        r"row 4 \(line 5\) has 7 fields",
     ),
     "invalid utf-8": (
         lambda t: (
@@ -209,6 +211,10 @@ CASES: dict[str, tuple[Any, str]] = {
             t, "u1,u2,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n", header="user_id," + HEADER
         ),
         r"two columns are named 'user_id' \(columns 1 and 2\)",
+    ),
+    "a quoted field over two lines, one field short": (
+        lambda t: csv_file(t, GOOD + 'u2,flow_welcome_tour,,STARTED_FLOW,"2024-03-01\nT10:00:00Z"\n' + GOOD),
+        r"row 2 \(line 3\) has 5 fields",
     ),
     "quote never closed": (
         lambda t: csv_file(t, GOOD + 'u2,flow_welcome_tour,,STARTED_FLOW,"2024-03-01T10:00:00Z,'),
@@ -259,6 +265,21 @@ def test_unreadable_exports_are_input_errors_naming_file_and_row(tmp_path: Path,
     # the pipeline refuses it the same way, whether or not the pre-flight check ran
     with pytest.raises(InputError, match=message):
         prepare([path], mapping, sample_catalog())
+
+
+def test_quoted_separators_newlines_and_blank_lines_are_not_malformed(tmp_path: Path) -> None:
+    body = (
+        GOOD
+        + '"u2","flow_welcome_tour","","STARTED_FLOW","2024-03-01T10:00:00Z","{""a"": ""x,y""}"\r\n'
+        + "\n"
+        + 'u3,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,"{""note"":\n""two, lines""}"\n'
+    )
+    path = csv_file(tmp_path, body)
+    check_exports([path], resolve_mapping(None))
+    prepared = run([path])
+    assert sorted(prepared.plan.get_column("user_id").unique()) == ["u1", "u2", "u3"]
+    # polars reads the blank line as a row without values: quarantined, and the accounting closes
+    assert prepared.quarantine.get_column("reason").to_list() == ["missing time"]
 
 
 def test_jsonl_data_of_mixed_types_is_read_and_judged_row_by_row(tmp_path: Path) -> None:
