@@ -138,7 +138,7 @@ def _lines(path: Path) -> pl.LazyFrame:
         pl.scan_csv(
             path,
             has_header=False,
-            separator="\x00",
+            separator="\x1f",  # the ASCII unit separator: never a column separator, rare in text
             quote_char=None,
             new_columns=["text"],
             infer_schema=False,
