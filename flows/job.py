@@ -29,6 +29,7 @@ from flows.execute import (
     snapshot_rows,
     user_order,
 )
+from flows.exports import resolve_path
 from flows.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
 from flows.report import render
 from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
@@ -106,10 +107,11 @@ class Job:
 
 
 def mapping_for(job: Job) -> SourceMapping:
-    return mapping_from(job.settings, job.mapping_overrides)
+    return mapping_of(job.settings, job.mapping_overrides)
 
 
-def mapping_from(settings: Settings, overrides: dict[str, Any] | None = None) -> SourceMapping:
+def mapping_of(settings: Settings, overrides: dict[str, Any] | None = None) -> SourceMapping:
+    """The run's mapping: the preset, the mapping file over it, the command-line overrides over both."""
     doc: dict[str, Any] | None = None
     if settings.mapping:
         path = Path(settings.mapping)
@@ -122,7 +124,7 @@ def mapping_from(settings: Settings, overrides: dict[str, Any] | None = None) ->
         if not isinstance(loaded, dict):
             raise InputError("a mapping file is a YAML mapping of field: value", file=str(path))
         doc = loaded
-    return resolve_mapping(settings.preset, doc, overrides or {}, mapping_where=str(settings.mapping))
+    return resolve_mapping(settings.preset, doc, overrides or None, mapping_where=str(settings.mapping))
 
 
 def load_catalog_file(path: str) -> Catalog:
@@ -157,6 +159,8 @@ def _check_inputs_unchanged(job: Job, prints: list[dict[str, Any]]) -> None:
 def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     """Load, validate and replay the export. On a resume the plan already in the folder is kept
     (re-planning could differ and resend), so this returns None."""
+    for p in job.exports:
+        resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
     prints = [fingerprint(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, prints)

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from flows.exports import JSONL_SUFFIXES, check_exports, resolve_path, scan_jsonl
 from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, initial_state
 from transforms.codes import Codes
@@ -22,7 +23,19 @@ from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import as_current, changed_user_flows, print_seed, user_prints
-from transforms.validate import DROPPED, P_MAP, ROW_SPAN, VALID, catalog_frames, encode, order_log, reason, row_key
+from transforms.validate import (
+    DROPPED,
+    P_MAP,
+    ROW_SPAN,
+    VALID,
+    Limits,
+    catalog_frames,
+    encode,
+    order_log,
+    reason,
+    row_key,
+    whitespace_twins,
+)
 
 QUARANTINE_COLUMNS = [
     "source_file",
@@ -40,24 +53,22 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def scan_export(path: Path) -> pl.LazyFrame:
-    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types."""
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
+def scan_export(path: Path, mapping: SourceMapping | None = None) -> pl.LazyFrame:
+    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types; JSONL
+    ``data`` fields are read as JSON text (``flows.exports.jsonl_text_columns``)."""
+    resolve_path(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             return pl.scan_parquet(path)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return pl.scan_ndjson(path, infer_schema_length=10_000)
-        if suffix in (".csv", ".tsv", ".txt"):
-            sep = "\t" if suffix == ".tsv" else ","
-            lf = pl.scan_csv(path, infer_schema=False, separator=sep)
-            lf.collect_schema()
-            return lf
+        if suffix in JSONL_SUFFIXES:
+            return scan_jsonl(path, mapping)
+        sep = "\t" if suffix == ".tsv" else ","
+        lf = pl.scan_csv(path, infer_schema=False, separator=sep)
+        lf.collect_schema()
+        return lf
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"unreadable: {exc}", file=str(path)) from exc
-    raise InputError("unsupported file type (use .csv, .tsv, .parquet or .jsonl)", file=str(path))
 
 
 def count_rows(paths: Sequence[Path]) -> int:
@@ -85,7 +96,7 @@ def load_events(
     frames = []
     for i, p in enumerate(paths):
         try:
-            scan = scan_export(p)
+            scan = scan_export(p, mapping)
             events = map_events(scan if head is None else scan.head(head), mapping, str(p), steps=steps)
         except InputError as exc:
             if exc.file is None:
@@ -107,6 +118,22 @@ def _fail_on_undeclared_zone(problems: pl.DataFrame, names: list[str]) -> None:
             row=r["source_row"],
             field="time",
         )
+
+
+def _collect_exports(lf: pl.LazyFrame, paths: Sequence[Path], mapping: SourceMapping) -> pl.DataFrame:
+    """Collect the events; when polars cannot read an export, the full check says which file, line
+    and value (exit 2), else the polars error is the message."""
+    try:
+        # streaming: the export's own columns pass through in batches, only the result is held whole
+        return lf.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        check_exports(paths, mapping, full=True)
+        for p in paths:
+            try:
+                scan_export(p, mapping).collect(engine="streaming")
+            except pl.exceptions.PolarsError as own:
+                raise InputError(f"cannot be read: {own}", file=str(p)) from own
+        raise InputError(f"the exports could not be read: {exc}") from exc
 
 
 #: what the log needs of each valid event (``transforms.state.LOG_COLUMNS`` less ``uf``, plus event_id)
@@ -161,17 +188,15 @@ def analyze(
     problem = pl.col("problem") != VALID
     # One pass over the exports: the integer codes of every event, the text the log needs, and the
     # text a message needs only on the events that are not valid (null, and so free, elsewhere).
-    events = (
-        encode(load_events(paths, mapping, steps_lf, head=head), codes)
-        .select(
-            *EVENT_COLUMNS[:-1],
-            row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
-            "problem",
-            *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
-        )
-        # streaming: the export's own columns pass through in batches, only the result is held whole
-        .collect(engine="streaming")
+    check_exports(paths, full=False)
+    limits = Limits.window(*mapping.time_window)
+    lazy_events = encode(load_events(paths, mapping, steps_lf, head=head), codes, limits).select(
+        *EVENT_COLUMNS[:-1],
+        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+        "problem",
+        *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
     )
+    events = _collect_exports(lazy_events, paths, mapping)
     problems = (
         events.filter(problem)
         .select(
@@ -193,14 +218,14 @@ def analyze(
     )
     _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
-        reason(codes).alias("reason"),
+        reason(codes, limits).alias("reason"),
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
     rows = events.select("row_key", "problem")
     valid = events.filter(~problem) if problems.height else events
-    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs))
+    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs), latest_row_only=mapping.state_rows)
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())
     valid_events = log.height
@@ -216,6 +241,7 @@ def analyze(
             # the (usually few) changed users are the smaller set to look events up in
             log = log.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
     counts = {
+        "user_ids_differing_by_whitespace": whitespace_twins(log.get_column("user_id")),
         "events": rows.height,
         "events_valid": valid_events,
         "events_duplicate": duplicates,
@@ -335,8 +361,10 @@ def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tupl
     """(user, that user's requests in send order), users in plan order. Plan must be sorted by user."""
     current: str | None = None
     rows: list[dict[str, Any]] = []
+    # times as text, formatted by polars: a Python datetime cannot hold every time polars can
+    as_text = pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ")
     for offset in range(0, plan.height, chunk):
-        for r in plan.slice(offset, chunk).to_dicts():
+        for r in plan.slice(offset, chunk).with_columns(as_text).to_dicts():
             if r["user_id"] != current:
                 if current is not None:
                     yield current, rows
@@ -347,15 +375,21 @@ def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tupl
 
 
 def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
-    """A plan row as PlannedRequest fields: data back to a JSON object, time to ISO-8601 UTC."""
-    data = None
+    """A plan row as PlannedRequest fields: data back to a JSON object, time to ISO-8601 UTC (text is
+    kept as it is). Data that does not read as one JSON object (validation quarantines such rows) is
+    passed on as text, so that the push records its request as unsendable rather than dropping it."""
+    data: Any = None
     if r.get("data"):
         try:
             parsed = json.loads(r["data"])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             parsed = None
-        data = parsed if isinstance(parsed, dict) else None
+        data = parsed if isinstance(parsed, dict) else r["data"]
     ts = r.get("created_at")
+    if isinstance(ts, str):
+        ts_text: str | None = ts
+    else:
+        ts_text = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts is not None else None
     return {
         "request_id": r["request_id"],
         "user_id": r["user_id"],
@@ -364,7 +398,7 @@ def request_body_fields(r: dict[str, Any]) -> dict[str, Any]:
         "seq": int(r["seq"]),
         "action": Action(r["action"]),
         "step_id": r.get("step_id"),
-        "created_at": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts is not None else None,
+        "created_at": ts_text,
         "data": data,
     }
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.job import load_catalog_file, mapping_from
+from flows.exports import check_exports
+from flows.job import load_catalog_file, mapping_of
 from flows.pipeline import analyze, scan_export
 from flows.settings import Settings
 from frigade.catalog import Catalog
@@ -42,7 +43,8 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
         raise InputError("no export files given", hint="name at least one CSV, TSV, Parquet or JSONL file")
     paths = [Path(p) for p in exports]
     settings.rules_profile()
-    mapping = mapping_from(settings, overrides)
+    mapping = mapping_of(settings, overrides)
+    check_exports(paths, mapping)
     catalog = preflight_catalog(settings)
     if catalog is not None:
         analyze(paths, mapping, catalog, head=SAMPLE_ROWS)

@@ -133,6 +133,14 @@ def render(
         "",
         f"**Reconciliation**: {reconciliation_line(run).removeprefix('reconciliation: ')}",
     ]
+    twins = run.get("counts", {}).get("user_ids_differing_by_whitespace", 0)
+    if twins:
+        lines += [
+            "",
+            f"**Warning**: {twins} user ids differ from another only by leading or trailing whitespace; they "
+            "were sent as different users (ids are used as written). If the export pads its ids, set "
+            "`trim_user_ids: true` in the mapping.",
+        ]
     if per_flow:
         lines += ["", "## Per flow", ""]
         lines += _table(

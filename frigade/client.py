@@ -46,10 +46,12 @@ from frigade.transport import AiohttpTransport
 _MAU_MARKER = "maximum allowed maus"
 assert _MAU_MARKER in MAU_CAP_MESSAGE.lower()
 
-__all__ = ["CONFLICT", "FrigadeClient", "WriteResult"]
+__all__ = ["CONFLICT", "UNSENDABLE", "FrigadeClient", "WriteResult"]
 
 #: ``WriteResult.error_class`` of an ambiguous write whose read-back matches neither expected state
 CONFLICT = "Conflict"
+#: ``WriteResult.error_class`` of a write whose body cannot be encoded: nothing was sent
+UNSENDABLE = "unsendable"
 
 _FLOW_STATES = "/v1/public/flowStates"
 _FLOWS = "/v1/public/flows"
@@ -180,7 +182,11 @@ class FrigadeClient:
         """Send one write. ``before``/``after`` are the flow's expected states without and with this
         write: they decide, by reading the state back, whether an ambiguous failure took effect."""
         started = time.monotonic()
-        body = req.body()
+        try:
+            body = req.body()
+        except (ValueError, TypeError, RecursionError) as exc:
+            why = f"the request cannot be encoded, nothing was sent: {exc}"
+            return WriteResult(False, None, 0, UNSENDABLE, why, None, False, time.monotonic() - started)
         if not self._send_created_at:
             body.pop("createdAt", None)
         created_at = body.get("createdAt")

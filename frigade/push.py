@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from frigade.client import FrigadeClient, WriteResult
+from frigade.client import UNSENDABLE, FrigadeClient, WriteResult
 from frigade.errors import RequestRejectedError, RulesMismatchError, StopRunError
 from frigade.models import FlowStateWrite, UserFlowStates, flow_state_from_wire
 from frigade.rules import DEFAULT_RULES, Action, FlowState, RuleError, Rules, apply, differing_settings
@@ -244,15 +244,21 @@ async def _push_user(
             # Re-sending what is in effect appends history and fires webhooks, and changes nothing.
             record(_outcome(req, "already_in_effect", ok=True, message="the server already shows its effect"))
             continue
-        write = FlowStateWrite(
-            user_id=req.user_id,
-            flow_slug=req.flow_slug,
-            action_type=req.action,
-            step_id=req.step_id,
-            group_id=req.group_id,
-            data=req.data,
-            created_at=req.created_at,
-        )
+        try:
+            write = FlowStateWrite(
+                user_id=req.user_id,
+                flow_slug=req.flow_slug,
+                action_type=req.action,
+                step_id=req.step_id,
+                group_id=req.group_id,
+                data=req.data,
+                created_at=req.created_at,
+            )
+        except ValueError as exc:
+            # a value validation should have quarantined: this user's outcome, never the run's exception
+            record(_outcome(req, "rejected", error_class=UNSENDABLE, message=f"the request cannot be built: {exc}"))
+            blocked[req.flow_slug] = f"{req.request_id} was unsendable"
+            continue
         result = await client.write(write, before=before, after=after)
         kind = _kind(result)
         record(_outcome(req, kind, result))
@@ -291,7 +297,7 @@ def _mismatch_message(req: PlannedRequest, before: FlowState, got: FlowState, ru
 def _kind(result: WriteResult) -> OutcomeKind:
     if result.ok:
         return "resolved_applied" if result.resolved_by_read else "sent"
-    if result.error_class == RequestRejectedError.__name__:
+    if result.error_class in (RequestRejectedError.__name__, UNSENDABLE):
         return "rejected"
     return "failed"
 

@@ -68,18 +68,22 @@ def existing(schema: pl.Schema, candidates: Sequence[str]) -> list[str]:
     return [c for c in candidates if resolve_column(schema, c) is not None]
 
 
-def text(expr: pl.Expr) -> pl.Expr:
-    """Trimmed text, with empty strings as null: an empty id is no id."""
-    t = expr.cast(pl.String).str.strip_chars()
-    return pl.when(t.str.len_chars() > 0).then(t)
+def text(expr: pl.Expr, *, strip: bool = True) -> pl.Expr:
+    """Trimmed text, with empty strings as null: an empty id is no id. ``strip=False`` keeps the text
+    exactly as written (still null when it is empty or only whitespace)."""
+    t = expr.cast(pl.String)
+    stripped = t.str.strip_chars()
+    return pl.when(stripped.str.len_chars() > 0).then(stripped if strip else t)
 
 
-def text_of(schema: pl.Schema, candidates: Sequence[str], *, coalesce: bool = False) -> pl.Expr | None:
+def text_of(
+    schema: pl.Schema, candidates: Sequence[str], *, coalesce: bool = False, strip: bool = True
+) -> pl.Expr | None:
     """Text of the first candidate that exists, or (``coalesce``) of the first non-empty one per row."""
     names = existing(schema, candidates)
     if not names:
         return None
-    exprs = [text(e) for n in names if (e := resolve_column(schema, n)) is not None]
+    exprs = [text(e, strip=strip) for n in names if (e := resolve_column(schema, n)) is not None]
     return pl.coalesce(exprs) if coalesce and len(exprs) > 1 else exprs[0]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -137,9 +137,18 @@ class SourceMapping:
     default_time: str | None = None
     data: tuple[str, ...] = ("data",)
     event_id: tuple[str, ...] = ("event_id", "eventId", "message_id", "messageId", "insert_id", "$insert_id")
-    #: user ids that are no usable id (``*`` / ``?`` globs, e.g. Mixpanel's ``$device:*``): such rows are
-    #: rejected ("missing user id"), never guessed
+    #: user ids the source marks as anonymous (``*`` / ``?`` globs, e.g. Mixpanel's ``$device:*``, Pendo's
+    #: ``_PENDO_T_*``): such rows are quarantined ("anonymous user id"), never sent
     reject_users: tuple[str, ...] = ()
+    #: user ids are used exactly as written; true strips leading and trailing whitespace first
+    trim_user_ids: bool = False
+    #: times before this instant are quarantined (an epoch unit mix-up reads as 1970)
+    earliest_time: str = "2000-01-01T00:00:00Z"
+    #: times further ahead of now than this (``90s``, ``30m``, ``6h``, ``1d``) are quarantined
+    max_future: str = "1d"
+    #: each row is a user's whole current state of one flow (a state export): of a user and flow's rows,
+    #: only the one with the latest time counts, the others are superseded (counted as redundant)
+    state_rows: bool = False
     #: column fields whose candidates are coalesced row by row (e.g. ``user`` for userId else anonymousId)
     coalesce: tuple[str, ...] = ()
     #: the columns that must exist (by field name); the rest are optional and null when absent
@@ -198,6 +207,13 @@ class SourceMapping:
                 raise InputError(f"event_pattern is not a regular expression: {exc}") from exc
         if self.default_time is not None:
             parse_instant(self.default_time, "default_time")
+        parse_instant(self.earliest_time, "earliest_time")
+        _duration(self.max_future, "max_future")
+
+    @property
+    def time_window(self) -> tuple[datetime, timedelta]:
+        """(earliest time, how far ahead of now) a time may be."""
+        return parse_instant(self.earliest_time, "earliest_time"), _duration(self.max_future, "max_future")
 
     @property
     def default_instant(self) -> datetime | None:
@@ -206,6 +222,16 @@ class SourceMapping:
     @property
     def time_formats(self) -> tuple[str, ...]:
         return (self.time_format, *self.extra_time_formats)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str, where: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if m is None:
+        raise InputError(f"{where}: {value!r} is not a duration such as 90s, 30m, 6h or 1d")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
 _TUPLE_FIELDS = {
@@ -235,6 +261,8 @@ _BOOL_FIELDS = {
     "infer_previous_step_completed",
     "last_step_completes_flow",
     "completed_flow_completes_last_step",
+    "trim_user_ids",
+    "state_rows",
 }
 
 
@@ -431,7 +459,8 @@ def column_exprs(
     supplied = pattern_groups(mapping) if mapping.action else set()
     for key in keys:
         cands: tuple[str, ...] = getattr(mapping, key)
-        expr = text_of(schema, cands, coalesce=key in mapping.coalesce)
+        strip = key != "user" or mapping.trim_user_ids
+        expr = text_of(schema, cands, coalesce=key in mapping.coalesce, strip=strip)
         constant = (
             (key == "flow" and mapping.flow_constant)
             or (key == "action" and mapping.action_constant)
@@ -530,7 +559,9 @@ def _row_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
     user = cols["user"] if cols["user"] is not None else _null()
     reject = glob_match(user, mapping.reject_users)
     if reject is not None:
-        user = pl.when(reject).then(None).otherwise(user)
+        # the id itself stays in the row (user_id), not in the words: one reason for every such row
+        anonymous = pl.lit("anonymous user id (reject_users: the source marks it as a visitor who never signed in)")
+        reason = pl.when(reject).then(anonymous).otherwise(reason)
     return lf.with_row_index("__row", offset=1).select(
         pl.lit(source_file).alias("source_file"),
         pl.col("__row").cast(pl.Int64).alias("source_row"),

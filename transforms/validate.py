@@ -8,6 +8,8 @@ non-state event, mapping problems (time), user id, action, flow, step placement,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -35,7 +37,10 @@ def catalog_frames(
 VALID, DROPPED = 0, -1
 (
     P_MAP,
+    P_TIME_EARLY,
+    P_TIME_LATE,
     P_USER,
+    P_ID_LONG,
     P_ACTION,
     P_UNKNOWN_ACTION,
     P_FLOW,
@@ -45,14 +50,58 @@ VALID, DROPPED = 0, -1
     P_FLOW_WITH_STEP,
     P_UNKNOWN_STEP,
     P_DATA,
-) = range(1, 12)
+    P_DATA_LARGE,
+) = range(1, 16)
+
+#: the longest user, group, flow or step id sent (bytes of UTF-8)
+MAX_ID_BYTES = 512
+#: the largest ``data`` sent (bytes of JSON text)
+MAX_DATA_BYTES = 64 * 1024
+#: the deepest ``data`` sent: what the JSON reader that checks it accepts (the wire encoder takes more)
+MAX_DATA_DEPTH = 127
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+#: the last time Python's datetime (and so the request encoder) holds, whatever the window says
+LATEST_SENDABLE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-def encode(events: pl.LazyFrame, codes: Codes) -> pl.LazyFrame:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a value must be to be sent: times inside [earliest, latest] (a plausible window, which
+    the wire format and Python's datetime also hold), ids and data within their bounds."""
+
+    earliest: datetime = EARLIEST_TIME
+    latest: datetime = field(default_factory=lambda: datetime.now(UTC) + MAX_FUTURE)
+    max_future: timedelta = MAX_FUTURE
+
+    @classmethod
+    def window(cls, earliest: datetime, max_future: timedelta, now: datetime | None = None) -> Limits:
+        try:
+            latest = (now or datetime.now(UTC)) + max_future
+        except OverflowError:
+            latest = LATEST_SENDABLE
+        return cls(earliest, min(latest, LATEST_SENDABLE), max_future)
+
+
+def _too_long(col: pl.Expr) -> pl.Expr:
+    return (col.str.len_bytes() > MAX_ID_BYTES).fill_null(False)
+
+
+def _data_object(data: pl.Expr) -> pl.Expr:
+    """``data`` is one JSON object: it starts with ``{`` and the JSON reader accepts the whole text
+    (which it does not past MAX_DATA_DEPTH levels of nesting)."""
+    return data.str.contains(r"^\s*\{") & data.str.json_path_match("$").is_not_null()
+
+
+def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> pl.LazyFrame:
     """Add the integer codes (``fl``, ``gs``, ``act``) and ``problem``: 0 for a valid event,
     ``DROPPED`` for a known non-state one, else the first check it fails (``reason`` words it).
-    Every check is on numbers or a null test; only ``reason`` builds text, for the rows that need it."""
+    Every check is on numbers, a length or a null test, except that ``data``, where there is some, is
+    read as JSON; only ``reason`` builds text, for the rows that need it. ``limits``: the time window
+    (default: 2000-01-01 to a day from now)."""
+    limits = limits or Limits()
     a, step, flow = pl.col("action"), pl.col("step_id"), pl.col("flow_slug")
+    ts, data = pl.col("ts"), pl.col("data")
     fl = pl.col("fl")
     by_index = codes.step_by_index(fl, pl.col("step_index"))
     by_id = codes.step_by_id(fl, step)
@@ -67,8 +116,14 @@ def encode(events: pl.LazyFrame, codes: Codes) -> pl.LazyFrame:
         .then(DROPPED)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
+        .when(ts < limits.earliest)
+        .then(P_TIME_EARLY)
+        .when(ts > limits.latest)
+        .then(P_TIME_LATE)
         .when(pl.col("user_id").is_null())
         .then(P_USER)
+        .when(_too_long(pl.col("user_id")) | _too_long(pl.col("group_id")) | _too_long(flow) | _too_long(step))
+        .then(P_ID_LONG)
         .when(a.is_null())
         .then(P_ACTION)
         .when(pl.col("act").is_null())
@@ -85,7 +140,9 @@ def encode(events: pl.LazyFrame, codes: Codes) -> pl.LazyFrame:
         .then(P_FLOW_WITH_STEP)
         .when(is_step_action & pl.col("gs").is_null())
         .then(P_UNKNOWN_STEP)
-        .when(pl.col("data").is_not_null() & ~pl.col("data").str.contains(r"^\s*\{[\s\S]*\}\s*$"))
+        .when(data.is_not_null() & (data.str.len_bytes() > MAX_DATA_BYTES))
+        .then(P_DATA_LARGE)
+        .when(data.is_not_null() & ~_data_object(data))
         .then(P_DATA)
         .otherwise(VALID)
         .cast(pl.Int8)
@@ -96,10 +153,54 @@ def encode(events: pl.LazyFrame, codes: Codes) -> pl.LazyFrame:
     ).drop("_active")
 
 
-def reason(codes: Codes) -> pl.Expr:
+def _iso(value: datetime | pl.Expr) -> pl.Expr:
+    expr = pl.lit(value, pl.Datetime("us", "UTC")) if isinstance(value, datetime) else value
+    return expr.dt.to_string("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _in_window(micros: pl.Expr, limits: Limits) -> pl.Expr:
+    lo, hi = (
+        pl.lit(t, pl.Datetime("us", "UTC")).dt.epoch("us").cast(pl.Float64) for t in (limits.earliest, limits.latest)
+    )
+    return (micros >= lo) & (micros <= hi)
+
+
+def _time_reason(limits: Limits) -> tuple[pl.Expr, pl.Expr]:
+    """(early, late) reasons, each naming the unit mix-up that would put the time in the window. The
+    time itself is not in the words (the row's ts_raw shows it), so a column read in the wrong unit
+    gives one reason, not one per row."""
+    micros = pl.col("ts").dt.epoch("us").cast(pl.Float64)
+    ahead = f"{limits.max_future.total_seconds() / 3600:g}h"
+    early = pl.format(
+        "time before {} (earliest_time): {}",
+        _iso(limits.earliest),
+        pl.when(_in_window(micros * 1e3, limits))
+        .then(pl.lit("epoch seconds read as milliseconds (or ms as microseconds)? check time_format"))
+        .when(_in_window(micros * 1e6, limits))
+        .then(pl.lit("epoch seconds read as microseconds? check time_format"))
+        .otherwise(pl.lit("check the time column and time_format")),
+    )
+    late = pl.format(
+        "time more than {} in the future (max_future): {}",
+        pl.lit(ahead),
+        pl.when(_in_window(micros / 1e3, limits))
+        .then(pl.lit("epoch milliseconds read as seconds (or microseconds as ms)? check time_format"))
+        .when(_in_window(micros / 1e6, limits))
+        .then(pl.lit("epoch microseconds read as seconds? check time_format"))
+        .otherwise(pl.lit("check the time column and time_format")),
+    )
+    return early, late
+
+
+def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
     """The words for ``problem`` (null for a valid event). Run it on the rows that are not valid:
     it formats text on every row it sees."""
     a, step, flow, code = pl.col("action"), pl.col("step_id"), pl.col("flow_slug"), pl.col("problem")
+    early, late = _time_reason(limits or Limits())
+    ids = {"user": pl.col("user_id"), "group": pl.col("group_id"), "flow": flow, "step": step}
+    long_id: pl.Expr = pl.lit(None, pl.String)
+    for name, col in reversed(ids.items()):
+        long_id = pl.when(_too_long(col)).then(pl.lit(name)).otherwise(long_id)
     named_step = pl.coalesce(step, pl.col("step_index").cast(pl.String))
     status = codes.flow_attr(pl.col("fl"), codes.statuses, pl.String())
     return (
@@ -107,8 +208,14 @@ def reason(codes: Codes) -> pl.Expr:
         .then(pl.format("non-state event '{}'", pl.col("raw_event")))
         .when(code == P_MAP)
         .then(pl.col("map_reason"))
+        .when(code == P_TIME_EARLY)
+        .then(early)
+        .when(code == P_TIME_LATE)
+        .then(late)
         .when(code == P_USER)
         .then(pl.lit("missing user id"))
+        .when(code == P_ID_LONG)
+        .then(pl.format("{} id longer than {} bytes", long_id, pl.lit(MAX_ID_BYTES)))
         .when(code == P_ACTION)
         .then(pl.lit("missing action"))
         .when(code == P_UNKNOWN_ACTION)
@@ -126,7 +233,13 @@ def reason(codes: Codes) -> pl.Expr:
         .when(code == P_UNKNOWN_STEP)
         .then(pl.format("unknown step '{}' in flow '{}'", named_step, flow))
         .when(code == P_DATA)
-        .then(pl.lit("data is not a JSON object"))
+        .then(
+            pl.when(pl.col("data").str.count_matches(r"[\[{]") > MAX_DATA_DEPTH)
+            .then(pl.lit(f"data is not a JSON object of at most {MAX_DATA_DEPTH} levels"))
+            .otherwise(pl.lit("data is not a JSON object"))
+        )
+        .when(code == P_DATA_LARGE)
+        .then(pl.lit(f"data larger than {MAX_DATA_BYTES // 1024} KiB"))
         .otherwise(None)
     )
 
@@ -142,7 +255,9 @@ def status() -> pl.Expr:
     )
 
 
-def classify(events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame) -> pl.LazyFrame:
+def classify(
+    events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame, limits: Limits | None = None
+) -> pl.LazyFrame:
     """Add ``status`` (valid | dropped | quarantined) and ``reason``, with steps resolved to ids and
     their position (``step_index``) in the flow. (The pipeline runs ``encode`` and words reasons only
     for the rows that need them; this is the same, readable, for small frames.)"""
@@ -151,8 +266,8 @@ def classify(events: pl.LazyFrame, flows: pl.LazyFrame, steps: pl.LazyFrame) -> 
     resolved = gs.replace_strict(list(range(len(codes.step_ids))), list(codes.step_ids), default=None)
     index = (gs.cast(pl.Int64) - codes.offset_of(pl.col("fl"))).alias("_ix")
     return (
-        encode(events, codes)
-        .with_columns(status().alias("status"), reason(codes).alias("reason"), index)
+        encode(events, codes, limits)
+        .with_columns(status().alias("status"), reason(codes, limits).alias("reason"), index)
         .with_columns(
             resolved.cast(pl.String).alias("step_id"),
             pl.coalesce(pl.col("step_index"), pl.col("_ix")).alias("step_index"),
@@ -165,7 +280,25 @@ def _hash(user: pl.Expr) -> pl.Expr:
     return user.hash()
 
 
-def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl.Expr] = _hash) -> pl.DataFrame:
+def whitespace_twins(users: pl.Series) -> int:
+    """How many distinct user ids differ from another only by leading or trailing whitespace (ids are
+    used as written: such ids are different users unless the mapping sets ``trim_user_ids``)."""
+    padded = users.filter(users.str.contains(r"^\s|\s$")).unique()
+    if padded.is_empty():
+        return 0
+    stripped = padded.str.strip_chars().unique()
+    near = pl.DataFrame({"user_id": users}).filter(pl.col("user_id").str.strip_chars().is_in(stripped.implode()))
+    groups = near.unique().group_by(pl.col("user_id").str.strip_chars().alias("core")).len()
+    return int(groups.filter(pl.col("len") > 1).get_column("len").sum())
+
+
+def order_log(
+    valid: pl.DataFrame,
+    flows: int,
+    user_hash: Callable[[pl.Expr], pl.Expr] = _hash,
+    *,
+    latest_row_only: bool = False,
+) -> pl.DataFrame:
     """Valid events sorted into the log every later stage reads, with ``uf`` (the user-flow's number:
     each user-flow is one contiguous run) and ``duplicate``. Needs user_id, fl, gs, act, ts, row_key
     and event_id; every other column is carried along. ``flows``: how many flow codes there are.
@@ -179,7 +312,11 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
     Duplicates: the same user and source ``event_id`` (ids are the source's own, so they identify an
     event across overlapping export files too; the same id on two users' events is two events, as
     when per-file counters restart), or where the source has none, the same (user, flow, step, action,
-    time). The first in order is kept. Either way a user's duplicates depend on that user's rows alone."""
+    time). The first in order is kept. Either way a user's duplicates depend on that user's rows alone.
+
+    ``latest_row_only`` (state exports, whose rows are each a user's whole state of a flow): the events
+    of every row but the user-flow's latest (by time, then export order) are duplicates too, superseded,
+    so that a state re-exported by overlapping windows ends in its latest copy."""
     user, h = pl.col("user_id"), pl.col("_h")
     bits = max(1, flows.bit_length())
     low = (1 << bits) - 1
@@ -198,13 +335,21 @@ def order_log(valid: pl.DataFrame, flows: int, user_hash: Callable[[pl.Expr], pl
     same = (pl.col("uf") == pl.col("uf").shift()) & (pl.col("ts") == pl.col("ts").shift())
     tied = log.select((same | same.shift(-1)).fill_null(False).arg_true()).to_series()
     duplicate = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("duplicate")
+    current = pl.lit(True)
+    if latest_row_only and n:
+        # the log is sorted by (user-flow, time, row): a run's last event belongs to its latest row;
+        # the other rows' events are superseded, and no longer compete in the checks below
+        current = pl.col("row_key") == pl.col("row_key").last().over("uf")
+        superseded = log.select(~current).to_series()
+        duplicate = superseded.alias("duplicate")
+        tied = tied.filter(tied.is_in(superseded.not_().arg_true().implode()))
     if tied.len():
         sub = log[tied].select(pl.col("event_id").is_null() & ~pl.struct("uf", "ts", "gs", "act").is_first_distinct())
         repeats = tied.filter(sub.to_series())
         if repeats.len():
             duplicate = duplicate.scatter(repeats, True)
     if log.get_column("event_id").null_count() < n:
-        with_id = log.select(pl.col("event_id").is_not_null().arg_true()).to_series()
+        with_id = log.select((pl.col("event_id").is_not_null() & current).arg_true()).to_series()
         first = log[with_id].select(pl.struct("user_id", "event_id").is_first_distinct()).to_series()
         repeats = with_id.filter(~first)
         if repeats.len():

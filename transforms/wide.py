@@ -102,9 +102,13 @@ def _time_of(
 
 
 def _list_items(expr: pl.Expr, dtype: pl.DataType, separator: str) -> pl.Expr:
+    """The elements of a list column, or of list text: ``["a","b"]``, ``{a,b}``, ``a,b`` and, with the
+    default separator, ``a;b`` too."""
     if isinstance(dtype, pl.List | pl.Array):
         return expr.cast(pl.List(pl.String))
     cleaned = expr.cast(pl.String).str.strip_chars().str.strip_chars("[]{}()").str.replace_all(r"[\"']", "")
+    if separator == ",":
+        cleaned = cleaned.str.replace_all(";", ",", literal=True)
     return cleaned.str.split(separator)
 
 

@@ -250,6 +250,38 @@ def test_invalid_request_by_the_rules_is_rejected_without_sending() -> None:
     assert (summary.sent, summary.rejected, summary.held) == (2, 1, 1)
 
 
+def test_an_unsendable_request_is_that_users_outcome_not_the_runs() -> None:
+    """Second line of defence (issue 12): data nested past what the encoder takes, or data that is not
+    an object at all, rejects that request as unsendable, holds its flow, and the push goes on."""
+    fake = FakeFrigade(FLOWS)
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    deep_user = user_work("deep", [("onboarding", Action.STARTED_FLOW, None), ("tour", Action.STARTED_FLOW, None)])
+    first = deep_user.requests[0]
+    reqs = (PlannedRequest(**{**{f: getattr(first, f) for f in first.__dataclass_fields__}, "data": deep}),)
+    deep_user = UserWork("deep", reqs + deep_user.requests[1:], deep_user.start)
+    text_user = user_work(
+        "text", [("onboarding", Action.STARTED_FLOW, None), ("onboarding", Action.COMPLETED_FLOW, None)]
+    )
+    t0 = text_user.requests[0]
+    bad = PlannedRequest(**{**{f: getattr(t0, f) for f in t0.__dataclass_fields__}, "data": "not an object"})
+    text_user = UserWork("text", (bad, *text_user.requests[1:]), text_user.start)
+    recorder = Recorder()
+    summary = run_virtual(run_push(fake, [deep_user, text_user, backfill("fine")], recorder))
+    assert [k for _, k in recorder.of("deep")] == ["rejected", "sent"]
+    assert [k for _, k in recorder.of("text")] == ["rejected", "held"]
+    unsendable = [o for o in recorder.outcomes if o.error_class == "unsendable"]
+    assert [o.user_id for o in unsendable] == ["deep", "text"]
+    assert all(o.attempts == 0 and o.status is None for o in unsendable)
+    assert all(k == "sent" for _, k in recorder.of("fine"))
+    assert summary.rejected == 2
+    assert summary.users_done == 3
+    assert {w.user_id for w in fake.writes()} == {"deep", "fine"}
+
+
 def test_failed_request_holds_the_flow() -> None:
     fake = FakeFrigade(FLOWS)
     fake.user_faults["carol"].extend(Fault(exc=httpx.ConnectError("refused")) for _ in range(3))

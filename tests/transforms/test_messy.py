@@ -285,8 +285,12 @@ def test_mixpanel_device_ids_and_empty_ids_are_not_users(tmp_path: Path) -> None
 
     path = jsonl(tmp_path, "m.jsonl", [ev("$device:18c"), ev("  "), ev("$device:19d", **{"$user_id": "u5"})])
     out = run(path, "mixpanel").sort("source_row")
-    assert out.get_column("user_id").to_list() == [None, None, "u5"]
-    assert out.get_column("reason").to_list() == ["missing user id", "missing user id", None]
+    # an anonymous id is quarantined under its own reason, and shown as it was (issue 12)
+    assert out.get_column("user_id").to_list() == ["$device:18c", None, "u5"]
+    assert out.get_column("status").to_list() == ["quarantined", "quarantined", "valid"]
+    reasons = out.get_column("reason").to_list()
+    assert reasons[0].startswith("anonymous user id (reject_users")
+    assert reasons[1:] == ["missing user id", None]
 
 
 # ---------------------------------------------------------------- 7. content that no longer exists
