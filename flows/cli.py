@@ -1,5 +1,6 @@
 """The ``frigade-migrate`` command. Exit codes: 0 success; 1 failures past --max-failures or
-reconciliation mismatches; 2 bad input or usage (nothing sent); 3 stopped by the API (bad key, MAU cap)."""
+reconciliation mismatches; 2 bad input or usage (nothing sent); 3 stopped by the API (bad key, MAU cap)
+or the API unreachable past --outage-window; 130 interrupted (Ctrl-C, SIGTERM). 3 and 130 are resumable."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transforms.schema import InputError
@@ -69,6 +71,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="this run's folder (default runs/<run-id>); an existing one is resumed")
     p.add_argument("--max-failures", help="fail (exit 1) above this many rejected users, N or P%% (default 0)")
     p.add_argument("--no-created-at", action="store_true", help="do not send the source event's time as createdAt")
+    p.add_argument(
+        "--outage-window",
+        type=float,
+        metavar="SECONDS",
+        help="ride out an unreachable API for this long, every sender paused, before stopping with exit 3 "
+        "(default 300)",
+    )
     p.add_argument("--config", help="settings file (default ./frigade-migrate.yaml when present)")
     p.add_argument("--timezone", help="zone of naive times in the export, e.g. UTC or Europe/Paris")
     p.add_argument("--time-format", help="iso, epoch_s, epoch_ms, epoch_us or a strftime pattern")
@@ -86,13 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--state-dir",
         default="state",
-        help="where the state this run leaves is remembered, so later syncs start from it (default state/; "
-        "not used on the embedded emulator)",
+        help="where the state this run leaves is remembered, so later syncs start from it (default state/, "
+        "one sub-folder per API; not used by a backfill on the embedded emulator)",
     )
     sync = sub.add_parser("sync", help="like backfill, but sends only what changed since the last finished sync")
     _run_options(sync)
     sync.add_argument(
-        "--state-dir", default="state", help="where the last finished sync's state is kept (default state/)"
+        "--state-dir",
+        default="state",
+        help="where the last finished sync's state is kept (default state/, one sub-folder per API)",
     )
     sync.add_argument("--full", action="store_true", help="ignore the remembered state: plan every user as a backfill")
     sync.add_argument(
@@ -129,6 +140,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "mapping": args.mapping,
         "max_failures": args.max_failures,
         "send_created_at": False if args.no_created_at else None,
+        "outage_window_s": args.outage_window,
     }
     return resolve(flags, config=load_config_file(args.config))
 
@@ -234,22 +246,26 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
     else:
         common |= {"mode": settings.mode}
     flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
-    result = asyncio.run(
-        flow_fn(
-            **common,
-            exports=args.exports,
-            run_dir=args.run_dir,
-            preset=settings.preset,
-            mapping=settings.mapping,
-            catalog=settings.catalog,
-            api_url=settings.api_url,
-            rate=settings.rate,
-            concurrency=settings.concurrency,
-            max_failures=settings.max_failures,
-            send_created_at=settings.send_created_at,
-            mapping_overrides=_overrides(args),
+    from flows.interrupts import handle_signals
+
+    with handle_signals(sys.argv[1:]):
+        result = asyncio.run(
+            flow_fn(
+                **common,
+                exports=args.exports,
+                run_dir=args.run_dir,
+                preset=settings.preset,
+                mapping=settings.mapping,
+                catalog=settings.catalog,
+                api_url=settings.api_url,
+                rate=settings.rate,
+                concurrency=settings.concurrency,
+                max_failures=settings.max_failures,
+                send_created_at=settings.send_created_at,
+                mapping_overrides=_overrides(args),
+                outage_window_s=settings.outage_window_s,
+            )
         )
-    )
     return _print_result(result)
 
 
@@ -263,9 +279,12 @@ def _print_result(result: dict[str, Any]) -> int:
     out.print(summary)
     out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if run.get("state_dir"):
+        out.print(f"remembered state for {run.get('state_target') or 'this API'}: {run['state_dir']}")
     out.print(reconciliation_line(run))
     if run.get("stop_message"):
-        err.print(f"[bold red]stopped:[/] {run['stop_message']}")
+        # soft_wrap: the resume command it ends with must stay one line, to be copied as it is
+        err.print(f"[bold red]stopped:[/] {escape(run['stop_message'])}", soft_wrap=True)
     elif run.get("status") == "failed":
         err.print(
             f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
@@ -312,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         err.print(f"[red]error:[/] {exc}")
         return EXIT_INPUT
+    except KeyboardInterrupt:
+        # before a run had anything to keep (a run's own Ctrl-C ends it cleanly, see flows.interrupts)
+        err.print("[red]interrupted[/]")
+        return 130
     return EXIT_INPUT
 
 
