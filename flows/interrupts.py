@@ -125,7 +125,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
             callback(name)
         return
     resume = resume_command(_state.run_dir) if _state.run_dir is not None else None
-    _say(f"\n{name} again: exiting at once." + (f" Resume with:\n  {resume}\n" if resume else "\n"))
+    _say(f"\n{name} again: exiting at once." + (f" Resume with: {resume}\n" if resume else "\n"))
     os._exit(EXIT_INTERRUPTED)
 
 
