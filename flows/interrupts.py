@@ -57,7 +57,7 @@ def handle_signals(argv: Sequence[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        _state.armed = False
+        _state.armed, _state.argv = False, []
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
