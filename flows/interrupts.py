@@ -8,6 +8,11 @@ The command arms this module for the whole run (``handle_signals``); the run reg
 the first signal (``watch``). Prefect's flow engine takes SIGTERM over while a flow runs, so ``watch``,
 called inside the flow, takes it back. Unarmed (a Prefect deployment) nothing is changed: there the
 worker's own cancellation applies.
+
+A Ctrl-C at a terminal goes to the whole process group. Prefect's temporary API server (started when
+no ``PREFECT_API_URL`` is set) is a child in that group, and would die of it, leaving the run unable to
+record its end: Prefect then retries for minutes, printing event dumps. So, armed, that server is
+started in a session of its own (and stopped by Prefect at exit, or by a second signal, by its pid).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import threading
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +46,8 @@ class _State:
     first: str | None = None
     callbacks: list[Callable[[str], None]] = field(default_factory=list)
     run_dir: Path | None = None
+    #: children started in a session of their own, which a second signal must stop itself
+    detached: list[subprocess.Popen[Any]] = field(default_factory=list)
 
 
 _state = _State()
@@ -52,6 +61,7 @@ def handle_signals(argv: Sequence[str]) -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
+    _detach_prefect_server()
     _state.armed, _state.argv = True, list(argv)
     _state.signals, _state.first, _state.run_dir = 0, None, None
     try:
@@ -126,7 +136,31 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         return
     resume = resume_command(_state.run_dir) if _state.run_dir is not None else None
     _say(f"\n{name} again: exiting at once." + (f" Resume with: {resume}\n" if resume else "\n"))
+    for child in _state.detached:
+        with contextlib.suppress(OSError):
+            child.terminate()
     os._exit(EXIT_INTERRUPTED)
+
+
+class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)
+        _state.detached.append(self)
+
+
+def _detach_prefect_server() -> None:
+    """Prefect's temporary server module starts its child with ``subprocess.Popen``: give that module
+    (and only it) a Popen that starts the child in a session of its own."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return  # a Prefect server of the user's own: no temporary one is started
+    from prefect.server.api import server
+
+    if getattr(server, "subprocess", None) is subprocess:
+        detached = types.SimpleNamespace(**{**vars(subprocess), "Popen": _DetachedPopen})
+        setattr(server, "subprocess", detached)  # noqa: B010 - typed as the module, deliberately not
 
 
 def _say(text: str) -> None:
