@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -446,7 +447,7 @@ class FrigadeClient:
                 self._gate.answered()
                 return response
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise ConnectFailedError(self._scrub(f"{type(exc).__name__}: {exc}"), no_connection=True) from exc
+                raise ConnectFailedError(self._scrub(_connect_reason(exc)), no_connection=True) from exc
             except httpx.PoolTimeout as exc:
                 raise ConnectFailedError(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError) as exc:
@@ -618,6 +619,21 @@ class _Gate:
                 pass  # connected, then failed: reachable all the same
             self._open()
             return
+
+
+def _connect_reason(exc: Exception) -> str:
+    """httpx's message, and the operating system's reason when httpx hides it (e.g. "All connection
+    attempts failed" for a refused connection)."""
+    text = f"{type(exc).__name__}: {exc}"
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            why = os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 else cause.strerror
+            return text if not why or why in text else f"{text} ({why})"
+        cause = cause.__cause__ or cause.__context__
+    return text
 
 
 def _duration(seconds: float) -> str:

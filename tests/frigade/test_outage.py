@@ -11,6 +11,7 @@ import pytest
 from frigade.client import FrigadeClient, WriteResult
 from frigade.errors import ConnectFailedError, InterruptedRunError, UnreachableError
 from frigade.rules import Action, initial_state
+from frigade.secret import ApiKey
 from tests.frigade.fake_api import BASE_URL, KEY, FakeFrigade
 from tests.frigade.test_client import FLOWS, make_client, write_of
 from tests.frigade.vtime import now, run_virtual
@@ -194,3 +195,19 @@ def test_interrupt_during_an_outage_stops_the_wait() -> None:
 def test_a_negative_outage_window_is_refused() -> None:
     with pytest.raises(ValueError, match="outage_window_s"):
         FrigadeClient(BASE_URL, None, rate=1.0, outage_window_s=-1.0)
+
+
+def test_a_real_refused_connection_is_named_with_its_reason_past_a_short_window() -> None:
+    async def main() -> str:
+        # port 9 (discard) is closed on a test machine: every connection is refused at once
+        async with FrigadeClient(
+            "http://127.0.0.1:9", ApiKey(KEY), rate=100.0, outage_window_s=0.5, probe_every_s=(0.05, 0.1)
+        ) as client:
+            with pytest.raises(UnreachableError) as info:
+                await client.read_state("u1")
+            return str(info.value)
+
+    message = asyncio.run(main())
+    assert message.startswith("cannot reach http://127.0.0.1:9: ConnectError: ")
+    assert "Connection refused" in message
+    assert KEY not in message
