@@ -128,7 +128,9 @@ async def run_job(job: J.Job) -> J.RunResult | None:
         stack.enter_context(interrupts.watch(on_signal, job.folder.root))
         try:
             catalog = await J.load_catalog(catalog_source or "api", client)
+            _raise_if_stopped(client)  # e.g. a Ctrl-C while Prefect started: analyse nothing
             analysis = analyze_task(job, catalog)
+            _raise_if_stopped(client)
             if analysis is not None:
                 baseline = await read_current_task(job, analysis, client) if job.from_current else J.baseline_for(job)
                 plan_task(job, analysis, catalog, baseline)
@@ -147,6 +149,11 @@ async def run_job(job: J.Job) -> J.RunResult | None:
         except* StopRunError as group:
             J.record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
         return finish_task(job, attempt, J.now() - started)
+
+
+def _raise_if_stopped(client: FrigadeClient) -> None:
+    if client.stopped is not None:
+        raise type(client.stopped)(*client.stopped.args)
 
 
 async def push_batches(
