@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.interrupts import run_interruptible
 from transforms.schema import InputError
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -246,26 +247,23 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
     else:
         common |= {"mode": settings.mode}
     flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
-    from flows.interrupts import handle_signals
-
-    with handle_signals(sys.argv[1:]):
-        result = asyncio.run(
-            flow_fn(
-                **common,
-                exports=args.exports,
-                run_dir=args.run_dir,
-                preset=settings.preset,
-                mapping=settings.mapping,
-                catalog=settings.catalog,
-                api_url=settings.api_url,
-                rate=settings.rate,
-                concurrency=settings.concurrency,
-                max_failures=settings.max_failures,
-                send_created_at=settings.send_created_at,
-                mapping_overrides=_overrides(args),
-                outage_window_s=settings.outage_window_s,
-            )
+    result = run_interruptible(
+        flow_fn(
+            **common,
+            exports=args.exports,
+            run_dir=args.run_dir,
+            preset=settings.preset,
+            mapping=settings.mapping,
+            catalog=settings.catalog,
+            api_url=settings.api_url,
+            rate=settings.rate,
+            concurrency=settings.concurrency,
+            max_failures=settings.max_failures,
+            send_created_at=settings.send_created_at,
+            mapping_overrides=_overrides(args),
+            outage_window_s=settings.outage_window_s,
         )
+    )
     return _print_result(result)
 
 

@@ -17,20 +17,24 @@ started in a session of its own (and stopped by Prefect at exit, or by a second 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["EXIT_INTERRUPTED", "handle_signals", "requested", "resume_command", "watch"]
+T = TypeVar("T")
+
+__all__ = ["EXIT_INTERRUPTED", "handle_signals", "requested", "resume_command", "run_interruptible", "watch"]
 
 EXIT_INTERRUPTED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -51,6 +55,13 @@ class _State:
 
 
 _state = _State()
+
+
+def run_interruptible(main: Coroutine[Any, Any, T], argv: Sequence[str] | None = None) -> T:
+    """``asyncio.run(main)`` for a console command, its signals handled here (``argv``: the
+    command's words for the resume command, by default this process's own)."""
+    with handle_signals(sys.argv[1:] if argv is None else argv):
+        return asyncio.run(main)
 
 
 @contextlib.contextmanager
