@@ -60,6 +60,7 @@ _state = _State()
 def run_interruptible(main: Coroutine[Any, Any, T], argv: Sequence[str] | None = None) -> T:
     """``asyncio.run(main)`` for a console command, its signals handled here (``argv``: the
     command's words for the resume command, by default this process's own)."""
+    _detach_prefect_server()
     with handle_signals(sys.argv[1:] if argv is None else argv):
         return asyncio.run(main)
 
@@ -72,7 +73,6 @@ def handle_signals(argv: Sequence[str]) -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
-    _detach_prefect_server()
     _state.armed, _state.argv = True, list(argv)
     _state.signals, _state.first, _state.run_dir = 0, None, None
     try:
