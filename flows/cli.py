@@ -77,7 +77,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECONDS",
         help="ride out an unreachable API for this long, every sender paused, before stopping with exit 3 "
-        "(default 300)",
+        "(default 300; 0: a refused connection is a failed attempt of that user)",
     )
     p.add_argument("--config", help="settings file (default ./frigade-migrate.yaml when present)")
     p.add_argument("--timezone", help="zone of naive times in the export, e.g. UTC or Europe/Paris")

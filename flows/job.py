@@ -332,6 +332,8 @@ def stop_message(job: Job, error: FrigadeError) -> str:
     root = job.folder.root
     resume = interrupts.resume_command(root)
     how = f"resume with: {resume}" if resume else f"run the same command with --run-dir {root} to resume"
+    if resume and '"$FRIGADE_API_KEY"' in resume:
+        how = f"with FRIGADE_API_KEY set to the key, {how}"
     if isinstance(error, InterruptedRunError):
         return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; {how}"
     return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; fix the cause and {how}"
