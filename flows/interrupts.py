@@ -102,6 +102,7 @@ def watch(on_first: Callable[[str], None], run_dir: Path | None = None) -> Itera
         yield
     finally:
         _state.callbacks.remove(on_first)
+        _state.run_dir = None
         for sig, handler in taken.items():
             signal.signal(sig, handler)
 
