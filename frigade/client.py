@@ -201,9 +201,7 @@ class FrigadeClient:
 
     def halt(self, error: StopRunError, *, grace_s: float = 2.0) -> None:
         """Stop every request with ``error``: waits end now, answers in flight get ``grace_s``."""
-        error = self._stop(error)
-        self._gate.abort(error)
-        self._cancel(self._waiting)
+        self._stop(error)
         if self._sending:
             asyncio.get_running_loop().call_later(grace_s, self._cancel, self._sending)
 
@@ -470,8 +468,12 @@ class FrigadeClient:
         await self._exchange("GET", _FLOWS, gated=False)
 
     def _stop(self, error: StopRunError) -> StopRunError:
+        """The first stop stops everything: the gate refuses, and every other waiting request (for
+        the limiter, a back-off, the gate) ends now with the stop instead of when its wait is over."""
         if self._stopped is None:
             self._stopped = error
+            self._gate.abort(error)
+            self._cancel(self._waiting - {asyncio.current_task()})
         return error
 
     @property

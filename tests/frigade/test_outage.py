@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from frigade.client import FrigadeClient, WriteResult
-from frigade.errors import ConnectFailedError, InterruptedRunError, UnreachableError
+from frigade.errors import ConnectFailedError, InterruptedRunError, MauCapError, UnreachableError
 from frigade.rules import Action, initial_state
 from frigade.secret import ApiKey
-from tests.frigade.fake_api import BASE_URL, KEY, FakeFrigade
+from tests.frigade.fake_api import BASE_URL, KEY, FakeFrigade, mau_response
 from tests.frigade.test_client import FLOWS, make_client, write_of
 from tests.frigade.vtime import now, run_virtual
 
@@ -211,3 +211,29 @@ def test_a_real_refused_connection_is_named_with_its_reason_past_a_short_window(
     assert message.startswith("cannot reach http://127.0.0.1:9: ConnectError: ")
     assert "Connection refused" in message
     assert KEY not in message
+
+
+def test_a_stop_ends_the_other_senders_back_off_at_once() -> None:
+    """The MAU cap (or a bad key, or an outage past its window) stops every sender now, not when
+    its back-off ends."""
+    fake = FakeFrigade(FLOWS)
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if b'"u1"' in request.content:
+            if now() < 1:
+                raise httpx.ConnectError("refused")  # u1 backs off for minutes (the gate is off here)
+            return fake.handle(request)
+        await asyncio.sleep(1.0)
+        return mau_response()
+
+    async def main() -> tuple[list[Any], float]:
+        async with make_client(handle, backoff_base=300.0, backoff_cap=600.0) as client:
+            before = initial_state(FLOWS["onboarding"])
+            u1 = client.write(write_of(Action.STARTED_FLOW, user="u1"), before=before, after=None)
+            u2 = client.write(write_of(Action.STARTED_FLOW, user="u2"), before=before, after=None)
+            results = await asyncio.gather(u1, u2, return_exceptions=True)
+            return list(results), now()
+
+    results, at = run_virtual(main())
+    assert all(isinstance(r, MauCapError) for r in results), results
+    assert at < 1.1
