@@ -112,7 +112,7 @@ class FrigadeClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: random.Random | None = None,
         outage_window_s: float = 0.0,
-        probe_every_s: tuple[float, float] = (0.25, 5.0),
+        probe_every_s: tuple[float, float] = (0.25, 2.0),
         notice: Callable[[str], None] | None = None,
     ) -> None:
         if concurrency < 1:
