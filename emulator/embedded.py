@@ -190,6 +190,9 @@ class EmbeddedEmulator:
                     env=env,
                     pass_fds=(sock.fileno(),),
                     cwd=self._workdir,
+                    # a Ctrl-C at the terminal goes to the job, which stops cleanly: the emulator
+                    # must go on answering meanwhile (it exits with its parent, --exit-with-parent)
+                    start_new_session=True,
                 )
         finally:
             sock.close()  # the child holds its own copy

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import polars as pl
@@ -16,13 +17,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows import interrupts
 from flows import job as J
 from flows.execute import Work
 from flows.pipeline import Analysis
 from flows.progress import PushProgress
 from flows.report import summary_rows
 from flows.runfolder import DispatchJournal
-from flows.settings import Settings, load_config_file, resolve
+from flows.settings import DEFAULT_API_URL, Settings, load_config_file, resolve
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
@@ -66,8 +68,13 @@ async def push_batch_task(
     client: FrigadeClient,
     journal: DispatchJournal,
     progress: PushProgress,
-) -> PushSummary:
-    return await J.push_batch(job, work, batch, client, journal, on_outcome=progress.advance)
+) -> PushSummary | StopRunError:
+    """The batch's summary, or the stop that ended it: a stop (the MAU cap, a bad key, an outage past
+    its window, Ctrl-C) is how a run is meant to end early, not a failure of this task."""
+    try:
+        return await J.push_batch(job, work, batch, client, journal, on_outcome=progress.advance)
+    except StopRunError as stop:
+        return stop
 
 
 @task(name="snapshot-reconcile-report", cache_policy=NO_CACHE)
@@ -76,18 +83,22 @@ def finish_task(job: J.Job, attempt: dict[str, Any], elapsed_s: float) -> J.RunR
 
 
 @contextlib.asynccontextmanager
-async def api_endpoint(settings: Settings, catalog_file: str | None) -> AsyncIterator[tuple[str, ApiKey | None]]:
-    """The configured API, or an embedded emulator when neither a URL nor a key is configured."""
+async def api_endpoint(
+    settings: Settings, catalog_file: str | None, db_path: Path | None = None
+) -> AsyncIterator[tuple[str, ApiKey | None]]:
+    """The configured API, or an embedded emulator when neither a URL nor a key is configured. The
+    emulator's database is kept at ``db_path`` (a temporary one without), so it can be resumed."""
     if not settings.embedded:
-        yield settings.api_url or "https://api.frigade.com", settings.api_key
+        yield settings.api_url or DEFAULT_API_URL, settings.api_key
         return
     from emulator.embedded import EmbeddedEmulator
 
-    with EmbeddedEmulator(catalog=catalog_file) as emu:
+    with EmbeddedEmulator(catalog=catalog_file, db_path=db_path) as emu:
         get_run_logger().info(
             "No FRIGADE_API_KEY or FRIGADE_API_URL configured: running against the embedded Frigade "
-            "emulator at %s (nothing leaves this machine).",
+            "emulator at %s (nothing leaves this machine; its database: %s).",
             emu.url,
+            emu.db_path,
         )
         yield emu.url, ApiKey(emu.public_key)
 
@@ -100,7 +111,8 @@ async def run_job(job: J.Job) -> J.RunResult | None:
         s = job.settings
         catalog_source = s.catalog or ("api" if not s.embedded else None)
         emulator_catalog = catalog_source if catalog_source not in (None, "api") else None
-        url, key = await stack.enter_async_context(api_endpoint(s, emulator_catalog))
+        url, key = await stack.enter_async_context(api_endpoint(s, emulator_catalog, job.emulator_db))
+        logger = get_run_logger()
         client = await stack.enter_async_context(
             FrigadeClient(
                 url,
@@ -110,11 +122,22 @@ async def run_job(job: J.Job) -> J.RunResult | None:
                 timeout=s.timeout,
                 max_attempts=s.max_attempts,
                 send_created_at=s.send_created_at,
+                outage_window_s=s.outage_window_s,
+                notice=logger.warning,
             )
         )
+        # Ctrl-C / SIGTERM: the client stops sending, and the run ends as a stop does (resumable)
+        loop = asyncio.get_running_loop()
+
+        def on_signal(why: str) -> None:
+            loop.call_soon_threadsafe(client.interrupt, f"interrupted by {why}")
+
+        stack.enter_context(interrupts.watch(on_signal, job.folder.root))
         try:
             catalog = await J.load_catalog(catalog_source or "api", client)
+            _raise_if_stopped(client)  # e.g. a Ctrl-C while Prefect started: analyse nothing
             analysis = analyze_task(job, catalog)
+            _raise_if_stopped(client)
             if analysis is not None:
                 if job.replan:
                     baseline: tuple[pl.DataFrame, pl.DataFrame] | None = await replan_baseline_task(
@@ -127,6 +150,7 @@ async def run_job(job: J.Job) -> J.RunResult | None:
                 plan_task(job, analysis, catalog, baseline)
         except StopRunError as exc:
             job.run["stop_message"] = str(exc)
+            job.run["stop_exit_code"] = J.exit_code_of_stop(exc)
             return None
         work = J.work_for(job)
         attempt = J.begin_attempt(job)
@@ -142,20 +166,33 @@ async def run_job(job: J.Job) -> J.RunResult | None:
         return finish_task(job, attempt, J.now() - started)
 
 
+def _raise_if_stopped(client: FrigadeClient) -> None:
+    if client.stopped is not None:
+        raise type(client.stopped)(*client.stopped.args)
+
+
 async def push_batches(
     job: J.Job, work: Work, client: FrigadeClient, journal: DispatchJournal, progress: PushProgress
 ) -> None:
-    """At most PARALLEL_BATCHES push tasks at a time, a new one starting as soon as one ends. On a stop
-    the task group cancels and awaits the others, so every outcome is flushed before the report."""
+    """At most PARALLEL_BATCHES push tasks at a time, a new one starting as soon as one ends. After a
+    stop no batch starts and the running ones end at once (the client refuses to send); every outcome
+    is flushed before the stop is raised, so the report sees them all."""
     slots = asyncio.Semaphore(PARALLEL_BATCHES)
+    stops: list[StopRunError] = []
 
     async def one(batch: pl.DataFrame) -> None:
         async with slots:
-            await push_batch_task(job, work, batch, client, journal, progress)
+            if client.stopped is not None:
+                return
+            result = await push_batch_task(job, work, batch, client, journal, progress)
+            if isinstance(result, StopRunError):
+                stops.append(result)
 
     async with asyncio.TaskGroup() as group:
         for batch in J.batches(work, job.settings.batch_requests):
             group.create_task(one(batch))
+    if stops:
+        raise stops[0]
 
 
 async def _publish(result: J.RunResult) -> None:
@@ -186,6 +223,7 @@ async def backfill_flow(
     config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
     rules: str | None = None,
+    outage_window_s: float | None = None,
 ) -> dict[str, Any]:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
     named by ``api_key_block``: never from a parameter, which Prefect would store. With ``state_dir``
@@ -208,6 +246,7 @@ async def backfill_flow(
         max_failures=max_failures,
         send_created_at=send_created_at,
         rules=rules,
+        outage_window_s=outage_window_s,
     )
 
 
@@ -230,6 +269,7 @@ async def sync_flow(
     config_file: str | None = None,
     mapping_overrides: dict[str, Any] | None = None,
     rules: str | None = None,
+    outage_window_s: float | None = None,
 ) -> dict[str, Any]:
     """Send only what changed since the last finished run remembered in ``state_dir``."""
     return await _run(
@@ -252,6 +292,7 @@ async def sync_flow(
         max_failures=max_failures,
         send_created_at=send_created_at,
         rules=rules,
+        outage_window_s=outage_window_s,
     )
 
 
@@ -272,7 +313,8 @@ async def _run(
     result = await run_job(job)
     if result is None:
         message = job.run.get("stop_message", "stopped by the API")
-        return {"exit_code": J.EXIT_STOPPED, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
+        code = job.run.get("stop_exit_code", J.EXIT_STOPPED)
+        return {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
     await _publish(result)
     return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
 

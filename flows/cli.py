@@ -1,5 +1,6 @@
 """The ``frigade-migrate`` command. Exit codes: 0 success; 1 failures past --max-failures or
-reconciliation mismatches; 2 bad input or usage (nothing sent); 3 stopped by the API (bad key, MAU cap)."""
+reconciliation mismatches; 2 bad input or usage (nothing sent); 3 stopped by the API (bad key, MAU cap)
+or the API unreachable past --outage-window; 130 interrupted (Ctrl-C, SIGTERM). 3 and 130 are resumable."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from flows.interrupts import run_interruptible
 from flows.report import reconciliation_line
+from frigade.errors import StopRunError, TransientError
 from transforms.schema import InputError
 
-EXIT_OK, EXIT_INPUT = 0, 2
+EXIT_OK, EXIT_INPUT, EXIT_STOPPED = 0, 2, 3
 #: set to 1 to show the traceback of expected errors, like --debug
 DEBUG_ENV = "FRIGADE_MIGRATE_DEBUG"
 # soft wrap: a message stays one line however narrow the terminal, so it can be grepped and pasted
@@ -82,6 +86,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="this run's folder (default runs/<run-id>); an existing one is resumed")
     p.add_argument("--max-failures", help="fail (exit 1) above this many rejected users, N or P%% (default 0)")
     p.add_argument("--no-created-at", action="store_true", help="do not send the source event's time as createdAt")
+    p.add_argument(
+        "--outage-window",
+        type=float,
+        metavar="SECONDS",
+        help="ride out an unreachable API for this long, every sender paused, before stopping with exit 3 "
+        "(default 300; 0: a refused connection is a failed attempt of that user)",
+    )
     p.add_argument("--config", help="settings file (default ./frigade-migrate.yaml when present)")
     p.add_argument(
         "--rules",
@@ -118,13 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--state-dir",
         default="state",
-        help="where the state this run leaves is remembered, so later syncs start from it (default state/; "
-        "not used on the embedded emulator)",
+        help="where the state this run leaves is remembered, so later syncs start from it (default state/, "
+        "one sub-folder per API; not used by a backfill on the embedded emulator)",
     )
     sync = add("sync", "like backfill, but sends only what changed since the last finished sync")
     _run_options(sync)
     sync.add_argument(
-        "--state-dir", default="state", help="where the last finished sync's state is kept (default state/)"
+        "--state-dir",
+        default="state",
+        help="where the last finished sync's state is kept (default state/, one sub-folder per API)",
     )
     sync.add_argument("--full", action="store_true", help="ignore the remembered state: plan every user as a backfill")
     sync.add_argument(
@@ -165,6 +178,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "max_failures": args.max_failures,
         "send_created_at": False if args.no_created_at else None,
         "rules": args.rules,
+        "outage_window_s": args.outage_window,
     }
     return resolve(flags, config=load_config_file(args.config))
 
@@ -280,7 +294,7 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
     else:
         common |= {"mode": settings.mode}
     flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
-    result = asyncio.run(
+    result = run_interruptible(
         flow_fn(
             **common,
             exports=args.exports,
@@ -295,6 +309,7 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
             send_created_at=settings.send_created_at,
             mapping_overrides=_overrides(args),
             rules=settings.rules,
+            outage_window_s=settings.outage_window_s,
         )
     )
     return _print_result(result)
@@ -312,9 +327,12 @@ def _print_result(result: dict[str, Any]) -> int:
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     for hint in run.get("catalog_hints", []):
         err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    if run.get("state_dir"):
+        out.print(f"remembered state for {run.get('state_target') or 'this API'}: {run['state_dir']}")
     out.print(reconciliation_line(run))
     if run.get("stop_message"):
-        err.print(f"[bold red]stopped:[/] {run['stop_message']}")
+        # soft_wrap: the resume command it ends with must stay one line, to be copied as it is
+        err.print(f"[bold red]stopped:[/] {escape(run['stop_message'])}", soft_wrap=True)
     elif run.get("status") == "failed":
         err.print(
             f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
@@ -359,6 +377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print_exception()
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_INPUT
+    except (StopRunError, TransientError) as exc:
+        # the API refused or could not be reached before a run began (plan's or probe's catalog
+        # read): nothing was sent, and the message says why
+        if _debug(args):
+            err.print_exception()
+        err.print(f"[bold red]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return EXIT_STOPPED
+    except KeyboardInterrupt:
+        # before a run had anything to keep (a run's own Ctrl-C ends it cleanly, see flows.interrupts)
+        err.print("[red]interrupted[/]")
+        return 130
     return EXIT_INPUT
 
 

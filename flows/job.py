@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from flows import interrupts
 from flows.execute import (
     SNAPSHOT_SCHEMA,
     SnapshotLog,
@@ -37,7 +38,7 @@ from flows.settings import Settings, failure_limit
 from flows.statedir import KNOWN_SNAPSHOT, StateDir
 from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog, yaml_problem
 from frigade.client import FrigadeClient
-from frigade.errors import CatalogError, FrigadeError
+from frigade.errors import CatalogError, FrigadeError, InterruptedRunError, StopRunError
 from frigade.push import Outcome, PushSummary
 from frigade.rules import FlowState, Rules
 from transforms.cost import webhook_deliveries
@@ -49,6 +50,9 @@ from transforms.schema import InputError
 from transforms.sync import clean_prints, from_snapshot
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
+#: run.json statuses of a run that stopped before its end (resumable)
+STOPPED_STATUSES = ("stopped", "interrupted")
 
 
 @dataclass
@@ -87,16 +91,23 @@ class Job:
     ) -> Job:
         folder = RunFolder(Path(run_dir) if run_dir else Path("runs") / new_run_id())
         job = cls([Path(p) for p in exports], settings, folder, kind, dict(mapping_overrides or {}))
-        # The embedded emulator is forgotten when the run ends: remembering its state would mislead a
-        # later sync against a real account.
-        if (kind == "sync" or state_dir) and not settings.embedded:
-            job.state_dir = StateDir(Path(state_dir or "state"))
+        # Remembered state is kept per target API. A backfill on the embedded emulator remembers none
+        # (its database stays in the run folder, for a resume); a sync there keeps the emulator's
+        # database in its state folder, so the next sync finds the state it remembers.
+        if (kind == "sync" or state_dir) and (kind == "sync" or not settings.embedded):
+            job.state_dir = StateDir.for_target(state_dir, settings.target)
         job.full, job.from_current = full, from_current
         if not job.exports:
             raise InputError("no export files given")
         job.run = folder.read_json()
         job.attempt = len(job.run.get("attempts", [])) + 1
         return job
+
+    @property
+    def emulator_db(self) -> Path:
+        """Where the embedded emulator keeps its database: with the remembered state, else in the run
+        folder, so that a resume (and the next sync) finds what the emulator was sent."""
+        return (self.state_dir.root if self.state_dir is not None else self.folder.root) / "emulator.db"
 
     @property
     def resuming(self) -> bool:
@@ -169,7 +180,7 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
             return None
         supersede_plan(job)
     if job.state_dir is not None:
-        job.state_dir.check_target(job.settings.api_url)
+        job.state_dir.check_target(job.settings.target)
         if job.kind == "sync" and not job.from_current:
             job.state_dir.check_no_unfinished_run(job.folder.root)
     job.run["inputs"] = prints
@@ -227,6 +238,7 @@ def plan_run(
         created_at=datetime.now(UTC).isoformat(),
         settings=job.settings.public() | {"full": job.full, "from_current": job.from_current},
         state_dir=str(job.state_dir.root) if job.state_dir else None,
+        state_target=job.settings.target if job.state_dir else None,
         catalog=[{"slug": f.slug, "steps": list(f.step_ids), "status": f.status} for f in catalog.flows],
         counts=prepared.counts,
         accounting_closes=accounting_closes(prepared.counts),
@@ -298,9 +310,13 @@ async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: in
         for user in queue:
             rows.extend(snapshot_rows(user, await client.read_state(user), time.time()))
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, min(concurrency, len(users)))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(concurrency, len(users)))):
+                group.create_task(worker())
+    except* StopRunError as stops:
+        # one stop, not a group of them: the callers handle a stop like any other request's
+        raise stops.exceptions[0] from None
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
 
 
@@ -381,12 +397,26 @@ def batches(work: Work, batch_requests: int) -> list[pl.DataFrame]:
 
 def record_stop(job: Job, attempt: dict[str, Any], error: FrigadeError) -> None:
     attempt["stopped_by"] = type(error).__name__
-    job.run["status"] = "stopped"
-    job.run["stop_message"] = (
-        f"{str(error).rstrip('.')}. Everything done so far is kept in {job.folder.root}; fix the cause and "
-        f"run the same command with --run-dir {job.folder.root} to resume."
-    )
+    interrupted = isinstance(error, InterruptedRunError)
+    job.run["status"] = "interrupted" if interrupted else "stopped"
+    job.run["stop_message"] = stop_message(job, error)
     job.save()
+
+
+def stop_message(job: Job, error: FrigadeError) -> str:
+    """Why the run stopped, that nothing is lost, and the exact command that resumes it."""
+    root = job.folder.root
+    resume = interrupts.resume_command(root)
+    how = f"resume with: {resume}" if resume else f"run the same command with --run-dir {root} to resume"
+    if resume and '"$FRIGADE_API_KEY"' in resume:
+        how = f"with FRIGADE_API_KEY set to the key, {how}"
+    if isinstance(error, InterruptedRunError):
+        return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; {how}"
+    return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; fix the cause and {how}"
+
+
+def exit_code_of_stop(error: StopRunError | None) -> int:
+    return EXIT_INTERRUPTED if isinstance(error, InterruptedRunError) else EXIT_STOPPED
 
 
 @dataclass
@@ -448,7 +478,7 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         sent=int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0,
     )
     limit = failure_limit(job.settings.max_failures, job.run["counts"]["users"])
-    stopped = job.run.get("status") == "stopped"
+    stopped = job.run.get("status") in STOPPED_STATUSES
     job.run.update(
         outcomes=by_outcome,
         failed_users=failed_users,
@@ -468,13 +498,16 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         job.run["status"] = "failed" if failed else "succeeded"
     job.save()
     if job.state_dir is not None and not stopped:
-        job.state_dir.record(snapshot, job.run["run_id"], job.settings.api_url, _prints(job, plan, latest, mismatches))
+        job.state_dir.record(snapshot, job.run["run_id"], job.settings.target, _prints(job, plan, latest, mismatches))
         # A sync's snapshot holds only the users it planned; an audit compares full states.
         job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
     per_flow = _per_flow(plan, exp_flows)
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
-    code = EXIT_STOPPED if stopped else EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
+    if stopped:
+        code = EXIT_INTERRUPTED if job.run["status"] == "interrupted" else EXIT_STOPPED
+    else:
+        code = EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
     return RunResult(code, str(job.folder.root), job.run, report)
 
 

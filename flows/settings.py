@@ -26,8 +26,12 @@ ENV = {
     "FRIGADE_MIGRATE_RATE": "rate",
     "FRIGADE_MIGRATE_CONCURRENCY": "concurrency",
     "FRIGADE_MIGRATE_CATALOG": "catalog",
+    "FRIGADE_MIGRATE_OUTAGE_WINDOW": "outage_window_s",
 }
 DEFAULT_CONFIG = "frigade-migrate.yaml"
+DEFAULT_API_URL = "https://api.frigade.com"
+#: the target of a run on the embedded emulator (whose URL changes from run to run)
+EMBEDDED_TARGET = "embedded emulator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class Settings:
     max_attempts: int = 6
     #: the rules profile to plan, push and reconcile with: a built-in name or a probe's file
     rules: str = DEFAULT_RULES.name
+    #: how long the API may be unreachable (connections refused) before the run stops, resumable
+    outage_window_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("state", "history"):
@@ -57,6 +63,8 @@ class Settings:
             raise InputError("--rate must be above 0")
         if self.concurrency < 1:
             raise InputError("--concurrency must be at least 1")
+        if not self.outage_window_s >= 0:
+            raise InputError("--outage-window must be 0 or more seconds")
         failure_limit(self.max_failures, 1)
         self.rules_profile()
 
@@ -70,6 +78,11 @@ class Settings:
     def embedded(self) -> bool:
         """No URL and no key: run against the embedded emulator."""
         return self.api_url is None and self.api_key is None
+
+    @property
+    def target(self) -> str:
+        """The API this run writes to: its URL, or ``EMBEDDED_TARGET``."""
+        return EMBEDDED_TARGET if self.embedded else self.api_url or DEFAULT_API_URL
 
     def public(self) -> dict[str, Any]:
         """What run.json may record: everything but the key, which is only said to be set or not."""

@@ -1,18 +1,30 @@
 """The sync state folder: the state Frigade returned for every user the syncs touched, so the next
 sync plans only what changed. Updated only by a run that finished; a stopped run leaves a marker so
-that no new sync re-plans from a state that run may already have changed (resume it instead)."""
+that no new sync re-plans from a state that run may already have changed (resume it instead).
+
+Remembered state describes one Frigade account, so the default folder (``state``) keeps one
+sub-folder per target API, named by the API's host and a digest of its URL (a key never is in
+either: it travels in a header). Rehearsing against the emulator and then running the same command
+against production uses two sub-folders. A folder named with ``--state-dir`` is used as it is, for one
+API. On the embedded emulator the emulator's database is kept in the state folder too, so that what
+it remembers and what the emulator holds stay together.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 
 from flows.execute import SNAPSHOT_SCHEMA
 from flows.runfolder import RunFolder
+from flows.settings import DEFAULT_API_URL, EMBEDDED_TARGET
 from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY
@@ -20,12 +32,42 @@ from transforms.sync import PRINT_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STE
 
 #: the state folder's, and a finished run's, full known state after that run
 KNOWN_SNAPSHOT = "known_snapshot.parquet"
+#: the state folder when none is named; it holds one sub-folder per target API
+DEFAULT_STATE_DIR = "state"
+#: the files of a state folder (and the embedded emulator's database)
+_STATE_FILES = ("flows.parquet", "steps.parquet", "users.parquet", "last_run.json", "unfinished.json", "emulator.db")
+
+
+def target_folder(target: str) -> str:
+    """The sub-folder name of one target API: its host, readable, and a digest of its URL."""
+    if target == EMBEDDED_TARGET:
+        return "embedded-emulator"
+    parts = urlsplit(target.strip())
+    host = (parts.hostname or "api").lower()
+    port = f":{parts.port}" if parts.port else ""
+    # scheme, host, port and path: never the user info or the query of the URL
+    normal = f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+    digest = hashlib.sha256(normal.encode("utf-8")).hexdigest()[:12]
+    readable = re.sub(r"[^a-z0-9.-]+", "_", host + (f"_{parts.port}" if parts.port else ""))
+    return f"{readable}-{digest}"
 
 
 class StateDir:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, target: str | None = None) -> None:
         self.root = root
+        #: the API this state folder is for (recorded, and checked before a run plans from it)
+        self.target = target
         self._folder = RunFolder(root)
+
+    @classmethod
+    def for_target(cls, given: str | None, target: str) -> StateDir:
+        """The state folder of a run against ``target``: the named one as it is, or the default
+        folder's sub-folder for this API (where a flat default folder of an older version is moved)."""
+        if given is not None and Path(given) != Path(DEFAULT_STATE_DIR):
+            return cls(Path(given), target)
+        base = Path(DEFAULT_STATE_DIR)
+        _adopt_flat_folder(base)
+        return cls(base / target_folder(target), target)
 
     def load(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         flows, steps = self.root / "flows.parquet", self.root / "steps.parquet"
@@ -65,7 +107,8 @@ class StateDir:
         recorded = self._folder.read_json("last_run.json").get("api_url")
         if recorded and api_url and recorded != api_url:
             raise InputError(
-                f"this state folder remembers {recorded}, not {api_url}; use another --state-dir",
+                f"this state folder remembers {recorded}, not {api_url}; use another --state-dir, or leave "
+                f"it out: the default ({DEFAULT_STATE_DIR}/) keeps one sub-folder per API",
                 file=str(self.root / "last_run.json"),
             )
 
@@ -117,6 +160,19 @@ class StateDir:
             {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
         )
         (self.root / "unfinished.json").unlink(missing_ok=True)
+
+
+def _adopt_flat_folder(base: Path) -> None:
+    """An older version kept the default folder flat, for one API: move its files into that API's
+    sub-folder, so its state is neither lost (a sync would resend everything) nor used for another API."""
+    if not (base / "last_run.json").exists() and not (base / "flows.parquet").exists():
+        return
+    recorded = RunFolder(base).read_json("last_run.json").get("api_url") or DEFAULT_API_URL
+    into = base / target_folder(str(recorded))
+    into.mkdir(parents=True, exist_ok=True)
+    for name in _STATE_FILES:
+        if (base / name).exists() and not (into / name).exists():
+            os.replace(base / name, into / name)
 
 
 def _alive(pid: int) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,11 +25,13 @@ from frigade.errors import (
     ClientSetupError,
     ConnectFailedError,
     FrigadeError,
+    InterruptedRunError,
     MauCapError,
     RequestRejectedError,
     StopRunError,
     ThrottledError,
     UnexpectedResponseError,
+    UnreachableError,
 )
 from frigade.limiter import SettlingLimiter, SlidingWindowLimiter
 from frigade.models import (
@@ -79,6 +83,17 @@ class FrigadeClient:
     Every request, reads included, takes a limiter grant. At most ``concurrency`` requests are in
     flight; each goes to the least busy pool, so no pool is asked for more connections than it has.
     ``rate`` is ignored when a ``limiter`` is given.
+
+    Every request also passes one connectivity gate. With ``outage_window_s > 0``, a request that
+    cannot connect at all shuts the gate: every sender waits at it (no attempt is spent) while a probe
+    (a cheap read) tries again, and the first HTTP answer of any kind opens it. Shut for longer than
+    ``outage_window_s``, the run stops with ``UnreachableError`` ("cannot reach URL: reason").
+    With 0 (the default) a failed connection is an ordinary failed attempt. ``notice`` hears of
+    outages and recoveries in one line each.
+
+    ``interrupt()`` stops the client: no new request is sent, waits (for the limiter, the gate, a
+    back-off) end at once with ``InterruptedRunError``, and requests in flight get ``grace_s`` to
+    come back before they are cancelled too.
     """
 
     def __init__(
@@ -100,6 +115,9 @@ class FrigadeClient:
         limiter: SlidingWindowLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: random.Random | None = None,
+        outage_window_s: float = 0.0,
+        probe_every_s: tuple[float, float] = (0.25, 2.0),
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -107,6 +125,8 @@ class FrigadeClient:
             raise ValueError("max_attempts must be >= 1")
         if pools is not None and pools < 1:
             raise ValueError("pools must be >= 1")
+        if not (math.isfinite(outage_window_s) and outage_window_s >= 0):
+            raise ValueError("outage_window_s must be >= 0")
         # httpcore's pools serialise on a lock: several small ones beat one big one; aiohttp's do not
         one_wire = transport_factory is None and http == "aiohttp"
         n_pools = pools if pools is not None else 1 if one_wire else max(1, math.ceil(concurrency / 4))
@@ -156,6 +176,20 @@ class FrigadeClient:
         self._in_flight = [0] * n_pools
         self._next_pool = 0
         self._stopped: StopRunError | None = None
+        self._gate = _Gate(
+            outage_window_s,
+            self._probe,
+            self._limiter.now,
+            sleep,
+            notice or (lambda _: None),
+            self._scrub(base_url),
+            probe_every_s,
+        )
+        #: tasks waiting (for the gate, a slot, the limiter, a back-off) and tasks awaiting an answer
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._sending: set[asyncio.Task[Any]] = set()
+        #: tasks this client cancelled to stop them: their cancellation becomes the stop error
+        self._halted: set[asyncio.Task[Any]] = set()
 
     @property
     def limiter(self) -> SlidingWindowLimiter:
@@ -174,7 +208,60 @@ class FrigadeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._gate.close()
         await asyncio.gather(*(pool.aclose() for pool in self._pools))
+
+    def interrupt(self, reason: str = "interrupted", *, grace_s: float = 2.0) -> None:
+        """Stop sending (Ctrl-C, SIGTERM): see the class docstring. Call it on the client's loop."""
+        self.halt(InterruptedRunError(reason), grace_s=grace_s)
+
+    def halt(self, error: StopRunError, *, grace_s: float = 2.0) -> None:
+        """Stop every request with ``error``: waits end now, answers in flight get ``grace_s``."""
+        self._stop(error)
+        if self._sending:
+            asyncio.get_running_loop().call_later(grace_s, self._cancel, self._sending)
+
+    def _cancel(self, tasks: set[asyncio.Task[Any]]) -> None:
+        for task in list(tasks):
+            if not task.done():
+                self._halted.add(task)
+                task.cancel()
+
+    @contextlib.contextmanager
+    def _stoppable(self, tasks: set[asyncio.Task[Any]]) -> Iterator[None]:
+        """Marks the current task as waiting or sending, so that ``halt`` can end it with the stop
+        error (instead of a bare cancellation, which would tear the caller down)."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task under asyncio
+            yield
+            return
+        tasks.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task in self._halted and self._stopped is not None:
+                self._halted.discard(task)
+                task.uncancel()
+                raise type(self._stopped)(*self._stopped.args) from None
+            raise
+        finally:
+            tasks.discard(task)
+
+    async def _pause(self, seconds: float) -> None:
+        with self._stoppable(self._waiting):
+            await self._sleep(seconds)
+
+    async def _ride_out(self, error: ConnectFailedError) -> bool:
+        """After a failed connection: wait at the gate while the API is unreachable. True when the
+        outage was real (a probe failed too), so the failure costs no attempt."""
+        if not (self._gate.enabled and error.no_connection):
+            return False
+        outage = self._gate.failed(str(error))
+        with self._stoppable(self._waiting):
+            try:
+                return await self._gate.wait(outage)
+            except UnreachableError as exc:
+                raise self._stop(exc) from None
 
     # -- the three operations -------------------------------------------------------------------
 
@@ -217,7 +304,12 @@ class FrigadeClient:
             error: FrigadeError
             try:
                 response = await self._exchange("POST", _FLOW_STATES, json=body)
-            except (ConnectFailedError, AmbiguousError) as exc:
+            except ConnectFailedError as exc:
+                if await self._ride_out(exc):
+                    attempts -= 1  # the API was down: the user's attempts are not spent on it
+                    continue
+                error = exc
+            except AmbiguousError as exc:
                 error = exc
             else:
                 status = response.status_code
@@ -238,7 +330,7 @@ class FrigadeClient:
             if isinstance(error, AmbiguousError):
                 # A gateway timeout or a dropped connection can come before the backend applies the
                 # write: give it time to land before reading back, or a late write would be resent.
-                await self._sleep(min(self._backoff_cap, max(self._settle_s, self._backoff_base * 2**attempts)))
+                await self._pause(min(self._backoff_cap, max(self._settle_s, self._backoff_base * 2**attempts)))
                 verdict, state, why = await self._resolve(req, created_at, before, after)
                 if verdict == "applied":
                     return result(True, status, state=state, resolved_by_read=True, message=why)
@@ -289,10 +381,16 @@ class FrigadeClient:
         attempts = 0
         while True:
             attempts += 1
+            error: FrigadeError
             try:
                 response = await self._exchange(method, path, json=json, params=params)
-            except (ConnectFailedError, AmbiguousError) as exc:
-                error: FrigadeError = exc
+            except ConnectFailedError as exc:
+                if await self._ride_out(exc):
+                    attempts -= 1
+                    continue
+                error = exc
+            except AmbiguousError as exc:
+                error = exc
             else:
                 failure = self._error_for(response)
                 if failure is None:
@@ -313,7 +411,7 @@ class FrigadeClient:
         else:
             # full jitter: spreads the retries of many senders that failed together
             delay = self._rand.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempts - 1)))
-        await self._sleep(delay)
+        await self._pause(delay)
 
     async def _resolve(
         self, req: FlowStateWrite, created_at: str | None, before: FlowState | None, after: FlowState | None
@@ -342,21 +440,33 @@ class FrigadeClient:
     # -- one HTTP exchange ----------------------------------------------------------------------
 
     async def _exchange(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None
+        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None, gated: bool = True
     ) -> httpx.Response:
         self._raise_if_stopped()
-        async with self._slots:
-            await self._limiter.acquire()
+        with self._stoppable(self._waiting):
+            if gated:
+                try:
+                    await self._gate.wait_open()
+                except UnreachableError as exc:
+                    raise self._stop(exc) from None
+            await self._slots.acquire()
+        try:
+            with self._stoppable(self._waiting):
+                await self._limiter.acquire()
             sent, answered = self._limiter.now(), None
             index = self._pick_pool()
             self._in_flight[index] += 1
             try:
                 # a stop may have come while this request waited its turn
                 self._raise_if_stopped()
-                response = await self._pools[index].request(method, path, json=json, params=params)
+                with self._stoppable(self._sending):
+                    response = await self._pools[index].request(method, path, json=json, params=params)
                 answered = self._limiter.now()
+                self._gate.answered()
                 return response
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise ConnectFailedError(self._scrub(_connect_reason(exc)), no_connection=True) from exc
+            except httpx.PoolTimeout as exc:
                 raise ConnectFailedError(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError) as exc:
                 # our own configuration or request is wrong: retrying cannot help. httpx's message
@@ -370,11 +480,26 @@ class FrigadeClient:
                 self._in_flight[index] -= 1
                 if isinstance(self._limiter, SettlingLimiter):
                     self._limiter.settle(sent, answered)
+        finally:
+            self._slots.release()
+
+    async def _probe(self) -> None:
+        """The gate's cheap read: any HTTP answer at all proves the API reachable."""
+        await self._exchange("GET", _FLOWS, gated=False)
 
     def _stop(self, error: StopRunError) -> StopRunError:
+        """The first stop stops everything: the gate refuses, and every other waiting request (for
+        the limiter, a back-off, the gate) ends now with the stop instead of when its wait is over."""
         if self._stopped is None:
             self._stopped = error
+            self._gate.abort(error)
+            self._cancel(self._waiting - {asyncio.current_task()})
         return error
+
+    @property
+    def stopped(self) -> StopRunError | None:
+        """The error that stopped this client, if any."""
+        return self._stopped
 
     def _raise_if_stopped(self) -> None:
         """After an auth failure or the MAU cap nothing more is sent: it could only fail the same way."""
@@ -408,6 +533,134 @@ class FrigadeClient:
         if self._key is None:
             return text
         return text.replace(self._key.reveal(), self._key.masked)
+
+
+class _Gate:
+    """The connectivity gate every request passes (see ``FrigadeClient``). Time comes from the
+    limiter's clock and the client's sleep, so tests run it on virtual time."""
+
+    def __init__(
+        self,
+        window_s: float,
+        probe: Callable[[], Awaitable[None]],
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        notice: Callable[[str], None],
+        url: str,
+        every_s: tuple[float, float],
+    ) -> None:
+        self.window_s = window_s
+        self._probe, self._clock, self._sleep, self._notice, self._url = probe, clock, sleep, notice, url
+        self._first_s, self._cap_s = every_s
+        self._down_since: float | None = None
+        self._reason = ""
+        self._outage = 0
+        #: outages that a failed probe confirmed (a blip that the first probe saw over is not one)
+        self._confirmed: set[int] = set()
+        self._fatal: StopRunError | None = None
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.window_s > 0
+
+    def failed(self, reason: str) -> int:
+        """A connection could not be made: shut the gate (and start probing). Returns the outage's number."""
+        self._reason = reason
+        if self._down_since is None and self._fatal is None:
+            self._outage += 1
+            self._down_since = self._clock()
+            self._settled.clear()
+            self._prober = asyncio.create_task(self._probe_until_up(self._outage), name="frigade-probe")
+        return self._outage
+
+    def answered(self) -> None:
+        """An HTTP answer arrived: the API is reachable."""
+        if self._down_since is not None and self._fatal is None:
+            self._open()
+
+    async def wait_open(self) -> None:
+        """Until the gate is open (at once when it is); raises the stop error past the window."""
+        while self._down_since is not None or self._fatal is not None:
+            if self._fatal is not None:
+                raise type(self._fatal)(*self._fatal.args)
+            await self._settled.wait()
+
+    async def wait(self, outage: int) -> bool:
+        """``wait_open``, then whether ``outage`` was a real one."""
+        await self.wait_open()
+        return outage in self._confirmed
+
+    def abort(self, error: StopRunError) -> None:
+        """The client stopped: every waiter gets ``error``."""
+        if self._fatal is None:
+            self._fatal = error
+        self._settled.set()
+        self.close()
+
+    def close(self) -> None:
+        if self._prober is not None and not self._prober.done():
+            self._prober.cancel()
+
+    def _open(self) -> None:
+        if self._down_since is not None and self._outage in self._confirmed:
+            down = self._clock() - self._down_since
+            self._notice(f"{self._url} answers again after {down:.1f} s: sending resumes")
+        self._down_since = None
+        self._settled.set()
+
+    async def _probe_until_up(self, outage: int) -> None:
+        delay = self._first_s
+        while self._down_since is not None and self._fatal is None:
+            left = self._down_since + self.window_s - self._clock()
+            if left <= 0:
+                self._fatal = UnreachableError(f"cannot reach {self._url}: {self._reason}")
+                self._settled.set()
+                return
+            await self._sleep(min(delay, left))
+            delay = min(delay * 2, self._cap_s)
+            if self._down_since is None or self._fatal is not None:
+                return  # an answer to another request opened the gate meanwhile
+            try:
+                await self._probe()
+            except ConnectFailedError as exc:
+                self._reason = str(exc)
+                if outage not in self._confirmed:
+                    self._confirmed.add(outage)
+                    self._notice(
+                        f"cannot reach {self._url}: {self._reason}; every sender is paused while a probe "
+                        f"retries, for up to {_duration(self.window_s)} (--outage-window)"
+                    )
+                continue
+            except StopRunError as exc:
+                self.abort(exc)
+                return
+            except FrigadeError:
+                pass  # connected, then failed: reachable all the same
+            self._open()
+            return
+
+
+def _connect_reason(exc: Exception) -> str:
+    """httpx's message, and the operating system's reason when httpx hides it (e.g. "All connection
+    attempts failed" for a refused connection)."""
+    text = f"{type(exc).__name__}: {exc}"
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            why = os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 else cause.strerror
+            return text if not why or why in text else f"{text} ({why})"
+        cause = cause.__cause__ or cause.__context__
+    return text
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m {s:02d}s" if m else f"{s} s"
 
 
 def _verdict(now: FlowState, created_at: str | None, before: FlowState | None, after: FlowState | None) -> _Verdict:

@@ -29,7 +29,13 @@ class ThrottledError(TransientError):
 
 
 class ConnectFailedError(TransientError):
-    """The request never reached the server: safe to resend."""
+    """The request never reached the server: safe to resend. ``no_connection``: no connection could
+    be made at all (refused, unresolvable, timed out while connecting), so the API may be down and
+    the client's connectivity gate pauses every sender and probes."""
+
+    def __init__(self, message: str, *, no_connection: bool = False) -> None:
+        super().__init__(message)
+        self.no_connection = no_connection
 
 
 class AmbiguousError(TransientError):
@@ -64,6 +70,14 @@ class RulesMismatchError(StopRunError):
 
 class MauCapError(StopRunError):
     """429 with the MAU-cap message: the account's monthly active users are used up."""
+
+
+class UnreachableError(StopRunError):
+    """No connection to the API for longer than the outage window: ``cannot reach URL: reason``."""
+
+
+class InterruptedRunError(StopRunError):
+    """The run was told to stop (Ctrl-C or SIGTERM): nothing more is sent, what was done is kept."""
 
 
 MAU_CAP_MESSAGE = "Your account has used its maximum allowed MAUs. Contact Frigade support to upgrade."

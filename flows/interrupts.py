@@ -1,0 +1,181 @@
+"""Ctrl-C and SIGTERM for the console commands.
+
+The first signal stops the run cleanly: nothing new is sent, outcomes are flushed, the attempt is
+marked ``interrupted`` in run.json and the exact resume command is printed (exit code 130). A second
+signal exits at once (the run folder's dispatch journal makes that resumable too, as after a kill).
+
+The command arms this module for the whole run (``handle_signals``); the run registers what to do on
+the first signal (``watch``). Prefect's flow engine takes SIGTERM over while a flow runs, so ``watch``,
+called inside the flow, takes it back. Unarmed (a Prefect deployment) nothing is changed: there the
+worker's own cancellation applies.
+
+A Ctrl-C at a terminal goes to the whole process group. Prefect's temporary API server (started when
+no ``PREFECT_API_URL`` is set) is a child in that group, and would die of it, leaving the run unable to
+record its end: Prefect then retries for minutes, printing event dumps. So, armed, that server is
+started in a session of its own (and stopped by Prefect at exit, or by a second signal, by its pid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["EXIT_INTERRUPTED", "handle_signals", "requested", "resume_command", "run_interruptible", "watch"]
+
+EXIT_INTERRUPTED = 130
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: options whose value is a secret: the resume command names the variable instead
+_SECRET_OPTIONS = ("--api-key",)
+
+
+@dataclass
+class _State:
+    armed: bool = False
+    argv: list[str] = field(default_factory=list)
+    signals: int = 0
+    first: str | None = None
+    callbacks: list[Callable[[str], None]] = field(default_factory=list)
+    run_dir: Path | None = None
+    #: children started in a session of their own, which a second signal must stop itself
+    detached: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+
+_state = _State()
+
+
+def run_interruptible(main: Coroutine[Any, Any, T], argv: Sequence[str] | None = None) -> T:
+    """``asyncio.run(main)`` for a console command, its signals handled here (``argv``: the
+    command's words for the resume command, by default this process's own)."""
+    _detach_prefect_server()
+    with handle_signals(sys.argv[1:] if argv is None else argv):
+        return asyncio.run(main)
+
+
+@contextlib.contextmanager
+def handle_signals(argv: Sequence[str]) -> Iterator[None]:
+    """For the whole console command: SIGINT and SIGTERM come here. ``argv`` (without the program
+    name) is what the resume command repeats."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
+    _state.armed, _state.argv = True, list(argv)
+    _state.signals, _state.first, _state.run_dir = 0, None, None
+    try:
+        yield
+    finally:
+        _state.armed, _state.argv = False, []
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def watch(on_first: Callable[[str], None], run_dir: Path | None = None) -> Iterator[None]:
+    """While the block runs, the first signal calls ``on_first(signal name)`` (at once when one came
+    before). Called from a signal handler: ``on_first`` must only schedule work, e.g. with
+    ``loop.call_soon_threadsafe``."""
+    if not _state.armed:
+        yield
+        return
+    taken: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        taken = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
+    _state.callbacks.append(on_first)
+    _state.run_dir = run_dir
+    if _state.first is not None:
+        on_first(_state.first)
+    try:
+        yield
+    finally:
+        _state.callbacks.remove(on_first)
+        _state.run_dir = None
+        for sig, handler in taken.items():
+            signal.signal(sig, handler)
+
+
+def requested() -> str | None:
+    """The name of the first signal received, if any."""
+    return _state.first
+
+
+def resume_command(run_dir: Path | str) -> str | None:
+    """The command that resumes ``run_dir``: this command's own words with ``--run-dir run_dir``, and
+    the key named by its variable, never written out. None when not run from the console."""
+    if not _state.argv:
+        return None
+    words: list[str] = []
+    args = iter(_state.argv)
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name == "--run-dir":
+            if "=" not in arg:
+                next(args, None)
+            continue
+        if name in _SECRET_OPTIONS:
+            if "=" not in arg:
+                next(args, None)
+            words.append(f'{name} "$FRIGADE_API_KEY"')
+            continue
+        words.append(shlex.quote(arg))
+    return " ".join(["frigade-migrate", *words, "--run-dir", shlex.quote(str(run_dir))])
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    _state.signals += 1
+    if _state.signals == 1:
+        _state.first = name
+        _say(
+            f"\n{name}: stopping. Nothing new is sent; outcomes are being saved and the run marked "
+            "interrupted. Press Ctrl-C (or send the signal) again to exit at once.\n"
+        )
+        for callback in list(_state.callbacks):
+            callback(name)
+        return
+    resume = resume_command(_state.run_dir) if _state.run_dir is not None else None
+    _say(f"\n{name} again: exiting at once." + (f" Resume with: {resume}\n" if resume else "\n"))
+    for child in _state.detached:
+        with contextlib.suppress(OSError):
+            child.terminate()
+    os._exit(EXIT_INTERRUPTED)
+
+
+class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)
+        _state.detached.append(self)
+
+
+def _detach_prefect_server() -> None:
+    """Prefect's temporary server module starts its child with ``subprocess.Popen``: give that module
+    (and only it) a Popen that starts the child in a session of its own."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return  # a Prefect server of the user's own: no temporary one is started
+    from prefect.server.api import server
+
+    if getattr(server, "subprocess", None) is subprocess:
+        detached = types.SimpleNamespace(**{**vars(subprocess), "Popen": _DetachedPopen})
+        setattr(server, "subprocess", detached)  # noqa: B010 - typed as the module, deliberately not
+
+
+def _say(text: str) -> None:
+    # os.write: safe in a signal handler, where a buffered stream may be mid-write
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode("utf-8", "replace"))
