@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,6 +16,8 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from rich.console import Console
+from rich.markup import escape
 
 from flows import interrupts
 from flows import job as J
@@ -103,6 +105,18 @@ async def api_endpoint(
         yield emu.url, ApiKey(emu.public_key)
 
 
+def _notice(logger: Any) -> Callable[[str], None]:
+    """An outage and its end, said once each: to the Prefect run's log (its UI) and on the console,
+    where the CLI shows no Prefect log lines but critical ones."""
+    console = Console(stderr=True, soft_wrap=True)
+
+    def say(message: str) -> None:
+        logger.warning(message)
+        console.print(f"[yellow]{escape(message)}[/]", highlight=False)
+
+    return say
+
+
 async def run_job(job: J.Job) -> J.RunResult | None:
     """The whole run; None when the API stopped it before anything was planned (nothing to report)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -123,7 +137,7 @@ async def run_job(job: J.Job) -> J.RunResult | None:
                 max_attempts=s.max_attempts,
                 send_created_at=s.send_created_at,
                 outage_window_s=s.outage_window_s,
-                notice=logger.warning,
+                notice=_notice(logger),
             )
         )
         # Ctrl-C / SIGTERM: the client stops sending, and the run ends as a stop does (resumable)
