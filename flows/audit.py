@@ -85,8 +85,11 @@ def render_markdown(summary: dict[str, Any], per_field: pl.DataFrame, steps: pl.
         ]
     for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
         lines += ["", f"## {flow}: users with each step completed (A / B)", "", "```"]
+        # one scale for the whole funnel, so that a step's bar is comparable with the step before it
+        top = max([0, *part["completed_a"].to_list(), *part["completed_b"].to_list()])
         for r in part.to_dicts():
-            lines += bar_chart([(f"{r['step_id']} A", r["completed_a"]), (f"{r['step_id']} B", r["completed_b"])])
+            pair = [(f"{r['step_id']} A", r["completed_a"]), (f"{r['step_id']} B", r["completed_b"])]
+            lines += bar_chart(pair, top=top)
         lines += ["```"]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import sys
@@ -110,7 +111,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="frigade-migrate", description=__doc__.split("\n")[0] if __doc__ else None, allow_abbrev=False
+        prog="frigade-migrate",
+        description="Move users' onboarding progress from another tool's export into Frigade.",
+        epilog="Exit codes: 0 success; 1 failures past --max-failures or reconciliation mismatches; 2 bad input "
+        "or usage (nothing sent); 3 stopped by the API or the API unreachable (resumable); 130 interrupted "
+        "(resumable). `frigade-migrate COMMAND --help` describes each command.",
+        allow_abbrev=False,
     )
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
@@ -151,10 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("b", metavar="SNAPSHOT_B", help="a later snapshot.parquet or run folder")
     audit.add_argument("--out", help="folder for audit.parquet, audit.md and audit.html (default audits/<time>)")
     p = add("inspect", "detect an export's shape, propose a preset, show a sample of its events")
-    p.add_argument("export")
-    p.add_argument("--preset")
-    p.add_argument("--mapping")
-    p.add_argument("--catalog")
+    p.add_argument("export", help="one CSV, TSV, Parquet or JSONL export file")
+    p.add_argument("--preset", help="read the events with this preset instead of the one that fits best")
+    p.add_argument("--mapping", help="YAML mapping applied over the preset (or over the best fit)")
+    p.add_argument(
+        "--catalog",
+        help="flows and steps to hold the export's ids against (default: the bundled sample when no API is configured)",
+    )
     p.add_argument("--rows", type=int, default=1000, help="rows to sample (default 1000)")
     sub.add_parser("emulator", help="run the local Frigade stand-in in the foreground", add_help=False)
     from flows.probe_cmd import add_probe_parser
@@ -341,6 +350,13 @@ def _print_result(result: dict[str, Any]) -> int:
     return int(result["exit_code"])
 
 
+def _did_you_mean(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    options = [o for action in parser._actions for o in action.option_strings]
+    typo = next((e.split("=")[0] for e in extra if e.startswith("--")), None)
+    close = difflib.get_close_matches(typo, options, n=1, cutoff=0.6) if typo else []
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
@@ -349,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(argv[1:], prog="frigade-migrate emulator")
     args, extra = build_parser().parse_known_args(argv)
     if extra:
-        args.subparser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.subparser.error(f"unrecognized arguments: {' '.join(extra)}{_did_you_mean(args.subparser, extra)}")
     try:
         if args.command == "plan":
             return cmd_plan(args)

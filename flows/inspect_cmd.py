@@ -6,6 +6,7 @@ printing are the only effects; the analysis is ``transforms.inspect``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flows.exports import check_exports
 from flows.pipeline import scan_export
 from frigade.catalog import Catalog, parse_catalog
 from frigade.errors import CatalogError
@@ -108,7 +110,10 @@ def main(
 ) -> int:
     """Inspect an export; 0 when done (whether or not a preset fits), 2 on bad input."""
     console = console or Console()
+    err = Console(stderr=True, soft_wrap=True) if console.file is sys.stdout else console
     try:
+        # the same refusals as a run's (a folder, a truncated Parquet, a ragged row), in the same words
+        check_exports([Path(path)], full=False)
         doc = _mapping_doc(mapping) if mapping else None
         steps = flows = None
         cat, label = _catalog(catalog)
@@ -124,7 +129,10 @@ def main(
         chosen = resolve_mapping(base, doc) if base or doc else None
         result = inspect_sample(sample, path, PRESETS, mapping=chosen, steps=steps, flows=flows)
     except (InputError, CatalogError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except pl.exceptions.PolarsError as exc:
+        err.print(f"[red]error:[/red] file {path}: cannot be read: {exc}".splitlines()[0], highlight=False)
         return 2
     render(result, console, label)
     return 0

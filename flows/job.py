@@ -44,7 +44,7 @@ from frigade.rules import FlowState, Rules
 from transforms.cost import webhook_deliveries
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
-from transforms.quarantine import catalog_hints, examples
+from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.schema import InputError
 from transforms.sync import clean_prints, from_snapshot
@@ -225,6 +225,9 @@ def plan_run(
     job: Job, analysis: Analysis, catalog: Catalog, baseline: tuple[pl.DataFrame, pl.DataFrame] | None
 ) -> Prepared:
     prepared = plan(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
+    why = nothing_to_migrate(prepared.counts, prepared.quarantine)
+    if why is not None:
+        raise InputError(why, hint="fix the mapping or the catalog; `frigade-migrate inspect EXPORT` shows the events")
     job.folder.create()
     job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
     job.folder.write_parquet("plan.parquet", prepared.plan)

@@ -12,12 +12,13 @@ from typing import Any
 
 from flows.exports import check_exports
 from flows.job import load_catalog_file, mapping_of
-from flows.pipeline import analyze, scan_export
+from flows.pipeline import Analysis, analyze, scan_export
 from flows.settings import Settings
 from frigade.catalog import Catalog
 from transforms.mapping import map_events
+from transforms.quarantine import nothing_to_migrate
 from transforms.schema import InputError
-from transforms.validate import catalog_frames
+from transforms.validate import ROW_SPAN, VALID, catalog_frames
 
 #: rows of each export analysed up front: enough for a column-wide problem (a naive time, an
 #: unparseable format) to show, little enough to answer at once on any size of file
@@ -47,9 +48,25 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     check_exports(paths, mapping)
     catalog = preflight_catalog(settings)
     if catalog is not None:
-        analyze(paths, mapping, catalog, head=SAMPLE_ROWS)
+        sample = analyze(paths, mapping, catalog, head=SAMPLE_ROWS)
+        _refuse_if_nothing_to_migrate(sample, len(paths))
         return
     # Without the catalog, the mapping can still be held against every file's columns.
     steps = catalog_frames([], {})[1]
     for p in paths:
         map_events(scan_export(p), mapping, str(p), steps=steps).collect_schema()
+
+
+def _refuse_if_nothing_to_migrate(sample: Analysis, files: int) -> None:
+    """When the sample is the whole export (every file shorter than it) and not one of its rows can
+    be migrated, say why now rather than after Prefect and the emulator have started."""
+    problems = sample.rows.get_column("problem")
+    per_file = (sample.rows.get_column("row_key") // ROW_SPAN).value_counts()
+    whole = per_file.height <= files and bool((per_file.get_column("count") < SAMPLE_ROWS).all())
+    quarantined = int((problems > VALID).sum())
+    if not whole or not quarantined or bool((problems == VALID).any()):
+        return
+    counts = {"rows_in": sample.rows.height, "rows_quarantined": quarantined}
+    why = nothing_to_migrate(counts, sample.quarantine)
+    if why is not None:
+        raise InputError(why, hint="fix the mapping or the catalog; `frigade-migrate inspect EXPORT` shows the events")

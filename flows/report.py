@@ -9,8 +9,10 @@ from typing import Any
 BAR_WIDTH = 30
 
 
-def bar_chart(rows: Sequence[tuple[str, int]], width: int = BAR_WIDTH) -> list[str]:
-    top = max((v for _, v in rows), default=0)
+def bar_chart(rows: Sequence[tuple[str, int]], width: int = BAR_WIDTH, top: int | None = None) -> list[str]:
+    """One bar per row, scaled to ``top`` (default: the largest value), so that charts drawn in
+    parts can share one scale."""
+    top = max((v for _, v in rows), default=0) if top is None else top
     label_w = max((len(k) for k, _ in rows), default=0)
     out = []
     for label, value in rows:
@@ -78,7 +80,11 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ]
     if run.get("users_not_reached"):
         rows.append(("users unfinished (the run stopped first)", run["users_not_reached"]))
-    rows.append(("reconciliation mismatches (fields)", run.get("mismatches", 0)))
+    # a stop leaves unfinished users short of their target: their fields count here too, and say so
+    label = "reconciliation mismatches (fields" + (
+        "; unfinished users' included)" if run.get("users_not_reached") else ")"
+    )
+    rows.append((label, run.get("mismatches", 0)))
     hidden = run.get("targeting", {}).get("hidden_by_targeting")
     if hidden:
         rows.append(("user-flows hidden by targeting (visible is not compared)", hidden))
@@ -164,7 +170,7 @@ def render(
         where = run.get("quarantine_examples", {})
         lines += ["", "## Quarantine reasons", ""]
         lines += _table(
-            ["reason", "rows", "first rows (file:row, 1 = the first data row)"],
+            ["reason", "events", "first rows (file:row, 1 = the first data row)"],
             [(r, n, ", ".join(where.get(r, []))) for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]],
         )
     for title, key in (

@@ -84,7 +84,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.SocketTimeoutError as exc:
             raise httpx.ReadTimeout(_text(exc), request=request) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(_text(exc), request=request) from exc
+            # the OS's own words ("Connection refused"), not aiohttp's ssl:default bookkeeping
+            why = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+            raise httpx.ConnectError(f"cannot connect to {exc.host}:{exc.port}: {why}", request=request) from exc
         except (aiohttp.InvalidUrlClientError, aiohttp.NonHttpUrlClientError) as exc:
             raise httpx.UnsupportedProtocol(_text(exc), request=request) from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:

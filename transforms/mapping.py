@@ -17,7 +17,9 @@ Every field is documented in ``transforms/presets/README.md``.
 
 from __future__ import annotations
 
+import difflib
 import re
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
@@ -175,6 +177,8 @@ class SourceMapping:
     wide: tuple[WideRule, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.timezone is not None:
+            check_timezone(self.timezone)
         for fmt in (self.time_format, *self.extra_time_formats):
             if fmt not in TIME_FORMATS and "%" not in fmt:
                 raise InputError(f"time format {fmt!r} is not one of {', '.join(TIME_FORMATS)} or a strftime pattern")
@@ -436,14 +440,43 @@ def action_expr(
 # ---------------------------------------------------------------- the mapping itself
 
 
+#: the command-line flag that names each field's column (``flows.cli`` defines them)
+COLUMN_FLAGS = {
+    "user": "--user-col",
+    "group": "--group-col",
+    "flow": "--flow-col",
+    "step": "--step-col",
+    "action": "--action-col",
+    "time": "--time-col",
+    "data": "--data-col",
+    "event_id": "--event-id-col",
+}
+
+
 def _missing(mapping: SourceMapping, key: str, schema: pl.Schema, source_file: str) -> InputError:
     cands: tuple[str, ...] = getattr(mapping, key)
+    names = schema.names()
+    close = difflib.get_close_matches(cands[0], names, n=1, cutoff=0.6) if cands else []
+    column = close[0] if close else "COLUMN"
+    flag = COLUMN_FLAGS.get(key)
+    how = f"{flag} {column}, or " if flag else ""
     return InputError(
         f"missing column: none of {', '.join(repr(c) for c in cands)} is in the file "
-        f"(columns: {', '.join(schema.names()[:30])})",
+        f"(columns: {', '.join(names[:30])})",
         file=source_file,
         field=cands[0] if cands else key,
+        hint=f"name the column that holds the {key.replace('_', ' ')} with {how}`{key}: {column}` in a --mapping file",
     )
+
+
+def check_timezone(name: str) -> None:
+    """A zone polars and Python both know, or InputError naming the closest ones."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "use an IANA name like Europe/Paris"
+        raise InputError(f"timezone {name!r} is not a known time zone", field="timezone", hint=hint) from None
 
 
 def pattern_groups(mapping: SourceMapping) -> set[str]:

@@ -21,6 +21,8 @@ def examples(quarantine: pl.DataFrame, per_reason: int = 3, reasons: int = 20) -
     top = quarantine.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(reasons)
     firsts = (
         quarantine.join(top.select("reason"), on="reason", how="semi")
+        # one source row can make several events: name each row once
+        .unique(["reason", "source_file", "source_row"])
         .sort("source_file", "source_row")
         .group_by("reason", maintain_order=True)
         .head(per_reason)
@@ -50,6 +52,10 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     if rows.is_empty():
         return []
     hints = []
+    # rows, not events: one source row can make several events
+    per_row = ["source_file", "source_row"] if {"source_file", "source_row"} <= set(rows.columns) else []
+    if per_row:
+        rows = rows.unique(["reason", "flow_slug", "step_id", *per_row])
     flows = (
         rows.filter(pl.col("reason").str.starts_with(UNKNOWN_FLOW))
         .group_by("flow_slug")
@@ -78,3 +84,33 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
             f"step_map: {{{flow}: {{{part.item(0, 'step_id')}: <step id>, ...}}}}"
         )
     return hints
+
+
+def _time_hint(raw: str | None) -> str:
+    """For an unparseable time that is all digits, the epoch unit its length suggests."""
+    digits = (raw or "").strip().lstrip("-")
+    units = {10: ("seconds", "epoch_s"), 13: ("milliseconds", "epoch_ms"), 16: ("microseconds", "epoch_us")}
+    unit = units.get(len(digits)) if digits.isdigit() else None
+    return f"; if the times are {unit[0]} since 1970, pass --time-format {unit[1]}" if unit else ""
+
+
+def nothing_to_migrate(counts: Mapping[str, int], quarantine: pl.DataFrame) -> str | None:
+    """Why a run must not go on, when no row of the export can be migrated and rows were quarantined
+    (a wrong column, unit or catalog, not a finished migration): the top reasons with a first row each."""
+    rows_in, quarantined = counts.get("rows_in", 0), counts.get("rows_quarantined", 0)
+    if not rows_in or not quarantined or counts.get("rows_sent", 0) or counts.get("rows_redundant", 0):
+        return None
+    top = quarantine.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3)
+    parts = []
+    for reason, n in top.iter_rows():
+        first = quarantine.filter(pl.col("reason") == reason).sort("source_file", "source_row").row(0, named=True)
+        raw = first.get("ts_raw")
+        shown = f", time {raw!r}" if reason == "unparseable time" and raw is not None else ""
+        parts.append(f"{reason}: {n} (first at {first['source_file']}:{first['source_row']}{shown})")
+    hint = _time_hint((top.item(0, "reason") == "unparseable time" and first_raw(quarantine)) or None)
+    return f"none of the {rows_in} rows can be migrated, {quarantined} were quarantined: " + "; ".join(parts) + hint
+
+
+def first_raw(quarantine: pl.DataFrame) -> str | None:
+    rows = quarantine.filter(pl.col("reason") == "unparseable time").sort("source_file", "source_row")
+    return None if rows.is_empty() else rows.item(0, "ts_raw")

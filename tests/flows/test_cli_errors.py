@@ -59,7 +59,28 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     ),
     "naive time": (lambda t: [str(_naive(t))], ["naive.csv", "row 1", "'time'", "--timezone"]),
     "unknown rules": (lambda t: [str(GOOD), "--rules", "sdkk"], ["'sdkk'", "sdk, legacy"]),
+    "unknown time zone": (
+        lambda t: [str(_naive(t)), "--timezone", "Europe/Pariss"],
+        ["'Europe/Pariss' is not a known time zone", "did you mean 'Europe/Paris'"],
+    ),
+    "column named wrong": (
+        lambda t: [str(GOOD), "--user-col", "user"],
+        ["missing column", "--user-col user_id"],
+    ),
+    "nothing to migrate": (
+        lambda t: [str(_epoch_seconds(t))],
+        ["none of the 2 rows can be migrated", "unparseable time", "epoch.csv:1", "--time-format epoch_s"],
+    ),
 }
+
+
+def _epoch_seconds(tmp: Path) -> Path:
+    p = tmp / "epoch.csv"
+    p.write_text(
+        "user_id,flow_slug,step_id,action,created_at\n"
+        "u1,flow_onboarding,,STARTED_FLOW,1709311703\nu2,flow_onboarding,,STARTED_FLOW,1709311704\n"
+    )
+    return p
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -92,5 +113,18 @@ def test_a_mistyped_option_shows_the_subcommands_usage_and_is_not_abbreviated(tm
     res, _ = run_cli(["backfill", str(GOOD), "--rat", "50"], tmp_path)
     assert res.returncode == 2
     assert "usage: frigade-migrate backfill" in res.stderr
-    assert "unrecognized arguments: --rat 50" in res.stderr
+    assert "unrecognized arguments: --rat 50 (did you mean --rate?)" in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_inspect_refuses_an_unreadable_file_in_one_line_on_stderr(tmp_path: Path) -> None:
+    broken = tmp_path / "cut.parquet"
+    broken.write_bytes(b"PAR1" + b"\0" * 64)
+    for target in (broken, tmp_path):
+        res, _ = run_cli(["inspect", str(target)], tmp_path)
+        assert res.returncode == 2
+        assert res.stdout == ""
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert lines[0].startswith(f"error: file {target}")
+        assert "Traceback" not in res.stderr

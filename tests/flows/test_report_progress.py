@@ -176,3 +176,25 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
     # mapped, only the sample's one row for a flow deleted since is left unknown
     mapped = inspect(str(data / "appcues" / "mapping.yaml"))
     assert "1 rows name 1 flows the catalog does not have: '-OldFlow1234' (1 rows)" in mapped
+
+
+def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
+    from flows.audit import render_markdown
+
+    steps = pl.DataFrame(
+        {
+            "flow_slug": ["f", "f"],
+            "step_index": [0, 1],
+            "step_id": ["one", "two"],
+            "completed_a": [4, 2],
+            "completed_b": [4, 1],
+        }
+    )
+    flows = pl.DataFrame(
+        {"flow_slug": ["f"], **{f"{k}_{s}": [1] for k in ("started", "completed", "skipped") for s in "ab"}}
+    )
+    md = render_markdown({"a": "A", "b": "B"}, pl.DataFrame(), steps, flows)
+    bars = {line.split()[0] + line.split()[1]: line.count("█") for line in md.splitlines() if "█" in line}
+    # step two's 2 users draw half as long as step one's 4, not as long (one scale per funnel)
+    assert bars["oneA"] == 2 * bars["twoA"] == 30
+    assert bars["twoB"] == round(30 / 4)
