@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -156,12 +156,17 @@ class ChildRun:
     wall_s: float
     max_rss_bytes: int
     output: str
+    #: user + system CPU of the child and the children it waited for
+    cpu_s: float = 0.0
 
 
-def run_child(args: Sequence[str], cwd: Path, timeout_s: float = 1800.0) -> ChildRun:
-    """Run ``python -m <args>`` in ``cwd`` with this checkout importable; peak RSS from wait4's rusage
-    (the child's own high-water mark, exact, no polling). Killed (by its pid) past ``timeout_s``."""
-    env = dict(os.environ)
+def run_child(
+    args: Sequence[str], cwd: Path, timeout_s: float = 1800.0, env: Mapping[str, str] | None = None
+) -> ChildRun:
+    """Run ``python -m <args>`` in ``cwd`` with this checkout importable (``env`` over this process's
+    environment); peak RSS and CPU from wait4's rusage (the child's own, exact, no polling). Killed (by
+    its pid) past ``timeout_s``."""
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     log = cwd / f"child-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
@@ -188,4 +193,4 @@ def run_child(args: Sequence[str], cwd: Path, timeout_s: float = 1800.0) -> Chil
     proc.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text(encoding="utf-8", errors="replace")
     log.unlink()
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss * 1024, text)
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss * 1024, text, usage.ru_utime + usage.ru_stime)

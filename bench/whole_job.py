@@ -25,22 +25,18 @@ import asyncio
 import csv
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import polars as pl
 
-from bench._common import REPO_ROOT, Figure, base_parser, run_main
+from bench._common import REPO_ROOT, Figure, base_parser, run_child, run_main
 from bench._push import FLOW, requests_per_user, user_requests
 from emulator.embedded import EmbeddedEmulator
+from tests.e2e.servers import prefect_server, quiet_prefect_env
 
 NAME = "whole_job"
 LATENCY_MS = 50.0
@@ -56,80 +52,6 @@ def write_export(path: Path, users: int) -> int:
             for user, action, step, at in user_requests("bench", n):
                 w.writerow([user, FLOW, step or "", action.value, at])
     return users * requests_per_user()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _quiet_prefect(home: Path) -> dict[str, str]:
-    return {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    }
-
-
-@contextmanager
-def prefect_server(home: Path, timeout: float = 180.0) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1 in its own process group, stopped by its own pid."""
-    port = _free_port()
-    env = {**os.environ, **_quiet_prefect(home)}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not start: " + (home / "server.log").read_text()[-2000:])
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(15)
-        log.close()
-
-
-def run_measured(args: Sequence[str], cwd: Path, env: dict[str, str], timeout_s: float) -> tuple[int, float, float]:
-    """(exit code, wall s, CPU s of the process and the children it waited for), by wait4's rusage."""
-    started = time.perf_counter()
-    with (cwd / f"{NAME}-{time.monotonic_ns()}.log").open("wb") as out:
-        proc = subprocess.Popen(list(args), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = started + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
-    # wait4 reaped it: tell the Popen object, which would otherwise think it still runs
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
 def push_rate(run_dir: Path) -> tuple[float, int]:
@@ -190,33 +112,28 @@ def aiohttp_child(argv: Sequence[str]) -> int:
 
 def measure(rates: Sequence[int], seconds: float, concurrency: int, tmp: Path) -> list[Figure]:
     figs: list[Figure] = []
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    for k in [k for k in env if k.startswith("FRIGADE_")]:
-        del env[k]
     home = tmp / "prefect-home"
     home.mkdir()
     with prefect_server(home) as api:
-        env |= _quiet_prefect(home) | {"PREFECT_API_URL": api}
+        # no FRIGADE_* of this shell: the job is told its API and key below, and only those
+        env = {k: "" for k in os.environ if k.startswith("FRIGADE_")} | quiet_prefect_env(home)
+        env["PREFECT_API_URL"] = api
         for rate in rates:
             users = max(2, round(rate * seconds / requests_per_user()))
             export = tmp / f"export-{rate}.csv"
             planned = write_export(export, users)
             run_dir = tmp / f"run-{rate}"
             with EmbeddedEmulator(catalog=CATALOG, rate_limit=rate, latency_ms=LATENCY_MS) as emu:
-                cmd = [sys.executable, "-m", "flows.cli", "backfill", str(export), "--catalog", str(CATALOG)]
-                cmd += ["--api-url", emu.url, "--rate", str(rate), "--concurrency", str(concurrency)]
-                code, wall, cpu = run_measured(
-                    [*cmd, "--run-dir", str(run_dir), "--state-dir", str(tmp / f"state-{rate}")],
-                    tmp,
-                    env | {"FRIGADE_API_KEY": emu.public_key},
-                    1800,
-                )
+                cmd = ["flows.cli", "backfill", str(export), "--catalog", str(CATALOG), "--api-url", emu.url]
+                cmd += ["--rate", str(rate), "--concurrency", str(concurrency), "--run-dir", str(run_dir)]
+                cmd += ["--state-dir", str(tmp / f"state-{rate}")]
+                job = run_child(cmd, tmp, env=env | {"FRIGADE_API_KEY": emu.public_key})
+                code, wall, cpu = job.code, job.wall_s, job.cpu_s
                 job_stats = emu.stats()
                 emu.reset()
-                raw = [sys.executable, "-m", "bench.whole_job", "--aiohttp-child", emu.url, emu.public_key]
-                raw_code, raw_wall, raw_cpu = run_measured(
-                    [*raw, str(users), str(rate), str(concurrency)], tmp, env, 1800
-                )
+                raw = ["bench.whole_job", "--aiohttp-child", emu.url, emu.public_key]
+                loop = run_child([*raw, str(users), str(rate), str(concurrency)], tmp, env=env)
+                raw_code, raw_wall, raw_cpu = loop.code, loop.wall_s, loop.cpu_s
                 raw_stats = emu.stats()
             achieved, sent = push_rate(run_dir) if code == 0 else (float("nan"), 0)
             throttled = int(job_stats["throttled"])
