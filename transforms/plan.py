@@ -152,10 +152,15 @@ def _step_needs(s: pl.LazyFrame, rules: Rules) -> pl.LazyFrame:
     if rules.start_next_step:
         # whether the previous step's planned COMPLETED/SKIPPED_STEP starts this one
         prev = (pl.col("need_co") | pl.col("need_sk")).shift(1).over(UF, order_by="step_index").fill_null(False)
+        # A step to clear (its completion undone) that the previous step's action starts is cleared
+        # before that action, which then starts it again: no STARTED_STEP of its own is needed.
         s = s.with_columns(prev.alias("started_by_prev")).with_columns(
-            (pl.col("need_st") & ~(pl.col("started_by_prev") & ~pl.col("lead_nss"))).alias("need_st"),
+            (pl.col("need_st") & ~pl.col("started_by_prev")).alias("need_st"),
             (pl.col("trail_nss") | (~st & pl.col("started_by_prev"))).alias("trail_nss"),
+            (pl.col("lead_nss") & pl.col("started_by_prev")).alias("nss_before_prev"),
         )
+    else:
+        s = s.with_columns(pl.lit(False).alias("nss_before_prev"))
     return s.with_columns(
         (pl.col("need_sk") | pl.col("need_co") | pl.col("need_st")).alias("moves"),
         pl.when(pl.col("need_st"))
@@ -270,23 +275,36 @@ def _rows(
             ).alias("send_sf"),
         )
     )
-    s = s.join(f.select(UF, "anchor"), on=UF).with_columns(
-        pl.when(pl.col("step_index") == pl.col("anchor"))
-        .then(pl.col("step_count"))
-        .otherwise(pl.col("step_index"))
-        .alias("key"),
-        # A step the anchor's action starts (sent last) is cleared after it, not before.
-        (pl.col("started_by_prev") & (pl.col("step_index") == pl.col("anchor") + 1)).alias("after_anchor"),
+    s = (
+        s.join(f.select(UF, "anchor"), on=UF)
+        .with_columns(
+            pl.when(pl.col("step_index") == pl.col("anchor"))
+            .then(pl.col("step_count"))
+            .otherwise(pl.col("step_index"))
+            .alias("key"),
+            # A step the anchor's action starts (sent last) is cleared after it, not before.
+            (pl.col("started_by_prev") & (pl.col("step_index") == pl.col("anchor") + 1)).alias("after_anchor"),
+        )
+        .with_columns(
+            # where the previous step's actions go (the anchor's are last): a step cleared before them
+            pl.col("key").shift(1).over(UF, order_by="step_index").alias("prev_key"),
+        )
     )
     # Both frames feed every branch below: materialise them once.
     f, s = (x.lazy() for x in pl.collect_all([f, s]))
 
     def step_slot(flag: str, action: Action, slot: int, fact: str) -> pl.LazyFrame:
         late = pl.col("after_anchor") if flag == "trail_nss" else pl.lit(False)
+        early = pl.col("nss_before_prev") if flag == "lead_nss" else pl.lit(False)
         return s.filter(pl.col(flag)).select(
             UF,
-            pl.when(late).then(pl.col("step_count")).otherwise(pl.col("key")).alias("key"),
-            pl.when(late).then(pl.lit(5)).otherwise(pl.lit(slot)).alias("slot"),
+            pl.when(late)
+            .then(pl.col("step_count"))
+            .when(early)
+            .then(pl.col("prev_key"))
+            .otherwise(pl.col("key"))
+            .alias("key"),
+            pl.when(late).then(pl.lit(5)).when(early).then(pl.lit(-1)).otherwise(pl.lit(slot)).alias("slot"),
             pl.lit(act_code(action), pl.UInt8).alias("act"),
             "gs",
             pl.col(f"{fact}_pos").alias("pos"),
@@ -316,6 +334,10 @@ def _rows(
     )
     fix_here = fix & pl.col("p_st").fill_null(False)
     fix_pair = fix & ~fix_here & ~fix_back
+    # The pair's NOT_STARTED_STEP, sent last, also clears step p: p's own trailing one is not needed.
+    s = s.join(f.select(UF, fix_pair.alias("pair")), on=UF).with_columns(
+        (pl.col("trail_nss") & ~(pl.col("pair") & (pl.col("step_index") == pl.col("p")))).alias("trail_nss")
+    )
     parts = [
         flow_row(pl.col("need_reset"), A.NOT_STARTED_FLOW, pl.lit(-2), 0, no_step, "reset"),
         flow_row(pl.col("send_sf"), A.STARTED_FLOW, pl.lit(-1), 0, no_step, "start"),
