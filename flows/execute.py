@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -22,7 +21,7 @@ from flows.runfolder import DispatchJournal, OutcomeLog
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import FrigadeError, StopRunError
-from frigade.models import UserFlowStates, flow_state_from_wire
+from frigade.models import UserFlowStates, flow_state_from_wire, same_instant
 from frigade.push import FirstUsers, Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
 from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, apply
 
@@ -287,17 +286,6 @@ def _settled(r: PlannedRequest, outcome: OutcomeKind, message: str, error: str |
         outcome=outcome,
         at=time.time(),
     )
-
-
-def same_instant(a: str | None, b: str | None) -> bool:
-    """Two ISO-8601 times name the same millisecond (the precision sent on the wire)."""
-    if a is None or b is None:
-        return False
-    try:
-        x, y = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (a, b))
-    except ValueError:
-        return a == b
-    return abs((x - y).total_seconds()) < 0.001
 
 
 def user_order(plan: pl.DataFrame) -> dict[str, int]:

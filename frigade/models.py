@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -127,3 +128,14 @@ class FlowList(_Wire):
     data: list[ExternalizedFlow]
     offset: int = 0
     limit: int = 0
+
+
+def same_instant(a: str | None, b: str | None) -> bool:
+    """Two ISO-8601 times name the same millisecond (the precision sent on the wire)."""
+    if a is None or b is None:
+        return False
+    try:
+        x, y = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (a, b))
+    except ValueError:
+        return a == b
+    return abs((x - y).total_seconds()) < 0.001

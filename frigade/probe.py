@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 from frigade.client import FrigadeClient
 from frigade.errors import FrigadeError
-from frigade.models import FlowStateWrite, StatefulFlow, UserFlowStates
+from frigade.models import FlowStateWrite, StatefulFlow, UserFlowStates, same_instant
 from frigade.rules import Action, Rules
 
 __all__ = ["PROBE_PREFIX", "ProbeAnswers", "ProbeError", "ProbeResult", "interpret", "probe", "probe_user_id"]
@@ -63,7 +62,7 @@ def interpret(answers: ProbeAnswers) -> Rules:
         start_next_step=answers.next_started_after_complete,
         not_started_index=answers.not_started_index,
         nss_clears_last_action=answers.step_last_action_at_after_reset is None,
-        honours_created_at=_same_instant(answers.flow_last_action_at_after_complete, _T_COMPLETE),
+        honours_created_at=same_instant(answers.flow_last_action_at_after_complete, _T_COMPLETE),
         last_step_completes_flow=answers.flow_completed_after_last_step,
     )
     return rules.named()
@@ -125,13 +124,3 @@ def _flow(states: UserFlowStates, flow_slug: str) -> StatefulFlow:
     if flow is None:
         raise ProbeError(f"flow {flow_slug} is not among the probe user's eligible flows")
     return flow
-
-
-def _same_instant(a: str | None, b: str) -> bool:
-    if a is None:
-        return False
-    try:
-        x, y = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (a, b))
-    except ValueError:
-        return a == b
-    return abs((x - y).total_seconds()) < 0.001
