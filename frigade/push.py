@@ -245,15 +245,7 @@ async def _push_user(
             record(_outcome(req, "already_in_effect", ok=True, message="the server already shows its effect"))
             continue
         try:
-            write = FlowStateWrite(
-                user_id=req.user_id,
-                flow_slug=req.flow_slug,
-                action_type=req.action,
-                step_id=req.step_id,
-                group_id=req.group_id,
-                data=req.data,
-                created_at=req.created_at,
-            )
+            write = write_of(req)
         except ValueError as exc:
             # a value validation should have quarantined: this user's outcome, never the run's exception
             record(_outcome(req, "rejected", error_class=UNSENDABLE, message=f"the request cannot be built: {exc}"))
@@ -291,6 +283,19 @@ def _mismatch_message(req: PlannedRequest, before: FlowState, got: FlowState, ru
         f"the server's state after {req.action.value}{step} in flow {req.flow_slug} is not what rules "
         f"profile {rules.name!r} predicts: {what}; run `frigade-migrate probe --flow {req.flow_slug} --yes` "
         "and resume with --rules rules.json"
+    )
+
+
+def write_of(req: PlannedRequest) -> FlowStateWrite:
+    """The wire body of a planned request (raises ValueError for a value that cannot be sent)."""
+    return FlowStateWrite(
+        user_id=req.user_id,
+        flow_slug=req.flow_slug,
+        action_type=req.action,
+        step_id=req.step_id,
+        group_id=req.group_id,
+        data=req.data,
+        created_at=req.created_at,
     )
 
 

@@ -17,8 +17,7 @@ import pytest
 from emulator.sample import sample_catalog
 from flows.exports import check_exports
 from flows.pipeline import Prepared, accounting_closes, iter_user_requests, prepare, request_body_fields
-from frigade.models import FlowStateWrite
-from frigade.push import PlannedRequest
+from frigade.push import PlannedRequest, write_of
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
 
@@ -53,16 +52,7 @@ def sendable(prepared: Prepared) -> None:
     """Every planned request builds and encodes, as the push would."""
     for _, rows in iter_user_requests(prepared.plan):
         for r in rows:
-            req = PlannedRequest(**request_body_fields(r))
-            FlowStateWrite(
-                user_id=req.user_id,
-                flow_slug=req.flow_slug,
-                action_type=req.action,
-                step_id=req.step_id,
-                group_id=req.group_id,
-                data=req.data,
-                created_at=req.created_at,
-            ).body()
+            write_of(PlannedRequest(**request_body_fields(r))).body()
 
 
 # ---------------------------------------------------------------- 1. poison rows
