@@ -22,6 +22,7 @@ __all__ = [
     "PushSummary",
     "UserWork",
     "push",
+    "write_of",
 ]
 
 #: ``already_in_effect``: not sent, the state the server last returned already shows its effect;
