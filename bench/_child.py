@@ -29,7 +29,7 @@ def floor(export: str, out: str) -> int:
 
 
 def plan(export: str, catalog: str) -> int:
-    from flows.cli import main
+    from cli.app import main
 
     return main(["plan", export, "--catalog", catalog])
 
@@ -43,29 +43,31 @@ def plan_heap(export: str, catalog: str) -> int:
     return code
 
 
-def _analysis(export: str, catalog: str, *, prints: bool = False, known: object = None) -> object:
-    from flows.job import load_catalog_file
-    from flows.pipeline import analyze
+def _analysis(export: str, catalog: str, *, hash_events: bool = False, known: object = None) -> object:
+    from lifecycle.job import load_catalog_file
+    from lifecycle.pipeline import analyze
     from transforms.presets import resolve_mapping
 
     assert known is None or isinstance(known, pl.DataFrame)
-    return analyze([Path(export)], resolve_mapping(None), load_catalog_file(catalog), prints=prints, known=known)
+    return analyze(
+        [Path(export)], resolve_mapping(None), load_catalog_file(catalog), hash_events=hash_events, known=known
+    )
 
 
 def sync_state(export: str, catalog: str, state_dir: str) -> int:
     """What a finished, clean sync of EXPORT leaves in its state folder: the target state and every
     user's print, remembered."""
-    from flows.pipeline import Analysis
+    from lifecycle.pipeline import Analysis
     from transforms.sync import remembered
 
-    analysis = _analysis(export, catalog, prints=True)
+    analysis = _analysis(export, catalog, hash_events=True)
     assert isinstance(analysis, Analysis)
-    assert analysis.prints is not None
+    assert analysis.events_hashes is not None
     flows, steps = remembered(*analysis.targets)
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     flows.write_parquet(Path(state_dir) / "flows.parquet")
     steps.write_parquet(Path(state_dir) / "steps.parquet")
-    analysis.prints.write_parquet(Path(state_dir) / "users.parquet")
+    analysis.events_hashes.write_parquet(Path(state_dir) / "users.parquet")
     return 0
 
 
@@ -73,8 +75,8 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     """Time the full plan of EXPORT (analyze + plan, as a backfill), then the sync plan as
     ``frigade-migrate sync`` makes it (analyze skipping users whose prints are remembered, load the
     remembered state, plan against it)."""
-    from flows.pipeline import Analysis, plan
-    from flows.statedir import StateDir
+    from lifecycle.pipeline import Analysis, plan
+    from lifecycle.statedir import StateDir
     from transforms.sync import remembered
 
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     del analysis, full
     state = StateDir(Path(state_dir))
     t3 = time.perf_counter()
-    analysis = _analysis(export, catalog, prints=True, known=state.load_prints())
+    analysis = _analysis(export, catalog, hash_events=True, known=state.load_events_hashes())
     assert isinstance(analysis, Analysis)
     t4 = time.perf_counter()
     baseline = state.load()
@@ -104,7 +106,7 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
         "sync_requests": synced.plan.height,
         "sync_users": synced.plan.get_column("user_id").n_unique(),
         "full_users": full_users,
-        "analysed_users": analysis.prints.height if analysis.prints is not None else 0,
+        "analysed_users": analysis.events_hashes.height if analysis.events_hashes is not None else 0,
         "rows_in": rows_in,
         "sync_accounting": synced.counts,
     }

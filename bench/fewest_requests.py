@@ -2,7 +2,7 @@
 the true minimum.
 
 A generated export (realistic histories: starts, views, repeats, completions, skips, resets, plus
-duplicate and late rows) goes through the job's planning (``flows.pipeline.prepare``, as
+duplicate and late rows) goes through the job's planning (``lifecycle.pipeline.prepare``, as
 ``frigade-migrate plan`` runs it) in state mode and in history mode. The minimum is computed
 independently of the planner: for every distinct target state of a flow, a breadth-first search over
 the shared rules (``frigade.rules.apply``) from the initial state gives the fewest writes that reach it
@@ -26,9 +26,9 @@ import polars as pl
 
 from bench._common import CATALOG_FILE, Figure, base_parser, run_main
 from bench.datagen import write_export
-from flows.pipeline import Prepared, prepare
 from frigade.catalog import Catalog, parse_catalog
 from frigade.rules import Action, FlowState, apply, initial_state
+from lifecycle.pipeline import Prepared, prepare
 from transforms.presets import resolve_mapping
 
 NAME = "fewest_requests"

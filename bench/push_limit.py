@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from bench._common import Figure, base_parser, percentile, run_main
 from bench._push import CpuTimer, Latencies, requests_per_user, work_list
 from emulator.embedded import EmbeddedEmulator
-from flows.settings import Settings
 from frigade.client import FrigadeClient
 from frigade.push import Outcome, push
 from frigade.secret import ApiKey
+from lifecycle.settings import Settings
 
 NAME = "push_limit"
 LATENCY_MS = 50.0

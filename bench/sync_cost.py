@@ -5,7 +5,7 @@ Data: the generated export of benchmark 4 (same rows and seed: reused from ``--d
 export = the same rows plus, for 1 % of its users (chosen by a hash of the id and the seed), a later
 reset of the onboarding checklist and a start of its second step, so their target state surely changed.
 The previous sync's state folder holds the old export's target state and every user's print exactly as
-``flows.statedir.StateDir`` remembers them after a clean sync. Then, in one child process: the full plan
+``lifecycle.statedir.StateDir`` remembers them after a clean sync. Then, in one child process: the full plan
 of the new export (``analyze`` + ``plan(analysis)``, as a backfill), and the sync plan as
 ``frigade-migrate sync`` makes it (``analyze`` skipping the users whose prints are remembered, then
 ``plan(analysis, baseline=<remembered state>)``).

@@ -124,7 +124,7 @@ def measure(rates: Sequence[int], seconds: float, concurrency: int, tmp: Path) -
             planned = write_export(export, users)
             run_dir = tmp / f"run-{rate}"
             with EmbeddedEmulator(catalog=CATALOG, rate_limit=rate, latency_ms=LATENCY_MS) as emu:
-                cmd = ["flows.cli", "backfill", str(export), "--catalog", str(CATALOG), "--api-url", emu.url]
+                cmd = ["cli", "backfill", str(export), "--catalog", str(CATALOG), "--api-url", emu.url]
                 cmd += ["--rate", str(rate), "--concurrency", str(concurrency), "--run-dir", str(run_dir)]
                 cmd += ["--state-dir", str(tmp / f"state-{rate}")]
                 job = run_child(cmd, tmp, env=env | {"FRIGADE_API_KEY": emu.public_key})

@@ -19,19 +19,19 @@ from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 from rich.markup import escape
 
-from flows import interrupts
-from flows import job as J
-from flows.execute import Work
-from flows.pipeline import Analysis
-from flows.progress import PushProgress
-from flows.report import summary_rows
-from flows.runfolder import DispatchJournal
-from flows.settings import DEFAULT_API_URL, Settings, load_config_file, resolve
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from frigade.push import PushSummary
 from frigade.secret import ApiKey
+from lifecycle import interrupts
+from lifecycle import job as J
+from lifecycle.execute import Work
+from lifecycle.pipeline import Analysis
+from lifecycle.progress import PushProgress
+from lifecycle.report import summary_rows
+from lifecycle.runfolder import DispatchJournal
+from lifecycle.settings import DEFAULT_API_URL, Settings, load_config_file, resolve
 
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
@@ -351,7 +351,7 @@ async def secret_from_block(name: str) -> str:
 @flow(name="frigade-migrate-audit", validate_parameters=True)
 async def audit_flow(snapshot_a: str, snapshot_b: str, out: str | None = None) -> dict[str, Any]:
     """State diff between two snapshots or run folders, published as a markdown artifact."""
-    from flows.audit import write_audit
+    from lifecycle.audit import write_audit
 
     root, summary, md = write_audit(snapshot_a, snapshot_b, out)
     await acreate_markdown_artifact(md, key="frigade-migrate-audit", description="frigade-migrate state audit")

@@ -57,7 +57,7 @@ class Codes:
             ids.extend(by_flow.get(slug, []))
         return cls(tuple(slugs), tuple(statuses), tuple(offsets), tuple(counts), tuple(ids))
 
-    def fingerprint(self, *extra: object) -> int:
+    def digest(self, *extra: object) -> int:
         """A number that changes whenever the catalog does (flows, statuses, steps, their order), or
         ``extra``."""
         catalog = (self.slugs, self.statuses, self.step_ids, self.counts, extra)

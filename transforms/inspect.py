@@ -1,6 +1,6 @@
 """Inspect a sample of an export: which preset fits, the column profile, the time range and the
 first events the mapping would produce. Pure: a LazyFrame sample (the file's first rows) in, plain
-data and small polars frames out; reading the file and printing is ``flows.inspect_cmd``'s job.
+data and small polars frames out; reading the file and printing is ``cli.inspect``'s job.
 
 A preset fits when every column it requires exists (its required fields resolve, or its wide rules
 match columns). Fitting presets are ranked by score: the share of the sample's event names the preset

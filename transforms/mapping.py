@@ -440,7 +440,7 @@ def action_expr(
 # ---------------------------------------------------------------- the mapping itself
 
 
-#: the command-line flag that names each field's column (``flows.cli`` defines them)
+#: the command-line flag that names each field's column (``cli.app`` defines them)
 COLUMN_FLAGS = {
     "user": "--user-col",
     "group": "--group-col",

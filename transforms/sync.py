@@ -55,14 +55,14 @@ def from_snapshot(snapshot: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return remembered(flows, steps)
 
 
-def fingerprints(flows: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+def state_hashes(flows: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     """One hash per user-flow over every flag, the pointer and each step's flags. Each step's hash
     names its step, and a sum does not depend on order: the steps need no sorting."""
     step_fp = steps.group_by(FLOW_KEY).agg(pl.struct("step_id", *STEP_STATE_COLUMNS).hash(seed=7).sum().alias("_steps"))
     return (
         flows.select(*FLOW_KEY, *FLOW_STATE_COLUMNS)
         .join(step_fp, on=FLOW_KEY, how="left")
-        .select(*FLOW_KEY, pl.struct(*FLOW_STATE_COLUMNS, "_steps").hash(seed=11).alias("fingerprint"))
+        .select(*FLOW_KEY, pl.struct(*FLOW_STATE_COLUMNS, "_steps").hash(seed=11).alias("state_hash"))
     )
 
 
@@ -71,9 +71,9 @@ def changed_user_flows(
 ) -> pl.DataFrame:
     """(user_id, flow_slug) whose target differs from the remembered state: an anti-join on the
     fingerprint, so unchanged user-flows cost nothing to skip."""
-    new = fingerprints(new_flows, new_steps)
-    old = fingerprints(old_flows, old_steps)
-    return new.join(old, on=[*FLOW_KEY, "fingerprint"], how="anti").select(FLOW_KEY)
+    new = state_hashes(new_flows, new_steps)
+    old = state_hashes(old_flows, old_steps)
+    return new.join(old, on=[*FLOW_KEY, "state_hash"], how="anti").select(FLOW_KEY)
 
 
 def as_current(flows: pl.DataFrame, steps: pl.DataFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -105,34 +105,34 @@ def merge(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame
     return pl.concat([old.join(new.select(FLOW_KEY).unique(), on=FLOW_KEY, how="anti"), new]).sort(keys)
 
 
-#: the per-user print of the events a sync last left exactly at their target
-PRINT_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "print": pl.UInt64()}
-#: bump when the replay or the planner changes what the same events mean: every print changes with it
-PRINT_VERSION = 2
+#: the per-user hash of the events a sync last left exactly at their target
+EVENTS_HASH_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "events_hash": pl.UInt64()}
+#: bump when the replay or the planner changes what the same events mean: every hash changes with it
+EVENTS_HASH_VERSION = 2
 
 
-def print_seed(codes: Codes, rules: Rules = DEFAULT_RULES) -> int:
+def events_hash_seed(codes: Codes, rules: Rules = DEFAULT_RULES) -> int:
     """The same events mean another target under other rules: the profile's settings are in the seed."""
-    return codes.fingerprint("prints", PRINT_VERSION, sorted(rules.settings().items()))
+    return codes.digest("events_hash", EVENTS_HASH_VERSION, sorted(rules.settings().items()))
 
 
-def user_prints(log: pl.DataFrame, seed: int) -> pl.DataFrame:
+def events_hashes(log: pl.DataFrame, seed: int) -> pl.DataFrame:
     """One number per user over their de-duplicated events in replay order (the log of
     ``transforms.validate.order_log``, each user's events together): each event's codes, time, data,
     group, source id and place in its user-flow, hashed and summed, under ``seed`` (the catalog's).
-    Equal prints mean the same events replayed in the same order under the same catalog, so the
+    Equal hashes mean the same events replayed in the same order under the same catalog, so the
     same target; they depend on that user's rows alone."""
     hashed = pl.struct("fl", "gs", "act", "ts", "data", "group_id", "event_id", place_in_run("uf").alias("place"))
     return (
         log.lazy()
         .select("user_id", run_number("user_id").alias("_user"), hashed.hash(seed=seed).alias("_h"))
         .group_by("_user", maintain_order=True)
-        .agg(pl.col("user_id").first(), pl.col("_h").sum().alias("print"))
+        .agg(pl.col("user_id").first(), pl.col("_h").sum().alias("events_hash"))
         .drop("_user")
         .collect()
     )
 
 
-def clean_prints(prints: pl.DataFrame, unclean_users: pl.Series) -> pl.DataFrame:
-    """The prints a finished run may remember: those of users it left exactly at their target."""
-    return prints.filter(~pl.col("user_id").is_in(unclean_users.implode()))
+def clean_events_hashes(hashes: pl.DataFrame, unclean_users: pl.Series) -> pl.DataFrame:
+    """The events hashes a finished run may remember: those of users it left exactly at their target."""
+    return hashes.filter(~pl.col("user_id").is_in(unclean_users.implode()))

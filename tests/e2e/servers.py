@@ -84,7 +84,7 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 def cli(args: list[str], env: Mapping[str, str], cwd: Path, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     """Run `frigade-migrate ARGS` as a user would, in ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env={**os.environ, **env},
         cwd=cwd,
         capture_output=True,

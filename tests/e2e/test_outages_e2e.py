@@ -30,9 +30,7 @@ def start_cli(args: list[str], env: Mapping[str, str], cwd: Path) -> subprocess.
     n = len(list(cwd.glob("cli-*.err")))
     out, err = (cwd / f"cli-{n}.out").open("wb"), (cwd / f"cli-{n}.err").open("wb")
     with out, err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args], env=dict(env), cwd=cwd, stdout=out, stderr=err
-        )
+        return subprocess.Popen([sys.executable, "-m", "cli", *args], env=dict(env), cwd=cwd, stdout=out, stderr=err)
 
 
 def output(cwd: Path) -> tuple[str, str]:
@@ -189,7 +187,7 @@ def test_ctrl_c_at_a_terminal_with_prefects_temporary_server_stops_cleanly(
     n = len(list(tmp_path.glob("cli-*.err")))
     with (tmp_path / f"cli-{n}.out").open("wb") as out, (tmp_path / f"cli-{n}.err").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             env=env,
             cwd=tmp_path,
             stdout=out,

@@ -29,7 +29,7 @@ CATALOG_PATH = DATA / "catalog.yaml"
 def pipeline_passes_the_catalog() -> bool:
     """Whether the pipeline hands the catalog step table to the mapping stage (Pendo's last-step rule
     and the other catalog-order derivations need it)."""
-    from flows.pipeline import load_events
+    from lifecycle.pipeline import load_events
     from transforms.presets import resolve_mapping
     from transforms.validate import catalog_frames
 

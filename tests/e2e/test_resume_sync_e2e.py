@@ -41,7 +41,7 @@ def test_sigkill_mid_run_then_resume_sends_nothing_twice(
     args = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "cli.app",
         "backfill",
         str(export),
         "--catalog",
@@ -193,7 +193,7 @@ def test_sync_sends_only_what_changed_including_regressions_and_audit_shows_it(
         assert emu.stats()["writes_accepted"] == after_first, "an unchanged export must send nothing"
         assert pl.read_parquet(tmp_path / "r2" / "plan.parquet").height == 0
         # every user the first sync left at its target is skipped, not analysed again
-        printed = pl.read_parquet(tmp_path / "r1" / "user_prints.parquet").height
+        printed = pl.read_parquet(tmp_path / "r1" / "events_hashes.parquet").height
         assert _counts(tmp_path / "r2")["users_unchanged"] == printed > 0
 
         res = sync(second, "r3")

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 
-from flows.inspect_cmd import main
+from cli.inspect import main
 from transforms.inspect import column_profile, inspect_sample
 from transforms.presets import PRESETS
 

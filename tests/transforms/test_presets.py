@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import yaml
 
-from flows.pipeline import scan_export
 from frigade.catalog import Catalog, parse_catalog
+from lifecycle.pipeline import scan_export
 from tests.samples import SAMPLES, Sample, render
 from transforms.inspect import inspect_sample
 from transforms.mapping import SourceMapping, map_events

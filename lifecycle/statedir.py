@@ -22,13 +22,13 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from flows.execute import SNAPSHOT_SCHEMA
-from flows.runfolder import RunFolder
-from flows.settings import DEFAULT_API_URL, EMBEDDED_TARGET
+from lifecycle.execute import SNAPSHOT_SCHEMA
+from lifecycle.runfolder import RunFolder
+from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
 from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY
-from transforms.sync import PRINT_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
+from transforms.sync import EVENTS_HASH_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
 
 #: the state folder's, and a finished run's, full known state after that run
 KNOWN_SNAPSHOT = "known_snapshot.parquet"
@@ -81,13 +81,15 @@ class StateDir:
         path = self.root / KNOWN_SNAPSHOT
         return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
 
-    def load_prints(self) -> pl.DataFrame:
-        """The per-user prints of the events past runs left exactly at their target."""
+    def load_events_hashes(self) -> pl.DataFrame:
+        """The per-user hashes of the events past runs left exactly at their target."""
         path = self.root / "users.parquet"
-        # prints vouch for remembered state: without that state they mean nothing
+        # events hashes vouch for remembered state: without that state they mean nothing
         if not path.exists() or not (self.root / "flows.parquet").exists():
-            return pl.DataFrame(schema=PRINT_SCHEMA)
-        return pl.read_parquet(path)
+            return pl.DataFrame(schema=EVENTS_HASH_SCHEMA)
+        remembered = pl.read_parquet(path)
+        # a state folder of an earlier version: its users are planned again against the remembered state
+        return remembered if "events_hash" in remembered.columns else pl.DataFrame(schema=EVENTS_HASH_SCHEMA)
 
     def check_no_unfinished_run(self, this_run: Path) -> None:
         marker = self._folder.read_json("unfinished.json")
@@ -137,12 +139,12 @@ class StateDir:
         snapshot: pl.DataFrame,
         run_id: str,
         api_url: str | None,
-        prints: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+        events_hashes: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     ) -> None:
-        """Fold the returned state of this run's users into the remembered state; with ``prints``
+        """Fold the returned state of this run's users into the remembered state; with ``events_hashes``
         (those of the users the run analysed, and of those it left at their target), replace the
-        analysed users' prints by the clean ones (the others are forgotten, so planned again);
-        without, forget the prints of every user whose state was returned."""
+        analysed users' hashes by the clean ones (the others are forgotten, so planned again);
+        without, forget the hashes of every user whose state was returned."""
         self.root.mkdir(parents=True, exist_ok=True)
         old_flows, old_steps = self.load()
         new_flows, new_steps = from_snapshot(snapshot)
@@ -150,11 +152,11 @@ class StateDir:
         self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
         known = pl.concat([self.known_snapshot(), snapshot.select(*SNAPSHOT_SCHEMA).cast(pl.Schema(SNAPSHOT_SCHEMA))])
         self._folder.write_parquet(KNOWN_SNAPSHOT, latest_snapshot(known))
-        # A run without prints (planned without a state folder, or by an older version) still moved
-        # its users' state: their prints no longer vouch for it and are forgotten.
-        analysed, clean = prints if prints is not None else (new_flows.select("user_id"), None)
-        kept = self.load_prints().join(analysed.select("user_id").unique(), on="user_id", how="anti")
-        parts = [kept] if clean is None else [kept, clean.select(*PRINT_SCHEMA)]
+        # A run without events hashes (planned without a state folder, or by an older version) still moved
+        # its users' state: their hashes no longer vouch for it and are forgotten.
+        analysed, clean = events_hashes if events_hashes is not None else (new_flows.select("user_id"), None)
+        kept = self.load_events_hashes().join(analysed.select("user_id").unique(), on="user_id", how="anti")
+        parts = [kept] if clean is None else [kept, clean.select(*EVENTS_HASH_SCHEMA)]
         self._folder.write_parquet("users.parquet", pl.concat(parts))
         self._folder.write_json(
             {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"

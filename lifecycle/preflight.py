@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.exports import check_exports
-from flows.job import load_catalog_file, mapping_of
-from flows.pipeline import Analysis, analyze, scan_export
-from flows.settings import Settings
 from frigade.catalog import Catalog
+from lifecycle.exports import check_exports
+from lifecycle.job import load_catalog_file, mapping_of
+from lifecycle.pipeline import Analysis, analyze, scan_export
+from lifecycle.settings import Settings
 from transforms.mapping import map_events
 from transforms.quarantine import nothing_to_migrate
 from transforms.schema import InputError

@@ -16,14 +16,14 @@ from typing import Any
 
 import polars as pl
 
-from flows.pipeline import iter_user_requests, request_body_fields
-from flows.runfolder import DispatchJournal, OutcomeLog
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import FrigadeError, StopRunError
 from frigade.models import UserFlowStates, flow_state_from_wire, same_instant
 from frigade.push import FirstUsers, Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
 from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, apply
+from lifecycle.pipeline import iter_user_requests, request_body_fields
+from lifecycle.runfolder import DispatchJournal, OutcomeLog
 
 DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import polars as pl
 
 from emulator.sample import sample_catalog
-from flows.execute import _align, iter_batches, pending_requests
-from flows.report import bar_chart, render
-from flows.runfolder import OUTCOME_SCHEMA
 from frigade.models import UserFlowStates
 from frigade.push import PlannedRequest
 from frigade.rules import Action, FlowState, apply, initial_state
+from lifecycle.execute import _align, iter_batches, pending_requests
+from lifecycle.report import bar_chart, render
+from lifecycle.runfolder import OUTCOME_SCHEMA
 
 PLAN = pl.DataFrame(
     {

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import polars as pl
 
-    from flows.settings import Settings
     from frigade.probe import ProbeResult
     from frigade.secret import ApiKey
+    from lifecycle.settings import Settings
 
 EXIT_OK, EXIT_INPUT, EXIT_STOPPED = 0, 2, 3
 
@@ -42,10 +42,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     # imported here: building the parser must stay cheap for every other command
     from rich.console import Console
 
-    from flows.settings import resolve
     from frigade.errors import FrigadeError
     from frigade.probe import PROBE_REQUESTS, probe_user_id
     from frigade.rules import PROFILES, SETTINGS
+    from lifecycle.settings import resolve
 
     err, out = Console(stderr=True), Console()
     if not args.yes:

@@ -10,9 +10,9 @@ import itertools
 import polars as pl
 from rich.console import Console
 
-from flows.progress import PushProgress, RateEstimate
-from flows.report import reconciliation_line, render, request_counts, requests_line, summary_rows
 from frigade.push import Outcome
+from lifecycle.progress import PushProgress, RateEstimate
+from lifecycle.report import reconciliation_line, render, request_counts, requests_line, summary_rows
 from transforms.quarantine import catalog_hints, examples
 
 
@@ -150,7 +150,7 @@ def test_catalog_hints_show_unmatched_ids_beside_the_catalogs_and_the_key_that_m
 
 
 def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it() -> None:
-    from flows.inspect_cmd import main
+    from cli.inspect import main
     from tests.e2e.servers import ROOT
 
     data = ROOT / "data"
@@ -179,7 +179,7 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
 
 
 def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
-    from flows.audit import render_markdown
+    from lifecycle.audit import render_markdown
 
     steps = pl.DataFrame(
         {

@@ -18,8 +18,13 @@ from typing import Any
 import polars as pl
 import yaml
 
-from flows import interrupts
-from flows.execute import (
+from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog, yaml_problem
+from frigade.client import FrigadeClient
+from frigade.errors import CatalogError, FrigadeError, InterruptedRunError, StopRunError
+from frigade.push import Outcome, PushSummary
+from frigade.rules import FlowState, Rules
+from lifecycle import interrupts
+from lifecycle.execute import (
     SNAPSHOT_SCHEMA,
     SnapshotLog,
     Work,
@@ -30,24 +35,19 @@ from flows.execute import (
     snapshot_rows,
     user_order,
 )
-from flows.exports import resolve_path
-from flows.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
-from flows.report import render
-from flows.runfolder import DispatchJournal, OutcomeLog, RunFolder, fingerprint, new_run_id
-from flows.settings import Settings, failure_limit
-from flows.statedir import KNOWN_SNAPSHOT, StateDir
-from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog, yaml_problem
-from frigade.client import FrigadeClient
-from frigade.errors import CatalogError, FrigadeError, InterruptedRunError, StopRunError
-from frigade.push import Outcome, PushSummary
-from frigade.rules import FlowState, Rules
+from lifecycle.exports import resolve_path
+from lifecycle.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
+from lifecycle.report import render
+from lifecycle.runfolder import DispatchJournal, OutcomeLog, RunFolder, file_digest, new_run_id
+from lifecycle.settings import Settings, failure_limit
+from lifecycle.statedir import KNOWN_SNAPSHOT, StateDir
 from transforms.cost import webhook_deliveries
 from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.schema import InputError
-from transforms.sync import clean_prints, from_snapshot
+from transforms.sync import clean_events_hashes, from_snapshot
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
@@ -157,9 +157,9 @@ async def load_catalog(source: str, client: FrigadeClient | None) -> Catalog:
     return catalog_from_api(await client.list_flows())
 
 
-def _check_inputs_unchanged(job: Job, prints: list[dict[str, Any]]) -> None:
+def _check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
     before = {p["path"]: p["sha256"] for p in job.run.get("inputs", [])}
-    now = {p["path"]: p["sha256"] for p in prints}
+    now = {p["path"]: p["sha256"] for p in digests}
     if before and before != now:
         raise InputError(
             f"run folder {job.folder.root} was made from other inputs; resume it with the same files "
@@ -172,9 +172,9 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     (re-planning could differ and resend), so this returns None."""
     for p in job.exports:
         resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
-    prints = [fingerprint(p) for p in job.exports]
+    digests = [file_digest(p) for p in job.exports]
     if job.resuming:
-        _check_inputs_unchanged(job, prints)
+        _check_inputs_unchanged(job, digests)
         recorded = {k: v for k, v in job.run.get("rules", {}).items() if k != "name"}
         if "rules" not in job.run or recorded == job.rules.settings():
             return None
@@ -183,13 +183,13 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
         job.state_dir.check_target(job.settings.target)
         if job.kind == "sync" and not job.from_current:
             job.state_dir.check_no_unfinished_run(job.folder.root)
-    job.run["inputs"] = prints
-    # With a state folder every analysed user is printed, so that the next sync can skip the users
+    job.run["inputs"] = digests
+    # With a state folder every analysed user's events are hashed, so that the next sync can skip the users
     # whose events are unchanged; a plain sync skips those the state folder remembers.
     plain_sync = job.kind == "sync" and not job.full and not job.from_current
-    known = job.state_dir.load_prints() if job.state_dir is not None and plain_sync else None
+    known = job.state_dir.load_events_hashes() if job.state_dir is not None and plain_sync else None
     return analyze(
-        job.exports, mapping_for(job), catalog, prints=job.state_dir is not None, known=known, rules=job.rules
+        job.exports, mapping_for(job), catalog, hash_events=job.state_dir is not None, known=known, rules=job.rules
     )
 
 
@@ -233,8 +233,8 @@ def plan_run(
     job.folder.write_parquet("plan.parquet", prepared.plan)
     job.folder.write_parquet("expected_flows.parquet", prepared.expected_flows)
     job.folder.write_parquet("expected_steps.parquet", prepared.expected_steps)
-    if analysis.prints is not None:
-        job.folder.write_parquet("user_prints.parquet", analysis.prints)
+    if analysis.events_hashes is not None:
+        job.folder.write_parquet("events_hashes.parquet", analysis.events_hashes)
     job.run.update(
         run_id=job.folder.root.name,
         kind=job.kind,
@@ -501,7 +501,9 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
         job.run["status"] = "failed" if failed else "succeeded"
     job.save()
     if job.state_dir is not None and not stopped:
-        job.state_dir.record(snapshot, job.run["run_id"], job.settings.target, _prints(job, plan, latest, mismatches))
+        job.state_dir.record(
+            snapshot, job.run["run_id"], job.settings.target, _events_hashes(job, plan, latest, mismatches)
+        )
         # A sync's snapshot holds only the users it planned; an audit compares full states.
         job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
     per_flow = _per_flow(plan, exp_flows)
@@ -540,28 +542,28 @@ def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
     ).unique()["user_id"]
 
 
-def _prints(
+def _events_hashes(
     job: Job, plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """(prints of the users this run analysed, those of them it left exactly at their target). A
+    """(events hashes of the users this run analysed, those of them it left exactly at their target). A
     user with a request not sent (rejected, failed, held, never tried) or a mismatch is not left
     there: forgetting their print makes the next sync plan them again, export changed or not."""
-    if not job.folder.path("user_prints.parquet").exists():
+    if not job.folder.path("events_hashes.parquet").exists():
         return None
-    analysed = job.folder.read_parquet("user_prints.parquet")
+    analysed = job.folder.read_parquet("events_hashes.parquet")
     return analysed, left_at_target(analysed, plan, latest, mismatches)
 
 
 def left_at_target(
     analysed: pl.DataFrame, plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame
 ) -> pl.DataFrame:
-    """The prints of the analysed users whose every planned request took effect and whose state
+    """The events hashes of the analysed users whose every planned request took effect and whose state
     matched: the users a run left exactly at their target."""
     settled = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied", "already_in_effect"])).select(
         "request_id"
     )
     unsent = plan.join(settled, on="request_id", how="anti").get_column("user_id")
-    return clean_prints(analysed, pl.concat([unsent, mismatches.get_column("user_id")]).unique())
+    return clean_events_hashes(analysed, pl.concat([unsent, mismatches.get_column("user_id")]).unique())
 
 
 def _per_flow(plan: pl.DataFrame, exp_flows: pl.DataFrame) -> list[dict[str, Any]]:

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows.interrupts import run_interruptible
-from flows.report import reconciliation_line
 from frigade.errors import StopRunError, TransientError
+from lifecycle.interrupts import run_interruptible
+from lifecycle.report import reconciliation_line
 from transforms.schema import InputError
 
 EXIT_OK, EXIT_INPUT, EXIT_STOPPED = 0, 2, 3
@@ -166,14 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", type=int, default=1000, help="rows to sample (default 1000)")
     sub.add_parser("emulator", help="run the local Frigade stand-in in the foreground", add_help=False)
-    from flows.probe_cmd import add_probe_parser
+    from cli.probe import add_probe_parser
 
     add_probe_parser(sub, [common])
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from flows.settings import load_config_file, resolve
+    from lifecycle.settings import load_config_file, resolve
 
     flags = {
         "api_url": args.api_url,
@@ -202,8 +202,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from flows.job import Job, load_catalog_file, mapping_for
-    from flows.pipeline import accounting_closes, prepare
+    from lifecycle.job import Job, load_catalog_file, mapping_for
+    from lifecycle.pipeline import accounting_closes, prepare
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(args)
@@ -231,7 +231,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
     ]
-    from flows.probe_cmd import cost_rows
+    from cli.probe import cost_rows
 
     for k, v in [*rows, *cost_rows(prepared.plan)]:
         t.add_row(k, str(v))
@@ -258,8 +258,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 async def _api_catalog(settings: Any) -> Any:
-    from flows.job import load_catalog
     from frigade.client import FrigadeClient
+    from lifecycle.job import load_catalog
 
     async with FrigadeClient(settings.api_url or "https://api.frigade.com", settings.api_key, rate=settings.rate) as c:
         return await load_catalog("api", c)
@@ -280,7 +280,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args: argparse.Namespace, kind: str) -> int:
-    from flows.preflight import check_inputs
+    from lifecycle.preflight import check_inputs
 
     settings = _settings(args)
     if kind == "sync" and settings.mode == "history":
@@ -374,15 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sync":
             return cmd_sync(args)
         if args.command == "audit":
-            from flows.audit import main as audit_main
+            from lifecycle.audit import main as audit_main
 
             return audit_main(args.a, args.b, args.out)
         if args.command == "probe":
-            from flows.probe_cmd import cmd_probe
+            from cli.probe import cmd_probe
 
             return cmd_probe(args)
         if args.command == "inspect":
-            from flows.inspect_cmd import main as inspect_main
+            from cli.inspect import main as inspect_main
 
             code: int = inspect_main(
                 args.export, preset=args.preset, mapping=args.mapping, catalog=args.catalog, rows=args.rows
@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_STOPPED
     except KeyboardInterrupt:
-        # before a run had anything to keep (a run's own Ctrl-C ends it cleanly, see flows.interrupts)
+        # before a run had anything to keep (a run's own Ctrl-C ends it cleanly, see lifecycle.interrupts)
         err.print("[red]interrupted[/]")
         return 130
     return EXIT_INPUT

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.execute import SNAPSHOT_SCHEMA
-from flows.settings import EMBEDDED_TARGET
-from flows.statedir import DEFAULT_STATE_DIR, StateDir, target_folder
+from lifecycle.execute import SNAPSHOT_SCHEMA
+from lifecycle.settings import EMBEDDED_TARGET
+from lifecycle.statedir import DEFAULT_STATE_DIR, StateDir, target_folder
 from transforms.schema import InputError
 
 

@@ -39,7 +39,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
+def file_digest(path: Path) -> dict[str, Any]:
     """Size, modification time and sha256, so a resumed run can tell the input did not change."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import interrupts
+from lifecycle import interrupts
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signal handlers need the main thread"

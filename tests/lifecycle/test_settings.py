@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import Settings, failure_limit, load_config_file, resolve
+from lifecycle.settings import Settings, failure_limit, load_config_file, resolve
 from transforms.schema import InputError
 
 

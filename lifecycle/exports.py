@@ -89,7 +89,7 @@ def check_exports(paths: Sequence[Path | str], mapping: SourceMapping | None = N
 
 
 def _check_mapping(path: Path, mapping: SourceMapping) -> None:
-    from flows.pipeline import scan_export
+    from lifecycle.pipeline import scan_export
     from transforms.derive import STEP_TABLE_SCHEMA
 
     # Only the plan: no data is read. An empty step table stands in for the catalog.

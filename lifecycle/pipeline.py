@@ -14,15 +14,15 @@ from typing import Any
 
 import polars as pl
 
-from flows.exports import JSONL_SUFFIXES, check_exports, resolve_path, scan_jsonl
 from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, initial_state
+from lifecycle.exports import JSONL_SUFFIXES, check_exports, resolve_path, scan_jsonl
 from transforms.codes import Codes
 from transforms.mapping import SourceMapping, map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
-from transforms.sync import as_current, changed_user_flows, print_seed, user_prints
+from transforms.sync import as_current, changed_user_flows, events_hash_seed, events_hashes
 from transforms.validate import (
     DROPPED,
     P_MAP,
@@ -55,7 +55,7 @@ QUARANTINE_COLUMNS = [
 
 def scan_export(path: Path, mapping: SourceMapping | None = None) -> pl.LazyFrame:
     """A lazy scan of one export. CSV columns stay text: each mapping parses its own types; JSONL
-    ``data`` fields are read as JSON text (``flows.exports.jsonl_text_columns``)."""
+    ``data`` fields are read as JSON text (``lifecycle.exports.jsonl_text_columns``)."""
     resolve_path(path)
     suffix = path.suffix.lower()
     try:
@@ -156,7 +156,7 @@ class Analysis:
     quarantine_reasons: dict[str, int]
     dropped_events: dict[str, int]
     #: (user_id, print) of the users analysed, when asked for
-    prints: pl.DataFrame | None = None
+    events_hashes: pl.DataFrame | None = None
 
     @property
     def targets(self) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -173,13 +173,13 @@ def analyze(
     mapping: SourceMapping,
     catalog: Catalog,
     *,
-    prints: bool = False,
+    hash_events: bool = False,
     known: pl.DataFrame | None = None,
     head: int | None = None,
     rules: Rules = DEFAULT_RULES,
 ) -> Analysis:
-    """``prints``: also print each user's events (``transforms.sync.user_prints``), for a state folder
-    to remember. ``known``: the prints a previous run remembered; users whose events print the same
+    """``hash_events``: also hash each user's events (``transforms.sync.events_hashes``), for a state folder
+    to remember. ``known``: the hashes a previous run remembered; users whose events hash the same
     are not replayed or planned again (their rows count as redundant). ``head``: analyse only each
     file's first rows, to find input errors early."""
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
@@ -231,15 +231,15 @@ def analyze(
     valid_events = log.height
     if duplicates:
         log = log.filter(~pl.col("duplicate"))
-    printed = user_prints(log, print_seed(codes, rules)) if prints or known is not None else None
+    hashed = events_hashes(log, events_hash_seed(codes, rules)) if hash_events or known is not None else None
     unchanged = 0
-    if printed is not None and known is not None and known.height:
-        changed = printed.join(known, on=["user_id", "print"], how="anti")
-        unchanged = printed.height - changed.height
+    if hashed is not None and known is not None and known.height:
+        changed = hashed.join(known, on=["user_id", "events_hash"], how="anti")
+        unchanged = hashed.height - changed.height
         if unchanged:
-            printed = changed
+            hashed = changed
             # the (usually few) changed users are the smaller set to look events up in
-            log = log.filter(pl.col("user_id").is_in(printed.get_column("user_id").implode()))
+            log = log.filter(pl.col("user_id").is_in(hashed.get_column("user_id").implode()))
     counts = {
         "user_ids_differing_by_whitespace": whitespace_twins(log.get_column("user_id")),
         "events": rows.height,
@@ -249,7 +249,7 @@ def analyze(
     }
     target = target_from_log(log.select(LOG_COLUMNS), codes, rules)
     reasons = _counts(quarantine, "reason")
-    return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped, printed)
+    return Analysis(list(paths), rows, quarantine, target, counts, reasons, dropped, hashed)
 
 
 def plan(

@@ -10,14 +10,14 @@ import polars as pl
 import pytest
 
 from emulator.sample import sample_catalog
-from flows.execute import SNAPSHOT_SCHEMA
-from flows.job import left_at_target
-from flows.pipeline import Prepared, accounting_closes, analyze, plan, prepare, request_body_fields
-from flows.statedir import StateDir
 from frigade.catalog import Catalog
+from lifecycle.execute import SNAPSHOT_SCHEMA
+from lifecycle.job import left_at_target
+from lifecycle.pipeline import Prepared, accounting_closes, analyze, plan, prepare, request_body_fields
+from lifecycle.statedir import StateDir
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
-from transforms.sync import PRINT_SCHEMA
+from transforms.sync import EVENTS_HASH_SCHEMA
 
 HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
 
@@ -163,9 +163,9 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
     f = tmp_path / "e.csv"
     f.write_text(HEADER + "".join(rows.values()))
     mapping, catalog = resolve_mapping(None), sample_catalog()
-    first = analyze([f], mapping, catalog, prints=True)
-    assert first.prints is not None
-    assert sorted(first.prints["user_id"].to_list()) == ["u1", "u2", "u3"]
+    first = analyze([f], mapping, catalog, hash_events=True)
+    assert first.events_hashes is not None
+    assert sorted(first.events_hashes["user_id"].to_list()) == ["u1", "u2", "u3"]
     # u2 moves on; the rows of u1 and u3 are the same, in another order
     f.write_text(
         HEADER
@@ -174,10 +174,10 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
         + "u2,flow_welcome_tour,sidebar,STARTED_STEP,2024-01-02T00:00:00Z,\n"
         + rows["u1"]
     )
-    again = analyze([f], mapping, catalog, prints=True, known=first.prints)
+    again = analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)
     assert again.event_counts["users_unchanged"] == 2
-    assert again.prints is not None
-    assert again.prints["user_id"].to_list() == ["u2"]
+    assert again.events_hashes is not None
+    assert again.events_hashes["user_id"].to_list() == ["u2"]
     prepared = plan(again)
     assert set(prepared.plan["user_id"]) == {"u2"}
     # u1's and u3's rows, and u2's STARTED_STEP sidebar: completing welcome already starts sidebar
@@ -185,11 +185,15 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
     assert accounting_closes(prepared.counts)
     # another catalog prints differently: nobody is skipped
     other = Catalog(tuple(replace(fl, step_ids=(*fl.step_ids, "extra")) for fl in catalog.flows))
-    assert analyze([f], mapping, other, prints=True, known=first.prints).event_counts["users_unchanged"] == 0
+    assert (
+        analyze([f], mapping, other, hash_events=True, known=first.events_hashes).event_counts["users_unchanged"] == 0
+    )
 
 
 def test_only_users_left_exactly_at_their_target_keep_a_print() -> None:
-    analysed = pl.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "print": [1, 2, 3, 4]}, schema=PRINT_SCHEMA)
+    analysed = pl.DataFrame(
+        {"user_id": ["u1", "u2", "u3", "u4"], "events_hash": [1, 2, 3, 4]}, schema=EVENTS_HASH_SCHEMA
+    )
     plan_ = pl.DataFrame({"request_id": ["a", "b", "c", "d"], "user_id": ["u1", "u2", "u3", "u3"]})
     latest = pl.DataFrame({"request_id": ["a", "b", "c"], "outcome": ["sent", "rejected", "resolved_applied"]})
     mismatches = pl.DataFrame({"user_id": ["u1"]})
@@ -200,11 +204,11 @@ def test_only_users_left_exactly_at_their_target_keep_a_print() -> None:
 def test_the_state_folder_replaces_the_prints_of_the_users_a_run_analysed(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     snap = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
-    first = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "print": [1, 2, 3]}, schema=PRINT_SCHEMA)
+    first = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "events_hash": [1, 2, 3]}, schema=EVENTS_HASH_SCHEMA)
     state.record(snap, "r1", None, (first, first))
-    analysed = pl.DataFrame({"user_id": ["u2", "u3"], "print": [20, 30]}, schema=PRINT_SCHEMA)
+    analysed = pl.DataFrame({"user_id": ["u2", "u3"], "events_hash": [20, 30]}, schema=EVENTS_HASH_SCHEMA)
     state.record(snap, "r2", None, (analysed, analysed.filter(pl.col("user_id") == "u3")))
-    got = dict(state.load_prints().iter_rows())
+    got = dict(state.load_events_hashes().iter_rows())
     assert got == {"u1": 1, "u3": 30}
 
 
@@ -216,9 +220,9 @@ def test_a_sync_replans_a_user_whose_tied_events_changed_order(tmp_path: Path) -
     f = tmp_path / "e.csv"
     mapping, catalog = resolve_mapping(None), sample_catalog()
     f.write_text(HEADER + start + done + reset)
-    first = analyze([f], mapping, catalog, prints=True)
+    first = analyze([f], mapping, catalog, hash_events=True)
     f.write_text(HEADER + start + reset + done)
-    again = analyze([f], mapping, catalog, prints=True, known=first.prints)
+    again = analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)
     assert again.event_counts["users_unchanged"] == 0
     assert "COMPLETED_FLOW" in plan(again).plan["action"].to_list()
 
@@ -232,11 +236,11 @@ def test_a_sync_plans_a_changed_user_as_a_full_analysis_would(tmp_path: Path) ->
     f = tmp_path / "e.csv"
     mapping, catalog = resolve_mapping(None), sample_catalog()
     f.write_text(head + ub + ua)
-    first = analyze([f], mapping, catalog, prints=True)
+    first = analyze([f], mapping, catalog, hash_events=True)
     assert first.event_counts["events_duplicate"] == 0
     f.write_text(head + ub + ua + "ua,flow_onboarding,,STARTED_FLOW,2024-01-02T00:00:00Z,e2\n")
     full = plan(analyze([f], mapping, catalog)).plan.filter(pl.col("user_id") == "ua")
-    synced = plan(analyze([f], mapping, catalog, prints=True, known=first.prints)).plan
+    synced = plan(analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)).plan
     cols = ["user_id", "flow_slug", "seq", "action"]
     assert synced.select(cols).sort(cols).equals(full.select(cols).sort(cols))
 
@@ -244,11 +248,11 @@ def test_a_sync_plans_a_changed_user_as_a_full_analysis_would(tmp_path: Path) ->
 def test_a_run_without_prints_makes_the_state_folder_forget_its_users_prints(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     empty = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
-    prints = pl.DataFrame({"user_id": ["u1", "u2"], "print": [1, 2]}, schema=PRINT_SCHEMA)
+    prints = pl.DataFrame({"user_id": ["u1", "u2"], "events_hash": [1, 2]}, schema=EVENTS_HASH_SCHEMA)
     state.record(empty, "r1", None, (prints, prints))
     snap = pl.DataFrame(
         [{"user_id": "u1", "flow_slug": "f", "step_id": None, "flow_started": True, "flow_completed": True}],
         schema=SNAPSHOT_SCHEMA,
     )
     state.record(snap, "r2", None)
-    assert state.load_prints()["user_id"].to_list() == ["u2"]
+    assert state.load_events_hashes()["user_id"].to_list() == ["u2"]

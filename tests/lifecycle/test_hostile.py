@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from emulator.sample import sample_catalog
-from flows.exports import check_exports
-from flows.pipeline import Prepared, accounting_closes, iter_user_requests, prepare, request_body_fields
 from frigade.push import PlannedRequest, write_of
+from lifecycle.exports import check_exports
+from lifecycle.pipeline import Prepared, accounting_closes, iter_user_requests, prepare, request_body_fields
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
 

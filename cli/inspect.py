@@ -16,10 +16,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows.exports import check_exports
-from flows.pipeline import scan_export
 from frigade.catalog import Catalog, parse_catalog
 from frigade.errors import CatalogError
+from lifecycle.exports import check_exports
+from lifecycle.pipeline import scan_export
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError

@@ -14,9 +14,9 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from flows.report import bar_chart
-from flows.runfolder import RunFolder
-from flows.statedir import KNOWN_SNAPSHOT
+from lifecycle.report import bar_chart
+from lifecycle.runfolder import RunFolder
+from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.audit import counts_by_flow_and_field, diff, flow_funnel, funnel, regressions
 from transforms.schema import InputError
 

@@ -23,7 +23,7 @@ def run_cli(args: list[str], cwd: Path, **env: str) -> tuple[subprocess.Complete
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("FRIGADE_", "PREFECT_API_URL"))}
     started = time.monotonic()
     res = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env={**clean, **env},
         cwd=cwd,
         capture_output=True,
