@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from frigade.catalog import Catalog, parse_catalog
+from frigade.documents import DocumentError, load_mapping
 from frigade.errors import CatalogError
 from lifecycle.exports import check_exports
 from lifecycle.pipeline import scan_export
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
-from transforms.schema import InputError
+from transforms.schema import InputError, input_error
 from transforms.validate import catalog_frames
 
 __all__ = ["main", "read_sample"]
@@ -38,12 +38,9 @@ def read_sample(path: Path, rows: int) -> pl.LazyFrame:
 
 def _mapping_doc(path: str) -> Mapping[str, Any]:
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"mapping {path}: unreadable: {exc}") from exc
-    if not isinstance(doc, Mapping):
-        raise InputError(f"mapping {path}: expected a mapping of keys to values")
-    return doc
+        return load_mapping(path, "a mapping file: a YAML mapping of field: value")
+    except DocumentError as exc:
+        raise input_error(exc) from exc
 
 
 def _cell(value: object) -> str:

@@ -10,14 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from frigade.documents import DocumentError, load_mapping
 
 
 def problems(path: Path) -> list[str]:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.flows import load_flow_from_entrypoint
 
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        doc = load_mapping(path, "a prefect.yaml: a mapping with 'deployments'")
+    except DocumentError as exc:
+        return [str(exc)]
     out: list[str] = []
     for dep in doc.get("deployments", []):
         name = dep.get("name", "?")

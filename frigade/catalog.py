@@ -11,8 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from frigade.documents import DocumentError, parse_mapping
 from frigade.errors import CatalogError
 from frigade.models import ExternalizedFlow
 
@@ -93,11 +92,9 @@ def _flow_from_simple(entry: Any, where: str) -> CatalogFlow:
 def flow_from_externalized(flow: ExternalizedFlow) -> CatalogFlow:
     """An API flow: ``data`` is a YAML (or JSON, which YAML also reads) string with ``steps``."""
     try:
-        config = yaml.safe_load(flow.data) if flow.data else {}
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"flow {flow.slug!r}: its data is not YAML/JSON: {exc}") from exc
-    if not isinstance(config, Mapping):
-        raise CatalogError(f"flow {flow.slug!r}: its data is not a mapping")
+        config = parse_mapping(flow.data or "", f"flow {flow.slug!r}'s data", "a mapping with 'steps'")
+    except DocumentError as exc:
+        raise CatalogError(str(exc)) from exc
     ids, steps = _steps_of(config, f"flow {flow.slug!r}")
     return CatalogFlow(
         slug=flow.slug,
@@ -114,21 +111,12 @@ def catalog_from_api(flows: Iterable[ExternalizedFlow]) -> Catalog:
     return Catalog(tuple(flow_from_externalized(f) for f in flows))
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML parse error in one line ("line 3, column 7: ..."), without the excerpt PyYAML draws."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
-
-
 def parse_catalog(text: str, where: str) -> Catalog:
     """Parse either catalog form; ``where`` names the source in error messages."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{where}: not valid YAML/JSON at {yaml_problem(exc)}") from exc
-    if not isinstance(doc, Mapping):
-        raise CatalogError(f"{where}: expected a mapping with 'flows' or 'data'")
+        doc = parse_mapping(text, where, "a mapping with 'flows' or 'data'")
+    except DocumentError as exc:
+        raise CatalogError(str(exc)) from exc
     if "flows" in doc:
         entries = doc["flows"]
         if not isinstance(entries, list):

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
+from frigade.documents import DocumentError, load_mapping
 
 
 class Action(StrEnum):
@@ -132,11 +132,9 @@ def load_rules(spec: str | None) -> Rules:
     if not path.is_file():
         raise ProfileError(f"--rules {spec!r} is neither a profile ({', '.join(PROFILES)}) nor a file")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{spec}: not JSON or YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ProfileError(f"{spec}: a rules file is a mapping of setting: value")
+        doc = load_mapping(path, "a rules file: a mapping of setting: value")
+    except DocumentError as exc:
+        raise ProfileError(str(exc)) from exc
     return rules_from_mapping(doc, spec)
 
 

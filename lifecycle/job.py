@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
-from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog, yaml_problem
+from frigade.catalog import Catalog, CatalogFlow, catalog_from_api, parse_catalog
 from frigade.client import FrigadeClient
+from frigade.documents import DocumentError, load_mapping
 from frigade.errors import CatalogError, FrigadeError, InterruptedRunError, StopRunError
 from frigade.push import Outcome, PushSummary
 from frigade.rules import FlowState, Rules
@@ -46,7 +46,7 @@ from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
-from transforms.schema import InputError
+from transforms.schema import InputError, input_error
 from transforms.sync import clean_events_hashes, from_snapshot
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
@@ -125,16 +125,10 @@ def mapping_of(settings: Settings, overrides: dict[str, Any] | None = None) -> S
     """The run's mapping: the preset, the mapping file over it, the command-line overrides over both."""
     doc: dict[str, Any] | None = None
     if settings.mapping:
-        path = Path(settings.mapping)
-        if not path.exists():
-            raise InputError("mapping file not found", file=str(path))
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise InputError(f"not valid YAML at {yaml_problem(exc)}", file=str(path)) from exc
-        if not isinstance(loaded, dict):
-            raise InputError("a mapping file is a YAML mapping of field: value", file=str(path))
-        doc = loaded
+            doc = load_mapping(settings.mapping, "a mapping file: a YAML mapping of field: value")
+        except DocumentError as exc:
+            raise input_error(exc) from exc
     return resolve_mapping(settings.preset, doc, overrides or None, mapping_where=str(settings.mapping))
 
 

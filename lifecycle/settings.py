@@ -12,12 +12,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from frigade.catalog import yaml_problem
+from frigade.documents import DocumentError, load_mapping
 from frigade.rules import DEFAULT_RULES, ProfileError, Rules, load_rules
 from frigade.secret import ApiKey
-from transforms.schema import InputError
+from transforms.schema import InputError, input_error
 
 #: environment variable -> setting
 ENV = {
@@ -127,11 +125,9 @@ def load_config_file(path: str | None) -> dict[str, Any]:
             raise InputError("config file not found", file=str(target))
         return {}
     try:
-        doc = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML at {yaml_problem(exc)}", file=str(target)) from exc
-    if not isinstance(doc, dict):
-        raise InputError("config file must be a mapping of setting: value", file=str(target))
+        doc = load_mapping(target, "a config file: a mapping of setting: value")
+    except DocumentError as exc:
+        raise input_error(exc) from exc
     names = {f.name for f in fields(Settings)}
     unknown = sorted(set(doc) - names)
     if unknown:

@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from frigade.documents import DocumentError, load_mapping
 from transforms.mapping import SourceMapping, mapping_from_dict
-from transforms.schema import InputError
+from transforms.schema import InputError, input_error
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -22,12 +21,9 @@ PRESET_DIR = Path(__file__).with_name("presets")
 def load_preset(path: Path) -> SourceMapping:
     """One preset file; its ``name`` defaults to the file's stem."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"preset {path.name}: unreadable: {exc}") from exc
-    if not isinstance(doc, Mapping):
-        raise InputError(f"preset {path.name}: expected a mapping")
-    doc = {"name": path.stem, **doc}
+        doc = {"name": path.stem, **load_mapping(path, "a preset: a mapping of field: value")}
+    except DocumentError as exc:
+        raise input_error(exc) from exc
     return mapping_from_dict(doc, base=SourceMapping(), where=f"preset {path.name}")
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from frigade.documents import DocumentError
+
 DROP = "DROP"
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -56,6 +58,11 @@ class InputError(ValueError):
         text = f"{where}: {message}" if where else message
         super().__init__(f"{text} ({hint})" if hint else text)
         self.file, self.row, self.field, self.hint = file, row, field, hint
+
+
+def input_error(exc: DocumentError, hint: str | None = None) -> InputError:
+    """A malformed or missing document (mapping, config file, preset) as the input error it is."""
+    return InputError(exc.problem, file=exc.file, hint=hint)
 
 
 def conform(lf: pl.LazyFrame) -> pl.LazyFrame:

@@ -55,7 +55,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     ),
     "malformed mapping": (
         lambda t: [str(GOOD), "--mapping", str(_bad_yaml(t, "map.yaml"))],
-        ["map.yaml", "not valid YAML at line 4"],
+        ["map.yaml", "not valid YAML/JSON at line 4"],
     ),
     "naive time": (lambda t: [str(_naive(t))], ["naive.csv", "row 1", "'time'", "--timezone"]),
     "unknown rules": (lambda t: [str(GOOD), "--rules", "sdkk"], ["'sdkk'", "sdk, legacy"]),
