@@ -203,11 +203,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from lifecycle.job import Job, load_catalog_file, mapping_for
+    from lifecycle.params import BackfillParams
     from lifecycle.pipeline import accounting_closes, prepare
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(args)
-    job = Job.open(args.exports, settings, args.run_dir or "runs/plan-preview", "plan", _overrides(args))
+    params = BackfillParams(
+        exports=args.exports, run_dir=args.run_dir or "runs/plan-preview", mapping_overrides=_overrides(args)
+    )
+    job = Job.open(params, settings, "plan")
     if settings.catalog and settings.catalog != "api":
         catalog = load_catalog_file(settings.catalog)
     elif settings.embedded:
@@ -296,31 +300,29 @@ def _run_flow(args: argparse.Namespace, kind: str) -> int:
         # The flow reads the key from the environment: a flow parameter would be stored by Prefect.
         os.environ["FRIGADE_API_KEY"] = args.api_key
     from flows.backfill import backfill_flow, sync_flow
+    from lifecycle.params import BackfillParams, SyncParams
 
-    common: dict[str, Any] = {"state_dir": args.state_dir, "config_file": args.config}
+    fields: dict[str, Any] = {
+        "exports": args.exports,
+        "run_dir": args.run_dir,
+        "state_dir": args.state_dir,
+        "config_file": args.config,
+        "mapping_overrides": _overrides(args),
+        "preset": settings.preset,
+        "mapping": settings.mapping,
+        "catalog": settings.catalog,
+        "api_url": settings.api_url,
+        "rate": settings.rate,
+        "concurrency": settings.concurrency,
+        "max_failures": settings.max_failures,
+        "send_created_at": settings.send_created_at,
+        "rules": settings.rules,
+        "outage_window_s": settings.outage_window_s,
+    }
     if kind == "sync":
-        common |= {"full": args.full, "from_current": args.from_current}
+        result = run_interruptible(sync_flow(SyncParams(**fields, full=args.full, from_current=args.from_current)))
     else:
-        common |= {"mode": settings.mode}
-    flow_fn: Any = sync_flow if kind == "sync" else backfill_flow
-    result = run_interruptible(
-        flow_fn(
-            **common,
-            exports=args.exports,
-            run_dir=args.run_dir,
-            preset=settings.preset,
-            mapping=settings.mapping,
-            catalog=settings.catalog,
-            api_url=settings.api_url,
-            rate=settings.rate,
-            concurrency=settings.concurrency,
-            max_failures=settings.max_failures,
-            send_created_at=settings.send_created_at,
-            mapping_overrides=_overrides(args),
-            rules=settings.rules,
-            outage_window_s=settings.outage_window_s,
-        )
-    )
+        result = run_interruptible(backfill_flow(BackfillParams(**fields, mode=settings.mode)))
     return _print_result(result)
 
 

@@ -27,6 +27,7 @@ from frigade.secret import ApiKey
 from lifecycle import interrupts
 from lifecycle import job as J
 from lifecycle.execute import Work
+from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.pipeline import Analysis
 from lifecycle.progress import PushProgress
 from lifecycle.report import summary_rows
@@ -220,110 +221,21 @@ async def _publish(result: J.RunResult) -> None:
 
 
 @flow(name="frigade-migrate-backfill", validate_parameters=True)
-async def backfill_flow(
-    exports: list[str],
-    run_dir: str | None = None,
-    preset: str | None = None,
-    mapping: str | None = None,
-    catalog: str | None = None,
-    api_url: str | None = None,
-    api_key_block: str | None = None,
-    rate: float | None = None,
-    concurrency: int | None = None,
-    mode: str = "state",
-    max_failures: str = "0",
-    send_created_at: bool = True,
-    state_dir: str | None = None,
-    config_file: str | None = None,
-    mapping_overrides: dict[str, Any] | None = None,
-    rules: str | None = None,
-    outage_window_s: float | None = None,
-) -> dict[str, Any]:
+async def backfill_flow(params: BackfillParams) -> dict[str, Any]:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
-    named by ``api_key_block``: never from a parameter, which Prefect would store. With ``state_dir``
-    the state it leaves becomes the starting point of later syncs."""
-    return await _run(
-        "backfill",
-        exports,
-        run_dir,
-        state_dir,
-        mapping_overrides,
-        config_file,
-        api_url=api_url,
-        api_key_block=api_key_block,
-        rate=rate,
-        concurrency=concurrency,
-        mode=mode,
-        catalog=catalog,
-        preset=preset,
-        mapping=mapping,
-        max_failures=max_failures,
-        send_created_at=send_created_at,
-        rules=rules,
-        outage_window_s=outage_window_s,
-    )
+    named by ``params.api_key_block``: never from a parameter, which Prefect would store."""
+    return await _run("backfill", params)
 
 
 @flow(name="frigade-migrate-sync", validate_parameters=True)
-async def sync_flow(
-    exports: list[str],
-    state_dir: str = "state",
-    run_dir: str | None = None,
-    full: bool = False,
-    from_current: bool = False,
-    preset: str | None = None,
-    mapping: str | None = None,
-    catalog: str | None = None,
-    api_url: str | None = None,
-    api_key_block: str | None = None,
-    rate: float | None = None,
-    concurrency: int | None = None,
-    max_failures: str = "0",
-    send_created_at: bool = True,
-    config_file: str | None = None,
-    mapping_overrides: dict[str, Any] | None = None,
-    rules: str | None = None,
-    outage_window_s: float | None = None,
-) -> dict[str, Any]:
-    """Send only what changed since the last finished run remembered in ``state_dir``."""
-    return await _run(
-        "sync",
-        exports,
-        run_dir,
-        state_dir,
-        mapping_overrides,
-        config_file,
-        full=full,
-        from_current=from_current,
-        api_url=api_url,
-        api_key_block=api_key_block,
-        rate=rate,
-        concurrency=concurrency,
-        mode="state",
-        catalog=catalog,
-        preset=preset,
-        mapping=mapping,
-        max_failures=max_failures,
-        send_created_at=send_created_at,
-        rules=rules,
-        outage_window_s=outage_window_s,
-    )
+async def sync_flow(params: SyncParams) -> dict[str, Any]:
+    """Send only what changed since the last finished run remembered in ``params.state_dir``."""
+    return await _run("sync", params)
 
 
-async def _run(
-    kind: str,
-    exports: list[str],
-    run_dir: str | None,
-    state_dir: str | None,
-    mapping_overrides: dict[str, Any] | None,
-    config_file: str | None,
-    *,
-    full: bool = False,
-    from_current: bool = False,
-    **flags: Any,
-) -> dict[str, Any]:
-    settings = await settings_for_flow(config_file=config_file, **flags)
-    job = J.Job.open(exports, settings, run_dir, kind, mapping_overrides, state_dir, full, from_current)
+async def _run(kind: Kind, params: BackfillParams) -> dict[str, Any]:
+    settings = await settings_for_flow(params)
+    job = J.Job.open(params, settings, kind)
     result = await run_job(job)
     if result is None:
         message = job.run.get("stop_message", "stopped by the API")
@@ -333,12 +245,12 @@ async def _run(
     return {"exit_code": result.exit_code, "run_dir": result.run_dir, "status": result.summary.get("status")}
 
 
-async def settings_for_flow(*, api_key_block: str | None, config_file: str | None = None, **flags: Any) -> Settings:
-    """Flow parameters over environment over config file; the key from a Secret block if named."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    if api_key_block:
-        given["api_key"] = await secret_from_block(api_key_block)
-    return resolve(given, config=load_config_file(config_file))
+async def settings_for_flow(params: BackfillParams) -> Settings:
+    """The flow's parameters over environment over config file; the key from a Secret block if named."""
+    given = params.given()
+    if params.api_key_block:
+        given["api_key"] = await secret_from_block(params.api_key_block)
+    return resolve(given, config=load_config_file(params.config_file))
 
 
 async def secret_from_block(name: str) -> str:

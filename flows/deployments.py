@@ -6,6 +6,7 @@ Usage: python -m flows.deployments [prefect.yaml]  (exit 1 and a line per proble
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from frigade.documents import DocumentError, load_mapping
 def problems(path: Path) -> list[str]:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.flows import load_flow_from_entrypoint
+
+    # the problems are reported below, one line each: Prefect's own ERROR log of them is noise
+    logging.getLogger("prefect.flows").setLevel(logging.CRITICAL)
 
     try:
         doc = load_mapping(path, "a prefect.yaml: a mapping with 'deployments'")

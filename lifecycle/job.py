@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from lifecycle.execute import (
     user_order,
 )
 from lifecycle.exports import resolve_path
+from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
 from lifecycle.report import render
 from lifecycle.runfolder import DispatchJournal, OutcomeLog, RunFolder, file_digest, new_run_id
@@ -62,7 +63,7 @@ class Job:
     exports: list[Path]
     settings: Settings
     folder: RunFolder
-    kind: str = "backfill"
+    kind: Kind = "backfill"
     mapping_overrides: dict[str, Any] = field(default_factory=dict)
     #: sync only: the remembered state, and how to plan against it
     state_dir: StateDir | None = None
@@ -78,25 +79,18 @@ class Job:
         return self.settings.rules_profile()
 
     @classmethod
-    def open(
-        cls,
-        exports: Sequence[str],
-        settings: Settings,
-        run_dir: str | None,
-        kind: str = "backfill",
-        mapping_overrides: dict[str, Any] | None = None,
-        state_dir: str | None = None,
-        full: bool = False,
-        from_current: bool = False,
-    ) -> Job:
-        folder = RunFolder(Path(run_dir) if run_dir else Path("runs") / new_run_id())
-        job = cls([Path(p) for p in exports], settings, folder, kind, dict(mapping_overrides or {}))
+    def open(cls, params: BackfillParams, settings: Settings, kind: Kind = "backfill") -> Job:
+        """The run ``params`` describe; ``params.run_dir`` is resumed when it holds one."""
+        folder = RunFolder(Path(params.run_dir) if params.run_dir else Path("runs") / new_run_id())
+        job = cls([Path(p) for p in params.exports], settings, folder, kind, dict(params.mapping_overrides))
         # Remembered state is kept per target API. A backfill on the embedded emulator remembers none
         # (its database stays in the run folder, for a resume); a sync there keeps the emulator's
         # database in its state folder, so the next sync finds the state it remembers.
+        state_dir = params.state_dir
         if (kind == "sync" or state_dir) and (kind == "sync" or not settings.embedded):
             job.state_dir = StateDir.for_target(state_dir, settings.target)
-        job.full, job.from_current = full, from_current
+        if isinstance(params, SyncParams):
+            job.full, job.from_current = params.full, params.from_current
         if not job.exports:
             raise InputError("no export files given")
         job.run = folder.read_json()

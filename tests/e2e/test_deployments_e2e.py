@@ -3,6 +3,7 @@ deployment really runs on a process worker and writes to the emulator."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ def prefect(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 24
 def project_copy(tmp: Path, edit: dict[str, object] | None = None) -> Path:
     """The project's deployable files in a folder of their own (optionally with one deployment edited)."""
     dest = tmp / "project"
-    shutil.copytree(ROOT / "flows", dest / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("flows", "lifecycle", "cli"):
+        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data", dest / "data")
     doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     if edit:
@@ -68,11 +70,20 @@ def test_prefect_yaml_deploys_every_deployment(pool: str, prefect_env: dict[str,
     "edit",
     [
         {"entrypoint": "flows/backfill.py:no_such_flow"},
-        {"parameters": {"exports": ["x.csv"], "no_such_parameter": 1}},
-        {"parameters": {"exports": "not-a-list", "rate": "fast"}},
+        {"parameters": {"params": {"exports": ["x.csv"], "no_such_parameter": 1}}},
+        {"parameters": {"params": {"exports": "not-a-list", "rate": "fast"}}},
+        {"parameters": {"exports": ["x.csv"], "rate": 20}},
+        {"parameters": {"params": {"exports": ["x.csv"], "mode": "history"}}},
         {"schedules": [{"cron": "61 25 * * *"}]},
     ],
-    ids=["bad-entrypoint", "unknown-parameter", "bad-parameter-types", "bad-cron"],
+    ids=[
+        "bad-entrypoint",
+        "unknown-parameter",
+        "bad-parameter-types",
+        "not-under-params",
+        "sync-in-history-mode",
+        "bad-cron",
+    ],
 )
 def test_a_broken_deployment_fails_the_ci_check(
     edit: dict[str, object], pool: str, prefect_env: dict[str, str], tmp_path: Path
@@ -127,6 +138,14 @@ def test_nightly_sync_deployment_runs_on_a_worker(pool: str, prefect_env: dict[s
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        nightly = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"][1]["parameters"]["params"]
+        overrides = {
+            "api_url": emu.url,
+            "catalog": str(CATALOG_PATH),
+            "run_dir": str(tmp_path / "run"),
+            "state_dir": str(tmp_path / "state"),
+            "rate": 200,
+        }
         try:
             res = prefect(
                 [
@@ -136,16 +155,9 @@ def test_nightly_sync_deployment_runs_on_a_worker(pool: str, prefect_env: dict[s
                     "--watch",
                     "--watch-timeout",
                     "240",
-                    "--param",
-                    f"api_url={emu.url}",
-                    "--param",
-                    f"catalog={CATALOG_PATH}",
-                    "--param",
-                    f"run_dir={tmp_path / 'run'}",
-                    "--param",
-                    f"state_dir={tmp_path / 'state'}",
-                    "--param",
-                    "rate=200",
+                    # a run's parameters replace the deployment's whole model: the rest is restated
+                    "--params",
+                    json.dumps({"params": nightly | overrides}),
                 ],
                 prefect_env,
                 project,
