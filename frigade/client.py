@@ -41,6 +41,7 @@ from frigade.models import (
     FlowStateWrite,
     UserFlowStates,
     flow_state_from_wire,
+    same_instant,
 )
 from frigade.rules import FlowState
 from frigade.secret import ApiKey
@@ -669,9 +670,9 @@ def _verdict(now: FlowState, created_at: str | None, before: FlowState | None, a
         # a write that changes nothing logically: only its timestamp can tell
         if state != before.logical():
             return "conflict"
-        if created_at is not None and _same_instant(now.last_action_at, created_at):
+        if created_at is not None and same_instant(now.last_action_at, created_at):
             return "applied"
-        if _same_instant(now.last_action_at, before.last_action_at):
+        if same_instant(now.last_action_at, before.last_action_at):
             return "not_applied"
         # the time moved but not to ours (e.g. a server that ignores createdAt): never risk a duplicate
         return "applied"
@@ -682,23 +683,6 @@ def _verdict(now: FlowState, created_at: str | None, before: FlowState | None, a
     if before is None or after is None:
         return "unresolved"
     return "conflict"
-
-
-def _same_instant(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if a == b:
-        return True
-    try:
-        ta, tb = datetime.fromisoformat(a), datetime.fromisoformat(b)
-    except ValueError:
-        return False
-    # a time without zone is taken as UTC, which is what the API sends and expects
-    if ta.tzinfo is None:
-        ta = ta.replace(tzinfo=UTC)
-    if tb.tzinfo is None:
-        tb = tb.replace(tzinfo=UTC)
-    return ta == tb
 
 
 def _error_text(response: httpx.Response) -> str:

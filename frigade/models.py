@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,11 +131,16 @@ class FlowList(_Wire):
 
 
 def same_instant(a: str | None, b: str | None) -> bool:
-    """Two ISO-8601 times name the same millisecond (the precision sent on the wire)."""
+    """Two ISO-8601 times name the same instant to the millisecond (the precision sent on the wire); a
+    time without zone is UTC, as the API sends and expects. Two missing times are the same (no action
+    yet), one missing is not; text that is not a time equals only itself."""
     if a is None or b is None:
-        return False
+        return a is b
+    if a == b:
+        return True
     try:
         x, y = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (a, b))
     except ValueError:
-        return a == b
+        return False
+    x, y = (t if t.tzinfo is not None else t.replace(tzinfo=UTC) for t in (x, y))
     return abs((x - y).total_seconds()) < 0.001
