@@ -44,12 +44,12 @@ def plan_heap(export: str, catalog: str) -> int:
 
 
 def _analysis(export: str, catalog: str, *, hash_events: bool = False, known: object = None) -> object:
-    from lifecycle.job import load_catalog_file
-    from lifecycle.pipeline import analyze
+    from lifecycle.catalogs import load_catalog_file
+    from lifecycle.exports import analyze_exports
     from transforms.presets import resolve_mapping
 
     assert known is None or isinstance(known, pl.DataFrame)
-    return analyze(
+    return analyze_exports(
         [Path(export)], resolve_mapping(None), load_catalog_file(catalog), hash_events=hash_events, known=known
     )
 
@@ -57,7 +57,7 @@ def _analysis(export: str, catalog: str, *, hash_events: bool = False, known: ob
 def sync_state(export: str, catalog: str, state_dir: str) -> int:
     """What a finished, clean sync of EXPORT leaves in its state folder: the target state and every
     user's print, remembered."""
-    from lifecycle.pipeline import Analysis
+    from transforms.analysis import Analysis
     from transforms.sync import remembered
 
     analysis = _analysis(export, catalog, hash_events=True)
@@ -75,15 +75,15 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     """Time the full plan of EXPORT (analyze + plan, as a backfill), then the sync plan as
     ``frigade-migrate sync`` makes it (analyze skipping users whose prints are remembered, load the
     remembered state, plan against it)."""
-    from lifecycle.pipeline import Analysis, plan
     from lifecycle.statedir import StateDir
+    from transforms.analysis import Analysis, plan_requests
     from transforms.sync import remembered
 
     t0 = time.perf_counter()
     analysis = _analysis(export, catalog)
     assert isinstance(analysis, Analysis)
     t1 = time.perf_counter()
-    full = plan(analysis)
+    full = plan_requests(analysis)
     t2 = time.perf_counter()
     full_requests, full_users, rows_in = full.plan.height, full.plan["user_id"].n_unique(), full.counts["rows_in"]
     del analysis, full
@@ -94,7 +94,7 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     t4 = time.perf_counter()
     baseline = state.load()
     t5 = time.perf_counter()
-    synced = plan(analysis, baseline=baseline)
+    synced = plan_requests(analysis, baseline=baseline)
     t6 = time.perf_counter()
     doc = {
         "analyze_full_s": t1 - t0,

@@ -2,7 +2,7 @@
 the true minimum.
 
 A generated export (realistic histories: starts, views, repeats, completions, skips, resets, plus
-duplicate and late rows) goes through the job's planning (``lifecycle.pipeline.prepare``, as
+duplicate and late rows) goes through the job's planning (``lifecycle.exports.plan_exports``, as
 ``frigade-migrate plan`` runs it) in state mode and in history mode. The minimum is computed
 independently of the planner: for every distinct target state of a flow, a breadth-first search over
 the shared rules (``frigade.rules.apply``) from the initial state gives the fewest writes that reach it
@@ -28,7 +28,8 @@ from bench._common import CATALOG_FILE, Figure, base_parser, run_main
 from bench.datagen import write_export
 from frigade.catalog import Catalog, parse_catalog
 from frigade.rules import Action, FlowState, apply, initial_state
-from lifecycle.pipeline import Prepared, prepare
+from lifecycle.exports import plan_exports
+from transforms.analysis import Prepared
 from transforms.presets import resolve_mapping
 
 NAME = "fewest_requests"
@@ -139,8 +140,8 @@ def measure(rows: int, seed: int, workdir: Path) -> list[Figure]:
     export = workdir / "export.parquet"
     rows_in = write_export(cat, export, rows, seed)
     mapping = resolve_mapping(None)
-    state = prepare([export], mapping, cat, mode="state")
-    history = prepare([export], mapping, cat, mode="history")
+    state = plan_exports([export], mapping, cat, mode="state")
+    history = plan_exports([export], mapping, cat, mode="history")
     minimum, replay_ok, user_flows = minimum_and_replay(state, cat)
     planned = state.plan.height
     b = NAME

@@ -202,9 +202,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lifecycle.job import Job, load_catalog_file, mapping_for
+    from lifecycle.catalogs import local_catalog
+    from lifecycle.exports import plan_exports
+    from lifecycle.job import Job
     from lifecycle.params import BackfillParams
-    from lifecycle.pipeline import accounting_closes, prepare
+    from transforms.accounting import accounting_closes
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(args)
@@ -212,15 +214,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         exports=args.exports, run_dir=args.run_dir or "runs/plan-preview", mapping_overrides=_overrides(args)
     )
     job = Job.open(params, settings, "plan")
-    if settings.catalog and settings.catalog != "api":
-        catalog = load_catalog_file(settings.catalog)
-    elif settings.embedded:
-        from emulator.sample import sample_catalog
-
-        catalog = sample_catalog()
-    else:
-        catalog = asyncio.run(_api_catalog(settings))
-    prepared = prepare(job.exports, mapping_for(job), catalog, mode=settings.mode, rules=settings.rules_profile())
+    catalog = local_catalog(job.catalog_source) or asyncio.run(_api_catalog(settings))
+    prepared = plan_exports(job.exports, job.mapping(), catalog, mode=settings.mode, rules=settings.rules_profile())
     c = prepared.counts
     seconds = c["requests_planned"] / settings.rate
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
@@ -263,10 +258,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 async def _api_catalog(settings: Any) -> Any:
     from frigade.client import FrigadeClient
-    from lifecycle.job import load_catalog
+    from lifecycle.catalogs import CatalogSource, load_catalog
 
     async with FrigadeClient(settings.api_url or "https://api.frigade.com", settings.api_key, rate=settings.rate) as c:
-        return await load_catalog("api", c)
+        return await load_catalog(CatalogSource("api"), c)
 
 
 def _duration(seconds: float) -> str:

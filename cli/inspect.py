@@ -18,8 +18,7 @@ from rich.table import Table
 from frigade.catalog import Catalog, parse_catalog
 from frigade.documents import DocumentError, load_mapping
 from frigade.errors import CatalogError
-from lifecycle.exports import check_exports
-from lifecycle.pipeline import scan_export
+from lifecycle.exports import check_exports, scan_export
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError, input_error

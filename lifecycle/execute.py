@@ -3,118 +3,44 @@
 Resume rules: a request with a recorded outcome of sent / resolved_applied / rejected is done, and
 so is one held behind a rejection. For the rest, users the previous attempt may have dispatched (up
 to its durable reservation in dispatch.json) have their state read back first, and their pending
-requests are aligned with it: requests whose effect the server already shows are skipped, never
-resent; a state that matches no single point of the plan is a conflict, reported, not guessed.
+requests are aligned with it (``frigade.resume.align``): requests whose effect the server already
+shows are skipped, never resent; a state that matches no single point of the plan is a conflict,
+reported, not guessed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
-from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
-from frigade.errors import FrigadeError, StopRunError
-from frigade.models import UserFlowStates, flow_state_from_wire, same_instant
+from frigade.errors import FrigadeError, InterruptedRunError, StopRunError
+from frigade.models import UserFlowStates
 from frigade.push import FirstUsers, Outcome, OutcomeKind, PlannedRequest, PushSummary, UserWork, push
-from frigade.rules import DEFAULT_RULES, FlowState, Rules, StepState, apply
-from lifecycle.pipeline import iter_user_requests, request_body_fields
+from frigade.resume import align
+from frigade.rules import DEFAULT_RULES, FlowState, Rules
+from lifecycle import interrupts
+from lifecycle.exitcodes import ExitCode
+from lifecycle.job import Job
+from lifecycle.prepare import read_snapshot
+from lifecycle.record import Attempt
 from lifecycle.runfolder import DispatchJournal, OutcomeLog
-
-DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect")
-
-SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
-    "user_id": pl.String(),
-    "flow_slug": pl.String(),
-    "flow_started": pl.Boolean(),
-    "flow_completed": pl.Boolean(),
-    "flow_skipped": pl.Boolean(),
-    "flow_visible": pl.Boolean(),
-    "current_step_index": pl.Int64(),
-    "current_step_id": pl.String(),
-    "flow_last_action_at": pl.String(),
-    "step_id": pl.String(),
-    "step_index": pl.Int64(),
-    "step_started": pl.Boolean(),
-    "step_completed": pl.Boolean(),
-    "step_skipped": pl.Boolean(),
-    "step_last_action_at": pl.String(),
-    "captured_at": pl.Float64(),
-}
-
-
-def flow_states(flows: pl.DataFrame, steps: pl.DataFrame, catalog: Catalog) -> dict[tuple[str, str], FlowState]:
-    """Remembered-state frames as rules states (for the few user-flows a push needs them for)."""
-    by_flow: dict[tuple[str, str], dict[str, StepState]] = {}
-    for r in steps.iter_rows(named=True):
-        by_flow.setdefault((r["user_id"], r["flow_slug"]), {})[r["step_id"]] = StepState(
-            started=r["step_started"], completed=r["step_completed"], skipped=r["step_skipped"]
-        )
-    out: dict[tuple[str, str], FlowState] = {}
-    for r in flows.iter_rows(named=True):
-        flow = catalog.get(r["flow_slug"])
-        if flow is None:
-            continue
-        key = (r["user_id"], r["flow_slug"])
-        got = by_flow.get(key, {})
-        out[key] = FlowState(
-            step_ids=flow.step_ids,
-            started=r["started"],
-            completed=r["completed"],
-            skipped=r["skipped"],
-            current_step_index=r["current_step_index"],
-            steps=tuple(got.get(s, StepState()) for s in flow.step_ids),
-        )
-    return out
-
-
-def pending_requests(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
-    """Plan rows with no outcome that settles them (a failed one is tried again)."""
-    if outcomes.is_empty():
-        return plan
-    # Held behind a rejection stays held; held behind a failure (gave up, conflict) is tried again.
-    rejected = outcomes.filter(pl.col("outcome") == "rejected").select("user_id", "flow_slug").unique()
-    held = outcomes.filter(pl.col("outcome") == "held").join(rejected, on=["user_id", "flow_slug"], how="semi")
-    done = pl.concat(
-        [outcomes.filter(pl.col("outcome").is_in(DONE_OUTCOMES)).select("request_id"), held.select("request_id")]
-    ).unique()
-    # plan order: dispatch and its journal follow it, so a resume must not reorder the users
-    return plan.join(done, on="request_id", how="anti", maintain_order="left")
-
-
-def snapshot_rows(user_id: str, states: UserFlowStates, at: float) -> list[dict[str, Any]]:
-    rows = []
-    for flow in states.eligible_flows:
-        fs = flow.state
-        base = {
-            "user_id": user_id,
-            "flow_slug": flow.flow_slug,
-            "flow_started": fs.started,
-            "flow_completed": fs.completed,
-            "flow_skipped": fs.skipped,
-            "flow_visible": fs.visible,
-            "current_step_index": fs.current_step_index,
-            "current_step_id": fs.current_step_id,
-            "flow_last_action_at": fs.last_action_at,
-            "captured_at": at,
-        }
-        for i, step in enumerate(flow.data.steps):
-            rows.append(
-                base
-                | {
-                    "step_id": step.id,
-                    "step_index": i,
-                    "step_started": step.state.started,
-                    "step_completed": step.state.completed,
-                    "step_skipped": step.state.skipped,
-                    "step_last_action_at": step.state.last_action_at,
-                }
-            )
-    return rows
+from transforms.outcomes import users_without_state
+from transforms.snapshot import SNAPSHOT_SCHEMA, snapshot_rows
+from transforms.work import (
+    flow_states,
+    iter_batches,
+    iter_user_requests,
+    pending_requests,
+    request_body_fields,
+    start_states,
+    user_order,
+)
 
 
 class SnapshotLog:
@@ -164,47 +90,6 @@ def _planned(rows: list[dict[str, Any]]) -> list[PlannedRequest]:
     return [PlannedRequest(**request_body_fields(r)) for r in rows]
 
 
-def _align(
-    requests: list[PlannedRequest],
-    full_plan: list[PlannedRequest],
-    start: Mapping[str, FlowState],
-    read_back: UserFlowStates,
-    rules: Rules = DEFAULT_RULES,
-) -> tuple[list[PlannedRequest], list[PlannedRequest], dict[str, FlowState]]:
-    """Split a user's pending requests into (already applied, still to send) by matching the state read
-    back against the state expected after each planned request. A flow whose read-back state matches
-    no point of its plan is left out of both: it diverged, and is reported as a conflict."""
-    applied: list[PlannedRequest] = []
-    to_send: list[PlannedRequest] = []
-    new_start: dict[str, FlowState] = {}
-    for flow in sorted({r.flow_slug for r in requests}):
-        wire = read_back.flow(flow)
-        if wire is None or flow not in start:
-            continue
-        now = flow_state_from_wire(wire)
-        state = start[flow]
-        trail: list[tuple[FlowState, int, str | None]] = [(state, -1, None)]
-        for r in (x for x in full_plan if x.flow_slug == flow):
-            state = apply(state, r.action, r.step_id, r.created_at, rules)
-            trail.append((state, r.seq, r.created_at))
-        pending = [r for r in requests if r.flow_slug == flow]
-        first_pending = pending[0].seq
-        candidates = [(seq, at) for s, seq, at in trail if seq >= first_pending - 1 and s.logical() == now.logical()]
-        if len(candidates) > 1:
-            # The same state at several points of the plan (history mode): the flow's lastActionAt
-            # says which request was the last to land.
-            candidates = [
-                (seq, at) for seq, at in candidates if at is not None and same_instant(at, now.last_action_at)
-            ]
-        if len(candidates) != 1:
-            continue
-        reached = candidates[0][0]
-        applied += [r for r in pending if r.seq <= reached]
-        to_send += [r for r in pending if r.seq > reached]
-        new_start[flow] = flow_state_from_wire(wire)
-    return applied, to_send, new_start
-
-
 async def run_push(
     work: Work,
     full_plan: pl.DataFrame,
@@ -244,7 +129,7 @@ async def run_push(
                             _settled(r, "failed", f"could not read the state back to resume: {exc}", type(exc).__name__)
                         )
                     continue
-                applied, requests, aligned = _align(requests, plans_by_user.get(user, []), start, state, work.rules)
+                applied, requests, aligned = align(requests, plans_by_user.get(user, []), start, state, work.rules)
                 start.update(aligned)
                 for r in applied:
                     record(_settled(r, "resolved_applied", "applied before the restart (read back)"))
@@ -288,18 +173,119 @@ def _settled(r: PlannedRequest, outcome: OutcomeKind, message: str, error: str |
     )
 
 
-def user_order(plan: pl.DataFrame) -> dict[str, int]:
-    users = plan.select("user_id").unique(maintain_order=True)["user_id"].to_list()
-    return {u: i for i, u in enumerate(users)}
+# ---------------------------------------------------------------- a run's push, in its folder
 
 
-def iter_batches(pending: pl.DataFrame, batch_requests: int) -> Iterator[pl.DataFrame]:
+def work_for(job: Job) -> Work:
+    """The pending requests of the run's plan, and which users an earlier attempt may have sent to."""
+    plan = job.folder.read_parquet("plan.parquet")
+    pending = pending_requests(plan, job.folder.outcomes())
+    order = user_order(plan)
+    uncertain: frozenset[str] = frozenset()
+    reserved = DispatchJournal(job.folder, job.attempt, 1).previous()
+    if reserved >= 0 and not pending.is_empty():
+        pending_users = pending.select("user_id").unique()["user_id"].to_list()
+        uncertain = frozenset(u for u in pending_users if order.get(u, 1 << 62) <= reserved)
+    return Work(
+        pending=pending,
+        start=start_states(job.planned_catalog, job.rules),
+        user_start=_baseline_states(job, pending),
+        uncertain=uncertain,
+        user_index=order,
+        rules=job.rules,
+    )
+
+
+def _baseline_states(job: Job, pending: pl.DataFrame) -> dict[tuple[str, str], FlowState]:
+    """Start states of a sync's pending user-flows (a backfill starts from the initial state)."""
+    if not job.folder.path("baseline_flows.parquet").exists() or pending.is_empty():
+        return {}
+    keys = pending.select("user_id", "flow_slug").unique()
+    flows = job.folder.read_parquet("baseline_flows.parquet").join(keys, on=["user_id", "flow_slug"], how="semi")
+    steps = job.folder.read_parquet("baseline_steps.parquet").join(keys, on=["user_id", "flow_slug"], how="semi")
+    return flow_states(flows, steps, job.planned_catalog)
+
+
+def begin_attempt(job: Job) -> Attempt:
+    attempt = Attempt(attempt=job.attempt, started_at=datetime.now(UTC).isoformat())
+    job.run.attempts = [*job.run.attempts, attempt]
+    job.run.status = "pushing"
+    # A resumed run is no longer stopped: the last attempt's reason stays in its attempt record.
+    job.run.stop_message = None
+    job.save()
+    return attempt
+
+
+def journal_for(job: Job) -> DispatchJournal:
+    """One per attempt, shared by every batch, so the reservation only ever moves forward."""
+    return DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
+
+
+def batches(job: Job, work: Work) -> list[pl.DataFrame]:
     """Whole users per batch, about ``batch_requests`` requests each, in plan order."""
-    if pending.is_empty():
-        return
-    per_user = pending.group_by("user_id", maintain_order=True).len()
-    batch_no = (per_user["len"].cum_sum() - 1) // max(batch_requests, 1)
-    keyed = per_user.with_columns(batch_no.alias("batch")).select("user_id", "batch")
-    tagged = pending.join(keyed, on="user_id", how="left", maintain_order="left")
-    for (_,), part in tagged.group_by("batch", maintain_order=True):
-        yield part.drop("batch")
+    return list(iter_batches(work.pending, job.settings.batch_requests))
+
+
+async def push_batch(
+    job: Job,
+    work: Work,
+    batch: pl.DataFrame,
+    client: FrigadeClient,
+    journal: DispatchJournal,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> PushSummary:
+    # Only this batch's uncertain users need their whole plan (to align a read-back with it).
+    batch_users = batch.select("user_id").unique()
+    uncertain = [u for u in batch_users["user_id"].to_list() if u in work.uncertain]
+    plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
+    outcomes = OutcomeLog(job.folder, job.attempt)
+    snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
+    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules, work.first_users)
+    return await run_push(
+        batch_work,
+        plan,
+        client,
+        concurrency=job.settings.concurrency,
+        outcomes=outcomes,
+        snapshot=snapshot,
+        journal=journal,
+        on_outcome=on_outcome,
+    )
+
+
+async def fill_missing_snapshots(job: Job, client: FrigadeClient) -> int:
+    """Read back every user with a request that took effect but no state in the snapshot parts, so
+    reconcile and the sync state rest on what Frigade holds, never on a gap. Returns how many."""
+    outcomes = job.folder.outcomes()
+    if outcomes.is_empty():
+        return 0
+    have = job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA).select("user_id")
+    missing = users_without_state(outcomes, have)
+    if missing:
+        job.folder.write_part(
+            "snapshot_parts", job.attempt, await read_snapshot(client, missing, job.settings.concurrency)
+        )
+    return len(missing)
+
+
+def record_stop(job: Job, attempt: Attempt, error: FrigadeError) -> None:
+    attempt.stopped_by = type(error).__name__
+    job.run.status = "interrupted" if isinstance(error, InterruptedRunError) else "stopped"
+    job.run.stop_message = stop_message(job, error)
+    job.save()
+
+
+def stop_message(job: Job, error: FrigadeError) -> str:
+    """Why the run stopped, that nothing is lost, and the exact command that resumes it."""
+    root = job.folder.root
+    resume = interrupts.resume_command(root)
+    how = f"resume with: {resume}" if resume else f"run the same command with --run-dir {root} to resume"
+    if resume and '"$FRIGADE_API_KEY"' in resume:
+        how = f"with FRIGADE_API_KEY set to the key, {how}"
+    if isinstance(error, InterruptedRunError):
+        return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; {how}"
+    return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; fix the cause and {how}"
+
+
+def exit_code_of_stop(error: StopRunError | None) -> ExitCode:
+    return ExitCode.INTERRUPTED if isinstance(error, InterruptedRunError) else ExitCode.STOPPED

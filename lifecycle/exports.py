@@ -1,4 +1,5 @@
-"""Checks that every export can be read whole, before anything is sent: each failure is an ``InputError``
+"""The export files: scanned lazily into the analysis' ``Source``s, and checked that every one can be
+read whole before anything is sent: each failure is an ``InputError``
 (exit 2) naming the file, the row or line where there is one, and what to do.
 
 ``check_exports`` is the pre-flight check (the CLI may call it before Prefect starts); the pipeline
@@ -23,10 +24,26 @@ from typing import Any
 
 import polars as pl
 
+from frigade.catalog import Catalog
+from frigade.rules import DEFAULT_RULES, Rules
+from lifecycle.params import Mode
+from transforms.analysis import Analysis, Prepared, Source, UnreadableSourceError, analyze, plan_requests
+from transforms.derive import STEP_TABLE_SCHEMA
 from transforms.mapping import SourceMapping, map_events
 from transforms.schema import InputError
+from transforms.sync import StateFrames
 
-__all__ = ["CSV_SUFFIXES", "JSONL_SUFFIXES", "check_exports", "jsonl_text_columns", "resolve_path", "scan_jsonl"]
+__all__ = [
+    "CSV_SUFFIXES",
+    "JSONL_SUFFIXES",
+    "analyze_exports",
+    "check_exports",
+    "jsonl_text_columns",
+    "plan_exports",
+    "resolve_path",
+    "scan_export",
+    "scan_jsonl",
+]
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -34,6 +51,70 @@ SUFFIXES = (*CSV_SUFFIXES, ".parquet", *JSONL_SUFFIXES)
 #: malformed rows named in one message
 _SHOWN = 5
 _CHUNK = 1 << 24
+
+
+def scan_export(path: Path, mapping: SourceMapping | None = None) -> pl.LazyFrame:
+    """A lazy scan of one export. CSV columns stay text: each mapping parses its own types; JSONL
+    ``data`` fields are read as JSON text (``jsonl_text_columns``)."""
+    resolve_path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.scan_parquet(path)
+        if suffix in JSONL_SUFFIXES:
+            return scan_jsonl(path, mapping)
+        sep = "\t" if suffix == ".tsv" else ","
+        lf = pl.scan_csv(path, infer_schema=False, separator=sep)
+        lf.collect_schema()
+        return lf
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"unreadable: {exc}", file=str(path)) from exc
+
+
+def sources_of(paths: Sequence[Path], mapping: SourceMapping | None = None) -> list[Source]:
+    return [Source(str(p), scan_export(p, mapping)) for p in paths]
+
+
+def analyze_exports(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    hash_events: bool = False,
+    known: pl.DataFrame | None = None,
+    head: int | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Analysis:
+    """``transforms.analysis.analyze`` over the export files. When polars cannot read one, the full
+    check says which file, line and value (exit 2), else the polars error is the message."""
+    check_exports(paths, full=False)
+    try:
+        return analyze(
+            sources_of(paths, mapping), mapping, catalog, hash_events=hash_events, known=known, head=head, rules=rules
+        )
+    except UnreadableSourceError:
+        check_exports(paths, mapping, full=True)
+        for p in paths:
+            try:
+                scan_export(p, mapping).collect(engine="streaming")
+            except pl.exceptions.PolarsError as own:
+                raise InputError(f"cannot be read: {own}", file=str(p)) from own
+        raise
+
+
+def plan_exports(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    mode: Mode = "state",
+    baseline: StateFrames | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Prepared:
+    """The export files analysed and planned: what the dry run shows (nothing written, nothing sent)."""
+    return plan_requests(
+        analyze_exports(paths, mapping, catalog, rules=rules), mode=mode, baseline=baseline, rules=rules
+    )
 
 
 def resolve_path(path: Path) -> None:
@@ -89,9 +170,6 @@ def check_exports(paths: Sequence[Path | str], mapping: SourceMapping | None = N
 
 
 def _check_mapping(path: Path, mapping: SourceMapping) -> None:
-    from lifecycle.pipeline import scan_export
-    from transforms.derive import STEP_TABLE_SCHEMA
-
     # Only the plan: no data is read. An empty step table stands in for the catalog.
     map_events(scan_export(path, mapping), mapping, str(path), steps=pl.LazyFrame(schema=STEP_TABLE_SCHEMA))
 

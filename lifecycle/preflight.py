@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from frigade.catalog import Catalog
-from lifecycle.exports import check_exports
-from lifecycle.job import load_catalog_file, mapping_of
-from lifecycle.pipeline import Analysis, analyze, scan_export
+from lifecycle.catalogs import catalog_source, local_catalog
+from lifecycle.exports import analyze_exports, check_exports, scan_export
+from lifecycle.job import mapping_of
+from lifecycle.prepare import NOTHING_TO_MIGRATE_HINT
 from lifecycle.settings import Settings
+from transforms.analysis import Analysis
 from transforms.mapping import map_events
 from transforms.quarantine import nothing_to_migrate
 from transforms.schema import InputError
@@ -23,18 +24,6 @@ from transforms.validate import ROW_SPAN, VALID, catalog_frames
 #: rows of each export analysed up front: enough for a column-wide problem (a naive time, an
 #: unparseable format) to show, little enough to answer at once on any size of file
 SAMPLE_ROWS = 10_000
-
-
-def preflight_catalog(settings: Settings) -> Catalog | None:
-    """The catalog the run will use when it can be known without the API (a file, or the bundled
-    sample on the embedded emulator); None when it comes from the API."""
-    if settings.catalog and settings.catalog != "api":
-        return load_catalog_file(settings.catalog)
-    if settings.embedded and settings.catalog is None:
-        from emulator.sample import sample_catalog
-
-        return sample_catalog()
-    return None
 
 
 def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str, Any] | None = None) -> None:
@@ -46,9 +35,9 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     settings.rules_profile()
     mapping = mapping_of(settings, overrides)
     check_exports(paths, mapping)
-    catalog = preflight_catalog(settings)
+    catalog = local_catalog(catalog_source(settings.catalog, settings.embedded))
     if catalog is not None:
-        sample = analyze(paths, mapping, catalog, head=SAMPLE_ROWS)
+        sample = analyze_exports(paths, mapping, catalog, head=SAMPLE_ROWS)
         _refuse_if_nothing_to_migrate(sample, len(paths))
         return
     # Without the catalog, the mapping can still be held against every file's columns.
@@ -69,4 +58,4 @@ def _refuse_if_nothing_to_migrate(sample: Analysis, files: int) -> None:
     counts = {"rows_in": sample.rows.height, "rows_quarantined": quarantined}
     why = nothing_to_migrate(counts, sample.quarantine)
     if why is not None:
-        raise InputError(why, hint="fix the mapping or the catalog; `frigade-migrate inspect EXPORT` shows the events")
+        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)

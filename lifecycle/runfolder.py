@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from frigade.push import Outcome
+from lifecycle.record import RunRecord
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),
@@ -81,6 +82,13 @@ class RunFolder:
     def write_json(self, doc: dict[str, Any], name: str = "run.json") -> None:
         text = json.dumps(doc, indent=2, sort_keys=False, default=str)
         _atomic_write(self.path(name), lambda p: p.write_text(text + "\n", encoding="utf-8"))
+
+    def read_record(self) -> RunRecord:
+        """run.json as a typed record (an empty one before the run is planned)."""
+        return RunRecord.model_validate(self.read_json())
+
+    def write_record(self, record: RunRecord) -> None:
+        self.write_json(record.as_dict())
 
     def write_text(self, name: str, text: str) -> None:
         _atomic_write(self.path(name), lambda p: p.write_text(text, encoding="utf-8"))

@@ -22,13 +22,20 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from lifecycle.execute import SNAPSHOT_SCHEMA
 from lifecycle.runfolder import RunFolder
 from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
 from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
+from transforms.snapshot import SNAPSHOT_SCHEMA
 from transforms.state import FLOW_KEY
-from transforms.sync import EVENTS_HASH_SCHEMA, REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, from_snapshot, merge
+from transforms.sync import (
+    EVENTS_HASH_SCHEMA,
+    REMEMBERED_FLOW_SCHEMA,
+    REMEMBERED_STEP_SCHEMA,
+    StateFrames,
+    from_snapshot,
+    merge,
+)
 
 #: the state folder's, and a finished run's, full known state after that run
 KNOWN_SNAPSHOT = "known_snapshot.parquet"
@@ -69,11 +76,12 @@ class StateDir:
         _adopt_flat_folder(base)
         return cls(base / target_folder(target), target)
 
-    def load(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def load(self) -> StateFrames:
+        """The remembered state (empty frames before the first finished run)."""
         flows, steps = self.root / "flows.parquet", self.root / "steps.parquet"
         if not flows.exists():
-            return pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA)
-        return pl.read_parquet(flows), pl.read_parquet(steps)
+            return StateFrames(pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA))
+        return StateFrames(pl.read_parquet(flows), pl.read_parquet(steps))
 
     def known_snapshot(self) -> pl.DataFrame:
         """The latest state Frigade returned for every user any recorded run touched, in the shape of

@@ -8,12 +8,22 @@ steps (user_id, flow_slug, step_id, step_started, step_completed, step_skipped).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import polars as pl
 
 from frigade.rules import DEFAULT_RULES, Rules
 from transforms.codes import Codes
 from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
 from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_STATE_COLUMNS, place_in_run, run_number
+
+
+class StateFrames(NamedTuple):
+    """A state as two frames: one row per user-flow (``flows``) and one per user-flow-step (``steps``)."""
+
+    flows: pl.DataFrame
+    steps: pl.DataFrame
+
 
 REMEMBERED_FLOW_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -33,15 +43,15 @@ REMEMBERED_STEP_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def remembered(flows: pl.DataFrame, steps: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def remembered(flows: pl.DataFrame, steps: pl.DataFrame) -> StateFrames:
     """Keep only the state columns of target-state frames."""
-    return (
+    return StateFrames(
         flows.select([pl.col(c).cast(t) for c, t in REMEMBERED_FLOW_SCHEMA.items()]),
         steps.select([pl.col(c).cast(t) for c, t in REMEMBERED_STEP_SCHEMA.items()]),
     )
 
 
-def from_snapshot(snapshot: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def from_snapshot(snapshot: pl.DataFrame) -> StateFrames:
     """The state Frigade returned, as remembered state."""
     flows = snapshot.unique(FLOW_KEY, keep="first").select(
         "user_id",

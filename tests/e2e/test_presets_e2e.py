@@ -29,7 +29,8 @@ CATALOG_PATH = DATA / "catalog.yaml"
 def pipeline_passes_the_catalog() -> bool:
     """Whether the pipeline hands the catalog step table to the mapping stage (Pendo's last-step rule
     and the other catalog-order derivations need it)."""
-    from lifecycle.pipeline import load_events
+    from lifecycle.exports import sources_of
+    from transforms.analysis import load_events
     from transforms.presets import resolve_mapping
     from transforms.validate import catalog_frames
 
@@ -40,7 +41,7 @@ def pipeline_passes_the_catalog() -> bool:
     assert mapping_path is not None
     mapping = resolve_mapping("pendo", yaml.safe_load(mapping_path.read_text()))
     try:
-        load_events([pendo.path(DATA)], mapping, steps).collect()
+        load_events(sources_of([pendo.path(DATA)], mapping), mapping, steps).collect()
     except InputError as exc:
         if "--catalog" in str(exc):
             return False

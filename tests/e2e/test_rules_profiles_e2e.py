@@ -13,7 +13,7 @@ import pytest
 from emulator.embedded import EmbeddedEmulator
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import PROFILES, Rules, initial_state, load_rules
-from lifecycle.pipeline import prepare
+from lifecycle.exports import plan_exports
 from tests.e2e.servers import ROOT, cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, assert_state, catalog, write_sample
 from tests.samples import SAMPLES, Sample, expected_under, state_dict
@@ -217,7 +217,7 @@ def test_past_the_first_users_an_unpredicted_state_holds_that_user_and_fails_the
     users = [f"a-{i:02d}" for i in range(30)]
     export.write_text(header + "".join(f"{u},flow_onboarding,,STARTED_FLOW,2024-03-01T00:00:00Z\n" for u in users))
     # users are dispatched in plan order (by a hash of the id): pick the one at place 20
-    order = prepare([export], resolve_mapping(None), catalog()).plan["user_id"].to_list()
+    order = plan_exports([export], resolve_mapping(None), catalog()).plan["user_id"].to_list()
     odd = order[20]
     rows = [f"{u},flow_onboarding,,STARTED_FLOW,2024-03-01T00:00:00Z\n" for u in users if u != odd]
     rows += [

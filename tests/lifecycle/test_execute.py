@@ -7,10 +7,11 @@ import polars as pl
 from emulator.sample import sample_catalog
 from frigade.models import UserFlowStates
 from frigade.push import PlannedRequest
+from frigade.resume import align as _align
 from frigade.rules import Action, FlowState, apply, initial_state
-from lifecycle.execute import _align, iter_batches, pending_requests
 from lifecycle.report import bar_chart, render
 from lifecycle.runfolder import OUTCOME_SCHEMA
+from transforms.work import iter_batches, pending_requests
 
 PLAN = pl.DataFrame(
     {

@@ -16,10 +16,12 @@ import pytest
 
 from emulator.sample import sample_catalog
 from frigade.push import PlannedRequest, write_of
-from lifecycle.exports import check_exports
-from lifecycle.pipeline import Prepared, accounting_closes, iter_user_requests, prepare, request_body_fields
+from lifecycle.exports import check_exports, plan_exports
+from transforms.accounting import accounting_closes
+from transforms.analysis import Prepared
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
+from transforms.work import iter_user_requests, request_body_fields
 
 HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
 GOOD = "u1,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n"
@@ -38,7 +40,7 @@ def jsonl_file(tmp_path: Path, rows: list[dict[str, Any]], name: str = "e.jsonl"
 
 
 def run(paths: list[Path], preset: str | None = None, doc: dict[str, Any] | None = None) -> Prepared:
-    prepared = prepare(paths, resolve_mapping(preset, doc), sample_catalog())
+    prepared = plan_exports(paths, resolve_mapping(preset, doc), sample_catalog())
     assert accounting_closes(prepared.counts), prepared.counts
     return prepared
 
@@ -136,7 +138,7 @@ def test_one_ragged_row_in_a_million_stops_the_file_naming_it(tmp_path: Path) ->
     assert exc.value.file == str(path)
     assert exc.value.row == bad_row
     with pytest.raises(InputError, match=f"row {bad_row}"):
-        prepare([path], resolve_mapping(None), sample_catalog())
+        plan_exports([path], resolve_mapping(None), sample_catalog())
 
 
 def _parquet(tmp_path: Path, name: str, cut: int | None = None, dup: bool = False) -> Path:
@@ -254,7 +256,7 @@ def test_unreadable_exports_are_input_errors_naming_file_and_row(tmp_path: Path,
     assert exc.value.file == str(path)
     # the pipeline refuses it the same way, whether or not the pre-flight check ran
     with pytest.raises(InputError, match=message):
-        prepare([path], mapping, sample_catalog())
+        plan_exports([path], mapping, sample_catalog())
 
 
 def test_quoted_separators_newlines_and_blank_lines_are_not_malformed(tmp_path: Path) -> None:

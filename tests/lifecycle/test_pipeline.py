@@ -11,13 +11,16 @@ import pytest
 
 from emulator.sample import sample_catalog
 from frigade.catalog import Catalog
-from lifecycle.execute import SNAPSHOT_SCHEMA
-from lifecycle.job import left_at_target
-from lifecycle.pipeline import Prepared, accounting_closes, analyze, plan, prepare, request_body_fields
+from lifecycle.exports import analyze_exports, plan_exports
 from lifecycle.statedir import StateDir
+from transforms.accounting import accounting_closes
+from transforms.analysis import Prepared, plan_requests
+from transforms.outcomes import left_at_target
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError
+from transforms.snapshot import SNAPSHOT_SCHEMA
 from transforms.sync import EVENTS_HASH_SCHEMA
+from transforms.work import request_body_fields
 
 HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
 
@@ -25,7 +28,7 @@ HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
 def run(tmp_path: Path, body: str, **overrides: object) -> Prepared:
     f = tmp_path / "e.csv"
     f.write_text(HEADER + body)
-    return prepare([f], resolve_mapping(None, None, dict(overrides) or None), sample_catalog())
+    return plan_exports([f], resolve_mapping(None, None, dict(overrides) or None), sample_catalog())
 
 
 @pytest.mark.parametrize(
@@ -87,11 +90,11 @@ def test_naive_times_without_a_declared_zone_stop_the_run(tmp_path: Path) -> Non
 
 def test_missing_file_and_missing_column_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="file not found"):
-        prepare([tmp_path / "nope.csv"], resolve_mapping(None), sample_catalog())
+        plan_exports([tmp_path / "nope.csv"], resolve_mapping(None), sample_catalog())
     f = tmp_path / "x.csv"
     f.write_text("user_id,flow_slug\nu1,flow_welcome_tour\n")
     with pytest.raises(InputError, match="missing column"):
-        prepare([f], resolve_mapping(None), sample_catalog())
+        plan_exports([f], resolve_mapping(None), sample_catalog())
 
 
 def test_request_fields_carry_time_as_iso_utc_and_data_as_an_object() -> None:
@@ -122,7 +125,7 @@ def test_event_ids_reused_across_files_and_user_flows_are_duplicates_not_a_crash
             head + f"u1,{flow},,STARTED_FLOW,2024-01-01T00:00:00Z,1\nu2,{flow},,STARTED_FLOW,2024-01-01T00:00:00Z,2\n"
         )
         files.append(f)
-    prepared = prepare(files, resolve_mapping(None), sample_catalog())
+    prepared = plan_exports(files, resolve_mapping(None), sample_catalog())
     assert prepared.counts["events_duplicate"] == 2
     assert prepared.plan.height == 2
     assert accounting_closes(prepared.counts)
@@ -148,7 +151,7 @@ def test_quarantined_rows_of_a_typed_time_column_show_the_time_in_iso(tmp_path: 
             "created_at": [datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)],
         }
     ).write_parquet(f)
-    prepared = prepare([f], resolve_mapping(None), sample_catalog())
+    prepared = plan_exports([f], resolve_mapping(None), sample_catalog())
     assert prepared.quarantine["ts_raw"].to_list() == ["2024-01-02T03:04:05Z"]
 
 
@@ -163,7 +166,7 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
     f = tmp_path / "e.csv"
     f.write_text(HEADER + "".join(rows.values()))
     mapping, catalog = resolve_mapping(None), sample_catalog()
-    first = analyze([f], mapping, catalog, hash_events=True)
+    first = analyze_exports([f], mapping, catalog, hash_events=True)
     assert first.events_hashes is not None
     assert sorted(first.events_hashes["user_id"].to_list()) == ["u1", "u2", "u3"]
     # u2 moves on; the rows of u1 and u3 are the same, in another order
@@ -174,11 +177,11 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
         + "u2,flow_welcome_tour,sidebar,STARTED_STEP,2024-01-02T00:00:00Z,\n"
         + rows["u1"]
     )
-    again = analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)
+    again = analyze_exports([f], mapping, catalog, hash_events=True, known=first.events_hashes)
     assert again.event_counts["users_unchanged"] == 2
     assert again.events_hashes is not None
     assert again.events_hashes["user_id"].to_list() == ["u2"]
-    prepared = plan(again)
+    prepared = plan_requests(again)
     assert set(prepared.plan["user_id"]) == {"u2"}
     # u1's and u3's rows, and u2's STARTED_STEP sidebar: completing welcome already starts sidebar
     assert prepared.counts["rows_redundant"] == 3
@@ -186,7 +189,10 @@ def test_a_sync_skips_users_whose_events_print_the_same(tmp_path: Path) -> None:
     # another catalog prints differently: nobody is skipped
     other = Catalog(tuple(replace(fl, step_ids=(*fl.step_ids, "extra")) for fl in catalog.flows))
     assert (
-        analyze([f], mapping, other, hash_events=True, known=first.events_hashes).event_counts["users_unchanged"] == 0
+        analyze_exports([f], mapping, other, hash_events=True, known=first.events_hashes).event_counts[
+            "users_unchanged"
+        ]
+        == 0
     )
 
 
@@ -220,11 +226,11 @@ def test_a_sync_replans_a_user_whose_tied_events_changed_order(tmp_path: Path) -
     f = tmp_path / "e.csv"
     mapping, catalog = resolve_mapping(None), sample_catalog()
     f.write_text(HEADER + start + done + reset)
-    first = analyze([f], mapping, catalog, hash_events=True)
+    first = analyze_exports([f], mapping, catalog, hash_events=True)
     f.write_text(HEADER + start + reset + done)
-    again = analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)
+    again = analyze_exports([f], mapping, catalog, hash_events=True, known=first.events_hashes)
     assert again.event_counts["users_unchanged"] == 0
-    assert "COMPLETED_FLOW" in plan(again).plan["action"].to_list()
+    assert "COMPLETED_FLOW" in plan_requests(again).plan["action"].to_list()
 
 
 def test_a_sync_plans_a_changed_user_as_a_full_analysis_would(tmp_path: Path) -> None:
@@ -236,11 +242,11 @@ def test_a_sync_plans_a_changed_user_as_a_full_analysis_would(tmp_path: Path) ->
     f = tmp_path / "e.csv"
     mapping, catalog = resolve_mapping(None), sample_catalog()
     f.write_text(head + ub + ua)
-    first = analyze([f], mapping, catalog, hash_events=True)
+    first = analyze_exports([f], mapping, catalog, hash_events=True)
     assert first.event_counts["events_duplicate"] == 0
     f.write_text(head + ub + ua + "ua,flow_onboarding,,STARTED_FLOW,2024-01-02T00:00:00Z,e2\n")
-    full = plan(analyze([f], mapping, catalog)).plan.filter(pl.col("user_id") == "ua")
-    synced = plan(analyze([f], mapping, catalog, hash_events=True, known=first.events_hashes)).plan
+    full = plan_requests(analyze_exports([f], mapping, catalog)).plan.filter(pl.col("user_id") == "ua")
+    synced = plan_requests(analyze_exports([f], mapping, catalog, hash_events=True, known=first.events_hashes)).plan
     cols = ["user_id", "flow_slug", "seq", "action"]
     assert synced.select(cols).sort(cols).equals(full.select(cols).sort(cols))
 

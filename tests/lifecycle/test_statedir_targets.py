@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lifecycle.execute import SNAPSHOT_SCHEMA
 from lifecycle.settings import EMBEDDED_TARGET
 from lifecycle.statedir import DEFAULT_STATE_DIR, StateDir, target_folder
 from transforms.schema import InputError
+from transforms.snapshot import SNAPSHOT_SCHEMA
 
 
 def test_each_api_has_its_own_readable_folder_that_never_holds_credentials() -> None:

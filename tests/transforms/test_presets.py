@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from frigade.catalog import Catalog, parse_catalog
-from lifecycle.pipeline import scan_export
+from lifecycle.exports import scan_export
 from tests.samples import SAMPLES, Sample, render
 from transforms.inspect import inspect_sample
 from transforms.mapping import SourceMapping, map_events

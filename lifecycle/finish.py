@@ -1,0 +1,108 @@
+"""The end of a run, after its last request or its stop: snapshot, reconcile, count, remember, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from lifecycle.exitcodes import ExitCode
+from lifecycle.job import Job
+from lifecycle.prepare import maybe_touched
+from lifecycle.record import Attempt
+from lifecycle.report import render
+from lifecycle.settings import failure_limit
+from lifecycle.statedir import KNOWN_SNAPSHOT
+from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
+from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
+from transforms.snapshot import SNAPSHOT_SCHEMA
+
+
+@dataclass
+class RunResult:
+    exit_code: ExitCode
+    run_dir: str
+    #: run.json's content
+    summary: dict[str, Any]
+    report: str
+
+
+def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
+    """Snapshot, reconcile, count, report. Runs after a stop too, over what was done."""
+    plan = job.folder.read_parquet("plan.parquet")
+    outcomes = job.folder.outcomes()
+    snapshot = latest_snapshot(job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA))
+    job.folder.write_parquet("snapshot.parquet", snapshot)
+    exp_flows = job.folder.read_parquet("expected_flows.parquet")
+    touched = _touched_users(job, plan)
+    mismatches = _reconcile(job, plan, outcomes, snapshot, exp_flows, touched)
+    latest = latest_outcomes(outcomes)
+    judged = verdict(plan, latest, mismatches, touched)
+    this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
+    attempt.finished_at = datetime.now(UTC).isoformat()
+    attempt.elapsed_s = round(elapsed_s, 3)
+    attempt.sent = int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0
+    for name, value in judged.fields().items():
+        setattr(job.run, name, value)
+    if not job.run.stopped:
+        limit = failure_limit(job.settings.max_failures, (job.run.counts or {}).get("users", 0))
+        job.run.status = "failed" if judged.failed(limit) else "succeeded"
+    job.save()
+    if job.state_dir is not None and not job.run.stopped:
+        job.state_dir.record(
+            snapshot, job.run.run_id or "", job.settings.target, _hashes(job, plan, latest, mismatches)
+        )
+        # A sync's snapshot holds only the users it planned; an audit compares full states.
+        job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
+    summary = job.run.as_dict()
+    report = render(summary, per_flow=per_flow(plan, exp_flows), mismatch_sample=mismatches.head(20).to_dicts())
+    job.folder.write_text("report.md", report)
+    return RunResult(exit_code_of(job), str(job.folder.root), summary, report)
+
+
+def exit_code_of(job: Job) -> ExitCode:
+    return {
+        "interrupted": ExitCode.INTERRUPTED,
+        "stopped": ExitCode.STOPPED,
+        "failed": ExitCode.FAILURES,
+    }.get(job.run.status or "", ExitCode.OK)
+
+
+def _reconcile(
+    job: Job,
+    plan: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    snapshot: pl.DataFrame,
+    exp_flows: pl.DataFrame,
+    touched: pl.Series,
+) -> pl.DataFrame:
+    exp_steps = job.folder.read_parquet("expected_steps.parquet")
+    # lastActionAt is the migration's only where the server honours a back-dated createdAt
+    honoured = job.settings.send_created_at and job.rules.honours_created_at
+    last_sent = last_sent_times(plan, took_effect(outcomes)["request_id"]) if honoured else None
+    mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
+    job.run.targeting = targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode())))
+    job.folder.write_parquet("reconcile.parquet", mismatches)
+    return mismatches
+
+
+def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
+    """Users of the plan, and those of the plans a change of rules superseded that were read back."""
+    read_back = sorted(maybe_touched(job)) if job.run.superseded else []
+    return pl.concat(
+        [plan.select("user_id"), pl.DataFrame({"user_id": read_back}, schema={"user_id": pl.String})]
+    ).unique()["user_id"]
+
+
+def _hashes(
+    job: Job, plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(events hashes of the users this run analysed, those of them it left exactly at their target).
+    A user with a request not sent (rejected, failed, held, never tried) or a mismatch is not left
+    there: forgetting their hash makes the next sync plan them again, export changed or not."""
+    if not job.folder.path("events_hashes.parquet").exists():
+        return None
+    analysed = job.folder.read_parquet("events_hashes.parquet")
+    return analysed, left_at_target(analysed, plan, latest, mismatches)

@@ -1,0 +1,203 @@
+"""A run up to its plan, in its folder: the export analysed, the baseline chosen, the plan written.
+
+``analyze_run`` reads the exports (nothing on a resume: the plan in the folder is kept, since planning
+again could differ and resend); ``plan_run`` writes plan, quarantine and expected state, and records
+what was planned in run.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from frigade.catalog import Catalog
+from frigade.client import FrigadeClient
+from frigade.errors import StopRunError
+from lifecycle.catalogs import catalog_record
+from lifecycle.exports import analyze_exports, resolve_path
+from lifecycle.job import Job
+from lifecycle.record import Superseded
+from lifecycle.runfolder import RunFolder, file_digest
+from transforms.accounting import accounting_closes
+from transforms.analysis import Analysis, Prepared, plan_requests
+from transforms.cost import webhook_deliveries
+from transforms.outcomes import tally
+from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
+from transforms.schema import InputError
+from transforms.snapshot import SNAPSHOT_SCHEMA, snapshot_rows
+from transforms.sync import StateFrames, from_snapshot
+from transforms.work import user_order
+
+#: what a run refused for having nothing to migrate is told to do
+NOTHING_TO_MIGRATE_HINT = "fix the mapping or the catalog; `frigade-migrate inspect EXPORT` shows the events"
+
+
+def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
+    """Load, validate and replay the export; None on a resume that keeps its plan."""
+    for p in job.exports:
+        resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
+    digests = [file_digest(p) for p in job.exports]
+    if job.resuming:
+        _check_inputs_unchanged(job, digests)
+        recorded = {k: v for k, v in (job.run.rules or {}).items() if k != "name"}
+        if job.run.rules is None or recorded == job.rules.settings():
+            return None
+        supersede_plan(job)
+    if job.state_dir is not None:
+        job.state_dir.check_target(job.settings.target)
+        if job.kind == "sync" and not job.from_current:
+            job.state_dir.check_no_unfinished_run(job.folder.root)
+    job.run.inputs = digests
+    # With a state folder every analysed user's events are hashed, so that the next sync can skip the
+    # users whose events are unchanged; a plain sync skips those the state folder remembers.
+    known = job.state_dir.load_events_hashes() if job.state_dir is not None and job.plain_sync else None
+    return analyze_exports(
+        job.exports, job.mapping(), catalog, hash_events=job.state_dir is not None, known=known, rules=job.rules
+    )
+
+
+def _check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
+    before = {p["path"]: p["sha256"] for p in job.run.inputs or []}
+    now = {p["path"]: p["sha256"] for p in digests}
+    if before and before != now:
+        raise InputError(
+            f"run folder {job.folder.root} was made from other inputs; resume it with the same files "
+            "or start a new run folder"
+        )
+
+
+def supersede_plan(job: Job) -> None:
+    """A resume under another rules profile: the plan, its outcomes and snapshot parts were made
+    under rules this server does not play. They move to ``superseded/<n>/`` (kept for the audit) and
+    the run plans again from the state read back for every user, so nothing in effect is resent."""
+    if job.settings.mode == "history":
+        raise InputError(
+            "a history run cannot change its rules profile on resume (its history would be replayed from "
+            "the middle); start a new run folder, or resume with the rules it was planned with"
+        )
+    dest = job.folder.path(f"superseded/{len(job.run.superseded) + 1}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("plan.parquet", "outcomes", "snapshot_parts", "dispatch.json"):
+        src = job.folder.path(name)
+        if src.exists():
+            src.rename(dest / name)
+    entry = Superseded(rules=job.run.rules, outcomes=job.run.outcomes, folder=str(dest))
+    job.run.superseded = [*job.run.superseded, entry]
+    job.replan = True
+
+
+def baseline_for(job: Job) -> StateFrames | None:
+    """What a sync plans against: the remembered state (none with --full); --from-current reads it."""
+    if job.state_dir is None or not job.plain_sync:
+        return None
+    return job.state_dir.load()
+
+
+async def baseline_read(job: Job, analysis: Analysis, client: FrigadeClient) -> StateFrames | None:
+    """The baseline that must be read from the API: the state a replan starts from, or --from-current's;
+    None when the run plans against the remembered state or none."""
+    if job.replan:
+        return await replan_baseline(job, analysis, client)
+    if job.from_current:
+        users = analysis.targets.flows["user_id"].unique().sort().to_list()
+        return from_snapshot(await read_snapshot(client, users, job.settings.concurrency))
+    return None
+
+
+def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> Prepared:
+    prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
+    why = nothing_to_migrate(prepared.counts, prepared.quarantine)
+    if why is not None:
+        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    _write_plan(job, prepared, analysis, baseline)
+    _record_plan(job, prepared, catalog)
+    job.save()
+    if job.state_dir is not None:
+        job.state_dir.mark_unfinished(job.folder.root)
+    return prepared
+
+
+def _write_plan(job: Job, prepared: Prepared, analysis: Analysis, baseline: StateFrames | None) -> None:
+    job.folder.create()
+    job.folder.write_parquet("quarantine.parquet", prepared.quarantine)
+    job.folder.write_parquet("plan.parquet", prepared.plan)
+    job.folder.write_parquet("expected_flows.parquet", prepared.expected_flows)
+    job.folder.write_parquet("expected_steps.parquet", prepared.expected_steps)
+    if analysis.events_hashes is not None:
+        job.folder.write_parquet("events_hashes.parquet", analysis.events_hashes)
+    if baseline is not None and not baseline.flows.is_empty():
+        # Only the planned user-flows' starting state: what a resume and the ambiguity checks need.
+        keys = prepared.plan.select("user_id", "flow_slug").unique()
+        for name, frame in zip(("baseline_flows", "baseline_steps"), baseline, strict=True):
+            job.folder.write_parquet(f"{name}.parquet", frame.join(keys, on=["user_id", "flow_slug"], how="semi"))
+
+
+def _record_plan(job: Job, prepared: Prepared, catalog: Catalog) -> None:
+    run, settings = job.run, job.settings
+    run.run_id, run.kind, run.created_at = job.folder.root.name, job.kind, datetime.now(UTC).isoformat()
+    run.settings = settings.public() | {"full": job.full, "from_current": job.from_current}
+    run.state_dir = str(job.state_dir.root) if job.state_dir else None
+    run.state_target = settings.target if job.state_dir else None
+    run.catalog = catalog_record(catalog)
+    run.counts = prepared.counts
+    run.accounting_closes = accounting_closes(prepared.counts)
+    run.quarantine_reasons = prepared.quarantine_reasons
+    run.quarantine_examples = examples(prepared.quarantine)
+    run.catalog_hints = catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in catalog.active})
+    run.dropped_events = prepared.dropped_events
+    run.requests_by_action = tally(prepared.plan, "action")
+    run.webhook_deliveries = webhook_deliveries(prepared.plan)
+    run.rules = asdict(job.rules)
+    run.status = "planned"
+    # a plan made again under other rules keeps the run's earlier attempts on record
+    if not job.replan:
+        run.attempts = []
+
+
+async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: int) -> pl.DataFrame:
+    """The state Frigade has now for ``users``, as snapshot rows, read by ``concurrency`` workers."""
+    rows: list[dict[str, Any]] = []
+    queue = iter(users)
+
+    async def worker() -> None:
+        for user in queue:
+            rows.extend(snapshot_rows(user, await client.read_state(user), time.time()))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(concurrency, len(users)))):
+                group.create_task(worker())
+    except* StopRunError as stops:
+        # one stop, not a group of them: the callers handle a stop like any other request's
+        raise stops.exceptions[0] from None
+    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -> StateFrames:
+    """A plan made again under other rules starts from the state Frigade holds now: read back for the
+    users an earlier plan may have touched (the others are still in the initial state, and a read
+    would count them as active). What is read is also the snapshot of those the new plan leaves alone."""
+    users = set(analysis.targets.flows["user_id"].unique().to_list()) & maybe_touched(job)
+    snap = await read_snapshot(client, sorted(users), job.settings.concurrency)
+    job.folder.create()
+    job.folder.write_part("snapshot_parts", job.attempt, snap)
+    return from_snapshot(snap)
+
+
+def maybe_touched(job: Job) -> set[str]:
+    """Users with an outcome in a superseded plan, or handed to a sender before its last stop."""
+    touched: set[str] = set()
+    for entry in job.run.superseded:
+        old = RunFolder(Path(entry.folder))
+        touched |= set(old.outcomes()["user_id"].unique().to_list())
+        reserved = int(old.read_json("dispatch.json").get("reserved_through", -1))
+        if reserved >= 0 and old.path("plan.parquet").exists():
+            order = user_order(old.read_parquet("plan.parquet"))
+            touched |= {u for u, i in order.items() if i <= reserved}
+    return touched

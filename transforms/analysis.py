@@ -1,0 +1,271 @@
+"""The export's analysis and what it plans, as pure functions over frames (no file is opened here:
+``lifecycle.exports`` scans the files into ``Source``s).
+
+sources -> canonical events -> classified (valid / dropped / quarantined) -> ordered, de-duplicated ->
+target state (``analyze``) -> the fewest requests from a baseline to it (``plan_requests``), with the
+row accounting that must close (``transforms.accounting``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from frigade.catalog import Catalog
+from frigade.rules import DEFAULT_RULES, Rules
+from transforms.accounting import account
+from transforms.codes import Codes
+from transforms.mapping import SourceMapping, map_events
+from transforms.plan import plan_history, plan_state
+from transforms.schema import InputError
+from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
+from transforms.sync import StateFrames, as_current, changed_user_flows, events_hash_seed, events_hashes
+from transforms.validate import (
+    DROPPED,
+    P_MAP,
+    ROW_SPAN,
+    VALID,
+    Limits,
+    catalog_frames,
+    encode,
+    order_log,
+    reason,
+    row_key,
+    whitespace_twins,
+)
+
+QUARANTINE_COLUMNS = [
+    "source_file",
+    "source_row",
+    "reason",
+    "user_id",
+    "group_id",
+    "flow_slug",
+    "step_id",
+    "raw_event",
+    "action",
+    "ts_raw",
+    "data",
+    "event_id",
+]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One export: the name messages give it (its path) and a lazy scan of its rows."""
+
+    name: str
+    scan: pl.LazyFrame
+
+
+class UnreadableSourceError(InputError):
+    """Polars could not read the rows of a source: the caller, who has the files, can say where."""
+
+    def __init__(self, error: pl.exceptions.PolarsError) -> None:
+        super().__init__(f"the exports could not be read: {error}")
+        self.error = error
+
+
+@dataclass
+class Prepared:
+    """Everything up to the plan, materialised (polars frames, never Python rows)."""
+
+    plan: pl.DataFrame
+    quarantine: pl.DataFrame
+    expected_flows: pl.DataFrame
+    expected_steps: pl.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    dropped_events: dict[str, int] = field(default_factory=dict)
+
+
+def load_events(
+    sources: Sequence[Source], mapping: SourceMapping, steps: pl.LazyFrame, *, head: int | None = None
+) -> pl.LazyFrame:
+    """The canonical events of every source, each named by its place in ``sources`` (``file_order``)
+    rather than by its name on every row. ``head``: only each source's first rows (a pre-flight check)."""
+    frames = []
+    for i, source in enumerate(sources):
+        scan = source.scan if head is None else source.scan.head(head)
+        try:
+            events = map_events(scan, mapping, source.name, steps=steps)
+        except InputError as exc:
+            if exc.file is None:
+                raise InputError(str(exc), file=source.name, field=exc.field) from exc
+            raise
+        frames.append(events.drop("source_file").with_columns(pl.lit(i, pl.Int64).alias("file_order")))
+    return pl.concat(frames, how="vertical")
+
+
+def _fail_on_undeclared_zone(problems: pl.DataFrame, names: list[str]) -> None:
+    naive = problems.filter(pl.col("map_reason").str.starts_with("time has no zone")).head(1)
+    if naive.height:
+        r = naive.row(0, named=True)
+        what = f"time {r['ts_raw']!r}" if r["ts_raw"] is not None else "the time column"
+        raise InputError(
+            f"{what} has no zone and none is declared; set the source's timezone "
+            "(--timezone or `timezone:` in the mapping) so nothing is guessed",
+            file=names[r["file_order"]],
+            row=r["source_row"],
+            field="time",
+        )
+
+
+#: what the log needs of each valid event (``transforms.state.LOG_COLUMNS`` less ``uf``, plus event_id)
+EVENT_COLUMNS = ["user_id", "group_id", "fl", "gs", "act", "ts", "data", "event_id", "row_key"]
+#: what a message about an event that is not valid needs; null on valid events (and then free)
+PROBLEM_COLUMNS = ["flow_slug", "step_id", "step_index", "action", "raw_event", "ts_raw", "map_reason"]
+
+
+@dataclass
+class Analysis:
+    """The export read, validated, ordered and replayed: everything before choosing what to send.
+    Held as columns, never as Python rows, and without a full copy of the export."""
+
+    #: the sources' names, in ``file_order``
+    names: list[str]
+    #: rows in the sources, all of them (also those no event came from)
+    rows_in: int
+    #: (row_key, problem) of every event, for the row accounting (``transforms.validate`` codes)
+    rows: pl.DataFrame
+    quarantine: pl.DataFrame
+    target: Target
+    event_counts: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    dropped_events: dict[str, int]
+    #: (user_id, print) of the users analysed, when asked for
+    events_hashes: pl.DataFrame | None = None
+
+    @property
+    def targets(self) -> StateFrames:
+        return StateFrames(*self.target.state())
+
+
+def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
+    table = frame.group_by(by).len().sort("len", by, descending=[True, False])
+    return {str(k): int(v) for k, v in table.iter_rows()}
+
+
+def analyze(
+    sources: Sequence[Source],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    *,
+    hash_events: bool = False,
+    known: pl.DataFrame | None = None,
+    head: int | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Analysis:
+    """``hash_events``: also hash each user's events (``transforms.sync.events_hashes``), for a state folder
+    to remember. ``known``: the hashes a previous run remembered; users whose events hash the same
+    are not replayed or planned again (their rows count as redundant). ``head``: analyse only each
+    file's first rows, to find input errors early."""
+    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
+    codes = Codes.from_frames(flows_lf, steps_lf)
+    names = [s.name for s in sources]
+    problem = pl.col("problem") != VALID
+    # One pass over the exports: the integer codes of every event, the text the log needs, and the
+    # text a message needs only on the events that are not valid (null, and so free, elsewhere).
+    limits = Limits.window(*mapping.time_window)
+    lazy_events = encode(load_events(sources, mapping, steps_lf, head=head), codes, limits).select(
+        *EVENT_COLUMNS[:-1],
+        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+        "problem",
+        *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
+    )
+    try:
+        # streaming: the export's own columns pass through in batches, only the result is held whole
+        events = lazy_events.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise UnreadableSourceError(exc) from exc
+    problems = (
+        events.filter(problem)
+        .select(
+            "problem",
+            "fl",
+            (pl.col("row_key") // ROW_SPAN).alias("file_order"),
+            (pl.col("row_key") % ROW_SPAN).alias("source_row"),
+            *PROBLEM_COLUMNS,
+            "ts",
+            "user_id",
+            "group_id",
+            "data",
+            "event_id",
+        )
+        .with_columns(
+            # a typed time column keeps no text: its rows in quarantine show the time itself
+            pl.coalesce("ts_raw", pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).alias("ts_raw")
+        )
+    )
+    _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
+    worded = problems.with_columns(
+        reason(codes, limits).alias("reason"),
+        pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
+    )
+    quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
+    dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
+    rows = events.select("row_key", "problem")
+    valid = events.filter(~problem) if problems.height else events
+    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs), latest_row_only=mapping.state_rows)
+    del events, valid
+    duplicates = int(log.get_column("duplicate").sum())
+    valid_events = log.height
+    if duplicates:
+        log = log.filter(~pl.col("duplicate"))
+    hashed = events_hashes(log, events_hash_seed(codes, rules)) if hash_events or known is not None else None
+    unchanged = 0
+    if hashed is not None and known is not None and known.height:
+        changed = hashed.join(known, on=["user_id", "events_hash"], how="anti")
+        unchanged = hashed.height - changed.height
+        if unchanged:
+            hashed = changed
+            # the (usually few) changed users are the smaller set to look events up in
+            log = log.filter(pl.col("user_id").is_in(hashed.get_column("user_id").implode()))
+    counts = {
+        "user_ids_differing_by_whitespace": whitespace_twins(log.get_column("user_id")),
+        "events": rows.height,
+        "events_valid": valid_events,
+        "events_duplicate": duplicates,
+        "users_unchanged": unchanged,
+    }
+    target = target_from_log(log.select(LOG_COLUMNS), codes, rules)
+    reasons = _counts(quarantine, "reason")
+    rows_in = sum(_rows_in(s.scan, head) for s in sources)
+    return Analysis(names, rows_in, rows, quarantine, target, counts, reasons, dropped, hashed)
+
+
+def plan_requests(
+    analysis: Analysis,
+    *,
+    mode: str = "state",
+    baseline: StateFrames | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Prepared:
+    """Requests from the baseline (remembered or read-back state; none for a backfill) to the target.
+    With a baseline only user-flows whose target differs from it are planned."""
+    target = analysis.target
+    exp_flows, exp_steps = target.state()
+    if mode == "history":
+        if baseline is not None:
+            raise InputError("history mode replays every event: use it for backfills, not syncs")
+        planned = plan_history(target)
+    elif baseline is None:
+        planned = plan_state(target, rules=rules)
+    else:
+        # only the analysed users' remembered state can differ from their targets
+        users = exp_flows.get_column("user_id").unique().implode()
+        baseline = StateFrames(*(f.filter(pl.col("user_id").is_in(users)) for f in baseline))
+        changed = changed_user_flows(exp_flows, exp_steps, *baseline)
+        current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
+        planned = plan_state(target.only(changed), current, rules)
+    planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
+    counts = account(analysis.rows_in, analysis.rows, planned) | analysis.event_counts
+    return Prepared(
+        planned, analysis.quarantine, exp_flows, exp_steps, counts, analysis.quarantine_reasons, analysis.dropped_events
+    )
+
+
+def _rows_in(scan: pl.LazyFrame, head: int | None) -> int:
+    return int((scan if head is None else scan.head(head)).select(pl.len()).collect().item())
