@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.console import run_interruptible
 from frigade.errors import StopRunError, TransientError
-from lifecycle.interrupts import run_interruptible
 from lifecycle.report import reconciliation_line
 from transforms.schema import InputError
 

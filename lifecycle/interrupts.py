@@ -4,7 +4,8 @@ The first signal stops the run cleanly: nothing new is sent, outcomes are flushe
 marked ``interrupted`` in run.json and the exact resume command is printed (exit code 130). A second
 signal exits at once (the run folder's dispatch journal makes that resumable too, as after a kill).
 
-The command arms this module for the whole run (``handle_signals``); the run registers what to do on
+The command arms this module for the whole run (``handle_signals``, through
+``flows.console.run_interruptible``); the run registers what to do on
 the first signal (``watch``). Prefect's flow engine takes SIGTERM over while a flow runs, so ``watch``,
 called inside the flow, takes it back. Unarmed (a Prefect deployment) nothing is changed: there the
 worker's own cancellation applies.
@@ -12,21 +13,18 @@ worker's own cancellation applies.
 A Ctrl-C at a terminal goes to the whole process group. Prefect's temporary API server (started when
 no ``PREFECT_API_URL`` is set) is a child in that group, and would die of it, leaving the run unable to
 record its end: Prefect then retries for minutes, printing event dumps. So, armed, that server is
-started in a session of its own (and stopped by Prefect at exit, or by a second signal, by its pid).
+started in a session of its own (``DetachedPopen``; stopped by Prefect at exit, or by a second signal).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
-import types
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -34,7 +32,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["EXIT_INTERRUPTED", "handle_signals", "requested", "resume_command", "run_interruptible", "watch"]
+__all__ = ["EXIT_INTERRUPTED", "DetachedPopen", "handle_signals", "requested", "resume_command", "watch"]
 
 EXIT_INTERRUPTED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -55,14 +53,6 @@ class _State:
 
 
 _state = _State()
-
-
-def run_interruptible(main: Coroutine[Any, Any, T], argv: Sequence[str] | None = None) -> T:
-    """``asyncio.run(main)`` for a console command, its signals handled here (``argv``: the
-    command's words for the resume command, by default this process's own)."""
-    _detach_prefect_server()
-    with handle_signals(sys.argv[1:] if argv is None else argv):
-        return asyncio.run(main)
 
 
 @contextlib.contextmanager
@@ -154,25 +144,14 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+class DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A ``Popen`` whose child runs in a session of its own (a terminal's Ctrl-C does not reach it),
+    stopped by its pid on a second signal."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("start_new_session", True)
         super().__init__(*args, **kwargs)
         _state.detached.append(self)
-
-
-def _detach_prefect_server() -> None:
-    """Prefect's temporary server module starts its child with ``subprocess.Popen``: give that module
-    (and only it) a Popen that starts the child in a session of its own."""
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return  # a Prefect server of the user's own: no temporary one is started
-    from prefect.server.api import server
-
-    if getattr(server, "subprocess", None) is subprocess:
-        detached = types.SimpleNamespace(**{**vars(subprocess), "Popen": _DetachedPopen})
-        setattr(server, "subprocess", detached)  # noqa: B010 - typed as the module, deliberately not
 
 
 def _say(text: str) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from frigade.push import Outcome
 from lifecycle.progress import PushProgress, RateEstimate
-from lifecycle.report import reconciliation_line, render, request_counts, requests_line, summary_rows
+from lifecycle.report import bar_chart, reconciliation_line, render, request_counts, requests_line, summary_rows
 from transforms.quarantine import catalog_hints, examples
 
 
@@ -198,3 +198,20 @@ def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
     # step two's 2 users draw half as long as step one's 4, not as long (one scale per funnel)
     assert bars["oneA"] == 2 * bars["twoA"] == 30
     assert bars["twoB"] == round(30 / 4)
+
+
+def test_report_puts_the_summary_table_first_and_charts_counts() -> None:
+    run = {
+        "run_id": "r",
+        "status": "succeeded",
+        "counts": {"rows_in": 3, "rows_sent": 1, "rows_redundant": 1, "rows_dropped": 0, "rows_quarantined": 1},
+        "accounting_closes": True,
+        "requests_by_action": {"COMPLETED_STEP": 4, "COMPLETED_FLOW": 1},
+    }
+    md = render(
+        run, per_flow=[{"flow_slug": "f", "users": 2, "requests": 5, "started": 2, "completed": 1, "skipped": 0}]
+    )
+    assert md.index("| status | succeeded |") < md.index("## Per flow")
+    assert "3 rows in = 1 planned as requests + 1 redundant + 0 dropped + 1 quarantined (closes)" in md
+    lines = bar_chart([("x", 4), ("y", 1)], width=8)
+    assert lines == ["x ████████ 4", "y ██······ 1"]
