@@ -21,8 +21,7 @@ from transforms.source import refuse_aggregates
 from transforms.spec import SourceMapping, mapping_from_dict
 from transforms.wide import wide_events
 
-# SourceMapping and mapping_from_dict are re-exported: lifecycle.job and transforms.presets name them
-# from here.
+# Re-exported: lifecycle (job, pipeline, exports) and transforms.presets name them from here.
 __all__ = ["SourceMapping", "map_events", "mapping_from_dict"]
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from transforms.mapping import map_events, mapping_from_dict
+from transforms.mapping import map_events
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError
+from transforms.spec import mapping_from_dict
 from transforms.validate import classify, order_log
 
 from .test_presets import frames, ordered, scan, state_of

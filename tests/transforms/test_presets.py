@@ -16,9 +16,10 @@ from lifecycle.pipeline import scan_export
 from samples.exports import SAMPLES, Sample, render
 from transforms.codes import Codes
 from transforms.inspect import inspect_sample
-from transforms.mapping import SourceMapping, map_events
+from transforms.mapping import map_events
 from transforms.presets import PRESETS, load_presets, resolve_mapping
 from transforms.schema import EVENT_SCHEMA
+from transforms.spec import SourceMapping
 from transforms.state import LOG_COLUMNS, target_from_log
 from transforms.validate import catalog_frames, classify, order_log, row_key
 
