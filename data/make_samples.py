@@ -1,7 +1,7 @@
 """Regenerate the committed sample exports under data/ (fixed seed; the catalog is left alone).
 
-Run from the repository root: ``python data/make_samples.py``. The generator lives in
-``tests/samples.py`` so the tests can check that the committed files are exactly what it writes.
+Run from the repository root: ``python data/make_samples.py``. The generator is ``samples.exports``,
+which the tests also run to check that the committed files are exactly what it writes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.samples import write_all  # noqa: E402
+from samples.exports import write_all  # noqa: E402
 
 
 def main() -> int:

@@ -29,8 +29,9 @@ from frigade.rules import DEFAULT_RULES, Rules
 from lifecycle.params import Mode
 from transforms.analysis import Analysis, Prepared, Source, UnreadableSourceError, analyze, plan_requests
 from transforms.derive import STEP_TABLE_SCHEMA
-from transforms.mapping import SourceMapping, map_events
+from transforms.mapping import map_events
 from transforms.schema import InputError
+from transforms.spec import SourceMapping
 from transforms.sync import StateFrames
 
 __all__ = [

@@ -15,9 +15,9 @@ from lifecycle.record import RunRecord
 from lifecycle.runfolder import RunFolder, new_run_id
 from lifecycle.settings import Settings
 from lifecycle.statedir import StateDir
-from transforms.mapping import SourceMapping
 from transforms.presets import resolve_mapping
 from transforms.schema import InputError, input_error
+from transforms.spec import SourceMapping
 
 
 @dataclass

@@ -17,9 +17,10 @@ from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Rules
 from transforms.accounting import account
 from transforms.codes import Codes
-from transforms.mapping import SourceMapping, map_events
+from transforms.mapping import map_events
 from transforms.plan import plan_history, plan_state
 from transforms.schema import InputError
+from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import StateFrames, as_current, changed_user_flows, events_hash_seed, events_hashes
 from transforms.validate import (

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-FLOW_KEY = ["user_id", "flow_slug"]
-STEP_KEY = ["user_id", "flow_slug", "step_id"]
+from transforms.state import FLOW_KEY, STEP_KEY
+
 FLOW_FIELDS = ["flow_started", "flow_completed", "flow_skipped", "flow_visible", "current_step_index"]
 STEP_FIELDS = ["step_started", "step_completed", "step_skipped"]
 AUDIT_SCHEMA: dict[str, pl.DataType] = {

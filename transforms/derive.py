@@ -23,20 +23,17 @@ so that de-duplication on event ids does not fold a row's events into one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import polars as pl
 
-from frigade.rules import Action
+from frigade.rules import FLOW_ACTIONS, STEP_ACTIONS, Action
 from transforms.schema import DROP, EVENT_SCHEMA, InputError
-
-if TYPE_CHECKING:
-    from transforms.mapping import SourceMapping
+from transforms.spec import SourceMapping
+from transforms.state import FLOW_KEY
 
 A = Action
-FLOW_KEY = ["user_id", "flow_slug"]
-FLOW_ACTIONS = [a.value for a in Action if not a.is_step]
-STEP_ACTIONS = [a.value for a in Action if a.is_step]
+# as text, sorted: polars compares the action column with plain strings
+_FLOW_NAMES = sorted(a.value for a in FLOW_ACTIONS)
+_STEP_NAMES = sorted(a.value for a in STEP_ACTIONS)
 INTERNAL = [*EVENT_SCHEMA, "__seq", "__tag"]
 STEP_TABLE_SCHEMA: dict[str, pl.DataType] = {
     "flow_slug": pl.String(),
@@ -131,7 +128,7 @@ def _progress(ev: pl.LazyFrame, steps: pl.LazyFrame, mapping: SourceMapping) -> 
     """State rows: the flow event keeps no step; each catalog step up to the current one gets its event."""
     a = pl.col("action")
     has_step = pl.col("step_id").is_not_null() | pl.col("step_index").is_not_null()
-    current = ev.filter(a.is_in(FLOW_ACTIONS) & has_step & (pl.col("__seq") == 0))
+    current = ev.filter(a.is_in(_FLOW_NAMES) & has_step & (pl.col("__seq") == 0))
     in_flow = (pl.col("__pos") >= 0) & (pl.col("__pos") < pl.col("__count"))
     known = current.filter(in_flow.fill_null(False))
     unknown = current.filter(~in_flow.fill_null(False))
@@ -214,13 +211,13 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
             )
     if mapping.flow_actions_ignore_step or mapping.progress_step:
         ev = ev.with_columns(
-            pl.when(a.is_in(FLOW_ACTIONS)).then(None).otherwise(pl.col("step_id")).alias("step_id"),
-            pl.when(a.is_in(FLOW_ACTIONS)).then(None).otherwise(pl.col("step_index")).alias("step_index"),
+            pl.when(a.is_in(_FLOW_NAMES)).then(None).otherwise(pl.col("step_id")).alias("step_id"),
+            pl.when(a.is_in(_FLOW_NAMES)).then(None).otherwise(pl.col("step_index")).alias("step_index"),
         )
     if extra:
         ev = pl.concat([ev, *extra], how="vertical")
     for dropped, other in mapping.drop_if_also.items():
-        key = [*FLOW_KEY, "step_id"] if dropped in STEP_ACTIONS and other in STEP_ACTIONS else FLOW_KEY
+        key = [*FLOW_KEY, "step_id"] if dropped in _STEP_NAMES and other in _STEP_NAMES else FLOW_KEY
         also = (a == other).any().over(key)
         ev = ev.with_columns(pl.when((a == dropped) & also).then(pl.lit(DROP)).otherwise(a).alias("action"))
     tagged = bool(combos) or bool(derivations)

@@ -19,9 +19,11 @@ import polars as pl
 from frigade.rules import Action
 from transforms.columns import existing
 from transforms.derive import catalog_features
-from transforms.mapping import SourceMapping, map_events, refuse_aggregates
+from transforms.mapping import map_events
 from transforms.quarantine import catalog_hints
 from transforms.schema import DROP, InputError
+from transforms.source import refuse_aggregates
+from transforms.spec import SourceMapping
 from transforms.validate import classify
 from transforms.wide import match_columns
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from frigade.documents import DocumentError, load_mapping
-from transforms.mapping import SourceMapping, mapping_from_dict
 from transforms.schema import InputError, input_error
+from transforms.spec import SourceMapping, mapping_from_dict
 
 PRESET_DIR = Path(__file__).with_name("presets")
 

@@ -267,26 +267,3 @@ def _scatter(n: int, where: pl.Series, values: pl.Series) -> pl.Series:
     """A series of ``n`` nulls with ``values`` at positions ``where``."""
     out = pl.repeat(None, n, dtype=values.dtype, eager=True)
     return out.scatter(where, values) if where.len() else out
-
-
-def number_runs(events: pl.LazyFrame) -> pl.LazyFrame:
-    """``uf`` for events already in order: a new number wherever the user or the flow changes."""
-    return events.with_columns(run_number("user_id", "fl").alias("uf"))
-
-
-def target_state(events: pl.LazyFrame, steps: pl.LazyFrame, rules: Rules = DEFAULT_RULES) -> Target:
-    """The target of valid, de-duplicated events in order (user, flow, time, tie-break), given with
-    text columns (user_id, group_id, flow_slug, step_id, step_index, action, ts, data, row_key), and
-    the catalog step table (flow_slug, step_id, step_index, step_count)."""
-    slugs = steps.select("flow_slug").unique(maintain_order=True)
-    flows = pl.concat([slugs, events.select("flow_slug").unique(maintain_order=True)]).unique(maintain_order=True)
-    codes = Codes.from_frames(flows.with_columns(pl.lit("ACTIVE").alias("flow_status")), steps)
-    fl = codes.flow(pl.col("flow_slug"))
-    coded = events.with_columns(fl.alias("fl"), codes.action(pl.col("action")).alias("act")).with_columns(
-        pl.when(pl.col("step_index").is_not_null())
-        .then(codes.step_by_index(pl.col("fl"), pl.col("step_index")))
-        .otherwise(codes.step_by_id(pl.col("fl"), pl.col("step_id")))
-        .alias("gs")
-    )
-    log = number_runs(coded).select(LOG_COLUMNS).collect()
-    return target_from_log(log, codes, rules)

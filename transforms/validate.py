@@ -357,17 +357,6 @@ def order_log(
     return log.with_columns(duplicate)
 
 
-def order_and_dedupe(valid: pl.LazyFrame, file_order: dict[str, int] | None = None) -> pl.LazyFrame:
-    """``order_log`` for a classified frame (the columns of ``classify``), with ``row_key`` from
-    ``file_order`` (numbers for the source files) or the frame's own ``file_order`` column."""
-    if file_order is not None:
-        valid = valid.with_columns(
-            pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64).alias("file_order")
-        )
-    keyed = valid.with_columns(row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key")).collect()
-    return order_log(keyed, int(keyed.select(pl.col("fl").max().fill_null(0)).item()) + 1).lazy()
-
-
 #: rows per file in ``row_key``: file order * ROW_SPAN + row
 ROW_SPAN = 1 << 40
 

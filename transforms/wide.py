@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import polars as pl
 
-from transforms.columns import dtype_of, existing, resolve_column, text, text_of, time_multi
+from transforms.columns import dtype_of, existing, resolve_column, text, time_multi
 from transforms.schema import EVENT_SCHEMA, InputError
-
-if TYPE_CHECKING:
-    from transforms.mapping import SourceMapping, WideRule
+from transforms.source import column_exprs, flow_expr, step_columns
+from transforms.spec import SourceMapping, WideRule
 
 TRUE_WORDS = ["true", "t", "1", "yes", "y", "x", "done", "1.0"]
 _UTC = pl.Datetime("us", "UTC")
@@ -114,8 +112,6 @@ def _list_items(expr: pl.Expr, dtype: pl.DataType, separator: str) -> pl.Expr:
 
 def wide_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, source_file: str) -> pl.LazyFrame:
     """One event per set flag, time or list element, in the internal shape of ``transforms.derive``."""
-    from transforms.mapping import column_exprs, flow_expr, step_columns
-
     cols = column_exprs(schema, mapping, source_file, ("user", "group", "flow", "data"))
     matched = match_columns(schema, mapping)
     if not matched:
@@ -248,4 +244,4 @@ def wide_events(lf: pl.LazyFrame, schema: pl.Schema, mapping: SourceMapping, sou
     ).select([*EVENT_SCHEMA, "__seq"])
 
 
-__all__ = ["WideColumn", "match_columns", "text_of", "wide_events"]
+__all__ = ["TRUE_WORDS", "WideColumn", "match_columns", "wide_events"]

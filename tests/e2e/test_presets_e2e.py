@@ -16,8 +16,8 @@ from emulator.embedded import EmbeddedEmulator
 from frigade.catalog import parse_catalog
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import initial_state
+from samples.exports import SAMPLES, Sample, state_dict
 from tests.e2e.servers import ROOT, cli
-from tests.samples import SAMPLES, Sample, state_dict
 from transforms.schema import InputError
 
 pytestmark = pytest.mark.slow

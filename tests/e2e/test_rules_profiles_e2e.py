@@ -14,9 +14,9 @@ from emulator.embedded import EmbeddedEmulator
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import PROFILES, Rules, initial_state, load_rules
 from lifecycle.exports import plan_exports
+from samples.exports import SAMPLES, Sample, expected_under, state_dict
 from tests.e2e.servers import ROOT, cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, assert_state, catalog, write_sample
-from tests.samples import SAMPLES, Sample, expected_under, state_dict
 from transforms.presets import resolve_mapping
 
 pytestmark = pytest.mark.slow

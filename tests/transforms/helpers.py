@@ -6,8 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from frigade.rules import Action, FlowState
+from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules
+from transforms.codes import Codes
 from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
+from transforms.state import LOG_COLUMNS, Target, target_from_log
+from transforms.validate import VALID, encode, order_log
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -55,6 +58,20 @@ def ordered_events(events: list[EventTuple], flows: dict[str, tuple[str, ...]]) 
         "row_key": pl.Int64(),
     }
     return pl.DataFrame(rows, schema=schema).lazy().sort("user_id", "flow_slug", "ts")
+
+
+def target_of(events: pl.LazyFrame, steps: pl.LazyFrame, rules: Rules = DEFAULT_RULES) -> Target:
+    """The target of valid events (``ordered_events``) through the pipeline's own stages: ``encode``
+    against the catalog of ``steps`` (every flow active), ``order_log``, ``target_from_log``."""
+    flows = steps.select("flow_slug").unique(maintain_order=True).with_columns(pl.lit("ACTIVE").alias("flow_status"))
+    codes = Codes.from_frames(flows, steps)
+    missing = [c for c in ("map_reason", "event_id") if c not in events.collect_schema().names()]
+    coded = encode(events.with_columns(pl.lit(None, pl.String).alias(c) for c in missing), codes).collect()
+    invalid = coded.filter(pl.col("problem") != VALID)
+    assert invalid.is_empty(), invalid
+    log = order_log(coded, len(codes.slugs))
+    assert not log.get_column("duplicate").any(), "ordered_events gives every event its own time"
+    return target_from_log(log.select(LOG_COLUMNS), codes, rules)
 
 
 def current_frames(states: dict[tuple[str, str], FlowState]) -> tuple[pl.LazyFrame, pl.LazyFrame]:

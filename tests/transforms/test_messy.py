@@ -10,12 +10,13 @@ from typing import Any
 import polars as pl
 import pytest
 
-from transforms.mapping import map_events, mapping_from_dict
+from transforms.mapping import map_events
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError
-from transforms.validate import classify, order_and_dedupe, order_log
+from transforms.spec import mapping_from_dict
+from transforms.validate import classify, order_log
 
-from .test_presets import frames, scan, state_of
+from .test_presets import frames, ordered, scan, state_of
 
 HEADER = "user_id,flow_slug,step_id,action,created_at\n"
 
@@ -36,11 +37,6 @@ def run(path: Path, preset: str, doc: dict[str, Any] | None = None) -> pl.DataFr
     return classify(events, flows, steps).collect()
 
 
-def deduped(events: pl.DataFrame) -> pl.DataFrame:
-    files = {f: 0 for f in events.get_column("source_file").unique().to_list()}
-    return order_and_dedupe(events.lazy().filter(pl.col("status") == "valid"), files).collect()
-
-
 # ---------------------------------------------------------------- 1. duplicates
 
 
@@ -54,14 +50,14 @@ def test_duplicates_share_the_source_event_id(tmp_path: Path) -> None:
     later["properties"]["time"] += 5  # a re-sent copy with a later client time: same event
     other = json.loads(json.dumps(ev))
     other["properties"]["$insert_id"] = "a2"
-    out = deduped(run(jsonl(tmp_path, "mp.jsonl", [ev, later, other]), "mixpanel"))
+    out = ordered(run(jsonl(tmp_path, "mp.jsonl", [ev, later, other]), "mixpanel"))
     assert out.get_column("event_id").to_list() == ["a1", "a2", "a1"]
     assert out.get_column("duplicate").to_list() == [False, False, True]
 
 
 def test_duplicates_without_event_id_use_the_natural_key(tmp_path: Path) -> None:
     row = "u1,flow_welcome_tour,welcome,STARTED_STEP,2024-03-01T10:00:00Z\n"
-    out = deduped(run(write(tmp_path, "e.csv", HEADER + row + row), "long"))
+    out = ordered(run(write(tmp_path, "e.csv", HEADER + row + row), "long"))
     assert out.get_column("duplicate").to_list() == [False, True]
 
 
@@ -95,7 +91,7 @@ def test_segment_retries_share_message_id(tmp_path: Path) -> None:
         {**base, "properties": {"flow_id": "flow_announcement"}, "timestamp": "2024-03-01T10:00:00Z"},
         {**base, "properties": {"flow_id": "flow_announcement"}, "timestamp": "2024-03-01T10:00:03Z"},
     ]
-    out = deduped(run(jsonl(tmp_path, "s.jsonl", rows), "segment"))
+    out = ordered(run(jsonl(tmp_path, "s.jsonl", rows), "segment"))
     assert out.get_column("duplicate").sum() == 1
 
 
@@ -108,7 +104,7 @@ def test_a_row_that_fans_out_keeps_distinct_event_ids(tmp_path: Path) -> None:
     assert out.height == 2
     assert out.get_column("source_row").to_list() == [1, 1]
     assert out.get_column("event_id").n_unique() == 2
-    assert not deduped(out).get_column("duplicate").any()
+    assert not ordered(out).get_column("duplicate").any()
 
 
 # ---------------------------------------------------------------- 2. out-of-order and late rows

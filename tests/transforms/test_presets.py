@@ -13,13 +13,15 @@ import yaml
 
 from frigade.catalog import Catalog, parse_catalog
 from lifecycle.exports import scan_export
-from tests.samples import SAMPLES, Sample, render
+from samples.exports import SAMPLES, Sample, render
+from transforms.codes import Codes
 from transforms.inspect import inspect_sample
-from transforms.mapping import SourceMapping, map_events
+from transforms.mapping import map_events
 from transforms.presets import PRESETS, load_presets, resolve_mapping
 from transforms.schema import EVENT_SCHEMA
-from transforms.state import target_state
-from transforms.validate import catalog_frames, classify, order_and_dedupe
+from transforms.spec import SourceMapping
+from transforms.state import LOG_COLUMNS, target_from_log
+from transforms.validate import catalog_frames, classify, order_log, row_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
@@ -52,13 +54,20 @@ def classified(sample: Sample) -> pl.DataFrame:
     return classify(events, flows, steps).collect()
 
 
-def state_of(events: pl.DataFrame) -> dict[str, dict[str, Any]]:
+def ordered(events: pl.DataFrame, *, latest_row_only: bool = False) -> pl.DataFrame:
+    """The valid rows of classified ``events`` in the pipeline's log order (``order_log``), duplicates
+    marked; the files are numbered in name order."""
+    files = sorted(events.get_column("source_file").unique().to_list())
+    file_order = pl.col("source_file").replace_strict(files, list(range(len(files))), return_dtype=pl.Int64)
+    valid = events.filter(pl.col("status") == "valid")
+    keyed = valid.with_columns(row_key(file_order, pl.col("source_row")).alias("row_key"))
+    return order_log(keyed, len(Codes.from_frames(*frames()).slugs), latest_row_only=latest_row_only)
+
+
+def state_of(events: pl.DataFrame, *, latest_row_only: bool = False) -> dict[str, dict[str, Any]]:
     """Target state (as in expected.json) of classified events, through the real stages."""
-    _, steps = frames()
-    files = {f: i for i, f in enumerate(sorted(events.get_column("source_file").unique().to_list()))}
-    ordered = order_and_dedupe(events.lazy().filter(pl.col("status") == "valid"), files)
-    kept = ordered.filter(~pl.col("duplicate")).with_columns(pl.lit(0, pl.Int64).alias("row_key"))
-    flows_df, steps_df = target_state(kept, steps).state()
+    log = ordered(events, latest_row_only=latest_row_only).filter(~pl.col("duplicate"))
+    flows_df, steps_df = target_from_log(log.select(LOG_COLUMNS), Codes.from_frames(*frames())).state()
     out: dict[str, dict[str, Any]] = {}
     by_flow: dict[tuple[str, str], dict[str, dict[str, bool]]] = {}
     for r in steps_df.iter_rows(named=True):
@@ -119,7 +128,7 @@ def test_sample_maps_to_its_expected_state(sample: Sample) -> None:
     events = classified(sample)
     assert events.select(list(EVENT_SCHEMA)).schema == pl.Schema(EVENT_SCHEMA)
     want = expected(sample)
-    assert state_of(events) == want["users"]
+    assert state_of(events, latest_row_only=sample_mapping(sample).state_rows) == want["users"]
 
 
 def test_sample_row_accounting_closes_with_known_fates(sample: Sample) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from transforms.mapping import map_events, mapping_from_dict
+from transforms.mapping import map_events
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError
+from transforms.spec import SourceMapping, mapping_from_dict
 
 from .test_messy import run, write
 from .test_presets import frames, state_of
@@ -218,10 +220,6 @@ def test_presets_are_documented() -> None:
     for name, preset in PRESETS.items():
         assert f"`{name}`" in readme
         assert preset.description
-    from dataclasses import fields
-
-    from transforms.mapping import SourceMapping
-
     for f in fields(SourceMapping):
         assert f"`{f.name}`" in readme, f.name
     assert mapping_from_dict({}).name == "long"

@@ -18,9 +18,10 @@ from tests.transforms.helpers import (
     ordered_events,
     states_from_frames,
     step_table,
+    target_of,
 )
 from transforms.plan import plan_history, plan_state
-from transforms.state import Target, target_state
+from transforms.state import Target
 
 CATALOG = {"f3": ("a", "b", "c"), "f1": ("only",), "f4": ("s1", "s2", "s3", "s4")}
 USERS = ["u1", "u2", "u3"]
@@ -48,7 +49,7 @@ def event_logs(draw: st.DrawFn, max_size: int = 25) -> list[EventTuple]:
 
 
 def collect_target(events: list[EventTuple], rules: Rules = PROFILES["sdk"]) -> Target:
-    return target_state(ordered_events(events, CATALOG), step_table(CATALOG), rules)
+    return target_of(ordered_events(events, CATALOG), step_table(CATALOG), rules)
 
 
 def replay_log(
@@ -200,7 +201,7 @@ def test_a_step_started_by_completing_the_previous_one_does_not_take_that_events
     frame = ordered_events([("u1", "f3", Action.COMPLETED_STEP, "a")], CATALOG).with_columns(
         pl.lit('{"from": "a"}').alias("data")
     )
-    plan = plan_state(target_state(frame, step_table(CATALOG)), current_frames(current))
+    plan = plan_state(target_of(frame, step_table(CATALOG)), current_frames(current))
     assert plan.select("action", "step_id", "data").rows() == [("STARTED_STEP", "b", None)]
 
 

@@ -7,17 +7,16 @@ from datetime import UTC, datetime
 import polars as pl
 
 from frigade.rules import Action
-from tests.transforms.helpers import ordered_events, step_table
+from tests.transforms.helpers import ordered_events, step_table, target_of
 from transforms.audit import diff, funnel
 from transforms.reconcile import reconcile, targeting_summary
-from transforms.state import target_state
 from transforms.sync import changed_user_flows, remembered
 
 CATALOG: dict[str, tuple[str, ...]] = {"f": ("a", "b")}
 
 
 def targets(events: list[tuple[str, str, Action, str | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return remembered(*target_state(ordered_events(events, CATALOG), step_table(CATALOG)).state())
+    return remembered(*target_of(ordered_events(events, CATALOG), step_table(CATALOG)).state())
 
 
 def test_only_changed_user_flows_are_found_progress_and_regression_alike() -> None:

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -456,28 +456,35 @@ ANALYTICS_NAMES = {
 }
 
 
-def build_segment(rng: random.Random) -> Built:
-    b = Built()
-    users = [f"usr_{i:03d}" for i in range(1, 11)]
+def _tracked(rng: random.Random, users: list[str]) -> Iterator[tuple[str, str, Action, str | None, datetime, Row]]:
+    """Each drawn journey's events, the flow and step as event properties (Segment's and Amplitude's
+    shape). A generator, so that the caller's own draws for each event come between this one's, in
+    the order the committed samples were drawn in."""
     for user, flow, j, start in draw_journeys(rng, users):
         acts = generic_actions(flow, j)
         for (action, step), t in zip(acts, _times(start, len(acts), rng), strict=True):
-            props: dict[str, Any] = {"flow_id": flow}
+            props: Row = {"flow_id": flow}
             if step:
                 props["step_id"] = step
-            row = {
-                "type": "track",
-                "event": ANALYTICS_NAMES[action],
-                "userId": user,
-                "anonymousId": _uid(rng, 10),
-                "properties": props,
-                "timestamp": _iso(t),
-                "messageId": f"ajs-{_uid(rng, 20)}",
-            }
-            b.add(row)
-            b.want(user, flow, action, step, t)
-            if rng.random() < 0.1:
-                b.add(dict(row))  # a retried delivery: same messageId
+            yield user, flow, action, step, t, props
+
+
+def build_segment(rng: random.Random) -> Built:
+    b = Built()
+    for user, flow, action, step, t, props in _tracked(rng, [f"usr_{i:03d}" for i in range(1, 11)]):
+        row = {
+            "type": "track",
+            "event": ANALYTICS_NAMES[action],
+            "userId": user,
+            "anonymousId": _uid(rng, 10),
+            "properties": props,
+            "timestamp": _iso(t),
+            "messageId": f"ajs-{_uid(rng, 20)}",
+        }
+        b.add(row)
+        b.want(user, flow, action, step, t)
+        if rng.random() < 0.1:
+            b.add(dict(row))  # a retried delivery: same messageId
     anon = _uid(rng, 10)
     base = {"anonymousId": anon, "timestamp": _iso(T0), "messageId": "", "properties": {"flow_id": "x"}}
     b.add({**base, "type": "identify", "userId": "usr_001", "messageId": "ajs-id-1"}, "dropped")
@@ -519,26 +526,20 @@ def build_mixpanel(rng: random.Random) -> Built:
 
 def build_amplitude(rng: random.Random) -> Built:
     b = Built()
-    users = [f"amp-user-{i}" for i in range(1, 11)]
-    for user, flow, j, start in draw_journeys(rng, users):
-        acts = generic_actions(flow, j)
-        for (action, step), t in zip(acts, _times(start, len(acts), rng), strict=True):
-            props: dict[str, Any] = {"flow_id": flow}
-            if step:
-                props["step_id"] = step
-            row = {
-                "event_type": ANALYTICS_NAMES[action],
-                "user_id": user,
-                "device_id": _uid(rng, 12),
-                "event_time": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                "event_properties": props,
-                "$insert_id": _uid(rng, 20),
-                "uuid": _uid(rng, 32),
-            }
-            b.add(row)
-            b.want(user, flow, action, step, t)
-            if rng.random() < 0.1:
-                b.add(dict(row))
+    for user, flow, action, step, t, props in _tracked(rng, [f"amp-user-{i}" for i in range(1, 11)]):
+        row = {
+            "event_type": ANALYTICS_NAMES[action],
+            "user_id": user,
+            "device_id": _uid(rng, 12),
+            "event_time": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "event_properties": props,
+            "$insert_id": _uid(rng, 20),
+            "uuid": _uid(rng, 32),
+        }
+        b.add(row)
+        b.want(user, flow, action, step, t)
+        if rng.random() < 0.1:
+            b.add(dict(row))
     at = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
     base = {"device_id": "dev", "event_time": at, "uuid": "", "event_properties": {"flow_id": "flow_onboarding"}}
     b.add({**base, "event_type": "session_start", "user_id": "amp-user-1", "$insert_id": "s1"}, "dropped")
