@@ -32,7 +32,7 @@ from lifecycle.pipeline import Analysis
 from lifecycle.progress import PushProgress
 from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal
-from lifecycle.settings import DEFAULT_API_URL, Settings, load_config_file, resolve
+from lifecycle.settings import DEFAULT_API_URL, Settings
 
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
@@ -250,7 +250,7 @@ async def settings_for_flow(params: BackfillParams) -> Settings:
     given = params.given()
     if params.api_key_block:
         given["api_key"] = await secret_from_block(params.api_key_block)
-    return resolve(given, config=load_config_file(params.config_file))
+    return Settings.resolve(given, params.config_file, given_as="parameter")
 
 
 async def secret_from_block(name: str) -> str:

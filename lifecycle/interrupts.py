@@ -32,11 +32,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from lifecycle.exitcodes import ExitCode
+
 T = TypeVar("T")
 
-__all__ = ["EXIT_INTERRUPTED", "handle_signals", "requested", "resume_command", "run_interruptible", "watch"]
+__all__ = ["handle_signals", "requested", "resume_command", "run_interruptible", "watch"]
 
-EXIT_INTERRUPTED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: options whose value is a secret: the resume command names the variable instead
 _SECRET_OPTIONS = ("--api-key",)
@@ -151,7 +152,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     for child in _state.detached:
         with contextlib.suppress(OSError):
             child.terminate()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(ExitCode.INTERRUPTED)
 
 
 class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]

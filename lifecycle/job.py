@@ -35,6 +35,7 @@ from lifecycle.execute import (
     snapshot_rows,
     user_order,
 )
+from lifecycle.exitcodes import ExitCode
 from lifecycle.exports import resolve_path
 from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.pipeline import Analysis, Prepared, accounting_closes, analyze, plan, start_states
@@ -50,8 +51,8 @@ from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, ta
 from transforms.schema import InputError, input_error
 from transforms.sync import clean_events_hashes, from_snapshot
 
-EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
+#: flows.backfill._run still names it (outside this change); every other code is ExitCode's
+EXIT_STOPPED = ExitCode.STOPPED
 #: run.json statuses of a run that stopped before its end (resumable)
 STOPPED_STATUSES = ("stopped", "interrupted")
 
@@ -406,13 +407,13 @@ def stop_message(job: Job, error: FrigadeError) -> str:
     return f"{str(error).rstrip('.')}. Everything done so far is kept in {root}; fix the cause and {how}"
 
 
-def exit_code_of_stop(error: StopRunError | None) -> int:
-    return EXIT_INTERRUPTED if isinstance(error, InterruptedRunError) else EXIT_STOPPED
+def exit_code_of_stop(error: StopRunError | None) -> ExitCode:
+    return ExitCode.INTERRUPTED if isinstance(error, InterruptedRunError) else ExitCode.STOPPED
 
 
 @dataclass
 class RunResult:
-    exit_code: int
+    exit_code: ExitCode
     run_dir: str
     summary: dict[str, Any]
     report: str
@@ -498,9 +499,9 @@ def finish_run(job: Job, attempt: dict[str, Any], elapsed_s: float) -> RunResult
     report = render(job.run, per_flow=per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
     if stopped:
-        code = EXIT_INTERRUPTED if job.run["status"] == "interrupted" else EXIT_STOPPED
+        code = ExitCode.INTERRUPTED if job.run["status"] == "interrupted" else ExitCode.STOPPED
     else:
-        code = EXIT_FAILURES if job.run["status"] == "failed" else EXIT_OK
+        code = ExitCode.FAILURES if job.run["status"] == "failed" else ExitCode.OK
     return RunResult(code, str(job.folder.root), job.run, report)
 
 
