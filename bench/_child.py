@@ -21,11 +21,13 @@ from pathlib import Path
 
 import polars as pl
 
+from lifecycle.exitcodes import ExitCode
+
 
 def floor(export: str, out: str) -> int:
     lf = pl.scan_parquet(export) if export.endswith(".parquet") else pl.scan_csv(export, infer_schema=False)
     lf.sort("user_id", "flow_slug", "created_at").sink_parquet(out)
-    return 0
+    return ExitCode.OK
 
 
 def plan(export: str, catalog: str) -> int:
@@ -68,7 +70,7 @@ def sync_state(export: str, catalog: str, state_dir: str) -> int:
     flows.write_parquet(Path(state_dir) / "flows.parquet")
     steps.write_parquet(Path(state_dir) / "steps.parquet")
     analysis.events_hashes.write_parquet(Path(state_dir) / "users.parquet")
-    return 0
+    return ExitCode.OK
 
 
 def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
@@ -117,7 +119,7 @@ def sync_plan(export: str, catalog: str, state_dir: str, out: str) -> int:
     new_flows.join(keys, on=["user_id", "flow_slug"], how="semi").write_parquet(f"{base}-flows.parquet")
     new_steps.join(keys, on=["user_id", "flow_slug"], how="semi").write_parquet(f"{base}-steps.parquet")
     Path(out).write_text(json.dumps(doc), encoding="utf-8")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: list[str]) -> int:
@@ -133,7 +135,7 @@ def main(argv: list[str]) -> int:
     if cmd == "sync-plan":
         return sync_plan(*rest)
     print(f"unknown command {cmd!r}", file=sys.stderr)
-    return 2
+    return ExitCode.INPUT
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from lifecycle.settings import Settings
 
 NAME = "push_limit"
 LATENCY_MS = 50.0
+#: the job's own default, not this shell's environment or config file
+JOB_CONCURRENCY: int = Settings.model_fields["concurrency"].default
 
 
 def _client(url: str, key: str, rate: int, concurrency: int) -> FrigadeClient:
@@ -115,8 +117,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=Settings().concurrency,
-        help=f"requests in flight, as --concurrency of the job (default: the job's, {Settings().concurrency})",
+        default=JOB_CONCURRENCY,
+        help=f"requests in flight, as --concurrency of the job (default: the job's, {JOB_CONCURRENCY})",
     )
 
 

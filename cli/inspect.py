@@ -5,7 +5,6 @@ printing are the only effects; the analysis is ``transforms.inspect``.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,10 +14,13 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from frigade.catalog import Catalog, parse_catalog
+from frigade.catalog import Catalog
 from frigade.documents import DocumentError, load_mapping
 from frigade.errors import CatalogError
+from lifecycle.catalogs import SAMPLE_LABEL, catalog_source, local_catalog
+from lifecycle.exitcodes import ExitCode
 from lifecycle.exports import check_exports, scan_export
+from lifecycle.settings import Settings
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError, input_error
@@ -126,21 +128,18 @@ def main(
         result = inspect_sample(sample, path, PRESETS, mapping=chosen, steps=steps, flows=flows)
     except (InputError, CatalogError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 2
+        return ExitCode.INPUT
     except pl.exceptions.PolarsError as exc:
         err.print(f"[red]error:[/red] file {path}: cannot be read: {exc}".splitlines()[0], highlight=False)
-        return 2
+        return ExitCode.INPUT
     render(result, console, label)
-    return 0
+    return ExitCode.OK
 
 
 def _catalog(path: str | None) -> tuple[Catalog | None, str]:
-    """The catalog to hold the sample's ids against: the one given, else the bundled sample when a
-    run would go to the embedded emulator (no URL or key configured), else none."""
-    if path:
-        return parse_catalog(Path(path).read_text(encoding="utf-8"), path), path
-    if not (os.environ.get("FRIGADE_API_URL") or os.environ.get("FRIGADE_API_KEY")):
-        from emulator.sample import sample_catalog
-
-        return sample_catalog(), "the bundled sample (what the embedded emulator serves); --catalog FILE for yours"
-    return None, "none given: pass --catalog FILE (a saved GET /v1/public/flows) to check flow and step ids"
+    """The catalog to hold the sample's ids against: the one a run would use when it is known without
+    the API (the file given, or the bundled sample on the embedded emulator), else none."""
+    source = catalog_source(path, Settings.resolve({}).embedded)
+    if source.kind == "api":
+        return None, "none given: pass --catalog FILE (a saved GET /v1/public/flows) to check flow and step ids"
+    return local_catalog(source), source.path or SAMPLE_LABEL

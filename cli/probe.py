@@ -3,12 +3,17 @@ migration, and the plan's cost lines (requests, MAU, webhook deliveries)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cli import options as o
+from cli.console import err, out
+from lifecycle.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     import polars as pl
@@ -17,62 +22,58 @@ if TYPE_CHECKING:
     from frigade.secret import ApiKey
     from lifecycle.settings import Settings
 
-EXIT_OK, EXIT_INPUT, EXIT_STOPPED = 0, 2, 3
 
-
-def add_probe_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
-    p = sub.add_parser(
-        "probe",
-        help="calibration: a short scripted sequence on one probe user, then a reset; writes the rules profile",
-        parents=parents or [],
-        allow_abbrev=False,
-    )
-    p.set_defaults(subparser=p)
-    p.add_argument("--flow", required=True, metavar="SLUG", help="a flow with at least two steps to probe")
-    p.add_argument(
-        "--yes", action="store_true", help="agree that the probe touches 1 MAU and fires the flow's webhooks"
-    )
-    p.add_argument("--out", default="rules.json", help="where to write the detected profile (default rules.json)")
-    p.add_argument("--api-url", help="API base (env FRIGADE_API_URL); with neither URL nor key the embedded emulator")
-    p.add_argument("--api-key", help="API key (env FRIGADE_API_KEY; never printed, logged or written)")
-    p.add_argument("--user-id", help="the probe user id (default: a fresh frigade-migrate-probe-... id)")
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    # imported here: building the parser must stay cheap for every other command
-    from rich.console import Console
-
+def probe(
+    flow: Annotated[str, typer.Option(help="a flow with at least two steps to probe", metavar="SLUG")],
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="agree that the probe touches 1 MAU and fires the flow's webhooks", show_default=False
+        ),
+    ] = False,
+    out_file: Annotated[
+        str, typer.Option("--out", help="where to write the detected profile", metavar="FILE")
+    ] = "rules.json",
+    api_url: o.ApiUrl = None,
+    api_key: o.ApiKey = None,
+    user_id: Annotated[
+        str | None,
+        typer.Option(help="the probe user id (default: a fresh frigade-migrate-probe-... id)", metavar="ID"),
+    ] = None,
+    debug: o.Debug = False,
+) -> int:
+    """Calibration: a short scripted sequence on one probe user against the configured API, then a reset;
+    writes the detected rules profile for --rules FILE."""
     from frigade.errors import FrigadeError
     from frigade.probe import PROBE_REQUESTS, probe_user_id
     from frigade.rules import PROFILES, SETTINGS
-    from lifecycle.settings import resolve
+    from lifecycle.settings import Settings
 
-    err, out = Console(stderr=True), Console()
-    if not args.yes:
+    if not yes:
         err.print(
-            f"probe sends {PROBE_REQUESTS} requests for one new user to flow {args.flow}: that is 1 monthly active "
+            f"probe sends {PROBE_REQUESTS} requests for one new user to flow {flow}: that is 1 monthly active "
             "user and fires the flow's webhooks; run again with --yes to go ahead",
             soft_wrap=True,
         )
-        return EXIT_INPUT
-    settings = resolve({"api_url": args.api_url, "api_key": args.api_key})
-    user_id = args.user_id or probe_user_id()
+        return ExitCode.INPUT
+    settings = Settings.resolve({"api_url": api_url, "api_key": api_key})
+    user = user_id or probe_user_id()
     out.print(
-        f"probing flow {args.flow} with user {user_id} ({PROBE_REQUESTS} requests, 1 MAU, the flow's webhooks fire); "
+        f"probing flow {flow} with user {user} ({PROBE_REQUESTS} requests, 1 MAU, the flow's webhooks fire); "
         "the user is reset at the end"
     )
     try:
-        result = asyncio.run(_probe(settings, args.flow, user_id, err))
+        result = asyncio.run(_probe(settings, flow, user, err))
     except FrigadeError as exc:
         err.print(f"[red]probe failed:[/] {exc}")
-        return EXIT_STOPPED if exc.stops_run else EXIT_INPUT
-    Path(args.out).write_text(result.rules.to_json(), encoding="utf-8")
+        return ExitCode.STOPPED if exc.stops_run else ExitCode.INPUT
+    Path(out_file).write_text(result.rules.to_json(), encoding="utf-8")
     for name in SETTINGS:
         out.print(f"  {name}: {getattr(result.rules, name)}")
     same = f"the built-in profile {result.rules.name!r}" if result.rules.name in PROFILES else "no built-in profile"
-    out.print(f"detected rules match {same}; written to {args.out} (use --rules {args.out})")
-    out.print(f"probe user {user_id} was reset (NOT_STARTED_FLOW); delete it in Frigade if you wish")
-    return EXIT_OK
+    out.print(f"detected rules match {same}; written to {out_file} (use --rules {out_file})")
+    out.print(f"probe user {user} was reset (NOT_STARTED_FLOW); delete it in Frigade if you wish")
+    return ExitCode.OK
 
 
 async def _probe(settings: Settings, flow: str, user_id: str, err: Any) -> ProbeResult:
@@ -85,8 +86,10 @@ async def _probe(settings: Settings, flow: str, user_id: str, err: Any) -> Probe
 
 @contextlib.asynccontextmanager
 async def _endpoint(settings: Settings, err: Any) -> AsyncIterator[tuple[str, ApiKey | None]]:
+    from lifecycle.settings import DEFAULT_API_URL
+
     if not settings.embedded:
-        yield settings.api_url or "https://api.frigade.com", settings.api_key
+        yield settings.api_url or DEFAULT_API_URL, settings.api_key
         return
     from emulator.embedded import EmbeddedEmulator
     from frigade.secret import ApiKey

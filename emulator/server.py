@@ -1,7 +1,8 @@
 """Command line of the emulator: ``python -m emulator`` (and ``frigade-migrate emulator``).
 
 Serves in the foreground with uvicorn: one worker (state is per process), uvloop and httptools when
-installed, no access log. Keys come from flags or the environment and are never printed or logged.
+installed (the ``speed`` extra; asyncio and h11 otherwise), no access log. Keys come from flags or the
+environment and are never printed or logged.
 """
 
 from __future__ import annotations

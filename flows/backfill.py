@@ -40,7 +40,7 @@ from lifecycle.record import Attempt
 from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal
 from lifecycle.session import Session, open_session
-from lifecycle.settings import Settings, load_config_file, resolve
+from lifecycle.settings import Settings
 from transforms.analysis import Analysis
 from transforms.sync import StateFrames
 
@@ -182,7 +182,7 @@ async def settings_for_flow(params: BackfillParams) -> Settings:
     given = params.given()
     if params.api_key_block:
         given["api_key"] = await secret_from_block(params.api_key_block)
-    return resolve(given, config=load_config_file(params.config_file))
+    return Settings.resolve(given, params.config_file, given_as="parameter")
 
 
 async def secret_from_block(name: str) -> str:

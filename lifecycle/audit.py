@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
+from lifecycle.exitcodes import ExitCode
 from lifecycle.report import bar_chart
 from lifecycle.runfolder import RunFolder
 from lifecycle.statedir import KNOWN_SNAPSHOT
@@ -166,4 +167,4 @@ def main(a_path: str, b_path: str, out: str | None) -> int:
     console = Console()
     console.print(md.split("\n## ")[0])
     console.print(f"audit folder: {root} (open {root / 'audit.html'} for the funnel charts)")
-    return 0
+    return ExitCode.OK

@@ -1,8 +1,11 @@
-"""The exit codes of every command (cli.md): one enum, so a code means the same wherever it is set."""
+"""The exit codes of every command (``../shared/cli.md``): one enum, imported by lifecycle/, flows/ and
+cli/ alike; it imports nothing, so that any of them may use it."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+__all__ = ["ExitCode"]
 
 
 class ExitCode(IntEnum):

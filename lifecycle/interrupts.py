@@ -28,13 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from lifecycle.exitcodes import ExitCode
 
-__all__ = ["EXIT_INTERRUPTED", "DetachedPopen", "handle_signals", "requested", "resume_command", "watch"]
+__all__ = ["DetachedPopen", "handle_signals", "requested", "resume_command", "watch"]
 
-EXIT_INTERRUPTED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: options whose value is a secret: the resume command names the variable instead
 _SECRET_OPTIONS = ("--api-key",)
@@ -141,7 +140,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     for child in _state.detached:
         with contextlib.suppress(OSError):
             child.terminate()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(ExitCode.INTERRUPTED)
 
 
 class DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]

@@ -2,7 +2,9 @@
 may give. Each flow takes one of these models, so prefect.yaml is validated against it.
 
 The settings fields are overrides (None: not given); ``lifecycle.settings`` resolves them over the
-environment, the config file and the defaults. The API key is never a parameter (Prefect stores
+environment, the config file and the defaults. Their names, types and constraints are those of the
+``Settings`` fields (tests/lifecycle/test_params.py holds them equal), and their descriptions are
+taken from there. The API key is never a parameter (Prefect stores
 parameters): it comes from FRIGADE_API_KEY or the Prefect Secret block named by ``api_key_block``.
 """
 
@@ -12,14 +14,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.settings import Settings
+
 Mode = Literal["state", "history"]
 Kind = Literal["backfill", "sync", "plan"]
+
+
+def _describe(schema: dict[str, Any]) -> None:
+    """The settings' help, written once on the Settings fields, in the schema Prefect's UI shows."""
+    for name, prop in schema.get("properties", {}).items():
+        if name in Settings.model_fields and isinstance(prop, dict):
+            prop.setdefault("description", Settings.model_fields[name].description)
 
 
 class RunOptions(BaseModel):
     """The settings a run may be given; None leaves a setting to the environment, config or default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_describe)
 
     preset: str | None = None
     mapping: str | None = None

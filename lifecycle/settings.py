@@ -1,5 +1,9 @@
-"""Run settings: command-line flags over environment variables over a config file over defaults.
+"""Run settings: the flags or flow parameters given, over environment variables, over a config file,
+over defaults, resolved once by ``Settings.resolve``.
 
+Each setting is declared once, as a field of ``Settings``: its name, type, default, help (the
+description) and where else it may come from (its ``Source``: the environment variable and the
+command-line flag). The commands' options and ``lifecycle.params.RunOptions`` are held to these fields.
 The API key is an ``ApiKey``: it prints masked, and run.json records only whether one was set.
 """
 
@@ -7,64 +11,190 @@ from __future__ import annotations
 
 import os
 import re
+from abc import abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from frigade.documents import DocumentError, load_mapping
 from frigade.rules import DEFAULT_RULES, ProfileError, Rules, load_rules
 from frigade.secret import ApiKey
 from transforms.schema import InputError, input_error
 
-#: environment variable -> setting
-ENV = {
-    "FRIGADE_API_URL": "api_url",
-    "FRIGADE_API_KEY": "api_key",
-    "FRIGADE_MIGRATE_RATE": "rate",
-    "FRIGADE_MIGRATE_CONCURRENCY": "concurrency",
-    "FRIGADE_MIGRATE_CATALOG": "catalog",
-    "FRIGADE_MIGRATE_OUTAGE_WINDOW": "outage_window_s",
-}
+__all__ = [
+    "DEFAULT_API_URL",
+    "DEFAULT_CONFIG",
+    "EMBEDDED_TARGET",
+    "Settings",
+    "Source",
+    "failure_limit",
+    "load_config_file",
+]
+
 DEFAULT_CONFIG = "frigade-migrate.yaml"
 DEFAULT_API_URL = "https://api.frigade.com"
 #: the target of a run on the embedded emulator (whose URL changes from run to run)
 EMBEDDED_TARGET = "embedded emulator"
+#: how the given settings are named in a message: as command-line flags or as flow parameters
+GivenAs = Literal["flag", "parameter"]
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    api_url: str | None = None
-    api_key: ApiKey | None = field(default=None, repr=False)
-    #: requests per second, never exceeded in any one-second window; conservative by default
-    rate: float = 20.0
-    concurrency: int = 32
-    mode: str = "state"
-    catalog: str | None = None
-    preset: str | None = None
-    mapping: str | None = None
-    max_failures: str = "0"
-    send_created_at: bool = True
-    #: users per push task: one Prefect task per batch of users, never one per request
-    batch_requests: int = 5000
-    timeout: float = 30.0
-    max_attempts: int = 6
-    #: the rules profile to plan, push and reconcile with: a built-in name or a probe's file
-    rules: str = DEFAULT_RULES.name
-    #: how long the API may be unreachable (connections refused) before the run stops, resumable
-    outage_window_s: float = 300.0
+class Source:
+    """Where a setting may come from besides the config file: its environment variable, and its
+    command-line flag (None: only the environment or the config file set it)."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("state", "history"):
-            raise InputError(f"--mode must be 'state' or 'history', not {self.mode!r}")
-        if self.rate <= 0:
-            raise InputError("--rate must be above 0")
-        if self.concurrency < 1:
-            raise InputError("--concurrency must be at least 1")
-        if not self.outage_window_s >= 0:
-            raise InputError("--outage-window must be 0 or more seconds")
-        failure_limit(self.max_failures, 1)
-        self.rules_profile()
+    env: str
+    flag: str | None = None
+
+
+def _api_key(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return ApiKey(value)
+    except ValueError as exc:
+        # ApiKey's message never holds the key; the resolver puts where it came from first
+        raise ValueError(str(exc).removeprefix("the API key ")) from None
+
+
+def _prefixed(name: str, flag: bool = True) -> Source:
+    return Source("FRIGADE_MIGRATE_" + name.upper(), "--" + name.replace("_", "-") if flag else None)
+
+
+class Settings(BaseSettings):
+    """The settings of a run. Build it with ``Settings.resolve``: it turns every invalid value into an
+    ``InputError`` that names the setting and where it came from."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    api_url: Annotated[str | None, Source("FRIGADE_API_URL", "--api-url")] = Field(
+        default=None, description="API base; with neither URL nor key the embedded emulator is started"
+    )
+    api_key: Annotated[ApiKey | None, BeforeValidator(_api_key), Source("FRIGADE_API_KEY", "--api-key")] = Field(
+        default=None, repr=False, description="API key (never printed, logged or written)"
+    )
+    rate: Annotated[float, _prefixed("rate")] = Field(
+        default=20.0, gt=0, description="requests per second, never exceeded in any one-second window"
+    )
+    concurrency: Annotated[int, _prefixed("concurrency")] = Field(
+        default=32, ge=1, description="most requests in flight"
+    )
+    mode: Annotated[Literal["state", "history"], _prefixed("mode")] = Field(
+        default="state",
+        description="state: fewest requests reproducing each user's final state; "
+        "history: every de-duplicated state event in order",
+    )
+    catalog: Annotated[str | None, _prefixed("catalog")] = Field(
+        default=None,
+        description="flows and their ordered steps: a YAML/JSON file, or 'api' (default: api, "
+        "or the bundled sample on the embedded emulator)",
+    )
+    preset: Annotated[str | None, _prefixed("preset")] = Field(
+        default=None, description="built-in source shape (see `frigade-migrate inspect`); default: long"
+    )
+    mapping: Annotated[str | None, _prefixed("mapping")] = Field(
+        default=None, description="YAML mapping for shapes no preset covers, or to override a preset's parts"
+    )
+    max_failures: Annotated[str, _prefixed("max_failures")] = Field(
+        default="0", description="fail (exit 1) above this many rejected users, N or P%"
+    )
+    send_created_at: Annotated[bool, Source("FRIGADE_MIGRATE_SEND_CREATED_AT", "--no-created-at")] = Field(
+        default=True, description="send the source event's time as createdAt"
+    )
+    batch_requests: Annotated[int, _prefixed("batch_requests", flag=False)] = Field(
+        default=5000,
+        ge=1,
+        description="users per push task: one Prefect task per batch of users, never one per request",
+    )
+    timeout: Annotated[float, _prefixed("timeout", flag=False)] = Field(
+        default=30.0, gt=0, description="seconds one request may take"
+    )
+    max_attempts: Annotated[int, _prefixed("max_attempts", flag=False)] = Field(
+        default=6, ge=1, description="attempts of one request before it counts as failed"
+    )
+    rules: Annotated[str, _prefixed("rules")] = Field(
+        default=DEFAULT_RULES.name,
+        description="which reading of Frigade's state rules to plan, push and reconcile with: sdk, legacy, "
+        "or the file `frigade-migrate probe` writes",
+    )
+    outage_window_s: Annotated[float, Source("FRIGADE_MIGRATE_OUTAGE_WINDOW", "--outage-window")] = Field(
+        default=300.0,
+        ge=0,
+        description="seconds to ride out an unreachable API, every sender paused, before stopping with exit 3 "
+        "(0: a refused connection is a failed attempt of that user)",
+    )
+
+    #: settings a flow run may not be given as a parameter (Prefect stores parameters)
+    SECRET: ClassVar[frozenset[str]] = frozenset({"api_key"})
+
+    @field_validator("max_failures")
+    @classmethod
+    def _max_failures(cls, spec: str) -> str:
+        if _FAILURES.fullmatch(spec) is None:
+            raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
+        return spec
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, spec: str) -> str:
+        try:
+            load_rules(spec)
+        except ProfileError as exc:
+            # the profile's own message names the flag; the resolver names where the value came from
+            raise ValueError(str(exc).removeprefix("--rules ")) from None
+        return spec
+
+    @classmethod
+    def resolve(
+        cls,
+        given: Mapping[str, Any],
+        config_file: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        given_as: GivenAs = "flag",
+    ) -> Settings:
+        """``given`` (None: not given) over ``env`` (default: this process's) over ``config_file``
+        (default: ./frigade-migrate.yaml when present) over the defaults."""
+        kwargs = {k: v for k, v in given.items() if v is not None}
+        sources = (
+            _Given(cls, kwargs, given_as),
+            _Environment(cls, os.environ if env is None else env),
+            _ConfigFile(cls, config_file),
+        )
+        try:
+            # _build_sources is BaseSettings' own way in for sources built beforehand; the dataclass
+            # signature mypy derives from the fields does not show it
+            return cls(_build_sources=(sources, kwargs))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            # from None: pydantic's text holds the input, which may be the key
+            raise _input_error(exc, sources) from None
+
+    @classmethod
+    def source(cls, name: str) -> Source:
+        return next(m for m in cls.model_fields[name].metadata if isinstance(m, Source))
+
+    @classmethod
+    def overridable(cls) -> list[str]:
+        """The settings a flag or a flow parameter may give (``RunOptions``' fields)."""
+        return [n for n in cls.model_fields if cls.source(n).flag is not None and n not in cls.SECRET]
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The option's help: the description, the environment variable and the default."""
+        info, source = cls.model_fields[name], cls.source(name)
+        if source.flag and source.flag.startswith("--no-"):
+            # a flag that turns the setting off: say what the flag does
+            return f"do not {info.description} [env {source.env}=false]"
+        extra = [f"env {source.env}"]
+        if info.default is not None:
+            extra.append(f"default {info.default:g}" if isinstance(info.default, float) else f"default {info.default}")
+        return f"{info.description} [{'; '.join(extra)}]"
 
     def rules_profile(self) -> Rules:
         try:
@@ -84,37 +214,21 @@ class Settings:
 
     def public(self) -> dict[str, Any]:
         """What run.json may record: everything but the key, which is only said to be set or not."""
-        out = {k: v for k, v in asdict(self).items() if k != "api_key"}
+        out = self.model_dump(exclude={"api_key"})
         out["api_key"] = "set" if self.api_key is not None else "not set"
         return out
 
 
+_FAILURES = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")
+
+
 def failure_limit(spec: str, users: int) -> int:
     """``N`` users or ``P%`` of the users touched."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", str(spec))
+    m = _FAILURES.fullmatch(str(spec))
     if not m:
         raise InputError(f"--max-failures must be a count or a percentage like 0.5%, not {spec!r}")
     value = float(m.group(1))
     return int(users * value / 100) if m.group(2) else int(value)
-
-
-def _coerce(name: str, value: Any) -> Any:
-    types = {f.name: f.type for f in fields(Settings)}
-    kind = str(types[name])
-    if name == "api_key":
-        return value if isinstance(value, ApiKey) or value is None else ApiKey(str(value))
-    if value is None:
-        return None
-    try:
-        if "float" in kind:
-            return float(value)
-        if "int" in kind:
-            return int(value)
-        if "bool" in kind:
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-    except ValueError as exc:
-        raise InputError(f"setting {name}: {value!r} is not a valid {kind}") from exc
-    return str(value)
 
 
 def load_config_file(path: str | None) -> dict[str, Any]:
@@ -128,8 +242,7 @@ def load_config_file(path: str | None) -> dict[str, Any]:
         doc = load_mapping(target, "a config file: a mapping of setting: value")
     except DocumentError as exc:
         raise input_error(exc) from exc
-    names = {f.name for f in fields(Settings)}
-    unknown = sorted(set(doc) - names)
+    unknown = sorted(set(doc) - set(Settings.model_fields))
     if unknown:
         raise InputError(f"unknown settings {', '.join(unknown)}", file=str(target))
     if "api_key" in doc:
@@ -137,13 +250,83 @@ def load_config_file(path: str | None) -> dict[str, Any]:
     return doc
 
 
-def resolve(
-    flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config: Mapping[str, Any] | None = None
-) -> Settings:
-    env = os.environ if env is None else env
-    merged: dict[str, Any] = dict(config or {})
-    for var, name in ENV.items():
-        if env.get(var):
-            merged[name] = env[var]
-    merged.update({k: v for k, v in flags.items() if v is not None})
-    return replace(Settings(), **{k: _coerce(k, v) for k, v in merged.items()})
+class _Labelled(PydanticBaseSettingsSource):
+    """A source that can say where each of its values came from."""
+
+    values: dict[str, Any]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    @abstractmethod
+    def where(self, name: str) -> tuple[str, str | None]:
+        """How to name the setting ``name`` from here, and the file it is in (if any)."""
+
+
+class _Given(_Labelled):
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any], given_as: GivenAs) -> None:
+        super().__init__(settings_cls)
+        self.values, self.given_as = values, given_as
+
+    def where(self, name: str) -> tuple[str, str | None]:
+        flag = Settings.source(name).flag if name in Settings.model_fields else None
+        if self.given_as == "flag" and flag:
+            return flag, None
+        return f"parameter {name}", None
+
+
+class _Environment(_Labelled):
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        # an empty variable counts as not set, as a shell's `FRIGADE_API_URL= cmd` means
+        self.values = {n: env[v] for n in Settings.model_fields if env.get(v := Settings.source(n).env)}
+
+    def where(self, name: str) -> tuple[str, str | None]:
+        return f"{name} (env {Settings.source(name).env})", None
+
+
+class _ConfigFile(_Labelled):
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self.values = load_config_file(path)
+        self.file = path or DEFAULT_CONFIG
+
+    def where(self, name: str) -> tuple[str, str | None]:
+        return name, self.file
+
+
+_PROBLEMS = {
+    "greater_than": "must be above {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "literal_error": "must be {expected}",
+    "string_type": "must be text",
+    "extra_forbidden": "is not a setting",
+}
+
+
+def _input_error(exc: ValidationError, sources: tuple[_Labelled, ...]) -> InputError:
+    """The first problem, in one line: the setting, where it came from, what is wrong with it."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    source = next((s for s in sources if name in s.values), None)
+    where, file = source.where(name) if source is not None else (name, None)
+    ctx = error.get("ctx") or {}
+    if error["type"] == "value_error":
+        problem = str(ctx.get("error", error["msg"]))
+    else:
+        numbers = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
+        problem = _PROBLEMS.get(error["type"], error["msg"]).format(**numbers)
+        if name not in Settings.SECRET:
+            value = error["input"]
+            problem += f", not {value:g}" if isinstance(value, float) else f", not {value!r}"
+    return InputError(f"{where} {problem}", file=file)

@@ -1,0 +1,307 @@
+"""``frigade-migrate backfill``, ``sync`` and ``plan``: check the inputs before Prefect starts, then
+launch the flow (backfill, sync) or prepare the plan without sending anything (plan)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cli import options as o
+from cli.console import err, out
+from lifecycle.exitcodes import ExitCode
+from lifecycle.settings import DEFAULT_API_URL, Settings
+from transforms.schema import InputError
+
+if TYPE_CHECKING:
+    from frigade.catalog import Catalog
+    from lifecycle.job import Job
+    from lifecycle.params import Kind
+
+
+def _prefect_env(debug: bool) -> None:
+    """Prefect's temporary server takes 13-28 s to start here and times out at its default 20 s on a
+    fresh database; and its telemetry only produces errors offline. Prefect's console logs show every
+    expected stop (a bad key, the MAU cap, bad input) as ERROR lines with tracebacks, burying the one
+    line this command prints about it: unless --debug, the console shows only critical Prefect logs
+    (the Prefect server and UI still get every log; an unexpected error still ends in a traceback)."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+
+def debugging(debug: bool) -> bool:
+    return debug or os.environ.get(o.DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _settings(params: Mapping[str, Any]) -> Settings:
+    return Settings.resolve(o.given_settings(params), params.get("config"))
+
+
+def backfill(
+    ctx: typer.Context,
+    exports: o.Exports,
+    preset: o.Preset = None,
+    mapping: o.MappingFile = None,
+    catalog: o.Catalog = None,
+    api_url: o.ApiUrl = None,
+    api_key: o.ApiKey = None,
+    rate: o.Rate = None,
+    concurrency: o.Concurrency = None,
+    mode: o.Mode = None,
+    run_dir: o.RunDir = None,
+    max_failures: o.MaxFailures = None,
+    no_created_at: o.NoCreatedAt = False,
+    outage_window_s: o.OutageWindow = None,
+    config: o.Config = None,
+    rules: o.Rules = None,
+    state_dir: Annotated[
+        str,
+        typer.Option(
+            help="where the state this run leaves is remembered, so later syncs start from it (default state/, "
+            "one sub-folder per API; not used by a backfill on the embedded emulator)",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = "state",
+    timezone: o.Timezone = None,
+    time_format: o.TimeFormat = None,
+    user_col: o.UserCol = None,
+    group_col: o.GroupCol = None,
+    flow_col: o.FlowCol = None,
+    step_col: o.StepCol = None,
+    action_col: o.ActionCol = None,
+    time_col: o.TimeCol = None,
+    data_col: o.DataCol = None,
+    event_id_col: o.EventIdCol = None,
+    debug: o.Debug = False,
+) -> int:
+    """One-off migration: load, validate, plan, push, snapshot and reconcile, as a Prefect flow run."""
+    return _run_flow(ctx.params, "backfill")
+
+
+def sync(
+    ctx: typer.Context,
+    exports: o.Exports,
+    preset: o.Preset = None,
+    mapping: o.MappingFile = None,
+    catalog: o.Catalog = None,
+    api_url: o.ApiUrl = None,
+    api_key: o.ApiKey = None,
+    rate: o.Rate = None,
+    concurrency: o.Concurrency = None,
+    mode: o.Mode = None,
+    run_dir: o.RunDir = None,
+    max_failures: o.MaxFailures = None,
+    no_created_at: o.NoCreatedAt = False,
+    outage_window_s: o.OutageWindow = None,
+    config: o.Config = None,
+    rules: o.Rules = None,
+    state_dir: Annotated[
+        str,
+        typer.Option(
+            help="where the last finished sync's state is kept (default state/, one sub-folder per API)",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = "state",
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="ignore the remembered state: plan every user as a backfill", show_default=False),
+    ] = False,
+    from_current: Annotated[
+        bool,
+        typer.Option(
+            "--from-current",
+            help="plan against the state read from the API (when others also write to Frigade)",
+            show_default=False,
+        ),
+    ] = False,
+    timezone: o.Timezone = None,
+    time_format: o.TimeFormat = None,
+    user_col: o.UserCol = None,
+    group_col: o.GroupCol = None,
+    flow_col: o.FlowCol = None,
+    step_col: o.StepCol = None,
+    action_col: o.ActionCol = None,
+    time_col: o.TimeCol = None,
+    data_col: o.DataCol = None,
+    event_id_col: o.EventIdCol = None,
+    debug: o.Debug = False,
+) -> int:
+    """Like backfill, but sends only what changed since the last finished sync in the same state folder."""
+    return _run_flow(ctx.params, "sync")
+
+
+def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
+    from flows.console import run_interruptible
+    from lifecycle.preflight import check_inputs
+
+    settings = _settings(params)
+    if kind == "sync" and settings.mode == "history":
+        raise InputError("sync plans state only: --mode history is for backfills")
+    overrides = o.mapping_overrides(params)
+    check_inputs(params["exports"], settings, overrides)
+    _prefect_env(debugging(params["debug"]))
+    if settings.embedded:
+        err.print(
+            "[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: this run goes to the embedded "
+            "Frigade emulator on 127.0.0.1 (nothing leaves this machine).[/]"
+        )
+    if params["api_key"]:
+        # The flow reads the key from the environment: a flow parameter would be stored by Prefect.
+        os.environ["FRIGADE_API_KEY"] = params["api_key"]
+    from flows.backfill import backfill_flow, sync_flow
+    from lifecycle.params import BackfillParams, SyncParams
+
+    fields: dict[str, Any] = {
+        "exports": params["exports"],
+        "run_dir": params["run_dir"],
+        "state_dir": params["state_dir"],
+        "config_file": params["config"],
+        "mapping_overrides": overrides,
+        **{name: getattr(settings, name) for name in Settings.overridable() if name != "mode"},
+    }
+    if kind == "sync":
+        sync_params = SyncParams(**fields, full=params["full"], from_current=params["from_current"])
+        result = run_interruptible(sync_flow(sync_params))
+    else:
+        result = run_interruptible(backfill_flow(BackfillParams(**fields, mode=settings.mode)))
+    return print_result(result)
+
+
+def print_result(result: dict[str, Any]) -> int:
+    """The run's summary, its folder, the reconciliation line, and why it stopped or failed."""
+    from lifecycle.report import reconciliation_line
+
+    run_dir = Path(result["run_dir"])
+    if result.get("message") and not (run_dir / "report.md").exists():
+        err.print(f"[bold red]stopped before anything was planned:[/] {result['message']}")
+        return int(result["exit_code"])
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    summary = report.split("\n## ")[0]
+    out.print(summary)
+    out.print(f"run folder: {run_dir}  (report: {run_dir / 'report.md'})")
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    for hint in run.get("catalog_hints", []):
+        err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    if run.get("state_dir"):
+        out.print(f"remembered state for {run.get('state_target') or 'this API'}: {run['state_dir']}")
+    out.print(reconciliation_line(run))
+    if run.get("stop_message"):
+        # soft_wrap: the resume command it ends with must stay one line, to be copied as it is
+        err.print(f"[bold red]stopped:[/] {escape(run['stop_message'])}", soft_wrap=True)
+    elif run.get("status") == "failed":
+        err.print(
+            f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
+            f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
+        )
+    return int(result["exit_code"])
+
+
+def plan(
+    ctx: typer.Context,
+    exports: o.Exports,
+    preset: o.Preset = None,
+    mapping: o.MappingFile = None,
+    catalog: o.Catalog = None,
+    api_url: o.ApiUrl = None,
+    api_key: o.ApiKey = None,
+    rate: o.Rate = None,
+    mode: o.Mode = None,
+    run_dir: o.RunDir = None,
+    config: o.Config = None,
+    rules: o.Rules = None,
+    timezone: o.Timezone = None,
+    time_format: o.TimeFormat = None,
+    user_col: o.UserCol = None,
+    group_col: o.GroupCol = None,
+    flow_col: o.FlowCol = None,
+    step_col: o.StepCol = None,
+    action_col: o.ActionCol = None,
+    time_col: o.TimeCol = None,
+    data_col: o.DataCol = None,
+    event_id_col: o.EventIdCol = None,
+    debug: o.Debug = False,
+) -> int:
+    """Dry run: what would be sent, to how many distinct users, and how long it takes at the rate; sends nothing."""
+    from cli.probe import cost_rows
+    from lifecycle.exports import plan_exports
+    from lifecycle.job import Job
+    from lifecycle.params import BackfillParams
+    from transforms.accounting import accounting_closes
+    from transforms.quarantine import catalog_hints, examples
+
+    settings = _settings(ctx.params)
+    params = BackfillParams(
+        exports=exports, run_dir=run_dir or "runs/plan-preview", mapping_overrides=o.mapping_overrides(ctx.params)
+    )
+    job = Job.open(params, settings, "plan")
+    chosen = _plan_catalog(job)
+    prepared = plan_exports(job.exports, job.mapping(), chosen, mode=settings.mode, rules=settings.rules_profile())
+    c = prepared.counts
+    seconds = c["requests_planned"] / settings.rate
+    t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
+    rows = [
+        ("rows in", c["rows_in"]),
+        ("rows planned as requests", c["rows_sent"]),
+        ("rows redundant", c["rows_redundant"]),
+        ("rows dropped (non-state)", c["rows_dropped"]),
+        ("rows quarantined", c["rows_quarantined"]),
+        ("requests planned", c["requests_planned"]),
+        ("distinct users touched (each counts toward MAU)", c["users"]),
+        (f"time at {settings.rate:g} req/s", _duration(seconds)),
+        ("row accounting closes", accounting_closes(c)),
+    ]
+    for k, v in [*rows, *cost_rows(prepared.plan)]:
+        t.add_row(k, str(v))
+    out.print(t)
+    if prepared.quarantine_reasons:
+        where = examples(prepared.quarantine, reasons=15)
+        q = Table(title="quarantine reasons")
+        q.add_column("reason")
+        q.add_column("rows", justify="right")
+        q.add_column("first rows (file:row)", overflow="fold")
+        for reason, n in list(prepared.quarantine_reasons.items())[:15]:
+            q.add_row(reason, str(n), ", ".join(where.get(reason, [])))
+        out.print(q)
+        for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in chosen.active}):
+            err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    first = Table(title="first requests")
+    cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
+    for col in cols:
+        first.add_column(col)
+    for r in prepared.plan.head(10).select(cols).iter_rows():
+        first.add_row(*("" if v is None else str(v) for v in r))
+    out.print(first)
+    return ExitCode.OK
+
+
+def _plan_catalog(job: Job) -> Catalog:
+    from lifecycle.catalogs import local_catalog
+
+    return local_catalog(job.catalog_source) or asyncio.run(_api_catalog(job.settings))
+
+
+async def _api_catalog(settings: Settings) -> Catalog:
+    from frigade.client import FrigadeClient
+    from lifecycle.catalogs import CatalogSource, load_catalog
+
+    async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
+        return await load_catalog(CatalogSource("api"), c)
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(round(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
