@@ -161,7 +161,7 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
     if params["api_key"]:
         # The flow reads the key from the environment: a flow parameter would be stored by Prefect.
         os.environ["FRIGADE_API_KEY"] = params["api_key"]
-    from flows.backfill import backfill_flow, sync_flow
+    from flows.backfill import run_from_console
     from lifecycle.params import BackfillParams, SyncParams
 
     fields: dict[str, Any] = {
@@ -173,10 +173,10 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
         **{name: getattr(settings, name) for name in Settings.overridable() if name != "mode"},
     }
     if kind == "sync":
-        sync_params = SyncParams(**fields, full=params["full"], from_current=params["from_current"])
-        result = run_interruptible(sync_flow(sync_params))
+        run: BackfillParams = SyncParams(**fields, full=params["full"], from_current=params["from_current"])
     else:
-        result = run_interruptible(backfill_flow(BackfillParams(**fields, mode=settings.mode)))
+        run = BackfillParams(**fields, mode=settings.mode)
+    result = run_interruptible(run_from_console(run))
     return print_result(result)
 
 

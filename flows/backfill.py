@@ -14,6 +14,8 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled, Failed
 
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
@@ -31,6 +33,7 @@ from lifecycle.execute import (
     record_stop,
     work_for,
 )
+from lifecycle.exitcodes import ExitCode
 from lifecycle.finish import RunResult, finish_run
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
@@ -44,6 +47,8 @@ from lifecycle.settings import Settings
 from transforms.analysis import Analysis
 from transforms.sync import StateFrames
 
+#: how a run flow ends: its result, or a Failed / Cancelled state carrying it
+Ending = dict[str, Any] | State[dict[str, Any]]
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
 
@@ -144,27 +149,52 @@ async def push_batches(
 
 
 @flow(name="frigade-migrate-backfill", validate_parameters=True)
-async def backfill_flow(params: BackfillParams) -> dict[str, Any]:
+async def backfill_flow(params: BackfillParams) -> Ending:
     """Migrate exports into Frigade. The key comes from FRIGADE_API_KEY or the Prefect Secret block
     named by ``params.api_key_block``: never from a parameter, which Prefect would store."""
     return await _run("backfill", params)
 
 
 @flow(name="frigade-migrate-sync", validate_parameters=True)
-async def sync_flow(params: SyncParams) -> dict[str, Any]:
+async def sync_flow(params: SyncParams) -> Ending:
     """Send only what changed since the last finished run remembered in ``params.state_dir``."""
     return await _run("sync", params)
 
 
-async def _run(kind: Kind, params: BackfillParams) -> dict[str, Any]:
+async def _run(kind: Kind, params: BackfillParams) -> Ending:
     job = Job.open(params, await settings_for_flow(params), kind)
     result = await run_job(job)
     if result is None:
         message = job.run.stop_message or "stopped by the API"
         code = int(job.run.stop_exit_code or exit_code_of_stop(None))
-        return {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
+        ended = {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
+        return _ending(ended)
     await _publish(result)
-    return {"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": result.summary.get("status")}
+    status = result.summary.get("status")
+    return _ending({"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status})
+
+
+def _ending(result: dict[str, Any]) -> Ending:
+    """The flow run's state says how the run ended (a stop is Failed, an interrupt Cancelled, in the
+    Prefect UI too); its data is the result either way."""
+    code = result["exit_code"]
+    if code == ExitCode.OK:
+        return result
+    why = result.get("message") or f"the run ended {result.get('status')}, exit code {code}: see its report.md"
+    if code == ExitCode.INTERRUPTED:
+        return Cancelled(message=why, data=result)
+    return Failed(message=why, data=result)
+
+
+async def run_from_console(params: BackfillParams) -> dict[str, Any]:
+    """The backfill (or, given SyncParams, the sync) a console command starts: its result, whatever
+    state the flow run ended in. An error the run raised is raised again here."""
+    flow_fn: Any = sync_flow if isinstance(params, SyncParams) else backfill_flow
+    state = await flow_fn(params, return_state=True)
+    result = await state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return cast(dict[str, Any], result)
 
 
 async def _publish(result: RunResult) -> None:
