@@ -43,6 +43,8 @@ class Superseded(_Record):
 
 
 class RunRecord(_Record):
+    #: the export's file digests (path, bytes, mtime, sha256), so a resume can refuse other inputs
+    inputs: list[dict[str, Any]] | None = None
     run_id: str | None = None
     kind: Kind | None = None
     created_at: str | None = None
@@ -52,8 +54,6 @@ class RunRecord(_Record):
     state_target: str | None = None
     #: the catalog the plan was made from: slug, steps and status of each flow
     catalog: list[dict[str, Any]] | None = None
-    #: the export's file digests (path, bytes, mtime, sha256), so a resume can refuse other inputs
-    inputs: list[dict[str, Any]] | None = None
     counts: dict[str, int] | None = None
     accounting_closes: bool | None = None
     quarantine_reasons: dict[str, int] | None = None
@@ -87,5 +87,14 @@ class RunRecord(_Record):
         return self.status in STOPPED_STATUSES
 
     def as_dict(self) -> dict[str, Any]:
-        """What run.json holds, the report reads and Prefect's artifacts show."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """What run.json holds, the report reads and Prefect's artifacts show: the fields known, and
+        those a planned run always states even when null (where its state is remembered; what stopped
+        each attempt), as run.json always had them."""
+        stated = {"state_dir", "state_target"} if self.run_id is not None else set()
+        doc = {k: v for k, v in self.model_dump(mode="json").items() if v is not None or k in stated}
+        if not self.superseded:
+            del doc["superseded"]
+        for attempt in doc["attempts"]:
+            for k in [k for k, v in attempt.items() if v is None and k != "stopped_by"]:
+                del attempt[k]
+        return doc

@@ -23,8 +23,10 @@ def test_a_record_says_only_what_happened_and_reads_back_the_same(tmp_path: Path
         "kind": "backfill",
         "counts": {"rows_in": 3},
         "status": "planned",
-        "attempts": [{"attempt": 1, "started_at": "2026-12-01T00:00:00+00:00"}],
-        "superseded": [],
+        "attempts": [{"attempt": 1, "started_at": "2026-12-01T00:00:00+00:00", "stopped_by": None}],
+        # a planned run says where its state is remembered, null when nowhere
+        "state_dir": None,
+        "state_target": None,
     }
     again = folder.read_record()
     assert again == record
