@@ -80,7 +80,7 @@ def changed_user_flows(
     new_flows: pl.DataFrame, new_steps: pl.DataFrame, old_flows: pl.DataFrame, old_steps: pl.DataFrame
 ) -> pl.DataFrame:
     """(user_id, flow_slug) whose target differs from the remembered state: an anti-join on the
-    fingerprint, so unchanged user-flows cost nothing to skip."""
+    state hash, so unchanged user-flows cost nothing to skip."""
     new = state_hashes(new_flows, new_steps)
     old = state_hashes(old_flows, old_steps)
     return new.join(old, on=[*FLOW_KEY, "state_hash"], how="anti").select(FLOW_KEY)
@@ -141,8 +141,3 @@ def events_hashes(log: pl.DataFrame, seed: int) -> pl.DataFrame:
         .drop("_user")
         .collect()
     )
-
-
-def clean_events_hashes(hashes: pl.DataFrame, unclean_users: pl.Series) -> pl.DataFrame:
-    """The events hashes a finished run may remember: those of users it left exactly at their target."""
-    return hashes.filter(~pl.col("user_id").is_in(unclean_users.implode()))
