@@ -109,7 +109,7 @@ def inspect(
             metavar="FILE",
         ),
     ] = None,
-    rows: Annotated[int, typer.Option(help="rows to sample")] = 1000,
+    rows: Annotated[int, typer.Option(help="rows to sample (at least 1)", min=1)] = 1000,
     debug: o.Debug = False,
 ) -> int:
     """Detect an export's shape, propose a preset, show the column profile and a sample of the events it

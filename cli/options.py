@@ -34,6 +34,15 @@ def setting(name: str, metavar: str | None = None) -> Any:
     return typer.Option(flag, help=Settings.help(name), metavar=metavar, show_default=False)
 
 
+def accepted(name: str, metavar: str | None = None) -> Any:
+    """A setting the dry run takes but does not use (it pushes nothing): accepted, so that a backfill's
+    command line works as a plan's unchanged (cli.md lists them as common options), and not listed in
+    its help, which shows only what the dry run uses."""
+    flag = Settings.source(name).flag
+    assert flag is not None, f"{name} has no flag"
+    return typer.Option(flag, help=Settings.help(name), metavar=metavar, show_default=False, hidden=True)
+
+
 def _column(field: str) -> Any:
     return typer.Option(
         "--" + f"{field}-col".replace("_", "-"),
@@ -56,6 +65,11 @@ MaxFailures = Annotated[str | None, setting("max_failures", "N|P%")]
 NoCreatedAt = Annotated[bool, setting("send_created_at")]
 Rules = Annotated[str | None, setting("rules", "PROFILE|FILE")]
 OutageWindow = Annotated[float | None, setting("outage_window_s", "SECONDS")]
+#: the dry run's push-only settings (see ``accepted``)
+PlanConcurrency = Annotated[int | None, accepted("concurrency", "N")]
+PlanMaxFailures = Annotated[str | None, accepted("max_failures", "N|P%")]
+PlanNoCreatedAt = Annotated[bool, accepted("send_created_at")]
+PlanOutageWindow = Annotated[float | None, accepted("outage_window_s", "SECONDS")]
 Config = Annotated[
     str | None,
     typer.Option(help="settings file (default ./frigade-migrate.yaml when present)", metavar="FILE"),

@@ -195,6 +195,7 @@ def print_result(result: dict[str, Any]) -> int:
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     for hint in run.get("catalog_hints", []):
         err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    _warn_if_mostly_quarantined(run.get("counts", {}), run.get("quarantine_reasons", {}))
     if run.get("state_dir"):
         out.print(f"remembered state for {run.get('state_target') or 'this API'}: {run['state_dir']}")
     out.print(reconciliation_line(run))
@@ -207,6 +208,14 @@ def print_result(result: dict[str, Any]) -> int:
             f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
         )
     return int(result["exit_code"])
+
+
+def _warn_if_mostly_quarantined(counts: Mapping[str, int], reasons: Mapping[str, int]) -> None:
+    from transforms.quarantine import mostly_quarantined
+
+    warning = mostly_quarantined(counts, reasons)
+    if warning is not None:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def plan(
@@ -232,6 +241,10 @@ def plan(
     time_col: o.TimeCol = None,
     data_col: o.DataCol = None,
     event_id_col: o.EventIdCol = None,
+    concurrency: o.PlanConcurrency = None,
+    max_failures: o.PlanMaxFailures = None,
+    no_created_at: o.PlanNoCreatedAt = False,
+    outage_window_s: o.PlanOutageWindow = None,
     debug: o.Debug = False,
 ) -> int:
     """Dry run: what would be sent, to how many distinct users, and how long it takes at the rate; sends nothing."""
@@ -239,6 +252,7 @@ def plan(
     from lifecycle.exports import plan_exports
     from lifecycle.job import Job
     from lifecycle.params import BackfillParams
+    from lifecycle.prepare import refuse_nothing_to_migrate
     from transforms.accounting import accounting_closes
     from transforms.quarantine import catalog_hints, examples
 
@@ -249,6 +263,7 @@ def plan(
     job = Job.open(params, settings, "plan")
     chosen = _plan_catalog(job)
     prepared = plan_exports(job.exports, job.mapping(), chosen, mode=settings.mode, rules=settings.rules_profile())
+    refuse_nothing_to_migrate(prepared)
     c = prepared.counts
     seconds = c["requests_planned"] / settings.rate
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
@@ -277,6 +292,7 @@ def plan(
         out.print(q)
         for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in chosen.active}):
             err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    _warn_if_mostly_quarantined(prepared.counts, prepared.quarantine_reasons)
     first = Table(title="first requests")
     cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
     for col in cols:

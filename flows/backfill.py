@@ -146,6 +146,8 @@ async def push_batches(
             group.create_task(one(batch))
     if stops:
         raise stops[0]
+    # a stop that came before any batch could start (a Ctrl-C while planning) ends the run the same way
+    Session(client).raise_if_stopped()
 
 
 @flow(name="frigade-migrate-backfill", validate_parameters=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from frigade.documents import DocumentError, load_mapping
 
@@ -44,6 +44,8 @@ def problems(path: Path) -> list[str]:
             flow.validate_parameters({k: v for k, v in params.items() if k in known})
         except Exception as exc:  # prefect raises its own ParameterTypeError wrapping pydantic's
             out.append(f"{name}: parameters do not fit {flow.name}: {exc}")
+        else:
+            out += [f"{name}: {p}" for p in _setting_problems(flow, params)]
         for schedule in dep.get("schedules") or []:
             if "cron" in schedule:
                 try:
@@ -51,6 +53,26 @@ def problems(path: Path) -> list[str]:
                 except ValueError as exc:
                     out.append(f"{name}: cron {schedule['cron']!r} is not valid: {exc}")
     return out
+
+
+def _setting_problems(flow: Any, params: dict[str, Any]) -> list[str]:
+    """What a run would refuse at 02:00 that can be told at deploy time: a setting's value (a
+    --max-failures, a rules profile), an unknown preset. Files are the worker's, not checked here."""
+    from lifecycle.params import BackfillParams
+    from lifecycle.settings import Settings
+    from transforms.presets import resolve_mapping
+    from transforms.schema import InputError
+
+    model = get_type_hints(flow.fn).get("params")
+    if not (isinstance(model, type) and issubclass(model, BackfillParams)):
+        return []
+    run = model.model_validate(params["params"])
+    try:
+        settings = Settings.resolve(run.given(), env={}, given_as="parameter")
+        resolve_mapping(settings.preset, None)
+    except InputError as exc:
+        return [str(exc)]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

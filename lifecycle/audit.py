@@ -20,6 +20,7 @@ from lifecycle.runfolder import RunFolder
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.audit import counts_by_flow_and_field, diff, flow_funnel, funnel, regressions
 from transforms.schema import InputError
+from transforms.snapshot import SNAPSHOT_SCHEMA
 
 BAR_H, GAP, CHART_W, LABEL_W = 14, 8, 360, 170
 
@@ -31,11 +32,24 @@ def load_side(path: str) -> tuple[pl.DataFrame, str]:
     p = Path(path)
     if p.is_dir():
         if (p / KNOWN_SNAPSHOT).exists():
-            return pl.read_parquet(p / KNOWN_SNAPSHOT), "full state known after the run"
+            return _read_snapshot(p / KNOWN_SNAPSHOT), "full state known after the run"
         p = p / "snapshot.parquet"
     if not p.exists():
         raise InputError("no snapshot here (give a snapshot.parquet or a run folder)", file=str(p))
-    return pl.read_parquet(p), "only the users this run planned"
+    return _read_snapshot(p), "only the users this run planned"
+
+
+def _read_snapshot(p: Path) -> pl.DataFrame:
+    """A snapshot a run wrote, or an input error saying this file is not one."""
+    what = "is not a snapshot (give a run folder, or the snapshot.parquet a run wrote)"
+    try:
+        frame = pl.read_parquet(p)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{what}: {str(exc).splitlines()[0]}", file=str(p)) from exc
+    missing = [c for c in SNAPSHOT_SCHEMA if c not in frame.columns]
+    if missing:
+        raise InputError(f"{what}: it has no column {', '.join(missing[:3])}", file=str(p))
+    return frame
 
 
 def load_snapshot(path: str) -> pl.DataFrame:
@@ -154,6 +168,8 @@ def render_html(summary: dict[str, Any], steps: pl.DataFrame, flows: pl.DataFram
 def write_audit(a_path: str, b_path: str, out: str | None) -> tuple[Path, dict[str, Any], str]:
     result = audit(a_path, b_path)
     folder = RunFolder(Path(out) if out else Path("audits") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    if folder.root.exists() and not folder.root.is_dir():
+        raise InputError("--out names a file: give a folder for audit.parquet, audit.md and audit.html", file=out)
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.write_parquet("audit.parquet", result.changes)
     md = render_markdown(result.summary, result.per_field, result.steps, result.flows)

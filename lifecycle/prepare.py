@@ -45,6 +45,7 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     digests = [file_digest(p) for p in job.exports]
     if job.resuming:
         _check_inputs_unchanged(job, digests)
+        _check_plan_settings_unchanged(job)
         recorded = {k: v for k, v in (job.run.rules or {}).items() if k != "name"}
         if job.run.rules is None or recorded == job.rules.settings():
             return None
@@ -70,6 +71,29 @@ def _check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
             f"run folder {job.folder.root} was made from other inputs; resume it with the same files "
             "or start a new run folder"
         )
+
+
+#: the settings a plan was made with: a resume under others would finish a plan they did not make
+PLAN_SETTINGS = ("mode", "preset", "mapping", "catalog", "send_created_at")
+
+
+def _check_plan_settings_unchanged(job: Job) -> None:
+    recorded = job.run.settings or {}
+    now = job.settings.public()
+    changed = [name for name in PLAN_SETTINGS if name in recorded and recorded[name] != now.get(name)]
+    if changed:
+        was = ", ".join(f"{name} {recorded[name]!r}" for name in changed)
+        raise InputError(
+            f"run folder {job.folder.root} was planned with {was}; resume it with the same settings "
+            "(rate, concurrency and the outage window may change), or start a new run folder"
+        )
+
+
+def refuse_nothing_to_migrate(prepared: Prepared) -> None:
+    """A plan from which not one row can be migrated is a mapping or catalog problem: exit 2."""
+    why = nothing_to_migrate(prepared.counts, prepared.quarantine)
+    if why is not None:
+        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
 
 
 def supersede_plan(job: Job) -> None:
@@ -112,9 +136,7 @@ async def baseline_read(job: Job, analysis: Analysis, client: FrigadeClient) -> 
 
 def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> Prepared:
     prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
-    why = nothing_to_migrate(prepared.counts, prepared.quarantine)
-    if why is not None:
-        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    refuse_nothing_to_migrate(prepared)
     _write_plan(job, prepared, analysis, baseline)
     _record_plan(job, prepared, catalog)
     job.save()

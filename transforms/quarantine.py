@@ -94,6 +94,24 @@ def _time_hint(raw: str | None) -> str:
     return f"; if the times are {unit[0]} since 1970, pass --time-format {unit[1]}" if unit else ""
 
 
+#: a share of rows quarantined above which the mapping, not the rows, is the likely problem
+MOSTLY_QUARANTINED = 0.5
+
+
+def mostly_quarantined(counts: Mapping[str, int], reasons: Mapping[str, int]) -> str | None:
+    """A warning when most rows were quarantined (a wrong preset, a mapping naming the wrong flows):
+    the run is still correct for the rest, but the export was probably not read as it is meant."""
+    rows, quarantined = counts.get("rows_in", 0), counts.get("rows_quarantined", 0)
+    if not rows or quarantined / rows <= MOSTLY_QUARANTINED:
+        return None
+    top = max(reasons.items(), key=lambda kv: kv[1], default=None)
+    most = f", most as {top[0]!r} ({top[1]} rows)" if top else ""
+    return (
+        f"{quarantined} of {rows} rows ({quarantined / rows:.0%}) were quarantined{most}: is the preset or "
+        "mapping the right one? `frigade-migrate inspect EXPORT` proposes a preset and shows the events"
+    )
+
+
 def nothing_to_migrate(counts: Mapping[str, int], quarantine: pl.DataFrame) -> str | None:
     """Why a run must not go on, when no row of the export can be migrated and rows were quarantined
     (a wrong column, unit or catalog, not a finished migration): the top reasons with a first row each."""

@@ -106,6 +106,14 @@ def test_no_option_is_taken_by_a_prefix_of_it(name: str, capsys: pytest.CaptureF
         assert f"unrecognized arguments: {prefix}" in capsys.readouterr().err, (name, prefix)
 
 
+def test_plan_takes_a_backfills_push_options_without_listing_them() -> None:
+    """cli.md lists them as common options of backfill, sync and plan: a backfill's command line
+    works as a dry run's unchanged."""
+    known = options(TREE.commands["plan"])
+    for opt in ["--concurrency", "--max-failures", "--no-created-at", "--outage-window"]:
+        assert known[opt].hidden, opt
+
+
 def test_plan_help_lists_only_the_options_plan_uses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--help"]) == 0
     text = capsys.readouterr().out
@@ -119,7 +127,7 @@ def test_plan_help_lists_only_the_options_plan_uses(capsys: pytest.CaptureFixtur
 def test_the_setting_options_are_the_settings_own_flags_and_help(name: str) -> None:
     known = options(TREE.commands[name])
     flags = {flag: s for s in Settings.model_fields if (flag := Settings.source(s).flag) is not None}
-    expected = set(flags) - (set(PUSH_ONLY) if name == "plan" else set())
+    expected = set(flags)
     assert expected <= set(known)
     for flag in expected:
         assert known[flag].help == Settings.help(flags[flag]), flag

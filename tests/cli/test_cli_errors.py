@@ -100,6 +100,24 @@ def test_input_error_is_one_line_exit_2_before_any_server(case: str, tmp_path: P
     assert took < BEFORE_ANY_SERVER_S, took
 
 
+@pytest.mark.parametrize("case", ["nothing to migrate", "naive time", "unknown preset"])
+def test_the_dry_run_answers_the_same_input_errors_as_the_run(case: str, tmp_path: Path) -> None:
+    make_args, words = CASES[case]
+    res, _ = run_cli(["plan", *make_args(tmp_path)], tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_the_dry_run_takes_a_backfills_command_line(tmp_path: Path) -> None:
+    args = ["--concurrency", "4", "--max-failures", "1", "--no-created-at", "--outage-window", "0"]
+    res, _ = run_cli(["plan", str(GOOD), *args], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "requests planned" in res.stdout
+
+
 def test_debug_shows_the_traceback_of_an_expected_error(tmp_path: Path) -> None:
     res, _ = run_cli(["backfill", str(GOOD), "--preset", "appcuse", "--debug"], tmp_path)
     assert res.returncode == 2

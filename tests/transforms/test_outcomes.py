@@ -83,3 +83,15 @@ def test_per_flow_counts_users_states_and_requests() -> None:
     assert per_flow(PLAN, expected) == [
         {"flow_slug": "f", "users": 2, "started": 2, "completed": 1, "skipped": 0, "requests": 5}
     ]
+
+
+def test_most_rows_quarantined_is_warned_about_with_the_commonest_reason() -> None:
+    from transforms.quarantine import mostly_quarantined
+
+    counts = {"rows_in": 97, "rows_quarantined": 68}
+    warning = mostly_quarantined(counts, {"unknown action 'flow_step_seen'": 45, "unknown action 'x'": 23})
+    assert warning is not None
+    assert warning.startswith("68 of 97 rows (70%) were quarantined, most as \"unknown action 'flow_step_seen'\"")
+    assert "frigade-migrate inspect" in warning
+    assert mostly_quarantined({"rows_in": 10, "rows_quarantined": 5}, {"r": 5}) is None
+    assert mostly_quarantined({"rows_in": 0, "rows_quarantined": 0}, {}) is None
