@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +122,16 @@ def resume_command(run_dir: Path | str) -> str | None:
             words.append(f'{name} "$FRIGADE_API_KEY"')
             continue
         words.append(shlex.quote(arg))
-    return " ".join(["frigade-migrate", *words, "--run-dir", shlex.quote(str(run_dir))])
+    return " ".join([_program(), *words, "--run-dir", shlex.quote(str(run_dir))])
+
+
+def _program() -> str:
+    """``frigade-migrate`` when the shell finds it; else the script this command was started as (after
+    the quick start that is ``.venv/bin/frigade-migrate``, not on PATH), so the command runs as printed."""
+    argv0 = Path(sys.argv[0])
+    if shutil.which("frigade-migrate") is None and argv0.name == "frigade-migrate":
+        return shlex.quote(str(argv0))
+    return "frigade-migrate"
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,3 +66,19 @@ def test_the_resume_command_repeats_the_command_with_its_run_folder_and_never_th
     with interrupts.handle_signals(["backfill", "e.csv", "--api-key=api_private_SECRET", "--run-dir=r"]):
         command = interrupts.resume_command("r2")
     assert command == 'frigade-migrate backfill e.csv --api-key "$FRIGADE_API_KEY" --run-dir r2'
+
+
+def test_the_resume_command_names_the_program_as_the_shell_can_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "venv" / "bin" / "frigade-migrate"
+    monkeypatch.setattr(sys, "argv", [str(script), "backfill", "e.csv"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with interrupts.handle_signals(["backfill", "e.csv"]):
+        assert interrupts.resume_command("runs/r") == f"{script} backfill e.csv --run-dir runs/r"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(script.parent))
+    with interrupts.handle_signals(["backfill", "e.csv"]):
+        assert interrupts.resume_command("runs/r") == "frigade-migrate backfill e.csv --run-dir runs/r"
