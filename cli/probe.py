@@ -4,8 +4,6 @@ migration, and the plan's cost lines (requests, MAU, webhook deliveries)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +17,6 @@ if TYPE_CHECKING:
     import polars as pl
 
     from frigade.probe import ProbeResult
-    from frigade.secret import ApiKey
     from lifecycle.settings import Settings
 
 
@@ -63,7 +60,7 @@ def probe(
         "the user is reset at the end"
     )
     try:
-        result = asyncio.run(_probe(settings, flow, user, err))
+        result = asyncio.run(_probe(settings, flow, user))
     except FrigadeError as exc:
         err.print(f"[red]probe failed:[/] {exc}")
         return ExitCode.STOPPED if exc.stops_run else ExitCode.INPUT
@@ -76,27 +73,15 @@ def probe(
     return ExitCode.OK
 
 
-async def _probe(settings: Settings, flow: str, user_id: str, err: Any) -> ProbeResult:
+async def _probe(settings: Settings, flow: str, user_id: str) -> ProbeResult:
     from frigade.client import FrigadeClient
     from frigade.probe import probe
+    from lifecycle.session import api_endpoint, notice
 
-    async with _endpoint(settings, err) as (url, key), FrigadeClient(url, key, rate=settings.rate) as client:
+    # the run's own choice of API: the configured one, or an embedded emulator, said on the console
+    endpoint = api_endpoint(settings, None, None, notice(lambda _: None))
+    async with endpoint as (url, key), FrigadeClient(url, key, rate=settings.rate) as client:
         return await probe(client, flow, user_id)
-
-
-@contextlib.asynccontextmanager
-async def _endpoint(settings: Settings, err: Any) -> AsyncIterator[tuple[str, ApiKey | None]]:
-    from lifecycle.settings import DEFAULT_API_URL
-
-    if not settings.embedded:
-        yield settings.api_url or DEFAULT_API_URL, settings.api_key
-        return
-    from emulator.embedded import EmbeddedEmulator
-    from frigade.secret import ApiKey
-
-    err.print("[yellow]No FRIGADE_API_KEY or FRIGADE_API_URL configured: probing the embedded emulator.[/]")
-    with EmbeddedEmulator() as emu:
-        yield emu.url, ApiKey(emu.public_key)
 
 
 def cost_rows(plan: pl.DataFrame) -> list[tuple[str, Any]]:

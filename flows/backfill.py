@@ -42,7 +42,7 @@ from lifecycle.progress import PushProgress
 from lifecycle.record import Attempt
 from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal
-from lifecycle.session import Session, open_session
+from lifecycle.session import open_session
 from lifecycle.settings import Settings
 from transforms.analysis import Analysis
 from transforms.sync import StateFrames
@@ -87,39 +87,39 @@ def finish_task(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
 
 async def run_job(job: Job) -> RunResult | None:
     """The whole run; None when the API stopped it before anything was planned (nothing to report)."""
-    async with open_session(job, get_run_logger()) as session:
+    async with open_session(job, get_run_logger()) as client:
         try:
-            await plan_stage(job, session)
+            await plan_stage(job, client)
         except StopRunError as exc:
             job.run.stop_message, job.run.stop_exit_code = str(exc), exit_code_of_stop(exc)
             return None
-        return await push_stage(job, session)
+        return await push_stage(job, client)
 
 
-async def plan_stage(job: Job, session: Session) -> None:
+async def plan_stage(job: Job, client: FrigadeClient) -> None:
     """Analyse and plan into the run folder; a resume keeps the plan it has."""
-    catalog = await load_catalog(job.catalog_source, session.client)
-    session.raise_if_stopped()
+    catalog = await load_catalog(job.catalog_source, client)
+    client.raise_if_stopped()
     analysis = analyze_task(job, catalog)
-    session.raise_if_stopped()
+    client.raise_if_stopped()
     if analysis is None:
         return
     if job.replan or job.from_current:
-        baseline = await read_baseline_task(job, analysis, session.client)
+        baseline = await read_baseline_task(job, analysis, client)
     else:
         baseline = baseline_for(job)
     plan_task(job, analysis, catalog, baseline)
 
 
-async def push_stage(job: Job, session: Session) -> RunResult:
+async def push_stage(job: Job, client: FrigadeClient) -> RunResult:
     """Push what is pending, then finish: after a stop too, over what was done."""
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()
     try:
         per_user = dict(work.pending.group_by("user_id").len().iter_rows())
         with PushProgress(total=work.pending.height, rate=job.settings.rate, user_requests=per_user) as progress:
-            await push_batches(job, work, session.client, journal, progress)
-        await fill_missing_snapshots(job, session.client)
+            await push_batches(job, work, client, journal, progress)
+        await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
     return finish_task(job, attempt, time.monotonic() - started)
@@ -147,7 +147,7 @@ async def push_batches(
     if stops:
         raise stops[0]
     # a stop that came before any batch could start (a Ctrl-C while planning) ends the run the same way
-    Session(client).raise_if_stopped()
+    client.raise_if_stopped()
 
 
 @flow(name="frigade-migrate-backfill", validate_parameters=True)

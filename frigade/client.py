@@ -452,7 +452,7 @@ class FrigadeClient:
     async def _exchange(
         self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None, gated: bool = True
     ) -> httpx.Response:
-        self._raise_if_stopped()
+        self.raise_if_stopped()
         with self._stoppable(self._waiting):
             if gated:
                 try:
@@ -468,7 +468,7 @@ class FrigadeClient:
             self._in_flight[index] += 1
             try:
                 # a stop may have come while this request waited its turn
-                self._raise_if_stopped()
+                self.raise_if_stopped()
                 with self._stoppable(self._sending):
                     response = await self._send(index, method, path, json, params)
                 answered = self._limiter.now()
@@ -530,8 +530,9 @@ class FrigadeClient:
         """The error that stopped this client, if any."""
         return self._stopped
 
-    def _raise_if_stopped(self) -> None:
-        """After an auth failure or the MAU cap nothing more is sent: it could only fail the same way."""
+    def raise_if_stopped(self) -> None:
+        """After an auth failure, the MAU cap or an interrupt nothing more is sent (it could only fail
+        the same way, or was asked not to): the stop is raised again, as a new error of its class."""
         if self._stopped is not None:
             raise type(self._stopped)(*self._stopped.args)
 

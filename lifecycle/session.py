@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,19 +29,8 @@ class RunLog(Protocol):
     def warning(self, msg: str, /) -> object: ...
 
 
-@dataclass
-class Session:
-    client: FrigadeClient
-
-    def raise_if_stopped(self) -> None:
-        """A stop (a Ctrl-C while Prefect started, say) before the push: nothing more is analysed."""
-        stopped = self.client.stopped
-        if stopped is not None:
-            raise type(stopped)(*stopped.args)
-
-
 @contextlib.asynccontextmanager
-async def open_session(job: Job, log: RunLog) -> AsyncIterator[Session]:
+async def open_session(job: Job, log: RunLog) -> AsyncIterator[FrigadeClient]:
     async with contextlib.AsyncExitStack() as stack:
         if job.state_dir is not None:
             stack.enter_context(job.state_dir.lock())
@@ -57,7 +45,7 @@ async def open_session(job: Job, log: RunLog) -> AsyncIterator[Session]:
 
         # Ctrl-C / SIGTERM: the client stops sending, and the run ends as a stop does (resumable)
         stack.enter_context(interrupts.watch(on_signal, job.folder.root))
-        yield Session(client)
+        yield client
 
 
 def client_for(s: Settings, url: str, key: ApiKey | None, say: Callable[[str], None] | None = None) -> FrigadeClient:
