@@ -14,8 +14,6 @@ from cli.console import err, out
 from lifecycle.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from frigade.probe import ProbeResult
     from lifecycle.settings import Settings
 
@@ -84,11 +82,9 @@ async def _probe(settings: Settings, flow: str, user_id: str) -> ProbeResult:
         return await probe(client, flow, user_id)
 
 
-def cost_rows(plan: pl.DataFrame) -> list[tuple[str, Any]]:
-    """The plan's cost to the account, as the dry run prints it."""
-    from transforms.cost import plan_cost, webhook_deliveries
-
-    cost = plan_cost(plan)
-    rows: list[tuple[str, Any]] = [("webhook deliveries (one per write of a webhook type)", cost["webhook_deliveries"])]
-    rows += [(f"  webhooks: {event}", n) for event, n in webhook_deliveries(plan).items()]
+def cost_rows(webhooks: dict[str, int]) -> list[tuple[str, Any]]:
+    """The plan's cost to the account in webhook deliveries (``transforms.cost.webhook_deliveries``),
+    as the dry run prints it."""
+    rows: list[tuple[str, Any]] = [("webhook deliveries (one per write of a webhook type)", sum(webhooks.values()))]
+    rows += [(f"  webhooks: {event}", n) for event, n in webhooks.items()]
     return rows

@@ -63,6 +63,8 @@ def backfill(
     max_failures: o.MaxFailures = None,
     no_created_at: o.NoCreatedAt = False,
     outage_window_s: o.OutageWindow = None,
+    shards: o.Shards = None,
+    workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
     state_dir: Annotated[
@@ -105,6 +107,8 @@ def sync(
     max_failures: o.MaxFailures = None,
     no_created_at: o.NoCreatedAt = False,
     outage_window_s: o.OutageWindow = None,
+    shards: o.Shards = None,
+    workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
     state_dir: Annotated[
@@ -245,14 +249,15 @@ def plan(
     max_failures: o.PlanMaxFailures = None,
     no_created_at: o.PlanNoCreatedAt = False,
     outage_window_s: o.PlanOutageWindow = None,
+    shards: o.Shards = None,
+    workers: o.PlanWorkers = None,
     debug: o.Debug = False,
 ) -> int:
     """Dry run: what would be sent, to how many distinct users, and how long it takes at the rate; sends nothing."""
     from cli.probe import cost_rows
-    from lifecycle.exports import plan_exports
     from lifecycle.job import Job
     from lifecycle.params import BackfillParams
-    from lifecycle.prepare import refuse_nothing_to_migrate
+    from lifecycle.shards import preview
     from transforms.accounting import accounting_closes
     from transforms.quarantine import catalog_hints, examples
 
@@ -262,8 +267,7 @@ def plan(
     )
     job = Job.open(params, settings, "plan")
     chosen = _plan_catalog(job)
-    prepared = plan_exports(job.exports, job.mapping(), chosen, mode=settings.mode, rules=settings.rules_profile())
-    refuse_nothing_to_migrate(prepared)
+    prepared = preview(job.exports, job.mapping(), chosen, settings, settings.rules_profile())
     c = prepared.counts
     seconds = c["requests_planned"] / settings.rate
     t = Table(title="frigade-migrate plan (nothing sent)", show_header=False)
@@ -278,7 +282,7 @@ def plan(
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
     ]
-    for k, v in [*rows, *cost_rows(prepared.plan)]:
+    for k, v in [*rows, *cost_rows(prepared.webhooks)]:
         t.add_row(k, str(v))
     out.print(t)
     if prepared.quarantine_reasons:
@@ -297,7 +301,7 @@ def plan(
     cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
     for col in cols:
         first.add_column(col)
-    for r in prepared.plan.head(10).select(cols).iter_rows():
+    for r in prepared.first.select(cols).iter_rows():
         first.add_row(*("" if v is None else str(v) for v in r))
     out.print(first)
     return ExitCode.OK

@@ -44,6 +44,7 @@ from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal
 from lifecycle.session import open_session
 from lifecycle.settings import Settings
+from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, split
 from transforms.analysis import Analysis
 from transforms.sync import StateFrames
 
@@ -85,6 +86,16 @@ def finish_task(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
     return finish_run(job, attempt, elapsed_s)
 
 
+@task(name="split-into-shards", cache_policy=NO_CACHE)
+def split_task(job: Job, catalog: Catalog) -> None:
+    split(job, catalog)
+
+
+@task(name="add-up-shards", cache_policy=NO_CACHE)
+def finish_sharded_task(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
+    return finish_sharded(job, attempt, elapsed_s)
+
+
 async def run_job(job: Job) -> RunResult | None:
     """The whole run; None when the API stopped it before anything was planned (nothing to report)."""
     async with open_session(job, get_run_logger()) as client:
@@ -97,21 +108,47 @@ async def run_job(job: Job) -> RunResult | None:
 
 
 async def plan_stage(job: Job, client: FrigadeClient) -> None:
-    """Analyse and plan into the run folder; a resume keeps the plan it has."""
+    """Analyse and plan into the run folder, shard by shard when the run is sharded (every shard is
+    planned before anything is sent); a resume keeps the plans it has."""
     catalog = await load_catalog(job.catalog_source, client)
     client.raise_if_stopped()
+    shards = open_shards(job)
+    if not shards:
+        await plan_one(job, catalog, client)
+        return
+    split_task(job, catalog)
+    planned = [await plan_one(shard, catalog, client) for shard in shards]
+    if any(planned) or job.run.status is None:
+        record_sharded_plan(job, shards, catalog)
+
+
+async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
+    """Plan the run (or one shard); False when a resume keeps the plan it has."""
     analysis = analyze_task(job, catalog)
     client.raise_if_stopped()
     if analysis is None:
-        return
+        return False
     if job.replan or job.from_current:
         baseline = await read_baseline_task(job, analysis, client)
     else:
         baseline = baseline_for(job)
     plan_task(job, analysis, catalog, baseline)
+    return True
 
 
 async def push_stage(job: Job, client: FrigadeClient) -> RunResult:
+    """Push what is pending and finish; a sharded run pushes its shards one after another (each
+    finished on its own), stops at the first stop, and adds them up."""
+    if not job.sharded:
+        return await push_one(job, client)
+    attempt, started = begin_attempt(job), time.monotonic()
+    for shard in job.shard_jobs():
+        if client.stopped is None:
+            await push_one(shard, client)
+    return finish_sharded_task(job, attempt, time.monotonic() - started)
+
+
+async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     """Push what is pending, then finish: after a stop too, over what was done."""
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()

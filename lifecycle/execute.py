@@ -277,7 +277,7 @@ def record_stop(job: Job, attempt: Attempt, error: FrigadeError) -> None:
 
 def stop_message(job: Job, error: FrigadeError) -> str:
     """Why the run stopped, that nothing is lost, and the exact command that resumes it."""
-    root = job.folder.root
+    root = job.run_root
     resume = interrupts.resume_command(root)
     how = f"resume with: {resume}" if resume else f"run the same command with --run-dir {root} to resume"
     if resume and '"$FRIGADE_API_KEY"' in resume:

@@ -19,15 +19,26 @@ import glob
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 
 from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Rules
 from lifecycle.params import Mode
-from transforms.analysis import Analysis, Prepared, Source, UnreadableSourceError, analyze, plan_requests
+from transforms.analysis import (
+    Analysis,
+    Prepared,
+    Source,
+    UnreadableSourceError,
+    analyze,
+    analyze_encoded,
+    encode_sources,
+    plan_requests,
+    shard_of,
+)
 from transforms.derive import STEP_TABLE_SCHEMA
 from transforms.mapping import map_events
 from transforms.schema import InputError
@@ -38,12 +49,16 @@ __all__ = [
     "CSV_SUFFIXES",
     "JSONL_SUFFIXES",
     "analyze_exports",
+    "analyze_split",
     "check_exports",
+    "explain_unreadable",
     "jsonl_text_columns",
     "plan_exports",
     "resolve_path",
     "scan_export",
     "scan_jsonl",
+    "sources_of",
+    "split_events",
 ]
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -93,14 +108,53 @@ def analyze_exports(
         return analyze(
             sources_of(paths, mapping), mapping, catalog, hash_events=hash_events, known=known, head=head, rules=rules
         )
-    except UnreadableSourceError:
-        check_exports(paths, mapping, full=True)
-        for p in paths:
-            try:
-                scan_export(p, mapping).collect(engine="streaming")
-            except pl.exceptions.PolarsError as own:
-                raise InputError(f"cannot be read: {own}", file=str(p)) from own
-        raise
+    except UnreadableSourceError as exc:
+        explain_unreadable(paths, mapping, exc)
+
+
+def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: UnreadableSourceError) -> NoReturn:
+    """Polars failed on the exports: the full check says which file, line and value (exit 2), else
+    the file polars fails on alone, else the polars error is the message."""
+    check_exports(paths, mapping, full=True)
+    for p in paths:
+        try:
+            scan_export(p, mapping).collect(engine="streaming")
+        except pl.exceptions.PolarsError as own:
+            raise InputError(f"cannot be read: {own}", file=str(p)) from own
+    raise error
+
+
+def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path) -> None:
+    """Stream the exports' encoded events into ``dest/shard=<k>/`` by ``shard_of`` their user, in one
+    pass: only polars' batches are held, whatever the export's size (a shard no user hashes to has no
+    folder)."""
+    check_exports(paths, full=False)
+    encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        encoded.events.with_columns(shard_of(pl.col("user_id"), shards).alias("shard")).sink_parquet(
+            pl.PartitionBy(dest, key="shard", include_key=False)
+        )
+    except pl.exceptions.PolarsError as exc:
+        explain_unreadable(paths, mapping, UnreadableSourceError(exc))
+
+
+def analyze_split(
+    paths: Sequence[Path],
+    mapping: SourceMapping,
+    catalog: Catalog,
+    events: Path,
+    *,
+    hash_events: bool = False,
+    known: pl.DataFrame | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Analysis:
+    """One shard's analysis, from its cut of the exports' events (``split_events``; a shard may have
+    none). The exports name the rows in messages and the quarantine."""
+    encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
+    files = sorted(events.glob("*.parquet"))
+    cut = pl.scan_parquet(files) if files else pl.LazyFrame(schema=encoded.events.collect_schema())
+    return analyze_encoded(replace(encoded, events=cut), mapping, hash_events=hash_events, known=known, rules=rules)
 
 
 def plan_exports(

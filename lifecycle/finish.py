@@ -50,7 +50,8 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
         limit = failure_limit(job.settings.max_failures, (job.run.counts or {}).get("users", 0))
         job.run.status = "failed" if judged.failed(limit) else "succeeded"
     job.save()
-    if job.state_dir is not None and not job.run.stopped:
+    # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
+    if job.state_dir is not None and not job.run.stopped and job.shard is None:
         job.state_dir.record(
             snapshot, job.run.run_id or "", job.settings.target, _hashes(job, plan, latest, mismatches)
         )
@@ -94,6 +95,17 @@ def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
     return pl.concat(
         [plan.select("user_id"), pl.DataFrame({"user_id": read_back}, schema={"user_id": pl.String})]
     ).unique()["user_id"]
+
+
+def remember(job: Job, run_id: str) -> None:
+    """Fold a finished run's (or shard's) returned state and clean events hashes into the state folder,
+    from what its folder holds."""
+    assert job.state_dir is not None
+    plan = job.folder.read_parquet("plan.parquet")
+    latest = latest_outcomes(job.folder.outcomes())
+    mismatches = job.folder.read_parquet("reconcile.parquet")
+    snapshot = job.folder.read_parquet("snapshot.parquet")
+    job.state_dir.record(snapshot, run_id, job.settings.target, _hashes(job, plan, latest, mismatches))
 
 
 def _hashes(

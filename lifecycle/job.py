@@ -19,6 +19,10 @@ from transforms.presets import resolve_mapping
 from transforms.schema import InputError, input_error
 from transforms.spec import SourceMapping
 
+#: a sharded run's shard folders, and the export's events cut into shards
+SHARDS_DIR = "shards"
+SPLIT_DIR = "split"
+
 
 @dataclass
 class Job:
@@ -38,6 +42,9 @@ class Job:
     run: RunRecord = field(default_factory=RunRecord)
     #: a resume whose rules profile differs from the one the plan was made with: plan again
     replan: bool = False
+    #: a shard of a sharded run: its index, and its events cut from the export (``lifecycle.shards``)
+    shard: int | None = None
+    shard_events: Path | None = None
 
     @classmethod
     def open(cls, params: BackfillParams, settings: Settings, kind: Kind = "backfill") -> Job:
@@ -79,6 +86,40 @@ class Job:
     @property
     def resuming(self) -> bool:
         return self.folder.path("plan.parquet").exists() and self.run.status is not None
+
+    @property
+    def run_root(self) -> Path:
+        """The folder a resume names: the run's, also for one of its shards."""
+        return self.folder.root.parents[1] if self.shard is not None else self.folder.root
+
+    @property
+    def sharded(self) -> bool:
+        """The run's users are split into shards, each planned, pushed and finished in its own folder."""
+        return (self.run.shards or 1) > 1 and self.shard is None
+
+    def for_shard(self, index: int) -> Job:
+        """Shard ``index`` of this run, in ``shards/<index>/`` of its folder: a run of its own whose
+        exports are its cut of the export's events. The state folder is read for it but written only
+        by the whole run, once every shard has finished."""
+        folder = RunFolder(self.folder.path(f"{SHARDS_DIR}/{index:03d}"))
+        run = folder.read_record()
+        return Job(
+            self.exports,
+            self.settings,
+            folder,
+            self.kind,
+            self.mapping_overrides,
+            self.state_dir,
+            self.full,
+            self.from_current,
+            attempt=len(run.attempts) + 1,
+            run=run,
+            shard=index,
+            shard_events=self.folder.path(f"{SPLIT_DIR}/shard={index}"),
+        )
+
+    def shard_jobs(self) -> list[Job]:
+        return [self.for_shard(k) for k in range(self.run.shards or 1)] if self.sharded else []
 
     @property
     def plain_sync(self) -> bool:

@@ -43,6 +43,8 @@ class RunOptions(BaseModel):
     send_created_at: bool | None = None
     rules: str | None = None
     outage_window_s: float | None = Field(default=None, ge=0)
+    shards: int | None = Field(default=None, ge=1, le=4096)
+    workers: int | None = Field(default=None, ge=1, le=64)
 
     def given(self) -> dict[str, Any]:
         """The settings given here, by setting name."""

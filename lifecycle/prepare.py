@@ -20,7 +20,7 @@ from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from lifecycle.catalogs import catalog_record
-from lifecycle.exports import analyze_exports, resolve_path
+from lifecycle.exports import analyze_exports, analyze_split, resolve_path
 from lifecycle.job import Job
 from lifecycle.record import Superseded
 from lifecycle.runfolder import RunFolder, file_digest
@@ -40,30 +40,37 @@ NOTHING_TO_MIGRATE_HINT = "fix the mapping or the catalog; `frigade-migrate insp
 
 def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     """Load, validate and replay the export; None on a resume that keeps its plan."""
-    for p in job.exports:
+    # a shard's inputs and state folder are its run's, checked by the run (lifecycle.shards.open_shards)
+    whole = job.shard is None
+    for p in job.exports if whole else ():
         resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
-    digests = [file_digest(p) for p in job.exports]
+    digests = [file_digest(p) for p in job.exports] if whole else []
     if job.resuming:
-        _check_inputs_unchanged(job, digests)
-        _check_plan_settings_unchanged(job)
+        if whole:
+            check_inputs_unchanged(job, digests)
+            check_plan_settings_unchanged(job)
         recorded = {k: v for k, v in (job.run.rules or {}).items() if k != "name"}
         if job.run.rules is None or recorded == job.rules.settings():
             return None
         supersede_plan(job)
-    if job.state_dir is not None:
+    if job.state_dir is not None and whole:
         job.state_dir.check_target(job.settings.target)
         if job.kind == "sync" and not job.from_current:
             job.state_dir.check_no_unfinished_run(job.folder.root)
-    job.run.inputs = digests
+    if whole:
+        job.run.inputs = digests
     # With a state folder every analysed user's events are hashed, so that the next sync can skip the
     # users whose events are unchanged; a plain sync skips those the state folder remembers.
     known = job.state_dir.load_events_hashes() if job.state_dir is not None and job.plain_sync else None
-    return analyze_exports(
-        job.exports, job.mapping(), catalog, hash_events=job.state_dir is not None, known=known, rules=job.rules
-    )
+    hash_events = job.state_dir is not None
+    if job.shard_events is not None:
+        return analyze_split(
+            job.exports, job.mapping(), catalog, job.shard_events, hash_events=hash_events, known=known, rules=job.rules
+        )
+    return analyze_exports(job.exports, job.mapping(), catalog, hash_events=hash_events, known=known, rules=job.rules)
 
 
-def _check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
+def check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
     before = {p["path"]: p["sha256"] for p in job.run.inputs or []}
     now = {p["path"]: p["sha256"] for p in digests}
     if before and before != now:
@@ -74,10 +81,10 @@ def _check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
 
 
 #: the settings a plan was made with: a resume under others would finish a plan they did not make
-PLAN_SETTINGS = ("mode", "preset", "mapping", "catalog", "send_created_at")
+PLAN_SETTINGS = ("mode", "preset", "mapping", "catalog", "send_created_at", "shards")
 
 
-def _check_plan_settings_unchanged(job: Job) -> None:
+def check_plan_settings_unchanged(job: Job) -> None:
     recorded = job.run.settings or {}
     now = job.settings.public()
     changed = [name for name in PLAN_SETTINGS if name in recorded and recorded[name] != now.get(name)]
@@ -136,11 +143,13 @@ async def baseline_read(job: Job, analysis: Analysis, client: FrigadeClient) -> 
 
 def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> Prepared:
     prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
-    refuse_nothing_to_migrate(prepared)
+    # a shard with nothing to migrate is fine: the run refuses when none of its shards has anything
+    if job.shard is None:
+        refuse_nothing_to_migrate(prepared)
     _write_plan(job, prepared, analysis, baseline)
     _record_plan(job, prepared, catalog)
     job.save()
-    if job.state_dir is not None:
+    if job.state_dir is not None and job.shard is None:
         job.state_dir.mark_unfinished(job.folder.root)
     return prepared
 

@@ -48,6 +48,8 @@ class RunRecord(_Record):
     run_id: str | None = None
     kind: Kind | None = None
     created_at: str | None = None
+    #: the shards a sharded run's users are split into (None: one, the run itself)
+    shards: int | None = None
     #: the run's settings, the key only said to be set or not
     settings: dict[str, Any] | None = None
     state_dir: str | None = None

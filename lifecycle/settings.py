@@ -129,6 +129,26 @@ class Settings(BaseSettings):
         description="seconds to ride out an unreachable API, every sender paused, before stopping with exit 3 "
         "(0: a refused connection is a failed attempt of that user)",
     )
+    shards: Annotated[int | None, _prefixed("shards")] = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="split the users by a hash of their id into N shards, each planned, pushed and "
+        "reconciled on its own, so memory is bounded whatever the export's size (default: one shard per "
+        "10 million rows)",
+    )
+    workers: Annotated[int, _prefixed("workers")] = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="push the shards from N processes on this machine (a Dask LocalCluster), all of them "
+        "within --rate together",
+    )
+    dask_address: Annotated[str | None, _prefixed("dask_address", flag=False)] = Field(
+        default=None,
+        description="push the shards on this existing Dask cluster (a scheduler address, e.g. "
+        "tcp://10.0.0.5:8786) instead of processes on this machine; --workers is then the shards pushed at once",
+    )
 
     #: settings a flow run may not be given as a parameter (Prefect stores parameters)
     SECRET: ClassVar[frozenset[str]] = frozenset({"api_key"})
@@ -301,6 +321,7 @@ class _ConfigFile(_Labelled):
 _PROBLEMS = {
     "greater_than": "must be above {gt}",
     "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
     "float_parsing": "must be a number",
     "float_type": "must be a number",
     "int_parsing": "must be a whole number",

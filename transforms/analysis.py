@@ -149,6 +149,46 @@ def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in table.iter_rows()}
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """The export's events as integer codes (``EVENT_COLUMNS``, ``row_key``, ``problem`` and the text
+    a message needs on the events that are not valid), still lazy: what a shard is cut from."""
+
+    events: pl.LazyFrame
+    codes: Codes
+    limits: Limits
+    names: list[str]
+
+
+def encode_sources(
+    sources: Sequence[Source], mapping: SourceMapping, catalog: Catalog, *, head: int | None = None
+) -> Encoded:
+    """One lazy pass over the exports: the integer codes of every event, the text the log needs, and
+    the text a message needs only on the events that are not valid (null, and so free, elsewhere)."""
+    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
+    codes = Codes.from_frames(flows_lf, steps_lf)
+    problem = pl.col("problem") != VALID
+    limits = Limits.window(*mapping.time_window)
+    events = encode(load_events(sources, mapping, steps_lf, head=head), codes, limits).select(
+        *EVENT_COLUMNS[:-1],
+        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+        "problem",
+        *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
+    )
+    return Encoded(events, codes, limits, [s.name for s in sources])
+
+
+#: the hash's seed: a run's shards are fixed when it splits (the split is kept for a resume)
+SHARD_SEED = 0x5EED
+
+
+def shard_of(user: pl.Expr, shards: int) -> pl.Expr:
+    """The shard of each user: a hash of the id without surrounding whitespace, so ids that differ
+    only by it (counted as ``user_ids_differing_by_whitespace``) share a shard. A missing id, which
+    quarantines its rows, hashes to one shard like any value."""
+    return (user.str.strip_chars().hash(SHARD_SEED) % shards).cast(pl.UInt32)
+
+
 def analyze(
     sources: Sequence[Source],
     mapping: SourceMapping,
@@ -163,22 +203,29 @@ def analyze(
     to remember. ``known``: the hashes a previous run remembered; users whose events hash the same
     are not replayed or planned again (their rows count as redundant). ``head``: analyse only each
     file's first rows, to find input errors early."""
-    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
-    codes = Codes.from_frames(flows_lf, steps_lf)
-    names = [s.name for s in sources]
+    encoded = encode_sources(sources, mapping, catalog, head=head)
+    analysis = analyze_encoded(encoded, mapping, hash_events=hash_events, known=known, rules=rules)
+    # also the rows no event came from (a wide row with no progress)
+    analysis.rows_in = sum(_rows_in(s.scan, head) for s in sources)
+    return analysis
+
+
+def analyze_encoded(
+    encoded: Encoded,
+    mapping: SourceMapping,
+    *,
+    hash_events: bool = False,
+    known: pl.DataFrame | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Analysis:
+    """The analysis of encoded events: all of the export's, or one shard's (every event of a user is in
+    one shard, so ordering, de-duplication and replay are the shard's own). Its ``rows_in`` counts the
+    rows the events came from: a row without events belongs to no user, so to no shard."""
+    codes, limits, names = encoded.codes, encoded.limits, encoded.names
     problem = pl.col("problem") != VALID
-    # One pass over the exports: the integer codes of every event, the text the log needs, and the
-    # text a message needs only on the events that are not valid (null, and so free, elsewhere).
-    limits = Limits.window(*mapping.time_window)
-    lazy_events = encode(load_events(sources, mapping, steps_lf, head=head), codes, limits).select(
-        *EVENT_COLUMNS[:-1],
-        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
-        "problem",
-        *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
-    )
     try:
         # streaming: the export's own columns pass through in batches, only the result is held whole
-        events = lazy_events.collect(engine="streaming")
+        events = encoded.events.collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise UnreadableSourceError(exc) from exc
     problems = (
@@ -233,7 +280,7 @@ def analyze(
     }
     target = target_from_log(log.select(LOG_COLUMNS), codes, rules)
     reasons = _counts(quarantine, "reason")
-    rows_in = sum(_rows_in(s.scan, head) for s in sources)
+    rows_in = rows.get_column("row_key").n_unique()
     return Analysis(names, rows_in, rows, quarantine, target, counts, reasons, dropped, hashed)
 
 

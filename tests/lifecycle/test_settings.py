@@ -49,6 +49,9 @@ LAYERS: dict[str, tuple[Any, str, Any, tuple[Any, Any, Any]]] = {
     "batch_requests": (10, "20", 30, (10, 20, 30)),
     "timeout": (1, "2.5", 3.0, (1.0, 2.5, 3.0)),
     "max_attempts": (2, "4", 5, (2, 4, 5)),
+    "shards": (2, "8", 16, (2, 8, 16)),
+    "workers": (2, "3", 4, (2, 3, 4)),
+    "dask_address": ("tcp://a:8786", "tcp://b:8786", "tcp://c:8786", ("tcp://a:8786", "tcp://b:8786", "tcp://c:8786")),
 }
 
 
@@ -163,6 +166,8 @@ def test_bad_settings_are_input_errors(bad: dict[str, object]) -> None:
         ({"max_failures": "lots"}, "--max-failures must be a count or a percentage like 0.5%, not 'lots'"),
         ({"rules": "sdkk"}, "--rules 'sdkk' is neither a profile (sdk, legacy) nor a file"),
         ({"outage_window_s": -1}, "--outage-window must be at least 0, not -1"),
+        ({"shards": 0}, "--shards must be at least 1, not 0"),
+        ({"workers": 100}, "--workers must be at most 64, not 100"),
     ],
 )
 def test_a_bad_flag_is_named_as_the_flag(given: dict[str, Any], message: str) -> None:

@@ -1,0 +1,320 @@
+"""Sharded runs: exports of any size in bounded memory.
+
+A run over more than ``SHARD_ROWS`` rows (or given ``--shards N``) splits its users by a hash of their
+normalised id into N shards. The export is read once: its events, mapped and encoded, stream into one
+Parquet folder per shard (``split/shard=<k>/``). Every event of a user is in one shard (whitespace twins
+too, since the hash is of the stripped id), so each shard is analysed, planned, pushed, snapshotted and
+reconciled on its own, in ``shards/<k>/``, a run folder of its own; only one shard's frames are held at
+a time. Every shard is planned before anything is sent, so an input error in the last shard still stops
+the run before its first request.
+
+The run's own run.json adds its shards up: the row accounting, the outcomes, the verdict. Its
+snapshot, quarantine and reconciliation are the shards' streamed into one file each, and the state
+folder is written by the run once every shard has finished, never by a shard.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from frigade.catalog import Catalog
+from frigade.rules import Rules
+from lifecycle.catalogs import catalog_record
+from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
+from lifecycle.finish import RunResult, exit_code_of, remember
+from lifecycle.job import SPLIT_DIR, Job
+from lifecycle.prepare import (
+    NOTHING_TO_MIGRATE_HINT,
+    check_inputs_unchanged,
+    check_plan_settings_unchanged,
+    refuse_nothing_to_migrate,
+)
+from lifecycle.record import Attempt, RunRecord, Status
+from lifecycle.report import render
+from lifecycle.runfolder import file_digest
+from lifecycle.settings import Settings, failure_limit
+from lifecycle.statedir import KNOWN_SNAPSHOT
+from transforms.accounting import accounting_closes
+from transforms.analysis import Prepared, plan_requests
+from transforms.cost import webhook_deliveries
+from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
+from transforms.schema import InputError
+from transforms.spec import SourceMapping
+
+#: rows per shard when the count is chosen from the export's size: a shard this big plans in about
+#: 3 GiB (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
+SHARD_ROWS = 10_000_000
+_SPLIT_DONE = f"{SPLIT_DIR}/done.json"
+#: bytes sampled from the top of a text export to estimate its rows
+_SAMPLE = 1 << 20
+
+
+def estimated_rows(paths: Sequence[Path]) -> int:
+    """The exports' rows, cheaply: a Parquet file's from its footer, a text file's from its size and
+    the length of its first lines (only the shard count rests on this)."""
+    total = 0
+    for path in paths:
+        if path.suffix.lower() == ".parquet":
+            total += int(pl.scan_parquet(path).select(pl.len()).collect().item())
+            continue
+        with path.open("rb") as fh:
+            head = fh.read(_SAMPLE)
+        lines = max(1, head.count(b"\n"))
+        total += math.ceil(path.stat().st_size / (len(head) / lines)) if head else 0
+        if path.suffix.lower() in CSV_SUFFIXES:
+            total -= 1  # the header
+    return max(0, total)
+
+
+def shard_count(given: int | None, rows: int) -> int:
+    return given if given is not None else max(1, math.ceil(rows / SHARD_ROWS))
+
+
+def open_shards(job: Job) -> list[Job]:
+    """The shards of the run, split from the export on its first attempt; none for a run of one
+    shard (planned as a run always was). Refuses, as the run would, a resume under other inputs or
+    plan settings, and a sync from a state folder another run left unfinished."""
+    if job.run.shards is None:
+        if job.resuming:
+            return []
+        n = shard_count(job.settings.shards, estimated_rows(job.exports))
+        if n == 1:
+            return []
+        _begin(job, n)
+    elif job.sharded:
+        for p in job.exports:
+            resolve_path(p)
+        check_inputs_unchanged(job, [file_digest(p) for p in job.exports])
+        check_plan_settings_unchanged(job)
+    return job.shard_jobs()
+
+
+def _begin(job: Job, shards: int) -> None:
+    for p in job.exports:
+        resolve_path(p)
+    if job.state_dir is not None:
+        job.state_dir.check_target(job.settings.target)
+        if job.kind == "sync" and not job.from_current:
+            job.state_dir.check_no_unfinished_run(job.folder.root)
+    run = job.run
+    run.inputs = [file_digest(p) for p in job.exports]
+    run.run_id, run.kind, run.created_at = job.folder.root.name, job.kind, datetime.now(UTC).isoformat()
+    run.shards = shards
+    run.settings = job.settings.public() | {"full": job.full, "from_current": job.from_current}
+    job.folder.create()
+    job.save()
+
+
+def split(job: Job, catalog: Catalog) -> None:
+    """Cut the export's events into the run's shards, once: a resume keeps the split."""
+    if job.folder.path(_SPLIT_DONE).exists():
+        return
+    dest = job.folder.path(SPLIT_DIR)
+    shutil.rmtree(dest, ignore_errors=True)
+    split_events(job.exports, job.mapping(), catalog, job.run.shards or 1, dest)
+    job.folder.write_json({"shards": job.run.shards}, _SPLIT_DONE)
+
+
+@dataclass
+class Preview:
+    """What the dry run shows of a plan: sums over the shards, never a whole plan held at once."""
+
+    counts: dict[str, int]
+    quarantine: pl.DataFrame
+    quarantine_reasons: dict[str, int]
+    webhooks: dict[str, int]
+    #: the plan's first requests
+    first: pl.DataFrame
+
+
+def preview(
+    paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, settings: Settings, rules: Rules
+) -> Preview:
+    """The dry run's plan of the exports, shard by shard when they are big (or ``--shards`` says so),
+    split into a temporary folder removed at the end; nothing is written or sent."""
+    for p in paths:
+        resolve_path(p)
+    n = shard_count(settings.shards, estimated_rows(paths))
+    if n == 1:
+        whole = plan_exports(paths, mapping, catalog, mode=settings.mode, rules=rules)
+        refuse_nothing_to_migrate(whole)
+        return Preview(
+            whole.counts,
+            whole.quarantine,
+            whole.quarantine_reasons,
+            webhook_deliveries(whole.plan),
+            whole.plan.head(10),
+        )
+    parts: list[Prepared] = []
+    hooks: list[dict[str, int]] = []
+    with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp:
+        split_events(paths, mapping, catalog, n, Path(tmp))
+        for k in range(n):
+            analysis = analyze_split(paths, mapping, catalog, Path(tmp) / f"shard={k}", rules=rules)
+            part = plan_requests(analysis, mode=settings.mode, rules=rules)
+            hooks.append(webhook_deliveries(part.plan))
+            # only what the preview shows is kept of each shard's plan
+            parts.append(replace(part, plan=part.plan.head(10), expected_flows=_EMPTY, expected_steps=_EMPTY))
+    counts = _sum(p.counts for p in parts)
+    _count_rows_without_events(counts, paths, mapping)
+    quarantine = pl.concat([p.quarantine for p in parts])
+    why = nothing_to_migrate(counts, quarantine)
+    if why is not None:
+        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    first = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
+    webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
+    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, first)
+
+
+_EMPTY = pl.DataFrame()
+
+
+def _count_rows_without_events(counts: dict[str, int], paths: Sequence[Path], mapping: SourceMapping) -> None:
+    """Rows that gave no event (a wide row with no progress) are in no shard: the export's own row
+    count says how many there are, and they count as dropped."""
+    rows_in = sum(int(s.scan.select(pl.len()).collect().item()) for s in sources_of(paths, mapping))
+    counts["rows_dropped"] = counts.get("rows_dropped", 0) + rows_in - counts.get("rows_in", 0)
+    counts["rows_in"] = rows_in
+
+
+# ---------------------------------------------------------------- adding the shards up
+
+
+def _sum(dicts: Iterable[Mapping[str, int] | None]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        total.update(d or {})
+    # most first, ties by name: the order a run of one shard gives
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _concat(job: Job, shards: Sequence[Job], name: str) -> None:
+    """The shards' ``name`` streamed into the run's own (a shard without one adds nothing)."""
+    files = [s.folder.path(name) for s in shards if s.folder.path(name).exists()]
+    if files:
+        tmp = job.folder.path(f".{name}.tmp")
+        pl.scan_parquet(files, missing_columns="insert").sink_parquet(tmp)
+        tmp.replace(job.folder.path(name))
+
+
+def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> None:
+    """The run's plan record: its shards' added up; refuses (exit 2) a plan from which not one row
+    can be migrated, as a run of one shard does."""
+    records = [s.run for s in shards]
+    run = job.run
+    counts = _sum(r.counts for r in records)
+    _count_rows_without_events(counts, job.exports, job.mapping())
+    run.counts = counts
+    run.accounting_closes = accounting_closes(counts)
+    _concat(job, shards, "quarantine.parquet")
+    quarantine = _quarantine(job)
+    why = nothing_to_migrate(counts, quarantine)
+    if why is not None:
+        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    run.catalog = catalog_record(catalog)
+    run.rules = records[0].rules
+    run.quarantine_reasons = _sum(r.quarantine_reasons for r in records)
+    run.quarantine_examples = examples(quarantine)
+    run.catalog_hints = catalog_hints(quarantine, {f.slug: list(f.step_ids) for f in catalog.active})
+    run.dropped_events = _sum(r.dropped_events for r in records)
+    run.requests_by_action = _sum(r.requests_by_action for r in records)
+    run.webhook_deliveries = _sum(r.webhook_deliveries for r in records)
+    if run.status is None:
+        run.status = "planned"
+    job.save()
+    if job.state_dir is not None:
+        job.state_dir.mark_unfinished(job.folder.root)
+
+
+def _quarantine(job: Job) -> pl.DataFrame:
+    path = job.folder.path("quarantine.parquet")
+    from transforms.analysis import QUARANTINE_COLUMNS
+
+    if path.exists():
+        return pl.read_parquet(path)
+    return pl.DataFrame(schema=dict.fromkeys(QUARANTINE_COLUMNS, pl.String))
+
+
+#: a stopped shard stops the run; an interrupt is said before another stop
+_STATUS_ORDER: tuple[Status, ...] = ("interrupted", "stopped")
+
+
+def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
+    """The run's end, over its finished (or stopped) shards: their verdicts added up, the run's status
+    judged over all of its users, the state folder written once, the report of the whole run."""
+    shards = job.shard_jobs()
+    records = [s.run for s in shards]
+    run = job.run
+    _add_up_verdicts(run, records)
+    stopped = next((s for status in _STATUS_ORDER for s in records if s.status == status), None)
+    last_attempts = [r.attempts[-1] for r in records if r.attempts]
+    attempt.finished_at = datetime.now(UTC).isoformat()
+    attempt.elapsed_s = round(elapsed_s, 3)
+    attempt.sent = sum(a.sent or 0 for a in last_attempts if a.attempt >= 1)
+    if stopped is not None:
+        run.status, run.stop_message, run.stop_exit_code = stopped.status, stopped.stop_message, stopped.stop_exit_code
+        attempt.stopped_by = next((a.stopped_by for a in last_attempts if a.stopped_by), None)
+    else:
+        limit = failure_limit(job.settings.max_failures, (run.counts or {}).get("users", 0))
+        failed = (run.failed_users or 0) > limit or (run.unexplained_mismatches or 0) > 0
+        run.status = "failed" if failed else "succeeded"
+    for name in ("snapshot.parquet", "reconcile.parquet"):
+        _concat(job, shards, name)
+    job.save()
+    if job.state_dir is not None and not run.stopped:
+        for shard in shards:
+            remember(shard, run.run_id or "")
+        job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
+    summary = run.as_dict()
+    report = render(summary, per_flow=_per_flow(shards), mismatch_sample=_mismatch_sample(job))
+    job.folder.write_text("report.md", report)
+    return RunResult(exit_code_of(job), str(job.folder.root), summary, report)
+
+
+_VERDICT_SUMS = (
+    "failed_users",
+    "mismatches",
+    "unexplained_mismatches",
+    "mismatched_users",
+    "users_sent",
+    "users_not_reached",
+    "users_differing",
+    "users_matching",
+)
+
+
+def _add_up_verdicts(run: RunRecord, records: Sequence[RunRecord]) -> None:
+    run.outcomes = _sum(r.outcomes for r in records)
+    run.failure_reasons = _sum(r.failure_reasons for r in records)
+    run.targeting = _sum(r.targeting for r in records)
+    for name in _VERDICT_SUMS:
+        setattr(run, name, sum(getattr(r, name) or 0 for r in records))
+
+
+def _per_flow(shards: Sequence[Job]) -> list[dict[str, Any]]:
+    from transforms.outcomes import per_flow
+
+    frames = [
+        pl.DataFrame(per_flow(s.folder.read_parquet("plan.parquet"), s.folder.read_parquet("expected_flows.parquet")))
+        for s in shards
+        if s.folder.path("plan.parquet").exists()
+    ]
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return []
+    return pl.concat(frames).group_by("flow_slug").agg(pl.all().sum()).sort("flow_slug").to_dicts()
+
+
+def _mismatch_sample(job: Job) -> list[dict[str, Any]]:
+    path = job.folder.path("reconcile.parquet")
+    return pl.scan_parquet(path).head(20).collect().to_dicts() if path.exists() else []
