@@ -153,13 +153,20 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()
     try:
-        per_user = dict(work.pending.group_by("user_id").len().iter_rows())
-        with PushProgress(total=work.pending.height, rate=job.settings.rate, user_requests=per_user) as progress:
+        with progress_bar(job, work) as progress:
             await push_batches(job, work, client, journal, progress)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
     return finish_task(job, attempt, time.monotonic() - started)
+
+
+def progress_bar(job: Job, work: Work) -> PushProgress:
+    """The push's bar; a sharded run's are one per shard, under one legend."""
+    per_user = dict(work.pending.group_by("user_id").len().iter_rows())
+    label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
+    legend = job.shard is None or job.shard == 0
+    return PushProgress(work.pending.height, job.settings.rate, per_user, label=label, legend=legend)
 
 
 async def push_batches(

@@ -45,6 +45,8 @@ class Job:
     #: a shard of a sharded run: its index, and its events cut from the export (``lifecycle.shards``)
     shard: int | None = None
     shard_events: Path | None = None
+    #: a shard's count of shards in its run
+    run_shards: int = 1
 
     @classmethod
     def open(cls, params: BackfillParams, settings: Settings, kind: Kind = "backfill") -> Job:
@@ -115,6 +117,7 @@ class Job:
             attempt=len(run.attempts) + 1,
             run=run,
             shard=index,
+            run_shards=self.run.shards or 1,
             shard_events=self.folder.path(f"{SPLIT_DIR}/shard={index}"),
         )
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID, TextColumn
 
 from frigade.push import Outcome
@@ -74,8 +75,12 @@ class PushProgress:
         user_requests: Mapping[str, int] | None = None,
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        label: str = "push",
+        legend: bool = True,
     ) -> None:
         self.total, self.limit = total, rate
+        self._legend = legend
         self.errors = 0
         self.done = 0
         self._left = dict(user_requests or {})
@@ -85,7 +90,7 @@ class PushProgress:
         self._clock = clock
         self._start = clock()
         self._progress = Progress(
-            TextColumn("[bold]push[/]"),
+            TextColumn(f"[bold]{escape(label)}[/]"),
             TextColumn("{task.fields[line]}"),
             console=console or Console(stderr=True),
             transient=False,
@@ -93,7 +98,8 @@ class PushProgress:
         self._task: TaskID | None = None
 
     def __enter__(self) -> PushProgress:
-        self._progress.console.print(LEGEND, style="dim", soft_wrap=True, highlight=False)
+        if self._legend:
+            self._progress.console.print(LEGEND, style="dim", soft_wrap=True, highlight=False)
         self._progress.start()
         self._task = self._progress.add_task("push", total=self.total, line=self._line())
         return self

@@ -54,6 +54,7 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [
         ("status", run.get("status")),
         ("mode", run.get("settings", {}).get("mode")),
+        *([("shards (users split by a hash of their id)", run["shards"])] if run.get("shards") else []),
         ("rows in", c.get("rows_in")),
         ("rows planned as requests", c.get("rows_sent")),
         ("rows redundant (implied or duplicate)", c.get("rows_redundant")),
