@@ -27,7 +27,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from frigade.limiter import SlidingWindowLimiter
 
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``started`` counts shard attempts (retries too), ``finished`` the shards whose last request was answered
 Counter = Literal["started", "finished"]
@@ -126,7 +127,8 @@ class LocalStore:
 class DaskStore:
     """Counters on a Dask scheduler, one ``distributed.Variable`` per counter, incremented under a
     ``distributed.Lock``, all named after ``name`` (one name per run, so runs sharing a scheduler do
-    not mix).
+    not mix). The first store of a run to connect sets the counters to 0 (a flag in the scheduler's
+    metadata says it is done).
 
     Only ``name`` and ``address`` are pickled: a copy sent to a worker reconnects there, through the
     worker's own client (``distributed.get_client()``, which works in a task that prefect-dask runs,
@@ -185,24 +187,39 @@ class DaskStore:
             self._variables[counter] = distributed.Variable(  # type: ignore[no-untyped-call]
                 f"{self.name}/{counter}", client=client
             )
+        # a Variable never set makes get() wait, and one that times out logs a traceback on the
+        # scheduler's console: the first store of the run sets them to 0, marked in the scheduler's
+        # metadata (which has a default) so that later stores need no lock to know
+        ready = [self.name, "ready"]
+        if not client.get_metadata(ready, default=False):  # type: ignore[no-untyped-call]
+            self._locked(lambda: self._init(ready))
+
+    def _init(self, ready: list[str]) -> None:
+        if not self._client.get_metadata(ready, default=False):
+            for variable in self._variables.values():
+                variable.set(0)
+            self._client.set_metadata(ready, True)
+
+    def _locked(self, action: Callable[[], T]) -> T:
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise TimeoutError(f"DaskStore {self.name!r}: no lock within {self.timeout_s} s")
+        try:
+            return action()
+        finally:
+            self._lock.release()
 
     def _read(self, counter: Counter) -> int:
-        try:
-            return int(self._variables[counter].get(timeout=0))
-        except TimeoutError:  # never set: nobody has added yet
-            return 0
+        return int(self._variables[counter].get(timeout=self.timeout_s))
 
     def add(self, counter: Counter) -> int:
         with self._guard:
             self._connect()
-            if not self._lock.acquire(timeout=self.timeout_s):
-                raise TimeoutError(f"DaskStore {self.name!r}: no lock within {self.timeout_s} s")
-            try:
-                count = self._read(counter) + 1
-                self._variables[counter].set(count)
-                return count
-            finally:
-                self._lock.release()
+            return self._locked(lambda: self._increment(counter))
+
+    def _increment(self, counter: Counter) -> int:
+        count = self._read(counter) + 1
+        self._variables[counter].set(count)
+        return count
 
     def get(self, counter: Counter) -> int:
         with self._guard:
