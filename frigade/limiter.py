@@ -13,16 +13,26 @@ from collections.abc import Awaitable, Callable
 __all__ = ["SettlingLimiter", "SlidingWindowLimiter"]
 
 
+def _limit_and_window(rate: float, window: float) -> tuple[int, float]:
+    """``floor(rate * window)`` grants per ``window``, or one per ``1 / rate`` when that is below one."""
+    # the epsilon keeps e.g. 29 * 0.1 = 2.9000000000000004 -> 2 from flooring a true 3 down to 2
+    limit = math.floor(rate * window + 1e-9)
+    if limit < 1:
+        return 1, 1.0 / rate
+    return limit, window
+
+
 class SlidingWindowLimiter:
     """At most ``limit = floor(rate * window)`` grants in any ``window`` seconds, FIFO among waiters.
 
-    A sliding log of the last ``limit`` grant times: the next grant waits until the oldest of them is
-    ``window * (1 + margin)`` old. There is no burst allowance beyond ``limit``. The margin absorbs the
-    scheduling jitter between a grant and the request reaching the server, at a throughput cost of
-    ``margin`` (1 % by default).
+    A sliding log of the grant times still in the window: the next grant waits until the
+    ``limit``-th newest of them is ``window * (1 + margin)`` old. There is no burst allowance beyond
+    ``limit``. The margin absorbs the scheduling jitter between a grant and the request reaching the
+    server, at a throughput cost of ``margin`` (1 % by default).
 
     When ``rate * window < 1`` the window is stretched to ``1 / rate`` with a limit of one.
-    The limiter belongs to the event loop that first waits on it.
+    ``set_rate`` changes the rate while senders wait (a sharded run's budget is re-divided as shards
+    finish). The limiter belongs to the event loop that first waits on it.
     """
 
     def __init__(
@@ -40,18 +50,19 @@ class SlidingWindowLimiter:
             raise ValueError(f"window must be a positive number, got {window!r}")
         if not (math.isfinite(margin) and margin >= 0):
             raise ValueError(f"margin must be >= 0, got {margin!r}")
-        # the epsilon keeps e.g. 29 * 0.1 = 2.9000000000000004 -> 2 from flooring a true 3 down to 2
-        limit = math.floor(rate * window + 1e-9)
-        if limit < 1:
-            limit, window = 1, 1.0 / rate
-        self._limit = limit
-        self._window = window
-        self._spacing = window * (1.0 + margin)
+        self._base_window = window
+        self._margin = margin
+        self._limit, self._window = _limit_and_window(rate, window)
+        self._spacing = self._window * (1.0 + margin)
         self._clock = clock
         self._sleep = sleep
-        self._grants: deque[float] = deque(maxlen=limit)
+        # unbounded: after set_rate lowers the limit, the grants beyond the new limit still count
+        self._grants: deque[float] = deque()
         self._paused_until = -math.inf
         self._lock = asyncio.Lock()
+        #: set when the rate changes (and, in SettlingLimiter, when a request settles), so that a
+        #: waiter asleep for the old limit re-checks at once
+        self._changed = asyncio.Event()
 
     @property
     def limit(self) -> int:
@@ -74,10 +85,35 @@ class SlidingWindowLimiter:
     def pause_for(self, seconds: float) -> None:
         self.pause_until(self._clock() + max(0.0, seconds))
 
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on, as ``rate`` would have been given to the constructor (same
+        window, margin and stretching below one grant per window).
+
+        A sharded run re-divides its budget while shards wait on their limiters. A raise wakes the
+        waiter, which re-checks against the new limit at once. A lowering never revokes a grant: the
+        grants already made keep counting for their window, so the next grant waits until fewer than
+        the new limit remain in it.
+        """
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be a positive number, got {rate!r}")
+        limit, window = _limit_and_window(rate, self._base_window)
+        if (limit, window) == (self._limit, self._window):
+            return
+        self._limit, self._window = limit, window
+        self._spacing = window * (1.0 + self._margin)
+        self._changed.set()
+
+    def _drop_old_grants(self, now: float) -> None:
+        # by age rather than by count: once the limit can shrink, the grants beyond the new limit that
+        # are still in the window must keep counting
+        while self._grants and self._grants[0] + self._spacing <= now:
+            self._grants.popleft()
+
     def _next_allowed(self) -> float:
         if len(self._grants) < self._limit:
             return self._paused_until
-        return max(self._paused_until, self._grants[0] + self._spacing)
+        # the grant `limit` places back from the newest must leave the window before the next one
+        return max(self._paused_until, self._grants[-self._limit] + self._spacing)
 
     async def acquire(self) -> None:
         """Wait for a grant. Cancelling a waiter takes no grant and keeps the others' order."""
@@ -86,12 +122,25 @@ class SlidingWindowLimiter:
         async with self._lock:
             while True:
                 now = self._clock()
-                # re-read after every sleep: a pause may have arrived, and sleeps can end a little early
+                self._drop_old_grants(now)
+                # re-read after every sleep: a pause or a new rate may have arrived, and sleeps can end
+                # a little early
                 ready_at = self._next_allowed()
                 if now >= ready_at:
                     self._grants.append(now)
                     return
-                await self._sleep(ready_at - now)
+                await self._wait(ready_at - now)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the rate changes meanwhile."""
+        self._changed.clear()
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait((sleeper, changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            changed.cancel()
 
 
 class SettlingLimiter(SlidingWindowLimiter):
@@ -124,7 +173,6 @@ class SettlingLimiter(SlidingWindowLimiter):
         self._answers = 0
         self._trust_after = trust_after
         self._slack_s = slack_s
-        self._changed = asyncio.Event()
 
     async def acquire(self) -> None:
         async with self._lock:

@@ -260,3 +260,139 @@ def test_settling_limiter_keeps_every_server_side_window_at_or_under_the_rate(ra
     worst = max(bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
     assert worst <= rate, f"{worst} arrivals within one second at rate {rate}"
     assert len(arrivals) / elapsed >= 0.9 * rate, "the limiter gave away too much throughput"
+
+
+def test_set_rate_raise_wakes_a_waiter_at_once() -> None:
+    async def main() -> list[float]:
+        limiter = virtual_limiter(1, margin=0.0)
+        await limiter.acquire()
+        waiter = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        limiter.set_rate(10)
+        await waiter
+        granted = [now()]
+        # and the new limit holds from there on: 10 in the window that began at 0, the 11th at 1.0
+        for _ in range(9):
+            await limiter.acquire()
+            granted.append(now())
+        return granted
+
+    granted = run_virtual(main())
+    # the grant at 0 and nine at 0.3 fill the window that began at 0: the tenth new one waits for 1.0
+    assert granted[:9] == pytest.approx([0.3] * 9)
+    assert granted[9] == pytest.approx(1.0)
+
+
+def test_set_rate_lowering_applies_to_the_next_grants() -> None:
+    async def main() -> list[float]:
+        limiter = virtual_limiter(10, margin=0.0)
+        grants, _ = await acquire_at(limiter, [i * 1e-6 for i in range(10)])
+        await asyncio.sleep(0.5)
+        limiter.set_rate(2)
+        assert limiter.limit == 2
+        later, _ = await acquire_at(limiter, [i * 1e-6 for i in range(6)])
+        return grants + later
+
+    grants = run_virtual(main())
+    later = grants[10:]
+    # the ten grants made at the old rate keep counting: the first new one waits until they are out
+    assert later[0] >= 1.0 - 1e-9
+    assert busiest_window(later, 1.0) == 2
+
+
+def test_set_rate_lowering_while_a_waiter_waits() -> None:
+    async def main() -> list[float]:
+        limiter = virtual_limiter(5, margin=0.0)
+        await acquire_at(limiter, [i * 1e-6 for i in range(5)])
+        waiters = asyncio.create_task(acquire_at(limiter, [i * 1e-6 for i in range(4)]))
+        await asyncio.sleep(0.5)
+        limiter.set_rate(2)  # the waiter wakes, re-checks against 2 and sleeps again
+        grants, order = await waiters
+        assert order == sorted(order)
+        return grants
+
+    grants = run_virtual(main())
+    assert grants[0] == pytest.approx(1.0, abs=1e-5)
+    assert busiest_window(grants, 1.0) == 2
+    assert len(grants) == 4
+
+
+def test_set_rate_below_one_per_window_stretches_and_back() -> None:
+    limiter = SlidingWindowLimiter(10)
+    limiter.set_rate(0.25)
+    assert (limiter.limit, limiter.window) == (1, 4.0)
+    limiter.set_rate(30)
+    assert (limiter.limit, limiter.window) == (30, 1.0)
+    for bad in (0.0, -3.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="must be"):
+            limiter.set_rate(bad)
+    assert limiter.limit == 30
+
+
+def test_set_rate_wakes_a_settling_waiter() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = SettlingLimiter(2, clock=loop.time)
+        for _ in range(2):
+            await limiter.acquire()
+            limiter.settle(now(), now())
+        waiter = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.4)
+        assert not waiter.done()
+        limiter.set_rate(5)
+        await waiter
+        return now()
+
+    assert run_virtual(main()) == pytest.approx(0.4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    base=st.floats(min_value=1.0, max_value=60.0),
+    changes=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=3.0), st.floats(min_value=0.3, max_value=80.0)),
+        min_size=1,
+        max_size=8,
+    ),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.3), min_size=1, max_size=200),
+    settling=st.booleans(),
+)
+def test_property_each_grant_keeps_the_limit_in_force_when_it_was_made(
+    base: float, changes: list[tuple[float, float]], gaps: list[float], settling: bool
+) -> None:
+    """Whatever the rate changes, the window that ends at a grant holds at most the limit in force
+    at that grant (a lowering binds the next grants, a raise lets them go sooner)."""
+    arrivals = []
+    t = 0.0
+    for i, gap in enumerate(gaps):
+        t += gap
+        arrivals.append(t + i * 1e-9)
+
+    async def main() -> list[tuple[float, int, float]]:
+        loop = asyncio.get_running_loop()
+        limiter: SlidingWindowLimiter = (
+            SettlingLimiter(base, clock=loop.time) if settling else virtual_limiter(base, margin=0.0)
+        )
+        seen: list[tuple[float, int, float]] = []
+
+        async def one(at: float) -> None:
+            await asyncio.sleep(at)
+            await limiter.acquire()
+            seen.append((now(), limiter.limit, limiter.window))
+            if isinstance(limiter, SettlingLimiter):
+                limiter.settle(now(), now())
+
+        async def change() -> None:
+            for at, rate in sorted(changes):
+                await asyncio.sleep(max(0.0, at - now()))
+                limiter.set_rate(rate)
+
+        await asyncio.gather(change(), *(one(a) for a in arrivals))
+        return seen
+
+    seen = run_virtual(main())
+    times = [g for g, _, _ in seen]
+    for i, (g, limit, window) in enumerate(seen):
+        in_window = sum(1 for h in times[: i + 1] if h > g - window + 1e-9)
+        assert in_window <= limit, f"{in_window} grants in the window ending at {g}, limit {limit}"
