@@ -1,3 +1,5 @@
 from cli.app import main
 
-raise SystemExit(main())
+# guarded: a Dask LocalCluster's workers are spawned processes, which import the main module again
+if __name__ == "__main__":
+    raise SystemExit(main())

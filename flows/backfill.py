@@ -7,6 +7,7 @@ its limiter) -> snapshot + reconcile -> report (file + Prefect artifacts).
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any, cast
 
@@ -16,11 +17,14 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Failed
+from rich.console import Console
 
+from flows.cluster import cluster_runner, on_cluster, share_prefect_api
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from frigade.push import PushSummary
+from lifecycle.budget import DaskStore, ShardBudget
 from lifecycle.catalogs import load_catalog
 from lifecycle.execute import (
     Work,
@@ -40,11 +44,12 @@ from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
 from lifecycle.progress import PushProgress
 from lifecycle.record import Attempt
+from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal
 from lifecycle.session import open_session
 from lifecycle.settings import Settings
-from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, split
+from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
 from transforms.analysis import Analysis
 from transforms.sync import StateFrames
 
@@ -92,8 +97,8 @@ def split_task(job: Job, catalog: Catalog) -> None:
 
 
 @task(name="add-up-shards", cache_policy=NO_CACHE)
-def finish_sharded_task(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
-    return finish_sharded(job, attempt, elapsed_s)
+def finish_sharded_task(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunError | None) -> RunResult:
+    return finish_sharded(job, attempt, elapsed_s, stop)
 
 
 async def run_job(job: Job) -> RunResult | None:
@@ -142,10 +147,49 @@ async def push_stage(job: Job, client: FrigadeClient) -> RunResult:
     if not job.sharded:
         return await push_one(job, client)
     attempt, started = begin_attempt(job), time.monotonic()
-    for shard in job.shard_jobs():
-        if client.stopped is None:
-            await push_one(shard, client)
-    return finish_sharded_task(job, attempt, time.monotonic() - started)
+    if on_cluster(job.settings):
+        await push_on_cluster(job, client)
+    else:
+        for shard in job.shard_jobs():
+            if client.stopped is None:
+                await push_one(shard, client)
+    return finish_sharded_task(job, attempt, time.monotonic() - started, client.stopped)
+
+
+async def push_on_cluster(job: Job, client: FrigadeClient) -> None:
+    """The shards as Prefect tasks on a Dask cluster, at most ``workers`` at once, each with its own
+    client at its share of the one rate; this process relays a Ctrl-C to them as a stop."""
+    shards, workers = job.shard_jobs(), job.settings.workers
+    endpoint = Endpoint(client.base_url, client.api_key)
+    slots = asyncio.Semaphore(workers)
+    await share_prefect_api()
+    with cluster_runner(job.settings) as runner:
+        # starts the cluster here, in the main thread, where its workers are spawned ignoring SIGINT
+        address = runner.client.scheduler.address
+        store = DaskStore(f"frigade-migrate/{job.folder.root.resolve()}/{job.attempt}", address=address)
+        budget = ShardBudget(job.settings.rate, workers, len(shards), store)
+
+        async def one(shard: Job) -> None:
+            async with slots:
+                if client.stopped is None:
+                    future = runner.submit(push_shard_task, {"shard": shard, "endpoint": endpoint, "budget": budget})
+                    say_shard_done(shard, await asyncio.to_thread(future.result))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(relay_stop(client, store, until=lambda: all(t.done() for t in pushes)))
+                pushes = [group.create_task(one(shard)) for shard in shards]
+        finally:
+            store.close()
+
+
+@task(name="push-shard", cache_policy=NO_CACHE)
+async def push_shard_task(shard: Job, endpoint: Endpoint, budget: ShardBudget) -> str | None:
+    """One shard, pushed and finished in a worker process: its status."""
+    shard.quiet = True
+    async with shard_client(shard, endpoint, budget) as client:
+        result = await push_one(shard, client)
+    return cast(str | None, result.summary.get("status"))
 
 
 async def push_one(job: Job, client: FrigadeClient) -> RunResult:
@@ -166,7 +210,9 @@ def progress_bar(job: Job, work: Work) -> PushProgress:
     per_user = dict(work.pending.group_by("user_id").len().iter_rows())
     label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
     legend = job.shard is None or job.shard == 0
-    return PushProgress(work.pending.height, job.settings.rate, per_user, label=label, legend=legend)
+    # a shard in a worker process keeps quiet: two processes' bars would write over each other
+    console = Console(file=io.StringIO()) if job.quiet else None
+    return PushProgress(work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend)
 
 
 async def push_batches(

@@ -209,6 +209,15 @@ class FrigadeClient:
     def pool_count(self) -> int:
         return len(self._pools)
 
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    @property
+    def api_key(self) -> ApiKey | None:
+        """The key, masked when printed: what a client of the same run in another process is given."""
+        return self._key
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -46,8 +46,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: ``started`` counts shard attempts (retries too), ``finished`` the shards whose last request was answered
-Counter = Literal["started", "finished"]
+#: ``started`` counts shard attempts (retries too), ``finished`` the shards whose last request was
+#: answered, ``stopped`` the stops (one is enough for every shard of the run to stop sending)
+Counter = Literal["started", "finished", "stopped"]
+COUNTERS: tuple[Counter, ...] = ("started", "finished", "stopped")
 
 
 def share(rate: float, workers: int, shards: int, finished: int) -> float:
@@ -183,7 +185,7 @@ class DaskStore:
         self._lock = distributed.Lock(  # type: ignore[no-untyped-call]
             f"{self.name}/lock", scheduler_rpc=client.scheduler, loop=client.loop
         )
-        for counter in ("started", "finished"):
+        for counter in COUNTERS:
             self._variables[counter] = distributed.Variable(  # type: ignore[no-untyped-call]
                 f"{self.name}/{counter}", client=client
             )

@@ -47,6 +47,8 @@ class Job:
     shard_events: Path | None = None
     #: a shard's count of shards in its run
     run_shards: int = 1
+    #: no progress bar (a shard pushed in a worker process)
+    quiet: bool = False
 
     @classmethod
     def open(cls, params: BackfillParams, settings: Settings, kind: Kind = "backfill") -> Job:

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from rich.console import Console
 
 from frigade.catalog import Catalog
+from frigade.errors import StopRunError
 from frigade.rules import Rules
 from lifecycle.catalogs import catalog_record
+from lifecycle.execute import record_stop
 from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SPLIT_DIR, Job
@@ -39,7 +42,7 @@ from lifecycle.prepare import (
     check_plan_settings_unchanged,
     refuse_nothing_to_migrate,
 )
-from lifecycle.record import Attempt, RunRecord, Status
+from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import render
 from lifecycle.runfolder import file_digest
 from lifecycle.settings import Settings, failure_limit
@@ -245,25 +248,38 @@ def _quarantine(job: Job) -> pl.DataFrame:
     return pl.DataFrame(schema=dict.fromkeys(QUARANTINE_COLUMNS, pl.String))
 
 
-#: a stopped shard stops the run; an interrupt is said before another stop
-_STATUS_ORDER: tuple[Status, ...] = ("interrupted", "stopped")
+def say_shard_done(shard: Job, status: str | None) -> None:
+    """One line as each shard a worker pushed ends (workers show no bars)."""
+    run = shard.folder.read_record()
+    sent = sum(a.sent or 0 for a in run.attempts[-1:])
+    Console(stderr=True).print(
+        f"shard {(shard.shard or 0) + 1}/{shard.run_shards}: {status}, {sent} requests sent", highlight=False
+    )
 
 
-def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
+def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunError | None = None) -> RunResult:
     """The run's end, over its finished (or stopped) shards: their verdicts added up, the run's status
     judged over all of its users, the state folder written once, the report of the whole run."""
     shards = job.shard_jobs()
     records = [s.run for s in shards]
     run = job.run
     _add_up_verdicts(run, records)
-    stopped = next((s for status in _STATUS_ORDER for s in records if s.status == status), None)
+    stopped = next((r for r in records if r.status == "stopped"), None)
+    interrupted = next((r for r in records if r.status == "interrupted"), None)
     last_attempts = [r.attempts[-1] for r in records if r.attempts]
     attempt.finished_at = datetime.now(UTC).isoformat()
     attempt.elapsed_s = round(elapsed_s, 3)
     attempt.sent = sum(a.sent or 0 for a in last_attempts if a.attempt >= 1)
-    if stopped is not None:
-        run.status, run.stop_message, run.stop_exit_code = stopped.status, stopped.stop_message, stopped.stop_exit_code
+    # the stop that came first says why the run stopped: a shard's own (the MAU cap, a bad key), else
+    # this process's (a Ctrl-C, which interrupted the shards), else a shard's interrupt
+    if stopped is not None or (stop is None and interrupted is not None):
+        first = stopped or interrupted
+        assert first is not None
+        run.status, run.stop_message, run.stop_exit_code = first.status, first.stop_message, first.stop_exit_code
         attempt.stopped_by = next((a.stopped_by for a in last_attempts if a.stopped_by), None)
+    elif stop is not None or any(r.status not in ("succeeded", "failed") for r in records):
+        # stopped between shards (a Ctrl-C as one ended): the shards not pushed wait for the resume
+        record_stop(job, attempt, stop or StopRunError("stopped before every shard was pushed"))
     else:
         limit = failure_limit(job.settings.max_failures, (run.counts or {}).get("users", 0))
         failed = (run.failed_users or 0) > limit or (run.unexplained_mismatches or 0) > 0

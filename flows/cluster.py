@@ -1,0 +1,60 @@
+"""The task runner a sharded run pushes its shards on: a Dask LocalCluster of ``--workers`` processes
+on this machine, or the existing cluster ``FRIGADE_MIGRATE_DASK_ADDRESS`` names (prefect-dask's
+DaskTaskRunner either way).
+
+Three things make the workers behave as part of one command:
+- they are spawned with SIGINT ignored, so a Ctrl-C reaches the run's process only, which stops
+  every shard through the run's budget (``lifecycle.remote``) instead of killing the workers mid-write;
+- they are told the Prefect API the flow reports to before they start, else each would start a
+  temporary Prefect server of its own;
+- the dashboard binds a random port, so two runs (or a test beside a run) never clash on 8787.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect_dask.task_runners import DaskTaskRunner
+
+from lifecycle.settings import Settings
+
+
+def quiet_cluster(**kwargs: Any) -> Any:
+    """A ``distributed.LocalCluster`` whose worker processes ignore SIGINT (they inherit it at spawn)."""
+    import distributed
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return distributed.LocalCluster(**kwargs)  # type: ignore[no-untyped-call]
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def cluster_runner(settings: Settings) -> DaskTaskRunner:
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(
+        cluster_class=quiet_cluster,
+        cluster_kwargs={
+            "n_workers": settings.workers,
+            "processes": True,
+            "threads_per_worker": 1,
+            "dashboard_address": ":0",
+            "silence_logs": 40,
+        },
+    )
+
+
+def on_cluster(settings: Settings) -> bool:
+    """Whether a sharded run's shards are pushed on a cluster (else one after another, in this process)."""
+    return settings.workers > 1 or settings.dask_address is not None
+
+
+async def share_prefect_api() -> None:
+    """The Prefect API this flow reports to, for the workers spawned after this (a temporary server's
+    address is not in the settings, only in the client)."""
+    async with get_client() as client:
+        os.environ["PREFECT_API_URL"] = str(client.api_url)
