@@ -12,7 +12,9 @@ Text comes back only where a person or the API reads it, by gathering from these
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -24,6 +26,35 @@ STEP_ACTION_CODES: tuple[int, ...] = tuple(i for i, a in enumerate(Action) if a.
 
 def act_code(action: Action) -> int:
     return ACTIONS.index(action.value)
+
+
+def enum_index(expr: pl.Expr, keys: Sequence[str]) -> pl.Expr:
+    """The position of each value of ``expr`` in ``keys`` (unique texts), null where it is none of them.
+
+    An Enum cast, which polars' streaming engine runs batch by batch; ``replace_strict`` (polars 2.1)
+    collects the whole column first, which held 2 GiB per 10M rows of an export's events in memory."""
+    return _named(expr.cast(pl.Enum(list(keys)), strict=False).to_physical(), expr)
+
+
+def gather(values: Sequence[Any], index: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``values[index]`` of each row (null where ``index`` is null), streamed like ``enum_index``;
+    ``index`` must be below ``len(values)`` or null."""
+    return _named(pl.lit(pl.Series(list(values), dtype=dtype)).gather(index), index)
+
+
+def lookup(expr: pl.Expr, table: Mapping[str, Any], dtype: pl.DataType) -> pl.Expr:
+    """``table[value]`` of each value of ``expr``, null where the table has none."""
+    if not table:
+        return _named(pl.lit(None, dtype), expr)
+    return gather(list(table.values()), enum_index(expr, list(table)), dtype)
+
+
+def _named(out: pl.Expr, like: pl.Expr) -> pl.Expr:
+    """``out`` under ``like``'s output name, as ``replace_strict`` kept it."""
+    try:
+        return out.alias(like.meta.output_name())
+    except pl.exceptions.ComputeError:
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,16 +98,16 @@ class Codes:
     # ---------------------------------------------------------------- text -> codes
 
     def flow(self, slug: pl.Expr) -> pl.Expr:
-        return slug.replace_strict(list(self.slugs), list(range(len(self.slugs))), default=None, return_dtype=pl.UInt32)
+        return enum_index(slug, self.slugs).cast(pl.UInt32)
 
     def flow_attr(self, fl: pl.Expr, values: tuple[int, ...] | tuple[str, ...], dtype: pl.DataType) -> pl.Expr:
-        return fl.replace_strict(list(range(len(self.slugs))), list(values), default=None, return_dtype=dtype)
+        return gather(values, fl, dtype)
 
     def step_by_id(self, fl: pl.Expr, step_id: pl.Expr) -> pl.Expr:
         """``gs`` of the step named ``step_id`` in flow ``fl`` (null when the flow has no such step).
         Ids are looked up alone, then (flow, id) as one integer: no text is joined or concatenated."""
         number = {sid: i for i, sid in enumerate(dict.fromkeys(self.step_ids))}
-        sid = step_id.replace_strict(list(number), list(number.values()), default=None, return_dtype=pl.UInt64)
+        sid = enum_index(step_id, list(number)).cast(pl.UInt64)
         keys = [
             fl_ * len(number) + number[self.step_ids[g]]
             for fl_, (off, n) in enumerate(zip(self.offsets, self.counts, strict=True))
@@ -86,7 +117,11 @@ class Codes:
         if not keys:
             return pl.lit(None, pl.UInt32)
         key = fl.cast(pl.UInt64) * len(number) + sid
-        return key.replace_strict(keys, gs, default=None, return_dtype=pl.UInt32)
+        # a dense table over every (flow, id) pair: flows x distinct step ids entries, small
+        dense: list[int | None] = [None] * (len(self.slugs) * len(number))
+        for k, g in zip(keys, gs, strict=True):
+            dense[k] = g
+        return gather(dense, key, pl.UInt32())
 
     def step_by_index(self, fl: pl.Expr, index: pl.Expr) -> pl.Expr:
         """``gs`` of the step at 0-based ``index`` of flow ``fl`` (null when out of range)."""
@@ -96,7 +131,7 @@ class Codes:
         return pl.when(ok).then(offset + index).cast(pl.UInt32)
 
     def action(self, name: pl.Expr) -> pl.Expr:
-        return name.replace_strict(list(ACTIONS), list(range(len(ACTIONS))), default=None, return_dtype=pl.UInt8)
+        return enum_index(name, list(ACTIONS)).cast(pl.UInt8)
 
     # ---------------------------------------------------------------- codes -> text
 

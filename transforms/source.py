@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from frigade.rules import Action
+from transforms.codes import lookup
 from transforms.columns import existing, text_of
 from transforms.schema import DROP, InputError
 from transforms.spec import SourceMapping
@@ -101,9 +102,7 @@ def glob_match(name: pl.Expr, patterns: Sequence[str]) -> pl.Expr | None:
 
 
 def _lookup(name: pl.Expr, table: Mapping[str, str]) -> pl.Expr:
-    if not table:
-        return pl.lit(None, pl.String)
-    return name.replace_strict(list(table), list(table.values()), default=None, return_dtype=pl.String)
+    return lookup(name, table, pl.String())
 
 
 def action_expr(
@@ -200,7 +199,7 @@ def null_text() -> pl.Expr:
 def flow_expr(raw: pl.Expr | None, mapping: SourceMapping) -> pl.Expr:
     flow = pl.lit(mapping.flow_constant) if mapping.flow_constant else raw if raw is not None else null_text()
     if mapping.flow_map:
-        flow = flow.replace(dict(mapping.flow_map))
+        flow = pl.coalesce(lookup(flow, dict(mapping.flow_map), pl.String()), flow)
     return flow
 
 
@@ -210,7 +209,9 @@ def step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[p
     if mapping.step_map:
         mapped: pl.Expr = step
         for slug, table in mapping.step_map.items():
-            mapped = pl.when(flow == slug).then(step.replace(dict(table))).otherwise(mapped)
+            mapped = (
+                pl.when(flow == slug).then(pl.coalesce(lookup(step, dict(table), pl.String()), step)).otherwise(mapped)
+            )
         step = mapped
     if mapping.step_by == "id":
         return [step.alias("step_id"), pl.lit(None, pl.Int64).alias("step_index")]
