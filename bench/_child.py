@@ -72,16 +72,19 @@ def shard_floor(out_dir: str, shards: str, *exports: str) -> int:
         pl.PartitionBy(out, key="shard", include_key=False)
     )
     t1 = time.perf_counter()
-    rows = 0
+    rows: list[int] = []
     for k in range(n):
         files = sorted((out / f"shard={k}").glob("*.parquet"))
         if not files:
             continue
         sorted_path = out / f"sorted-{k}.parquet"
         pl.scan_parquet(files).sort("user_id", "flow_slug", "created_at").sink_parquet(sorted_path)
-        rows += int(pl.scan_parquet(sorted_path).select(pl.len()).collect().item())
+        rows.append(int(pl.scan_parquet(sorted_path).select(pl.len()).collect().item()))
     t2 = time.perf_counter()
-    print(f"partition-s={t1 - t0:.3f} sort-s={t2 - t1:.3f} rows={rows}", flush=True)
+    print(
+        f"partition-s={t1 - t0:.3f} sort-s={t2 - t1:.3f} rows={sum(rows)} shard-rows-max={max(rows, default=0)}",
+        flush=True,
+    )
     return ExitCode.OK
 
 

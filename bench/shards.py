@@ -148,6 +148,7 @@ def measure(
         Figure(b, "floor wall time (median)", ft, "s"),
         Figure(b, "floor: partitioning / sorting the shards (median)", f"{partition:.1f} / {sort:.1f}", "s"),
         Figure(b, "floor peak RSS (median)", fm / gib, "GiB"),
+        Figure(b, "floor: rows in the largest shard", int(_phase(floors[-1].output, "shard-rows-max") or 0), ""),
         Figure(b, "export size", sum(p.stat().st_size for p in paths) / 1024**2, "MiB"),
         Figure(b, "rows", rows, ""),
         Figure(b, "parts", len(paths), ""),
