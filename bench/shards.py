@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench._common import CATALOG_FILE, ChildRun, Figure, base_parser, median, run_child, run_main
+from bench.big_export import _requests
 from bench.datagen import users_for_rows
 
 NAME = "shards"
@@ -142,9 +143,11 @@ def measure(
             ),
             Figure(b, "plan without --shards: wall time", today.wall_s, "s"),
             Figure(b, "plan without --shards: peak RSS", today.max_rss_bytes / gib, "GiB"),
+            Figure(b, "plan without --shards: requests planned", _shown(_requests(today.output)), ""),
         ]
     figs += [
         Figure(b, f"plan wall time (median; {times})", pt, "s"),
+        Figure(b, "plan: requests planned", _shown(_requests(plans[-1].output)), ""),
         Figure(b, "floor wall time (median)", ft, "s"),
         Figure(b, "floor: partitioning / sorting the shards (median)", f"{partition:.1f} / {sort:.1f}", "s"),
         Figure(b, "floor peak RSS (median)", fm / gib, "GiB"),
@@ -155,6 +158,10 @@ def measure(
         Figure(b, "shards (plan / floor)", f"{shards} / {floor_shards}", ""),
     ]
     return figs
+
+
+def _shown(n: int | None) -> int | str:
+    return n if n is not None else "?"
 
 
 def default_shards(rows: int) -> int:
@@ -170,7 +177,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="the plan's --shards: N, or auto to pass none (default: one per 10M rows, 10 for 100M)",
     )
     p.add_argument("--repeat", type=int, default=1, help="plan/floor pairs (default 1)")
-    p.add_argument("--baseline", action="store_true", help="also plan without --shards, for its peak RSS")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also plan without --shards, for its peak RSS (for 10M rows; at 2.5 GiB per 10M rows, 100M would not fit)",
+    )
     p.add_argument("--data-dir", help="keep generated exports here and reuse them (default: a temp folder)")
 
 
