@@ -3,7 +3,8 @@
     python -m bench [--quick] [--only push_limit,push_ceiling,...] [--data-dir DIR] [--json FILE]
 
 Each benchmark starts and stops its own servers and generates its own data with the fixed seed; the big
-export and the sync benchmark share ``--data-dir`` (generated once when given). Exit 0 when every
+export and the sync benchmark share ``--data-dir`` (generated once when given), where the sharded
+benchmark keeps its 100M-row export too. Exit 0 when every
 target passes, 1 otherwise.
 """
 
@@ -13,7 +14,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost, whole_job
+from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job
 from bench._common import Figure, base_parser, print_table, write_results
 
 BENCHES: dict[
@@ -25,6 +26,7 @@ BENCHES: dict[
     "big_export": ("Benchmark 4: big exports", big_export.add_args, big_export.run),
     "sync_cost": ("Benchmark 5: incremental sync cost", sync_cost.add_args, sync_cost.run),
     "whole_job": ("Benchmark 6: the whole job at the limit", whole_job.add_args, whole_job.run),
+    "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
 }
 
 
@@ -35,7 +37,7 @@ def _namespace(name: str, args: argparse.Namespace) -> argparse.Namespace:
     argv = ["--seed", str(args.seed)]
     if args.quick:
         argv.append("--quick")
-    if args.data_dir and name in ("big_export", "sync_cost"):
+    if args.data_dir and name in ("big_export", "sync_cost", "shards"):
         argv += ["--data-dir", args.data_dir]
     return p.parse_args(argv)
 
@@ -43,7 +45,7 @@ def _namespace(name: str, args: argparse.Namespace) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     p = base_parser("python -m bench", "Run every benchmark and print each figure with its target.")
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
-    p.add_argument("--data-dir", help="keep and reuse the generated 10M-row exports here")
+    p.add_argument("--data-dir", help="keep and reuse the generated 10M- and 100M-row exports here")
     args = p.parse_args(None if argv is None else list(argv))
     names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]

@@ -5,6 +5,15 @@
     python -m bench._child plan-heap EXPORT CATALOG     the same under tracemalloc (Python-object heap peak)
     python -m bench._child sync-state EXPORT CATALOG DIR   target state and user prints of EXPORT, as remembered
     python -m bench._child sync-plan EXPORT CATALOG DIR OUT.json   full plan vs sync plan of EXPORT
+    python -m bench._child gen-part OUT.parquet ROWS SEED USER_OFFSET   one part of a generated export
+    python -m bench._child shard-floor OUT_DIR SHARDS EXPORT...   polars alone: stream into shards by user, sort each
+    python -m bench._child shard-plan CATALOG SHARDS EXPORT...    ``frigade-migrate plan EXPORT... --shards SHARDS``
+
+``shard-floor`` streams every row of the exports into SHARDS Parquet files by a hash of the (stripped)
+user id with polars' partitioned sink, which writes ``OUT_DIR/shard=K/00000000.parquet`` (more files
+per folder when one grows past its size limit), then reads, sorts by user, flow and time, and writes
+each shard as ``OUT_DIR/sorted-K.parquet``; it prints the seconds of each phase (``partition-s=``,
+``sort-s=``). ``shard-plan`` with SHARDS ``auto`` passes no ``--shards``: the plan as it is without it.
 
 ``plan-heap`` runs the real command line under ``tracemalloc`` and prints the peak of memory allocated by
 Python objects (``python-heap-peak-bytes=N``): polars' own buffers are not Python objects, so a step that
@@ -17,6 +26,7 @@ import json
 import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -34,6 +44,55 @@ def plan(export: str, catalog: str) -> int:
     from cli.app import main
 
     return main(["plan", export, "--catalog", catalog])
+
+
+def gen_part(out: str, rows: str, seed: str, user_offset: str) -> int:
+    """One part of a generated export, users numbered from USER_OFFSET, written to OUT (its own process,
+    so that generating never inflates the benchmark's own memory)."""
+    from bench.datagen import write_export
+    from bench.fewest_requests import catalog
+
+    written = write_export(catalog(), Path(out), int(rows), int(seed), user_offset=int(user_offset))
+    print(f"rows={written}", flush=True)
+    return ExitCode.OK
+
+
+def _scan(exports: Sequence[str]) -> pl.LazyFrame:
+    if all(e.endswith(".parquet") for e in exports):
+        return pl.scan_parquet(list(exports))
+    return pl.concat([pl.scan_csv(e, infer_schema=False) for e in exports])
+
+
+def shard_floor(out_dir: str, shards: str, *exports: str) -> int:
+    """The least a sharded plan must do: stream every row into SHARDS files by a hash of the user id,
+    then sort each shard by user, flow and time and write it."""
+    n, out = int(shards), Path(out_dir)
+    t0 = time.perf_counter()
+    _scan(exports).with_columns(shard=pl.col("user_id").str.strip_chars().hash() % n).sink_parquet(
+        pl.PartitionBy(out, key="shard", include_key=False)
+    )
+    t1 = time.perf_counter()
+    rows: list[int] = []
+    for k in range(n):
+        files = sorted((out / f"shard={k}").glob("*.parquet"))
+        if not files:
+            continue
+        sorted_path = out / f"sorted-{k}.parquet"
+        pl.scan_parquet(files).sort("user_id", "flow_slug", "created_at").sink_parquet(sorted_path)
+        rows.append(int(pl.scan_parquet(sorted_path).select(pl.len()).collect().item()))
+    t2 = time.perf_counter()
+    print(
+        f"partition-s={t1 - t0:.3f} sort-s={t2 - t1:.3f} rows={sum(rows)} shard-rows-max={max(rows, default=0)}",
+        flush=True,
+    )
+    return ExitCode.OK
+
+
+def shard_plan(catalog: str, shards: str, *exports: str) -> int:
+    from cli.app import main
+
+    flag = [] if shards == "auto" else ["--shards", shards]
+    return main(["plan", *exports, "--catalog", catalog, *flag])
 
 
 def plan_heap(export: str, catalog: str) -> int:
@@ -134,6 +193,12 @@ def main(argv: list[str]) -> int:
         return sync_state(*rest)
     if cmd == "sync-plan":
         return sync_plan(*rest)
+    if cmd == "gen-part":
+        return gen_part(*rest)
+    if cmd == "shard-floor":
+        return shard_floor(*rest)
+    if cmd == "shard-plan":
+        return shard_plan(*rest)
     print(f"unknown command {cmd!r}", file=sys.stderr)
     return ExitCode.INPUT
 

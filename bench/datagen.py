@@ -141,12 +141,18 @@ def _template_of(rand_pct: pl.Expr) -> pl.Expr:
     return last if chain is None else chain.otherwise(last)  # type: ignore[attr-defined]
 
 
-def export_frame(catalog: Catalog, users: int, seed: int, rows: int | None = None) -> pl.LazyFrame:
-    """The export as a lazy frame in export order (by ingestion time), ``rows`` rows when given."""
+def export_frame(
+    catalog: Catalog, users: int, seed: int, rows: int | None = None, *, user_offset: int = 0
+) -> pl.LazyFrame:
+    """The export as a lazy frame in export order (by ingestion time), ``rows`` rows when given.
+
+    Users are numbered from ``user_offset``: exports generated with offsets ``users`` apart have no
+    user in common (the parts of one export too big to generate at once); offset 0 is the export as
+    it has always been."""
     flows = catalog.active
     table = _template_table(flows).lazy()
     uid = pl.col("uid")
-    base = pl.LazyFrame({"uid": pl.int_range(0, users, dtype=pl.Int64, eager=True)})
+    base = pl.LazyFrame({"uid": pl.int_range(user_offset, user_offset + users, dtype=pl.Int64, eager=True)})
     per_flow = []
     for k, f in enumerate(flows):
         share = FLOW_SHARE[k % len(FLOW_SHARE)]
@@ -207,9 +213,10 @@ def users_for_rows(rows: int) -> int:
     return max(10, int(rows / ROWS_PER_USER * 1.08) + 10)
 
 
-def write_export(catalog: Catalog, path: Path, rows: int, seed: int) -> int:
-    """Write an export of exactly ``rows`` rows (Parquet or CSV by suffix); returns the row count."""
-    lf = export_frame(catalog, users_for_rows(rows), seed, rows)
+def write_export(catalog: Catalog, path: Path, rows: int, seed: int, *, user_offset: int = 0) -> int:
+    """Write an export of exactly ``rows`` rows (Parquet or CSV by suffix); returns the row count. Its
+    users are numbered from ``user_offset`` (see ``export_frame``)."""
+    lf = export_frame(catalog, users_for_rows(rows), seed, rows, user_offset=user_offset)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         lf.sink_parquet(path)

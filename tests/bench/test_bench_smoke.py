@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, sync_cost, whole_job
+from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job
 from bench.__main__ import BENCHES, _namespace
 from bench._common import Figure, base_parser, print_table
 
@@ -61,8 +62,45 @@ def test_sync_cost_quick() -> None:
     assert all(f.passed for f in figures if f.passed is not None)
 
 
+def test_shards_quick() -> None:
+    # plans with --shards 2 over an export written in 2 parts
+    figures = _run("shards", shards.run)
+    assert any(f.name == "plan peak RSS (median)" for f in figures)
+    assert any(f.name == "shards (plan / floor)" and f.value == "2 / 2" for f in figures)
+
+
+def test_export_parts_have_distinct_users(tmp_path: Path) -> None:
+    import polars as pl
+
+    paths, _ = shards.ensure_parts(tmp_path, 30_000, 3, 7, tmp_path)
+    assert [int(pl.scan_parquet(p).select(pl.len()).collect().item()) for p in paths] == [10_000, 10_000, 10_000]
+    users = [set(pl.read_parquet(p, columns=["user_id"])["user_id"]) for p in paths]
+    assert all(users)
+    assert sum(len(u) for u in users) == len(set().union(*users)), "no user in two parts"
+    # part 0 is the export existing callers get (offset 0)
+    assert pl.read_parquet(paths[0]).equals(pl.read_parquet(_plain(tmp_path / "plain.parquet", 10_000, 7)))
+    # present parts are reused
+    assert shards.ensure_parts(tmp_path, 30_000, 3, 7, tmp_path) == (paths, 0.0)
+
+
+def _plain(path: Path, rows: int, seed: int) -> Path:
+    from bench.datagen import write_export
+    from bench.fewest_requests import catalog
+
+    write_export(catalog(), path, rows, seed)
+    return path
+
+
 def test_every_benchmark_is_wired_into_the_runner() -> None:
-    assert set(BENCHES) == {"push_limit", "push_ceiling", "fewest_requests", "big_export", "sync_cost", "whole_job"}
+    assert set(BENCHES) == {
+        "push_limit",
+        "push_ceiling",
+        "fewest_requests",
+        "big_export",
+        "sync_cost",
+        "whole_job",
+        "shards",
+    }
 
 
 def test_whole_job_quick() -> None:
