@@ -14,7 +14,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job
+from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
 from bench._common import Figure, base_parser, print_table, write_results
 
 BENCHES: dict[
@@ -27,6 +27,7 @@ BENCHES: dict[
     "sync_cost": ("Benchmark 5: incremental sync cost", sync_cost.add_args, sync_cost.run),
     "whole_job": ("Benchmark 6: the whole job at the limit", whole_job.add_args, whole_job.run),
     "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
+    "workers": ("Benchmark 8: more than one core", workers.add_args, workers.run),
 }
 
 

@@ -29,6 +29,7 @@ from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Rules
 from lifecycle.params import Mode
 from transforms.analysis import (
+    EVENT_COLUMNS,
     Analysis,
     Prepared,
     Source,
@@ -44,6 +45,7 @@ from transforms.mapping import map_events
 from transforms.schema import InputError
 from transforms.spec import SourceMapping
 from transforms.sync import StateFrames
+from transforms.validate import VALID
 
 __all__ = [
     "CSV_SUFFIXES",
@@ -125,16 +127,26 @@ def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: Unr
 
 
 def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path) -> None:
-    """Stream the exports' encoded events into ``dest/shard=<k>/`` by ``shard_of`` their user, in one
-    pass: only polars' batches are held, whatever the export's size (a shard no user hashes to has no
-    folder)."""
+    """Stream the exports' encoded events into shards by ``shard_of`` their user, in one pass: only
+    polars' batches are held, whatever the export's size. The valid events go to
+    ``dest/valid/shard=<k>/``, the others, with the text their messages need, to
+    ``dest/invalid/shard=<k>/`` (a shard with none has no folder)."""
     check_exports(paths, full=False)
     encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
+    events = encoded.events.with_columns(shard_of(pl.col("user_id"), shards).alias("shard"))
+    is_valid = pl.col("problem") == VALID
     dest.mkdir(parents=True, exist_ok=True)
+    sinks = [
+        events.filter(is_valid)
+        .select(*EVENT_COLUMNS, "problem", "shard")
+        .sink_parquet(pl.PartitionBy(dest / "valid", key="shard", include_key=False), lazy=True),
+        events.filter(~is_valid).sink_parquet(
+            pl.PartitionBy(dest / "invalid", key="shard", include_key=False), lazy=True
+        ),
+    ]
     try:
-        encoded.events.with_columns(shard_of(pl.col("user_id"), shards).alias("shard")).sink_parquet(
-            pl.PartitionBy(dest, key="shard", include_key=False)
-        )
+        # one pass over the exports feeds both sinks
+        pl.collect_all(sinks, engine="streaming")
     except pl.exceptions.PolarsError as exc:
         explain_unreadable(paths, mapping, UnreadableSourceError(exc))
 
@@ -143,7 +155,8 @@ def analyze_split(
     paths: Sequence[Path],
     mapping: SourceMapping,
     catalog: Catalog,
-    events: Path,
+    split: Path,
+    shard: int,
     *,
     hash_events: bool = False,
     known: pl.DataFrame | None = None,
@@ -152,9 +165,16 @@ def analyze_split(
     """One shard's analysis, from its cut of the exports' events (``split_events``; a shard may have
     none). The exports name the rows in messages and the quarantine."""
     encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
-    files = sorted(events.glob("*.parquet"))
-    cut = pl.scan_parquet(files) if files else pl.LazyFrame(schema=encoded.events.collect_schema())
-    return analyze_encoded(replace(encoded, events=cut), mapping, hash_events=hash_events, known=known, rules=rules)
+    schema = encoded.events.collect_schema()
+
+    def cut(kind: str, columns: Sequence[str]) -> pl.LazyFrame:
+        files = sorted((split / kind / f"shard={shard}").glob("*.parquet"))
+        return pl.scan_parquet(files) if files else pl.LazyFrame(schema={c: schema[c] for c in columns})
+
+    shard_events = replace(
+        encoded, events=cut("valid", [*EVENT_COLUMNS, "problem"]), invalid=cut("invalid", list(schema.names()))
+    )
+    return analyze_encoded(shard_events, mapping, hash_events=hash_events, known=known, rules=rules)
 
 
 def plan_exports(

@@ -42,7 +42,7 @@ class Job:
     run: RunRecord = field(default_factory=RunRecord)
     #: a resume whose rules profile differs from the one the plan was made with: plan again
     replan: bool = False
-    #: a shard of a sharded run: its index, and its events cut from the export (``lifecycle.shards``)
+    #: a shard of a sharded run: its index, and the folder of the export's events cut into shards
     shard: int | None = None
     shard_events: Path | None = None
     #: a shard's count of shards in its run
@@ -120,7 +120,7 @@ class Job:
             run=run,
             shard=index,
             run_shards=self.run.shards or 1,
-            shard_events=self.folder.path(f"{SPLIT_DIR}/shard={index}"),
+            shard_events=self.folder.path(SPLIT_DIR),
         )
 
     def shard_jobs(self) -> list[Job]:

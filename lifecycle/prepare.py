@@ -63,9 +63,11 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     # users whose events are unchanged; a plain sync skips those the state folder remembers.
     known = job.state_dir.load_events_hashes() if job.state_dir is not None and job.plain_sync else None
     hash_events = job.state_dir is not None
-    if job.shard_events is not None:
+    if job.shard_events is not None and job.shard is not None:
+        split, shard = job.shard_events, job.shard
+        mapping = job.mapping()
         return analyze_split(
-            job.exports, job.mapping(), catalog, job.shard_events, hash_events=hash_events, known=known, rules=job.rules
+            job.exports, mapping, catalog, split, shard, hash_events=hash_events, known=known, rules=job.rules
         )
     return analyze_exports(job.exports, job.mapping(), catalog, hash_events=hash_events, known=known, rules=job.rules)
 

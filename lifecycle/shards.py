@@ -163,20 +163,23 @@ def preview(
     with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp:
         split_events(paths, mapping, catalog, n, Path(tmp))
         for k in range(n):
-            analysis = analyze_split(paths, mapping, catalog, Path(tmp) / f"shard={k}", rules=rules)
+            analysis = analyze_split(paths, mapping, catalog, Path(tmp), k, rules=rules)
             part = plan_requests(analysis, mode=settings.mode, rules=rules)
             hooks.append(webhook_deliveries(part.plan))
-            # only what the preview shows is kept of each shard's plan
-            parts.append(replace(part, plan=part.plan.head(10), expected_flows=_EMPTY, expected_steps=_EMPTY))
+            # only what the preview shows is kept of each shard's plan; the rest goes before the next
+            # (a copy: a slice of a frame keeps the whole frame's buffers alive)
+            first = pl.from_dicts(part.plan.head(10).to_dicts(), schema=part.plan.schema)
+            parts.append(replace(part, plan=first, expected_flows=_EMPTY, expected_steps=_EMPTY))
+            del analysis, part
     counts = _sum(p.counts for p in parts)
     _count_rows_without_events(counts, paths, mapping)
     quarantine = pl.concat([p.quarantine for p in parts])
     why = nothing_to_migrate(counts, quarantine)
     if why is not None:
         raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
-    first = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
+    head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
-    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, first)
+    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head)
 
 
 _EMPTY = pl.DataFrame()

@@ -152,12 +152,17 @@ def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
 @dataclass(frozen=True)
 class Encoded:
     """The export's events as integer codes (``EVENT_COLUMNS``, ``row_key``, ``problem`` and the text
-    a message needs on the events that are not valid), still lazy: what a shard is cut from."""
+    a message needs on the events that are not valid), still lazy: what a shard is cut from.
+
+    A shard keeps its valid events (``events``, without the message text) apart from the others
+    (``invalid``, with it): read back from Parquet, a text column costs its full length even when it
+    is null on every valid row."""
 
     events: pl.LazyFrame
     codes: Codes
     limits: Limits
     names: list[str]
+    invalid: pl.LazyFrame | None = None
 
 
 def encode_sources(
@@ -226,26 +231,23 @@ def analyze_encoded(
     try:
         # streaming: the export's own columns pass through in batches, only the result is held whole
         events = encoded.events.collect(engine="streaming")
+        bad = events.filter(problem) if encoded.invalid is None else encoded.invalid.collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise UnreadableSourceError(exc) from exc
-    problems = (
-        events.filter(problem)
-        .select(
-            "problem",
-            "fl",
-            (pl.col("row_key") // ROW_SPAN).alias("file_order"),
-            (pl.col("row_key") % ROW_SPAN).alias("source_row"),
-            *PROBLEM_COLUMNS,
-            "ts",
-            "user_id",
-            "group_id",
-            "data",
-            "event_id",
-        )
-        .with_columns(
-            # a typed time column keeps no text: its rows in quarantine show the time itself
-            pl.coalesce("ts_raw", pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).alias("ts_raw")
-        )
+    problems = bad.select(
+        "problem",
+        "fl",
+        (pl.col("row_key") // ROW_SPAN).alias("file_order"),
+        (pl.col("row_key") % ROW_SPAN).alias("source_row"),
+        *PROBLEM_COLUMNS,
+        "ts",
+        "user_id",
+        "group_id",
+        "data",
+        "event_id",
+    ).with_columns(
+        # a typed time column keeps no text: its rows in quarantine show the time itself
+        pl.coalesce("ts_raw", pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).alias("ts_raw")
     )
     _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
@@ -254,8 +256,13 @@ def analyze_encoded(
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
-    rows = events.select("row_key", "problem")
-    valid = events.filter(~problem) if problems.height else events
+    if encoded.invalid is None:
+        rows = events.select("row_key", "problem")
+        valid = events.filter(~problem) if problems.height else events
+    else:
+        rows = pl.concat([events.select("row_key", "problem"), bad.select("row_key", "problem")])
+        valid = events
+    del bad
     log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs), latest_row_only=mapping.state_rows)
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job
+from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
 from bench.__main__ import BENCHES, _namespace
 from bench._common import Figure, base_parser, print_table
 
@@ -100,6 +100,7 @@ def test_every_benchmark_is_wired_into_the_runner() -> None:
         "sync_cost",
         "whole_job",
         "shards",
+        "workers",
     }
 
 
@@ -109,3 +110,11 @@ def test_whole_job_quick() -> None:
     exact = [f for f in figures if "exit code" in f.name or "requests sent" in f.name or "changed nothing" in f.name]
     assert len(exact) == 3
     assert all(f.passed for f in exact)
+
+
+def test_workers_quick() -> None:
+    figures = _run("workers", workers.run)
+    # exact and within the budget on one worker and on two: every planned request sent once, no 429
+    exact = [f for f in figures if f.passed is not None]
+    assert len(exact) == 10
+    assert all(f.passed for f in exact), [f for f in exact if not f.passed]

@@ -31,9 +31,7 @@ def mapping_of(sample: Sample) -> SourceMapping:
 
 def sharded(paths: list[Path], mapping: SourceMapping, shards: int, tmp: Path, mode: str = "state") -> list[Prepared]:
     split_events(paths, mapping, catalog(), shards, tmp)
-    return [
-        plan_requests(analyze_split(paths, mapping, catalog(), tmp / f"shard={k}"), mode=mode) for k in range(shards)
-    ]
+    return [plan_requests(analyze_split(paths, mapping, catalog(), tmp, k), mode=mode) for k in range(shards)]
 
 
 def _same(a: pl.DataFrame, b: pl.DataFrame) -> None:
