@@ -129,24 +129,18 @@ def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: Unr
 def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path) -> None:
     """Stream the exports' encoded events into shards by ``shard_of`` their user, in one pass: only
     polars' batches are held, whatever the export's size. The valid events go to
-    ``dest/valid/shard=<k>/``, the others, with the text their messages need, to
-    ``dest/invalid/shard=<k>/`` (a shard with none has no folder)."""
+    ``dest/shard=<k>/valid=true/``, the others to ``dest/shard=<k>/valid=false/``: a shard's valid
+    events are read without the message text, null on them, which costs its full length when read
+    back (a shard with no events has no folder)."""
     check_exports(paths, full=False)
     encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
-    events = encoded.events.with_columns(shard_of(pl.col("user_id"), shards).alias("shard"))
-    is_valid = pl.col("problem") == VALID
+    events = encoded.events.with_columns(
+        shard_of(pl.col("user_id"), shards).alias("shard"), (pl.col("problem") == VALID).alias("valid")
+    )
     dest.mkdir(parents=True, exist_ok=True)
-    sinks = [
-        events.filter(is_valid)
-        .select(*EVENT_COLUMNS, "problem", "shard")
-        .sink_parquet(pl.PartitionBy(dest / "valid", key="shard", include_key=False), lazy=True),
-        events.filter(~is_valid).sink_parquet(
-            pl.PartitionBy(dest / "invalid", key="shard", include_key=False), lazy=True
-        ),
-    ]
     try:
-        # one pass over the exports feeds both sinks
-        pl.collect_all(sinks, engine="streaming")
+        # one sink: polars does not share a scan between two (the export would be mapped twice)
+        events.sink_parquet(pl.PartitionBy(dest, key=["shard", "valid"], include_key=False))
     except pl.exceptions.PolarsError as exc:
         explain_unreadable(paths, mapping, UnreadableSourceError(exc))
 
@@ -167,13 +161,14 @@ def analyze_split(
     encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
     schema = encoded.events.collect_schema()
 
-    def cut(kind: str, columns: Sequence[str]) -> pl.LazyFrame:
-        files = sorted((split / kind / f"shard={shard}").glob("*.parquet"))
-        return pl.scan_parquet(files) if files else pl.LazyFrame(schema={c: schema[c] for c in columns})
+    def cut(valid: bool, columns: Sequence[str]) -> pl.LazyFrame:
+        files = sorted((split / f"shard={shard}" / f"valid={str(valid).lower()}").glob("*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema={c: schema[c] for c in columns})
+        return pl.scan_parquet(files, hive_partitioning=False).select(columns)
 
-    shard_events = replace(
-        encoded, events=cut("valid", [*EVENT_COLUMNS, "problem"]), invalid=cut("invalid", list(schema.names()))
-    )
+    valid, invalid = cut(True, [*EVENT_COLUMNS, "problem"]), cut(False, list(schema.names()))
+    shard_events = replace(encoded, events=valid, invalid=invalid)
     return analyze_encoded(shard_events, mapping, hash_events=hash_events, known=known, rules=rules)
 
 
