@@ -4,7 +4,8 @@ the job's own process), in the same run, against the same emulator.
 
 The emulator runs on a core budget of its own (pinned to the last CPU with ``sched_setaffinity``; the
 job may use every CPU), throttling at R with 50 ms of latency, so that the job, not the server,
-decides how fast the push goes. R is set high (default 3000/s) for the job's own CPU to be the limit.
+decides how fast the push goes. R is set high (default 3000/s), and each client's ``--concurrency``
+(default 128) too, for the job's own CPU to be the limit (each worker's client has its own).
 One Prefect server is started for the whole benchmark (as a deployment would have). The export is
 whole_job's (5 state-changing writes per user), sized for about ``--seconds`` at R.
 
@@ -55,7 +56,7 @@ def _pin(pid: int) -> str:
     return f"pinned to CPU {cpus[-1]} of {len(cpus)}"
 
 
-def measure(rate: int, seconds: float, shards: int, tmp: Path) -> list[Figure]:
+def measure(rate: int, seconds: float, shards: int, concurrency: int, tmp: Path) -> list[Figure]:
     figs: list[Figure] = []
     users = max(8, round(rate * seconds / requests_per_user()))
     export = tmp / "export.csv"
@@ -73,7 +74,7 @@ def measure(rate: int, seconds: float, shards: int, tmp: Path) -> list[Figure]:
                 run_dir = tmp / f"run-{workers}"
                 cmd = ["cli", "backfill", str(export), "--catalog", str(CATALOG), "--api-url", emu.url]
                 cmd += ["--rate", str(rate), "--run-dir", str(run_dir), "--state-dir", str(tmp / f"state-{workers}")]
-                cmd += ["--shards", str(shards), "--workers", str(workers)]
+                cmd += ["--shards", str(shards), "--workers", str(workers), "--concurrency", str(concurrency)]
                 job = run_child(cmd, tmp, env=env | {"FRIGADE_API_KEY": emu.public_key})
                 stats = emu.stats()
                 achieved, sent = push_rate(run_dir) if job.code == 0 else (float("nan"), 0)
@@ -121,6 +122,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=3000, help="R: --rate and the emulator's throttle (default 3000)")
     p.add_argument("--seconds", type=float, default=20.0, help="push length at R to size the export for (default 20)")
     p.add_argument("--shards", type=int, default=4, help="--shards of both runs (default 4)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=128,
+        help="--concurrency of each client (default 128: at 50 ms, 32 in flight would cap a client at 640/s)",
+    )
 
 
 def run(args: argparse.Namespace) -> list[Figure]:
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
     if args.quick:
         rate, seconds = 100, 2.0
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        return measure(rate, seconds, int(args.shards), Path(tmp))
+        return measure(rate, seconds, int(args.shards), int(args.concurrency), Path(tmp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
