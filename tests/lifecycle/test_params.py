@@ -82,4 +82,4 @@ def test_every_deployment_in_prefect_yaml_fits_its_flows_model() -> None:
         if model is not None:
             model.model_validate(dep["parameters"]["params"])
             checked += 1
-    assert checked == 2
+    assert checked == 3
