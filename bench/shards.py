@@ -9,7 +9,7 @@ stream every row of the export into N Parquet files by a hash of the (stripped) 
 partitioned sink), then read each shard, sort it by user, flow and time, and write it. Plan and floor
 each run in their own child process (wall time, and peak RSS from the child's rusage), alternately,
 ``--repeat`` times; figures are medians and the ratio is of medians. ``--baseline`` adds a plan
-without ``--shards`` (today's plan, the whole export at once) to compare memory with.
+with ``--shards 1`` (the whole export at once, as every plan was before shards) to compare memory with.
 
 Targets: plan time <= 2x the floor's, plan peak RSS <= 6 GiB (this machine has 23 GiB); with
 ``--baseline``, the sharded plan's peak RSS no worse than today's (<= 1.05x: the same plan's peak RSS
@@ -18,7 +18,7 @@ varies by a few percent between runs), the target at 10M rows (``--rows 10000000
     python -m bench.shards [--rows 100000000] [--parts 10] [--shards N|auto] [--repeat 1]
                            [--baseline] [--data-dir DIR] [--quick]
 
-``--shards`` defaults to about one shard per 10M rows (10 for 100M); ``auto`` passes no ``--shards``.
+``--shards`` defaults to the product's choice, one shard per 5M rows (20 for 100M); ``auto`` passes no ``--shards``.
 Generated parts are kept in ``--data-dir`` (a folder named by rows, parts and seed) and reused when
 present; by default they go to a temporary folder removed at the end.
 """
@@ -34,14 +34,15 @@ from pathlib import Path
 from bench._common import CATALOG_FILE, ChildRun, Figure, base_parser, median, run_child, run_main
 from bench.big_export import _requests
 from bench.datagen import users_for_rows
+from lifecycle.shards import SHARD_ROWS
 
 NAME = "shards"
 RSS_LIMIT = 6 * 1024**3
 TIME_RATIO = 2.0
 #: "not worse than today": the same plan's peak RSS varies by a few percent from run to run
 TODAY_RATIO = 1.05
-#: rows per shard the default --shards aims at
-ROWS_PER_SHARD = 10_000_000
+#: rows per shard the default --shards aims at: the product's own choice
+ROWS_PER_SHARD = SHARD_ROWS
 #: generating one 10M-row part takes 15-40 s; a 100M-row plan about 3 min
 TIMEOUT_S = 3600.0
 
@@ -128,22 +129,23 @@ def measure(
     ]
     if baseline:
         today = _check(
-            run_child(["bench._child", "shard-plan", str(CATALOG_FILE), "auto", *exports], workdir, TIMEOUT_S),
-            "plan without --shards",
+            # one shard: the whole export analysed and planned at once, as every plan was before shards
+            run_child(["bench._child", "shard-plan", str(CATALOG_FILE), "1", *exports], workdir, TIMEOUT_S),
+            "plan with --shards 1",
         )
         shutil.rmtree(workdir / "runs", ignore_errors=True)
         figs += [
             Figure(
                 b,
-                "plan peak RSS / without --shards",
+                "plan peak RSS / one shard (--shards 1)",
                 pm / today.max_rss_bytes,
                 "x",
                 f"<= {TODAY_RATIO:g} (not worse than today, within noise)",
                 pm / today.max_rss_bytes <= TODAY_RATIO,
             ),
-            Figure(b, "plan without --shards: wall time", today.wall_s, "s"),
-            Figure(b, "plan without --shards: peak RSS", today.max_rss_bytes / gib, "GiB"),
-            Figure(b, "plan without --shards: requests planned", _shown(_requests(today.output)), ""),
+            Figure(b, "plan with --shards 1: wall time", today.wall_s, "s"),
+            Figure(b, "plan with --shards 1: peak RSS", today.max_rss_bytes / gib, "GiB"),
+            Figure(b, "plan with --shards 1: requests planned", _shown(_requests(today.output)), ""),
         ]
     figs += [
         Figure(b, f"plan wall time (median; {times})", pt, "s"),
@@ -174,13 +176,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shards",
         default=None,
-        help="the plan's --shards: N, or auto to pass none (default: one per 10M rows, 10 for 100M)",
+        help="the plan's --shards: N, or auto to pass none (default: one per 5M rows, 20 for 100M)",
     )
     p.add_argument("--repeat", type=int, default=1, help="plan/floor pairs (default 1)")
     p.add_argument(
         "--baseline",
         action="store_true",
-        help="also plan without --shards, for its peak RSS (for 10M rows; at 2.5 GiB per 10M rows, 100M would not fit)",
+        help="also plan with --shards 1 (the whole export at once), for its peak RSS (for 10M rows: at 2.7 GiB "
+        "per 10M rows, 100M would not fit)",
     )
     p.add_argument("--data-dir", help="keep generated exports here and reuse them (default: a temp folder)")
 

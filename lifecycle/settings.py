@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         le=4096,
         description="split the users by a hash of their id into N shards, each planned, pushed and "
         "reconciled on its own, so memory is bounded whatever the export's size (default: one shard per "
-        "10 million rows)",
+        "5 million rows)",
     )
     workers: Annotated[int, _prefixed("workers")] = Field(
         default=1,

@@ -54,9 +54,9 @@ from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.schema import InputError
 from transforms.spec import SourceMapping
 
-#: rows per shard when the count is chosen from the export's size: a shard this big plans in about
-#: 3 GiB (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
-SHARD_ROWS = 10_000_000
+#: rows per shard when the count is chosen from the export's size: such a shard plans in about 2 GiB
+#: (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
+SHARD_ROWS = 5_000_000
 _SPLIT_DONE = f"{SPLIT_DIR}/done.json"
 #: bytes sampled from the top of a text export to estimate its rows
 _SAMPLE = 1 << 20

@@ -86,9 +86,10 @@ def test_a_user_twice_over_two_files_lands_in_one_shard(tmp_path: Path) -> None:
 
 def test_shard_count_follows_the_export_size(tmp_path: Path) -> None:
     assert shard_count(None, 0) == 1
-    assert shard_count(None, 10_000_000) == 1
-    assert shard_count(None, 10_000_001) == 2
-    assert shard_count(None, 100_000_000) == 10
+    assert shard_count(None, 5_000_000) == 1
+    assert shard_count(None, 5_000_001) == 2
+    assert shard_count(None, 10_000_000) == 2
+    assert shard_count(None, 100_000_000) == 20
     assert shard_count(3, 10) == 3
     csv = tmp_path / "e.csv"
     csv.write_text("user_id,x\n" + "".join(f"user-{i:06d},{i % 10}\n" for i in range(20_000)))
