@@ -171,9 +171,11 @@ async def push_on_cluster(job: Job, client: FrigadeClient) -> None:
 
         async def one(shard: Job) -> None:
             async with slots:
-                if client.stopped is None:
-                    future = runner.submit(push_shard_task, {"shard": shard, "endpoint": endpoint, "budget": budget})
-                    say_shard_done(shard, await asyncio.to_thread(future.result))
+                if client.stopped is not None:
+                    say_shard_done(shard, None)
+                    return
+                future = runner.submit(push_shard_task, {"shard": shard, "endpoint": endpoint, "budget": budget})
+                say_shard_done(shard, await asyncio.to_thread(future.result))
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -89,7 +89,12 @@ PLAN_SETTINGS = ("mode", "preset", "mapping", "catalog", "send_created_at", "sha
 def check_plan_settings_unchanged(job: Job) -> None:
     recorded = job.run.settings or {}
     now = job.settings.public()
-    changed = [name for name in PLAN_SETTINGS if name in recorded and recorded[name] != now.get(name)]
+    # a shard count not given is the folder's own
+    changed = [
+        name
+        for name in PLAN_SETTINGS
+        if name in recorded and recorded[name] != now.get(name) and not (name == "shards" and now.get(name) is None)
+    ]
     if changed:
         was = ", ".join(f"{name} {recorded[name]!r}" for name in changed)
         raise InputError(

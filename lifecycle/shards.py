@@ -35,7 +35,7 @@ from lifecycle.catalogs import catalog_record
 from lifecycle.execute import record_stop
 from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
 from lifecycle.finish import RunResult, exit_code_of, remember
-from lifecycle.job import SPLIT_DIR, Job
+from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
 from lifecycle.prepare import (
     NOTHING_TO_MIGRATE_HINT,
     check_inputs_unchanged,
@@ -87,6 +87,12 @@ def open_shards(job: Job) -> list[Job]:
     """The shards of the run, split from the export on its first attempt; none for a run of one
     shard (planned as a run always was). Refuses, as the run would, a resume under other inputs or
     plan settings, and a sync from a state folder another run left unfinished."""
+    for p in job.exports:
+        resolve_path(p)
+    if job.sharded and job.run.status is None:
+        # its planning stopped (a bad row in a shard, a kill) before the run was planned: nothing was
+        # sent, and the run starts over, from the files as they are now
+        _discard(job)
     if job.run.shards is None:
         if job.resuming:
             return []
@@ -95,16 +101,18 @@ def open_shards(job: Job) -> list[Job]:
             return []
         _begin(job, n)
     elif job.sharded:
-        for p in job.exports:
-            resolve_path(p)
         check_inputs_unchanged(job, [file_digest(p) for p in job.exports])
         check_plan_settings_unchanged(job)
     return job.shard_jobs()
 
 
+def _discard(job: Job) -> None:
+    for name in (SPLIT_DIR, SHARDS_DIR):
+        shutil.rmtree(job.folder.path(name), ignore_errors=True)
+    job.run = RunRecord()
+
+
 def _begin(job: Job, shards: int) -> None:
-    for p in job.exports:
-        resolve_path(p)
     if job.state_dir is not None:
         job.state_dir.check_target(job.settings.target)
         if job.kind == "sync" and not job.from_current:
@@ -252,12 +260,14 @@ def _quarantine(job: Job) -> pl.DataFrame:
 
 
 def say_shard_done(shard: Job, status: str | None) -> None:
-    """One line as each shard a worker pushed ends (workers show no bars)."""
-    run = shard.folder.read_record()
-    sent = sum(a.sent or 0 for a in run.attempts[-1:])
-    Console(stderr=True).print(
-        f"shard {(shard.shard or 0) + 1}/{shard.run_shards}: {status}, {sent} requests sent", highlight=False
-    )
+    """One line as each shard a worker pushed ends (workers show no bars); None: never started."""
+    if status is None:
+        line = f"shard {(shard.shard or 0) + 1}/{shard.run_shards}: not started (the run stopped first)"
+    else:
+        run = shard.folder.read_record()
+        sent = sum(a.sent or 0 for a in run.attempts[-1:])
+        line = f"shard {(shard.shard or 0) + 1}/{shard.run_shards}: {status}, {sent} requests sent"
+    Console(stderr=True).print(line, highlight=False)
 
 
 def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunError | None = None) -> RunResult:
@@ -314,10 +324,13 @@ _VERDICT_SUMS = (
 
 def _add_up_verdicts(run: RunRecord, records: Sequence[RunRecord]) -> None:
     run.outcomes = _sum(r.outcomes for r in records)
+    # a shard the run stopped before has no verdict: its users are unfinished
     run.failure_reasons = _sum(r.failure_reasons for r in records)
     run.targeting = _sum(r.targeting for r in records)
     for name in _VERDICT_SUMS:
         setattr(run, name, sum(getattr(r, name) or 0 for r in records))
+    never = sum((r.counts or {}).get("users", 0) for r in records if not r.attempts)
+    run.users_not_reached = (run.users_not_reached or 0) + never
 
 
 def _per_flow(shards: Sequence[Job]) -> list[dict[str, Any]]:

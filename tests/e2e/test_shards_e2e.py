@@ -72,7 +72,9 @@ def test_sigkill_mid_sharded_run_then_resume_sends_nothing_twice(
     assert "pushing" in shard_status, shard_status
     assert shard_status[-1] != "succeeded", shard_status
 
-    res = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # resumed without --shards: the folder's own count
+    resume = [a for i, a in enumerate(args) if a != "--shards" and args[i - 1] != "--shards"]
+    res = subprocess.run(resume, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert_state(emu, expected)
     stats = emu.stats()
@@ -187,9 +189,41 @@ def test_ctrl_c_stops_every_worker_then_resume_finishes(
     assert accepted < planned
     # every acknowledged write is in an outcome: the workers flushed before they stopped
     assert sum((run["outcomes"] or {}).get(k, 0) for k in ("sent", "resolved_applied")) == accepted
+    # every user is matching, differing or unfinished, those of a shard never started too
+    users = run["users_matching"] + run["users_differing"] + run["users_not_reached"]
+    assert users == run["counts"]["users"]
 
     res = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert_state(emu, expected)
     assert emu.stats()["writes_unchanged"] == 0, "a write was sent twice"
     assert emu.stats()["writes_accepted"] == planned
+
+
+def test_a_bad_row_in_the_last_shard_stops_before_anything_is_sent_and_the_fixed_file_runs(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A bad row past what the pre-flight check reads is found when its shard is analysed: still
+    before the first request (every shard is planned first). The folder it leaves is not a run to
+    resume: the same command, once the file is fixed, plans it afresh."""
+    export = tmp_path / "events.csv"
+    header = "user_id,flow_slug,step_id,action,created_at\n"
+    # many rows, few requests: re-exported copies of a few users' starts
+    rows = [f"user-{i % 5},flow_welcome_tour,,STARTED_FLOW,2024-01-0{1 + i % 5}T00:00:00Z\n" for i in range(12_000)]
+    export.write_text(header + "".join(rows) + "user-9,flow_welcome_tour,,STARTED_FLOW,2024-03-01T08:00:00\n")
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        env = {**os.environ, **prefect_env, "FRIGADE_API_KEY": emu.public_key}
+        args = ["backfill", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--rate", "200"]
+        args += ["--run-dir", str(tmp_path / "run"), "--shards", "3"]
+        res = cli(args, env, tmp_path)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "row 12001, field 'time'" in res.stderr
+        assert emu.stats()["writes_accepted"] == 0
+        export.write_text(header + "".join(rows) + "user-9,flow_welcome_tour,,STARTED_FLOW,2024-03-01T08:00:00Z\n")
+        res = cli(args, env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert emu.stats()["writes_accepted"] == 6
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "succeeded"
+    assert run["counts"]["rows_in"] == 12_001
+    assert run["accounting_closes"] is True
