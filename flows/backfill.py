@@ -179,8 +179,8 @@ async def push_on_cluster(job: Job, client: FrigadeClient) -> None:
 
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(relay_stop(client, store, until=lambda: all(t.done() for t in pushes)))
                 pushes = [group.create_task(one(shard)) for shard in shards]
+                group.create_task(relay_stop(client, store, until=lambda: all(t.done() for t in pushes)))
         finally:
             store.close()
 

@@ -42,9 +42,8 @@ class Job:
     run: RunRecord = field(default_factory=RunRecord)
     #: a resume whose rules profile differs from the one the plan was made with: plan again
     replan: bool = False
-    #: a shard of a sharded run: its index, and the folder of the export's events cut into shards
+    #: a shard of a sharded run: its index (its events are in its run's ``SPLIT_DIR``)
     shard: int | None = None
-    shard_events: Path | None = None
     #: a shard's count of shards in its run
     run_shards: int = 1
     #: no progress bar (a shard pushed in a worker process)
@@ -120,7 +119,6 @@ class Job:
             run=run,
             shard=index,
             run_shards=self.run.shards or 1,
-            shard_events=self.folder.path(SPLIT_DIR),
         )
 
     def shard_jobs(self) -> list[Job]:

@@ -13,11 +13,10 @@ from typing import Any
 from lifecycle.catalogs import catalog_source, local_catalog
 from lifecycle.exports import analyze_exports, check_exports, scan_export
 from lifecycle.job import mapping_of
-from lifecycle.prepare import NOTHING_TO_MIGRATE_HINT
+from lifecycle.prepare import refuse_nothing_to_migrate
 from lifecycle.settings import Settings
 from transforms.analysis import Analysis
 from transforms.mapping import map_events
-from transforms.quarantine import nothing_to_migrate
 from transforms.schema import InputError
 from transforms.validate import ROW_SPAN, VALID, catalog_frames
 
@@ -56,6 +55,4 @@ def _refuse_if_nothing_to_migrate(sample: Analysis, files: int) -> None:
     if not whole or not quarantined or bool((problems == VALID).any()):
         return
     counts = {"rows_in": sample.rows.height, "rows_quarantined": quarantined}
-    why = nothing_to_migrate(counts, sample.quarantine)
-    if why is not None:
-        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    refuse_nothing_to_migrate(counts, sample.quarantine)

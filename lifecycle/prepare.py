@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from lifecycle.catalogs import catalog_record
 from lifecycle.exports import analyze_exports, analyze_split, resolve_path
-from lifecycle.job import Job
+from lifecycle.job import SPLIT_DIR, Job
 from lifecycle.record import Superseded
 from lifecycle.runfolder import RunFolder, file_digest
 from transforms.accounting import accounting_closes
@@ -42,34 +43,51 @@ def analyze_run(job: Job, catalog: Catalog) -> Analysis | None:
     """Load, validate and replay the export; None on a resume that keeps its plan."""
     # a shard's inputs and state folder are its run's, checked by the run (lifecycle.shards.open_shards)
     whole = job.shard is None
-    for p in job.exports if whole else ():
-        resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
-    digests = [file_digest(p) for p in job.exports] if whole else []
+    digests = checked_inputs(job, resuming=job.resuming) if whole else []
     if job.resuming:
-        if whole:
-            check_inputs_unchanged(job, digests)
-            check_plan_settings_unchanged(job)
         recorded = {k: v for k, v in (job.run.rules or {}).items() if k != "name"}
         if job.run.rules is None or recorded == job.rules.settings():
             return None
         supersede_plan(job)
-    if job.state_dir is not None and whole:
-        job.state_dir.check_target(job.settings.target)
-        if job.kind == "sync" and not job.from_current:
-            job.state_dir.check_no_unfinished_run(job.folder.root)
     if whole:
+        check_state_dir(job)
         job.run.inputs = digests
     # With a state folder every analysed user's events are hashed, so that the next sync can skip the
     # users whose events are unchanged; a plain sync skips those the state folder remembers.
     known = job.state_dir.load_events_hashes() if job.state_dir is not None and job.plain_sync else None
     hash_events = job.state_dir is not None
-    if job.shard_events is not None and job.shard is not None:
-        split, shard = job.shard_events, job.shard
-        mapping = job.mapping()
+    if job.shard is not None:
         return analyze_split(
-            job.exports, mapping, catalog, split, shard, hash_events=hash_events, known=known, rules=job.rules
+            job.exports,
+            job.mapping(),
+            catalog,
+            job.run_root / SPLIT_DIR,
+            job.shard,
+            hash_events=hash_events,
+            known=known,
+            rules=job.rules,
         )
     return analyze_exports(job.exports, job.mapping(), catalog, hash_events=hash_events, known=known, rules=job.rules)
+
+
+def checked_inputs(job: Job, *, resuming: bool) -> list[dict[str, Any]]:
+    """The exports' digests, each one a readable file; a resume refuses other inputs or other plan
+    settings than its folder was planned with."""
+    for p in job.exports:
+        resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
+    digests = [file_digest(p) for p in job.exports]
+    if resuming:
+        check_inputs_unchanged(job, digests)
+        check_plan_settings_unchanged(job)
+    return digests
+
+
+def check_state_dir(job: Job) -> None:
+    """The state folder is this API's, and no other sync left it unfinished."""
+    if job.state_dir is not None:
+        job.state_dir.check_target(job.settings.target)
+        if job.kind == "sync" and not job.from_current:
+            job.state_dir.check_no_unfinished_run(job.folder.root)
 
 
 def check_inputs_unchanged(job: Job, digests: list[dict[str, Any]]) -> None:
@@ -103,9 +121,9 @@ def check_plan_settings_unchanged(job: Job) -> None:
         )
 
 
-def refuse_nothing_to_migrate(prepared: Prepared) -> None:
+def refuse_nothing_to_migrate(counts: Mapping[str, int], quarantine: pl.DataFrame) -> None:
     """A plan from which not one row can be migrated is a mapping or catalog problem: exit 2."""
-    why = nothing_to_migrate(prepared.counts, prepared.quarantine)
+    why = nothing_to_migrate(counts, quarantine)
     if why is not None:
         raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
 
@@ -152,7 +170,7 @@ def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFram
     prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
     # a shard with nothing to migrate is fine: the run refuses when none of its shards has anything
     if job.shard is None:
-        refuse_nothing_to_migrate(prepared)
+        refuse_nothing_to_migrate(prepared.counts, prepared.quarantine)
     _write_plan(job, prepared, analysis, baseline)
     _record_plan(job, prepared, catalog)
     job.save()

@@ -36,22 +36,16 @@ from lifecycle.execute import record_stop
 from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
-from lifecycle.prepare import (
-    NOTHING_TO_MIGRATE_HINT,
-    check_inputs_unchanged,
-    check_plan_settings_unchanged,
-    refuse_nothing_to_migrate,
-)
+from lifecycle.prepare import check_state_dir, checked_inputs, refuse_nothing_to_migrate
 from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import render
-from lifecycle.runfolder import file_digest
 from lifecycle.settings import Settings, failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.accounting import accounting_closes
-from transforms.analysis import Prepared, plan_requests
+from transforms.analysis import QUARANTINE_COLUMNS, Prepared, plan_requests, rows_of
 from transforms.cost import webhook_deliveries
-from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
-from transforms.schema import InputError
+from transforms.outcomes import per_flow
+from transforms.quarantine import catalog_hints, examples
 from transforms.spec import SourceMapping
 
 #: rows per shard when the count is chosen from the export's size: such a shard plans in about 2 GiB
@@ -88,7 +82,7 @@ def open_shards(job: Job) -> list[Job]:
     shard (planned as a run always was). Refuses, as the run would, a resume under other inputs or
     plan settings, and a sync from a state folder another run left unfinished."""
     for p in job.exports:
-        resolve_path(p)
+        resolve_path(p)  # before the row estimate opens them
     if job.sharded and job.run.status is None:
         # its planning stopped (a bad row in a shard, a kill) before the run was planned: nothing was
         # sent, and the run starts over, from the files as they are now
@@ -101,8 +95,7 @@ def open_shards(job: Job) -> list[Job]:
             return []
         _begin(job, n)
     elif job.sharded:
-        check_inputs_unchanged(job, [file_digest(p) for p in job.exports])
-        check_plan_settings_unchanged(job)
+        checked_inputs(job, resuming=True)
     return job.shard_jobs()
 
 
@@ -113,12 +106,9 @@ def _discard(job: Job) -> None:
 
 
 def _begin(job: Job, shards: int) -> None:
-    if job.state_dir is not None:
-        job.state_dir.check_target(job.settings.target)
-        if job.kind == "sync" and not job.from_current:
-            job.state_dir.check_no_unfinished_run(job.folder.root)
+    check_state_dir(job)
     run = job.run
-    run.inputs = [file_digest(p) for p in job.exports]
+    run.inputs = checked_inputs(job, resuming=False)
     run.run_id, run.kind, run.created_at = job.folder.root.name, job.kind, datetime.now(UTC).isoformat()
     run.shards = shards
     run.settings = job.settings.public() | {"full": job.full, "from_current": job.from_current}
@@ -158,7 +148,7 @@ def preview(
     n = shard_count(settings.shards, estimated_rows(paths))
     if n == 1:
         whole = plan_exports(paths, mapping, catalog, mode=settings.mode, rules=rules)
-        refuse_nothing_to_migrate(whole)
+        refuse_nothing_to_migrate(whole.counts, whole.quarantine)
         return Preview(
             whole.counts,
             whole.quarantine,
@@ -182,9 +172,7 @@ def preview(
     counts = _sum(p.counts for p in parts)
     _count_rows_without_events(counts, paths, mapping)
     quarantine = pl.concat([p.quarantine for p in parts])
-    why = nothing_to_migrate(counts, quarantine)
-    if why is not None:
-        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    refuse_nothing_to_migrate(counts, quarantine)
     head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
     return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head)
@@ -196,7 +184,7 @@ _EMPTY = pl.DataFrame()
 def _count_rows_without_events(counts: dict[str, int], paths: Sequence[Path], mapping: SourceMapping) -> None:
     """Rows that gave no event (a wide row with no progress) are in no shard: the export's own row
     count says how many there are, and they count as dropped."""
-    rows_in = sum(int(s.scan.select(pl.len()).collect().item()) for s in sources_of(paths, mapping))
+    rows_in = sum(rows_of(s.scan) for s in sources_of(paths, mapping))
     counts["rows_dropped"] = counts.get("rows_dropped", 0) + rows_in - counts.get("rows_in", 0)
     counts["rows_in"] = rows_in
 
@@ -232,9 +220,7 @@ def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> No
     run.accounting_closes = accounting_closes(counts)
     _concat(job, shards, "quarantine.parquet")
     quarantine = _quarantine(job)
-    why = nothing_to_migrate(counts, quarantine)
-    if why is not None:
-        raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
+    refuse_nothing_to_migrate(counts, quarantine)
     run.catalog = catalog_record(catalog)
     run.rules = records[0].rules
     run.quarantine_reasons = _sum(r.quarantine_reasons for r in records)
@@ -252,8 +238,6 @@ def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> No
 
 def _quarantine(job: Job) -> pl.DataFrame:
     path = job.folder.path("quarantine.parquet")
-    from transforms.analysis import QUARANTINE_COLUMNS
-
     if path.exists():
         return pl.read_parquet(path)
     return pl.DataFrame(schema=dict.fromkeys(QUARANTINE_COLUMNS, pl.String))
@@ -324,18 +308,16 @@ _VERDICT_SUMS = (
 
 def _add_up_verdicts(run: RunRecord, records: Sequence[RunRecord]) -> None:
     run.outcomes = _sum(r.outcomes for r in records)
-    # a shard the run stopped before has no verdict: its users are unfinished
     run.failure_reasons = _sum(r.failure_reasons for r in records)
     run.targeting = _sum(r.targeting for r in records)
     for name in _VERDICT_SUMS:
         setattr(run, name, sum(getattr(r, name) or 0 for r in records))
+    # a shard the run stopped before has no verdict: its users are unfinished
     never = sum((r.counts or {}).get("users", 0) for r in records if not r.attempts)
     run.users_not_reached = (run.users_not_reached or 0) + never
 
 
 def _per_flow(shards: Sequence[Job]) -> list[dict[str, Any]]:
-    from transforms.outcomes import per_flow
-
     frames = [
         pl.DataFrame(per_flow(s.folder.read_parquet("plan.parquet"), s.folder.read_parquet("expected_flows.parquet")))
         for s in shards

@@ -211,7 +211,7 @@ def analyze(
     encoded = encode_sources(sources, mapping, catalog, head=head)
     analysis = analyze_encoded(encoded, mapping, hash_events=hash_events, known=known, rules=rules)
     # also the rows no event came from (a wide row with no progress)
-    analysis.rows_in = sum(_rows_in(s.scan, head) for s in sources)
+    analysis.rows_in = sum(rows_of(s.scan, head) for s in sources)
     return analysis
 
 
@@ -322,5 +322,6 @@ def plan_requests(
     )
 
 
-def _rows_in(scan: pl.LazyFrame, head: int | None) -> int:
+def rows_of(scan: pl.LazyFrame, head: int | None = None) -> int:
+    """The rows of a source (its first ``head``), also those no event comes from."""
     return int((scan if head is None else scan.head(head)).select(pl.len()).collect().item())
