@@ -263,10 +263,10 @@ def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunEr
     _add_up_verdicts(run, records)
     stopped = next((r for r in records if r.status == "stopped"), None)
     interrupted = next((r for r in records if r.status == "interrupted"), None)
-    last_attempts = [r.attempts[-1] for r in records if r.attempts]
+    last_attempts = attempts_since(records, attempt.started_at)
     attempt.finished_at = datetime.now(UTC).isoformat()
     attempt.elapsed_s = round(elapsed_s, 3)
-    attempt.sent = sum(a.sent or 0 for a in last_attempts if a.attempt >= 1)
+    attempt.sent = sum(a.sent or 0 for a in last_attempts)
     # the stop that came first says why the run stopped: a shard's own (the MAU cap, a bad key), else
     # this process's (a Ctrl-C, which interrupted the shards), else a shard's interrupt
     if stopped is not None or (stop is None and interrupted is not None):
@@ -292,6 +292,12 @@ def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunEr
     report = render(summary, per_flow=_per_flow(shards), mismatch_sample=_mismatch_sample(job))
     job.folder.write_text("report.md", report)
     return RunResult(exit_code_of(job), str(job.folder.root), summary, report)
+
+
+def attempts_since(records: Sequence[RunRecord], started_at: str) -> list[Attempt]:
+    """The shards' attempts of the run's attempt that began at ``started_at``: a shard the run did
+    not reach this time keeps an earlier attempt, whose requests this one did not send."""
+    return [r.attempts[-1] for r in records if r.attempts and r.attempts[-1].started_at >= started_at]
 
 
 _VERDICT_SUMS = (

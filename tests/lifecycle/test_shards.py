@@ -10,7 +10,8 @@ import yaml
 
 from frigade.catalog import Catalog, parse_catalog
 from lifecycle.exports import analyze_split, plan_exports, split_events
-from lifecycle.shards import estimated_rows, shard_count
+from lifecycle.record import Attempt, RunRecord
+from lifecycle.shards import attempts_since, estimated_rows, shard_count
 from samples.exports import SAMPLES, Sample
 from transforms.analysis import Prepared, plan_requests, shard_of
 from transforms.presets import resolve_mapping
@@ -97,3 +98,10 @@ def test_shard_count_follows_the_export_size(tmp_path: Path) -> None:
     pq = tmp_path / "e.parquet"
     pl.read_csv(csv).write_parquet(pq)
     assert estimated_rows([pq]) == 20_000
+
+
+def test_a_run_attempt_counts_only_the_shard_attempts_it_made() -> None:
+    earlier = Attempt(attempt=1, started_at="2026-12-01T10:00:00+00:00", sent=40)
+    now = Attempt(attempt=2, started_at="2026-12-01T11:00:01+00:00", sent=7)
+    records = [RunRecord(attempts=[earlier, now]), RunRecord(attempts=[earlier]), RunRecord()]
+    assert attempts_since(records, "2026-12-01T11:00:00+00:00") == [now]
