@@ -24,6 +24,7 @@ from cli.probe import probe
 from cli.run import backfill, debugging, plan, sync
 from frigade.errors import StopRunError, TransientError
 from lifecycle.exitcodes import ExitCode
+from lifecycle.heap import lean_collector
 from transforms.schema import InputError
 
 PROG = "frigade-migrate"
@@ -201,6 +202,8 @@ def _unrecognized(exc: NoSuchOption, argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit code is returned, never raised, for in-process callers."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # before Prefect is imported: its hundred thousand objects would set off full collections
+    lean_collector()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name=PROG, standalone_mode=False)

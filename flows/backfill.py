@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -17,6 +17,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Failed
+from prefect.utilities.annotations import quote
 from rich.console import Console
 
 from flows.cluster import cluster_runner, on_cluster, share_prefect_api
@@ -39,6 +40,7 @@ from lifecycle.execute import (
 )
 from lifecycle.exitcodes import ExitCode
 from lifecycle.finish import RunResult, finish_run
+from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
@@ -57,6 +59,14 @@ from transforms.sync import StateFrames
 Ending = dict[str, Any] | State[dict[str, Any]]
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
+
+T = TypeVar("T")
+
+
+def as_is(value: T) -> T:
+    """A task argument Prefect hands over without walking it for futures (it holds none). Walking
+    a batch's work (a map of every user) cost O(users) per batch, so O(users^2) per run."""
+    return cast(T, quote(value))
 
 
 @task(name="load-validate", cache_policy=NO_CACHE)
@@ -199,7 +209,7 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()
     try:
-        with progress_bar(job, work) as progress:
+        with push_heap(), progress_bar(job, work) as progress:
             await push_batches(job, work, client, journal, progress)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
@@ -229,7 +239,8 @@ async def push_batches(
     async def one(batch: pl.DataFrame) -> None:
         async with slots:
             if client.stopped is None:
-                result = await push_batch_task(job, work, batch, client, journal, progress)
+                args = (as_is(job), as_is(work), as_is(batch), as_is(client), as_is(journal), as_is(progress))
+                result = await push_batch_task(*args)
                 if isinstance(result, StopRunError):
                     stops.append(result)
 

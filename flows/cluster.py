@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.client.orchestration import get_client
-from prefect_dask.task_runners import DaskTaskRunner
 
 from lifecycle.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect_dask.task_runners import DaskTaskRunner
 
 
 def quiet_cluster(**kwargs: Any) -> Any:
@@ -34,6 +36,9 @@ def quiet_cluster(**kwargs: Any) -> Any:
 
 
 def cluster_runner(settings: Settings) -> DaskTaskRunner:
+    # imported here: prefect-dask brings distributed, a quarter of a second of every run's start
+    from prefect_dask.task_runners import DaskTaskRunner
+
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     return DaskTaskRunner(

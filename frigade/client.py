@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json as jsonlib
 import math
 import os
 import random
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import ValidationError
@@ -45,7 +47,7 @@ from frigade.models import (
 )
 from frigade.rules import FlowState
 from frigade.secret import ApiKey
-from frigade.transport import AiohttpTransport
+from frigade.transport import AiohttpTransport, Answer, client_timeout
 
 #: the stable core of Frigade's MAU-cap message
 _MAU_MARKER = "maximum allowed maus"
@@ -62,6 +64,8 @@ _FLOW_STATES = "/v1/public/flowStates"
 _FLOWS = "/v1/public/flows"
 _BODY_EXCERPT = 500
 _Verdict = Literal["applied", "not_applied", "conflict", "unresolved"]
+#: an answer read whole: an ``Answer`` off the client's own aiohttp wire, else httpx's response
+_Reply = Answer | httpx.Response
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,9 @@ class FrigadeClient:
             # proxy variables would route requests around an injected transport
             trust_env = transport_factory is None
         transports = [transport_factory() if transport_factory is not None else None for _ in range(n_pools)]
+        #: each pool's aiohttp wire where this client built it: its requests skip httpx's Request and
+        #: Response objects too (a sixth of a push's CPU), built from headers and a timeout made once
+        self._wires = [t if one_wire and isinstance(t, AiohttpTransport) else None for t in transports]
         self._pools = [
             httpx.AsyncClient(
                 base_url=base_url,
@@ -183,6 +190,11 @@ class FrigadeClient:
         self._transports = transports
         self._base = str(self._pools[0].base_url).rstrip("/")
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        self._wire_timeout = client_timeout(self._extensions["timeout"])
+        # what the pool's build_request would send: its headers (httpx's defaults under ours), and the
+        # Content-Type of a JSON body; aiohttp adds Host and Content-Length
+        self._wire_headers = list(self._pools[0].headers.multi_items())
+        self._wire_json_headers = [*self._wire_headers, ("Content-Type", "application/json")]
         self._in_flight = [0] * n_pools
         self._next_pool = 0
         self._stopped: StopRunError | None = None
@@ -393,9 +405,7 @@ class FrigadeClient:
 
     # -- retries --------------------------------------------------------------------------------
 
-    async def _call(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None
-    ) -> httpx.Response:
+    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None) -> _Reply:
         """A request that changes nothing, so every transient failure is simply retried."""
         attempts = 0
         while True:
@@ -460,7 +470,7 @@ class FrigadeClient:
 
     async def _exchange(
         self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None, gated: bool = True
-    ) -> httpx.Response:
+    ) -> _Reply:
         self.raise_if_stopped()
         with self._stoppable(self._waiting):
             if gated:
@@ -502,9 +512,14 @@ class FrigadeClient:
         finally:
             self._slots.release()
 
-    async def _send(
-        self, index: int, method: str, path: str, json: Any, params: dict[str, int] | None
-    ) -> httpx.Response:
+    async def _send(self, index: int, method: str, path: str, json: Any, params: dict[str, int] | None) -> _Reply:
+        wire = self._wires[index]
+        if wire is not None:
+            url = f"{self._base}{path}?{urlencode(params)}" if params else self._base + path
+            body = None if json is None else _json_body(json)
+            headers = self._wire_headers if body is None else self._wire_json_headers
+            status, answered, content = await wire.exchange(method, url, headers, body, self._wire_timeout)
+            return Answer(status, answered, content)
         pool, transport = self._pools[index], self._transports[index]
         if transport is None:
             return await pool.request(method, path, json=json, params=params)
@@ -552,7 +567,7 @@ class FrigadeClient:
         self._next_pool = (start + 1) % n
         return min(((start + k) % n for k in range(n)), key=self._in_flight.__getitem__)
 
-    def _error_for(self, response: httpx.Response) -> FrigadeError | None:
+    def _error_for(self, response: _Reply) -> FrigadeError | None:
         status = response.status_code
         if 200 <= status < 300:
             return None
@@ -682,6 +697,11 @@ class _Gate:
             return
 
 
+def _json_body(value: Any) -> bytes:
+    """A JSON body exactly as httpx encodes one (``httpx._content.encode_json``)."""
+    return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def _connect_reason(exc: Exception) -> str:
     """httpx's message, and the operating system's reason when httpx hides it (e.g. "All connection
     attempts failed" for a refused connection)."""
@@ -723,7 +743,7 @@ def _verdict(now: FlowState, created_at: str | None, before: FlowState | None, a
     return "conflict"
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: _Reply) -> str:
     try:
         return ErrorBody.model_validate_json(response.content).text()
     except ValidationError:
@@ -734,7 +754,7 @@ def _error_text(response: httpx.Response) -> str:
     return text if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "…"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: _Reply) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None

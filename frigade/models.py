@@ -12,6 +12,9 @@ from frigade.rules import Action, FlowState, StepState
 
 
 class _Wire(BaseModel):
+    # Fields this client never reads are not modelled, and unknown ones are ignored: an answer carries
+    # every eligible flow with its step content (and, to a private key, every flowResponse so far),
+    # and parsing it is the largest part of the client's CPU per write.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
@@ -37,7 +40,6 @@ class StepStateWire(_Wire):
     visible: bool = True
     blocked: bool = False
     last_action_at: str | None = None
-    flow_responses: list[dict[str, Any]] | None = None
 
 
 class FlowStateWire(_Wire):
@@ -48,17 +50,14 @@ class FlowStateWire(_Wire):
     skipped: bool
     visible: bool
     last_action_at: str | None = None
-    flow_responses: list[dict[str, Any]] | None = None
 
 
 class StatefulStep(_Wire):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     id: str
     state: StepStateWire = Field(alias="$state")
 
 
 class StatefulFlowData(_Wire):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
     steps: list[StatefulStep] = Field(default_factory=list)
 
 

@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import ssl
 import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "Answer", "client_timeout"]
 
 #: answer headers that describe the wire form: the body handed to httpx is already decoded
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
-def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts in aiohttp's terms: waiting for a pooled connection and
-    connecting count as connecting (both mean nothing was sent); read is the wait between chunks."""
-    t: dict[str, Any] = request.extensions.get("timeout", {})
+def client_timeout(t: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """httpx's timeouts (``httpx.Timeout.as_dict()``) in aiohttp's terms: waiting for a pooled
+    connection and connecting count as connecting (both mean nothing was sent); read is the wait
+    between chunks."""
     pool, connect, read = t.get("pool"), t.get("connect"), t.get("read")
     waits = [x for x in (pool, connect) if x is not None]
     return aiohttp.ClientTimeout(
@@ -44,9 +46,31 @@ def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, read whole: what the client needs of an ``httpx.Response``, at a fraction of
+    its cost per request. ``headers`` look names up case-insensitively."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    @property
+    def reason_phrase(self) -> str:
+        return httpx.codes.get_reason_phrase(self.status_code)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent through one ``aiohttp.ClientSession`` of at most ``limit`` connections,
-    created on first use inside the running event loop."""
+    created on first use inside the running event loop.
+
+    ``exchange`` is the wire itself, for a caller that builds its requests once (``FrigadeClient``):
+    it skips building an ``httpx.Request`` and ``httpx.Response`` per request, and raises the same
+    httpx errors as ``handle_async_request``, which is built on it."""
 
     def __init__(self, limit: int, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool | None = None) -> None:
         self._limit = limit
@@ -65,20 +89,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # aiohttp sets Host and Content-Length itself, from the URL and the body
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")]
-        body = request.content
+        t: dict[str, Any] = request.extensions.get("timeout", {})
+        status, answer_headers, content = await self.exchange(
+            request.method, str(request.url), headers, request.content, client_timeout(t), request=request
+        )
+        kept = [(k, v) for k, v in answer_headers.items() if k.lower() not in _WIRE_HEADERS]
+        return httpx.Response(status, headers=kept, content=content, request=request)
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        limits: aiohttp.ClientTimeout,
+        *,
+        request: httpx.Request | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request: (status, headers, decoded body), or the httpx error of the failure's meaning
+        (the module docstring). ``headers`` must not name Host or Content-Length."""
         try:
             async with self._session_now().request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body if body else None,
-                timeout=_timeout(request),
-                allow_redirects=False,
+                method, url, headers=headers, data=body or None, timeout=limits, allow_redirects=False
             ) as answer:
-                content = await answer.read()
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.raw_headers]
-                kept = [(k, v) for k, v in raw if k.lower() not in _WIRE_HEADERS]
-                return httpx.Response(answer.status, headers=kept, content=content, request=request)
+                return answer.status, answer.headers, await answer.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(_text(exc), request=request) from exc
         except aiohttp.SocketTimeoutError as exc:

@@ -19,6 +19,9 @@ from frigade.push import Outcome
 RATE_WINDOW_S = 20.0
 #: the rate is re-estimated at most this often; between estimates it holds still
 ESTIMATE_EVERY_S = 1.0
+#: the bar's line is rebuilt at most this often (rich redraws it ten times a second anyway): one
+#: rebuild per answer cost more CPU than anything else the bar does
+REDRAW_EVERY_S = 0.1
 
 
 class RateEstimate:
@@ -96,6 +99,7 @@ class PushProgress:
             transient=False,
         )
         self._task: TaskID | None = None
+        self._shown_at: float | None = None
 
     def __enter__(self) -> PushProgress:
         if self._legend:
@@ -105,7 +109,13 @@ class PushProgress:
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._show()
         self._progress.stop()
+
+    def _show(self) -> None:
+        if self._task is not None:
+            self._shown_at = self._clock()
+            self._progress.update(self._task, completed=self.done, line=self._line())
 
     def _line(self) -> str:
         rate = self.estimate.rate
@@ -128,5 +138,5 @@ class PushProgress:
             else:
                 self._left[outcome.user_id] = left - 1
         self.estimate.add()
-        if self._task is not None:
-            self._progress.update(self._task, advance=1, line=self._line())
+        if self._shown_at is None or self._clock() - self._shown_at >= REDRAW_EVERY_S:
+            self._show()

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,14 +122,15 @@ class OutcomeLog:
     def __init__(self, folder: RunFolder, attempt: int, *, every_s: float = 2.0, max_rows: int = 20_000) -> None:
         self.folder, self.attempt = folder, attempt
         self.every_s, self.max_rows = every_s, max_rows
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._last = time.monotonic()
         self.counts: dict[str, int] = {}
 
     def add(self, outcome: Outcome) -> None:
-        row = asdict(outcome)
-        row["attempt"] = self.attempt
-        self._rows.append(row)
+        # a tuple in OUTCOME_SCHEMA's order: dataclasses.asdict deep-copies every field, per outcome
+        o = outcome
+        row = (o.request_id, o.user_id, o.flow_slug, o.seq, o.status, o.attempts, o.ok, o.error_class, o.message)
+        self._rows.append((*row, o.outcome, o.at, self.attempt))
         self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
         if len(self._rows) >= self.max_rows or time.monotonic() - self._last >= self.every_s:
             self.flush()
@@ -139,7 +139,7 @@ class OutcomeLog:
         self._last = time.monotonic()
         if not self._rows:
             return
-        df = pl.DataFrame(self._rows, schema=OUTCOME_SCHEMA)
+        df = pl.DataFrame(self._rows, schema=OUTCOME_SCHEMA, orient="row")
         self._rows = []
         self.folder.write_part("outcomes", self.attempt, df)
 
