@@ -221,3 +221,50 @@ def test_a_setup_error_on_the_default_transport_stops_and_hides_the_key() -> Non
             assert "api_private_secret_123" not in str(caught.value)
 
     asyncio.run(main())
+
+
+def test_the_clients_own_wire_sends_what_the_async_client_would_build() -> None:
+    """FrigadeClient hands its aiohttp wire prebuilt headers and JSON bytes, skipping httpx's Request:
+    on the socket each request must still be the one ``AsyncClient.build_request`` makes."""
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head, body = await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            heads.append(head)
+            bodies.append(body)
+            flows = b'{"data":[],"offset":0,"limit":0}'
+            payload = flows if head.startswith(b"GET") else b'{"eligibleFlows":[],"ineligibleFlows":[]}'
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n")
+            writer.write(f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            await writer.drain()
+
+    key = "api_private_secret_123"
+    body = {"userId": "ü 1", "flowSlug": "f", "actionType": "STARTED_FLOW", "data": {"n": 1.5, "s": "é"}}
+
+    async def main() -> str:
+        async with _Served(answer) as served:
+            async with FrigadeClient(served.url, ApiKey(key), rate=1000, timeout=7.0) as client:
+                await client._exchange("POST", "/v1/public/flowStates", json=body)
+                await client._exchange("GET", "/v1/public/flows", params={"offset": 5, "limit": 2})
+            return served.url
+
+    url = asyncio.run(main())
+    reference = httpx.AsyncClient(
+        base_url=url,
+        headers={"Accept": "application/json", "User-Agent": "frigade-migrate", "Authorization": f"Bearer {key}"},
+    )
+    expected = [
+        reference.build_request("POST", "/v1/public/flowStates", json=body),
+        reference.build_request("GET", "/v1/public/flows", params={"offset": 5, "limit": 2}),
+    ]
+    for head, got_body, want in zip(heads, bodies, expected, strict=True):
+        start, *lines = head.decode("latin-1").strip().split("\r\n")
+        assert start == f"{want.method} {want.url.raw_path.decode()} HTTP/1.1"
+        got = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        assert got == {k.lower(): v for k, v in want.headers.items()}
+        assert got_body == want.content
