@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from frigade.client import FrigadeClient
-from frigade.errors import AmbiguousError, ClientSetupError, ConnectFailedError
+from frigade.errors import (
+    AmbiguousError,
+    ClientSetupError,
+    ConnectFailedError,
+    FrigadeError,
+    MauCapError,
+    RequestRejectedError,
+    ThrottledError,
+)
 from frigade.secret import ApiKey
 from frigade.transport import AiohttpTransport
 
@@ -268,3 +276,42 @@ def test_the_clients_own_wire_sends_what_the_async_client_would_build() -> None:
         got = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
         assert got == {k.lower(): v for k, v in want.headers.items()}
         assert got_body == want.content
+
+
+def test_answers_off_the_clients_own_wire_are_judged_like_httpx_responses() -> None:
+    """Status, Retry-After (any case) and the error text come from an ``Answer`` as from httpx's
+    response: a 429 with Retry-After is a throttle to wait out, the MAU message stops, a 5xx is
+    ambiguous, a 400's text (JSON or not) is the rejection's detail."""
+    answers = [
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\nContent-Type: application/json\r\n",
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n",
+    ]
+    bodies = [
+        b'{"statusCode":429,"message":"slow down","error":"Too Many Requests"}',
+        b'{"statusCode":429,"message":"Maximum allowed MAUs reached","error":"Too Many Requests"}',
+        b"",
+        "caf\xe9 is not a flow".encode("latin-1"),
+    ]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for head, body in zip(answers, bodies, strict=True):
+            await _read_request(reader)
+            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+
+    async def main() -> list[FrigadeError | None]:
+        async with _Served(answer) as served, FrigadeClient(served.url, None, rate=1000) as client:
+            replies = [await client._exchange("POST", "/v1/public/flowStates", json={"userId": "u"}) for _ in answers]
+            return [client._error_for(r) for r in replies]
+
+    throttled, capped, outage, rejected = asyncio.run(main())
+    assert isinstance(throttled, ThrottledError)
+    assert throttled.retry_after == 3.0
+    assert "slow down" in str(throttled)
+    assert isinstance(capped, MauCapError)
+    assert isinstance(outage, AmbiguousError)
+    assert "503: Service Unavailable" in str(outage)
+    assert isinstance(rejected, RequestRejectedError)
+    assert rejected.detail == "caf\ufffd is not a flow"
