@@ -202,11 +202,11 @@ def _unrecognized(exc: NoSuchOption, argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit code is returned, never raised, for in-process callers."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # before Prefect is imported: its hundred thousand objects would set off full collections
-    lean_collector()
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=args, prog_name=PROG, standalone_mode=False)
+        # from before Prefect is imported: its hundred thousand objects set off full collections
+        with lean_collector():
+            result = command.main(args=args, prog_name=PROG, standalone_mode=False)
     except UsageError as exc:
         return _usage_error(exc, args)
     except typer.Abort:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
@@ -60,13 +61,16 @@ Ending = dict[str, Any] | State[dict[str, Any]]
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def as_is(value: T) -> T:
-    """A task argument Prefect hands over without walking it for futures (it holds none). Walking
-    a batch's work (a map of every user) cost O(users) per batch, so O(users^2) per run."""
-    return cast(T, quote(value))
+def call_unwalked(task: Task[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``task(*args, **kwargs)``, its arguments handed over without Prefect walking them for futures
+    (they hold none). Walking a batch's work (maps of every user) cost O(users) per batch, so
+    O(users^2) per run. The task itself gets the values, unwrapped."""
+    call = cast(Callable[..., R], task)
+    return call(*(quote(a) for a in args), **{k: quote(v) for k, v in kwargs.items()})
 
 
 @task(name="load-validate", cache_policy=NO_CACHE)
@@ -239,8 +243,7 @@ async def push_batches(
     async def one(batch: pl.DataFrame) -> None:
         async with slots:
             if client.stopped is None:
-                args = (as_is(job), as_is(work), as_is(batch), as_is(client), as_is(journal), as_is(progress))
-                result = await push_batch_task(*args)
+                result = await call_unwalked(push_batch_task, job, work, batch, client, journal, progress)
                 if isinstance(result, StopRunError):
                     stops.append(result)
 

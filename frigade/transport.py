@@ -24,6 +24,7 @@ import ssl
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 
 import aiohttp
@@ -57,7 +58,14 @@ class Answer:
 
     @property
     def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
+        """The body decoded as httpx would: by the charset the Content-Type names, else UTF-8."""
+        message = Message()
+        message["content-type"] = self.headers.get("content-type", "")
+        charset = message.get_content_charset() or "utf-8"
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
 
     @property
     def reason_phrase(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 __all__ = ["YOUNG", "lean_collector", "push_heap"]
@@ -23,22 +24,42 @@ __all__ = ["YOUNG", "lean_collector", "push_heap"]
 #: allocations between young collections (CPython's default is 700)
 YOUNG = 20_000
 
-
-def lean_collector() -> None:
-    """Young collections every ``YOUNG`` allocations from now on, in this process."""
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG, middle, old)
+_lock = threading.Lock()
+#: pushes inside ``push_heap`` now, in this process, and the collector's thresholds before the first
+_pushes = 0
+_before: tuple[int, int, int] = gc.get_threshold()
 
 
 @contextlib.contextmanager
-def push_heap() -> Iterator[None]:
-    """Inside the block: what exists now is frozen, and young collections are lean. After it, the
-    collector is as it was (the frozen objects join the oldest generation)."""
+def lean_collector() -> Iterator[None]:
+    """Young collections every ``YOUNG`` allocations inside the block, as before after it."""
     before = gc.get_threshold()
-    gc.freeze()
-    lean_collector()
+    gc.set_threshold(YOUNG, *before[1:])
     try:
         yield
     finally:
         gc.set_threshold(*before)
-        gc.unfreeze()
+
+
+@contextlib.contextmanager
+def push_heap() -> Iterator[None]:
+    """Inside the block: what exists now is frozen, and young collections are lean. The collector is
+    global to the process, so pushes that overlap (threads of one Dask worker) share one such period:
+    the first to begin starts it, the last to end restores the collector (the frozen objects join the
+    oldest generation)."""
+    global _pushes, _before
+    with _lock:
+        if _pushes == 0:
+            _before = gc.get_threshold()
+            gc.collect()  # what planning left behind is not kept for the whole push
+            gc.freeze()
+            gc.set_threshold(YOUNG, *_before[1:])
+        _pushes += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _pushes -= 1
+            if _pushes == 0:
+                gc.set_threshold(*_before)
+                gc.unfreeze()

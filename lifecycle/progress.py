@@ -10,7 +10,8 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, TaskID, TextColumn
+from rich.progress import Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 
 from frigade.push import Outcome
 
@@ -19,9 +20,6 @@ from frigade.push import Outcome
 RATE_WINDOW_S = 20.0
 #: the rate is re-estimated at most this often; between estimates it holds still
 ESTIMATE_EVERY_S = 1.0
-#: the bar's line is rebuilt at most this often (rich redraws it ten times a second anyway): one
-#: rebuild per answer cost more CPU than anything else the bar does
-REDRAW_EVERY_S = 0.1
 
 
 class RateEstimate:
@@ -67,6 +65,18 @@ LEGEND = (
 )
 
 
+class _Line(ProgressColumn):
+    """The bar's figures, built when rich redraws (ten times a second, and once at the end) rather
+    than at every answer: one update of the bar per answer cost more CPU than the rest of the bar."""
+
+    def __init__(self, line: Callable[[], str]) -> None:
+        super().__init__()
+        self._line = line
+
+    def render(self, task: Task) -> Text:
+        return Text(self._line())
+
+
 class PushProgress:
     """``user_requests``: how many requests each user has in this push, so that a user counts as done
     when the last of theirs has an outcome."""
@@ -94,28 +104,20 @@ class PushProgress:
         self._start = clock()
         self._progress = Progress(
             TextColumn(f"[bold]{escape(label)}[/]"),
-            TextColumn("{task.fields[line]}"),
+            _Line(self._line),
             console=console or Console(stderr=True),
             transient=False,
         )
-        self._task: TaskID | None = None
-        self._shown_at: float | None = None
 
     def __enter__(self) -> PushProgress:
         if self._legend:
             self._progress.console.print(LEGEND, style="dim", soft_wrap=True, highlight=False)
         self._progress.start()
-        self._task = self._progress.add_task("push", total=self.total, line=self._line())
+        self._progress.add_task("push", total=self.total)
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self._show()
         self._progress.stop()
-
-    def _show(self) -> None:
-        if self._task is not None:
-            self._shown_at = self._clock()
-            self._progress.update(self._task, completed=self.done, line=self._line())
 
     def _line(self) -> str:
         rate = self.estimate.rate
@@ -138,5 +140,3 @@ class PushProgress:
             else:
                 self._left[outcome.user_id] = left - 1
         self.estimate.add()
-        if self._shown_at is None or self._clock() - self._shown_at >= REDRAW_EVERY_S:
-            self._show()

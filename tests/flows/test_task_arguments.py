@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prefect.utilities.annotations import quote
 from prefect.utilities.engine import collect_task_run_inputs_sync, resolve_inputs_sync
 
-from flows.backfill import as_is
+from flows.backfill import call_unwalked
 
 
 class _Counting(dict[str, int]):
@@ -27,10 +28,23 @@ class _Work:
 
 def test_a_batch_tasks_arguments_reach_it_unwalked_and_unchanged() -> None:
     work = _Work(_Counting({f"u{i}": i for i in range(100)}))
-    resolved = resolve_inputs_sync({"work": as_is(work)})
+    resolved = resolve_inputs_sync({"work": quote(work)})
     assert resolved["work"] is work
-    assert collect_task_run_inputs_sync(as_is(work)) == set()
+    assert collect_task_run_inputs_sync(quote(work)) == set()
     assert work.user_index.walked == 0
     # as a plain argument Prefect walks into it (so the check above can fail)
     assert resolve_inputs_sync({"work": work})["work"] is work
     assert work.user_index.walked > 0
+
+
+def test_call_unwalked_quotes_every_argument_and_returns_the_tasks_result() -> None:
+    seen: list[object] = []
+
+    def fake_task(*args: object, **kwargs: object) -> str:
+        seen.extend([*args, *kwargs.values()])
+        return "done"
+
+    work = _Work(_Counting({"u": 1}))
+    assert call_unwalked(fake_task, work, 3, n="x") == "done"  # type: ignore[arg-type]
+    assert all(isinstance(a, quote) for a in seen)
+    assert [a.unquote() for a in seen] == [work, 3, "x"]  # type: ignore[attr-defined]

@@ -281,17 +281,19 @@ def test_the_clients_own_wire_sends_what_the_async_client_would_build() -> None:
 def test_answers_off_the_clients_own_wire_are_judged_like_httpx_responses() -> None:
     """Status, Retry-After (any case) and the error text come from an ``Answer`` as from httpx's
     response: a 429 with Retry-After is a throttle to wait out, the MAU message stops, a 5xx is
-    ambiguous, a 400's text (JSON or not) is the rejection's detail."""
+    ambiguous, a 400's text (JSON or not, in the charset it declares, else UTF-8) is the detail."""
     answers = [
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\nContent-Type: application/json\r\n",
         b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n",
         b"HTTP/1.1 503 Service Unavailable\r\n",
         b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=ISO-8859-1\r\n",
     ]
     bodies = [
         b'{"statusCode":429,"message":"slow down","error":"Too Many Requests"}',
         b'{"statusCode":429,"message":"Maximum allowed MAUs reached","error":"Too Many Requests"}',
         b"",
+        "caf\xe9 is not a flow".encode("latin-1"),
         "caf\xe9 is not a flow".encode("latin-1"),
     ]
 
@@ -306,7 +308,7 @@ def test_answers_off_the_clients_own_wire_are_judged_like_httpx_responses() -> N
             replies = [await client._exchange("POST", "/v1/public/flowStates", json={"userId": "u"}) for _ in answers]
             return [client._error_for(r) for r in replies]
 
-    throttled, capped, outage, rejected = asyncio.run(main())
+    throttled, capped, outage, rejected, declared = asyncio.run(main())
     assert isinstance(throttled, ThrottledError)
     assert throttled.retry_after == 3.0
     assert "slow down" in str(throttled)
@@ -315,3 +317,23 @@ def test_answers_off_the_clients_own_wire_are_judged_like_httpx_responses() -> N
     assert "503: Service Unavailable" in str(outage)
     assert isinstance(rejected, RequestRejectedError)
     assert rejected.detail == "caf\ufffd is not a flow"
+    assert isinstance(declared, RequestRejectedError)
+    assert declared.detail == "caf\xe9 is not a flow"
+
+
+def test_the_clients_own_wire_decodes_a_gzip_answer() -> None:
+    payload = gzip.compress(b'{"eligibleFlows":[],"ineligibleFlows":["f"]}')
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        head = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        writer.write(head + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        await writer.drain()
+
+    async def main() -> bytes:
+        async with _Served(answer) as served, FrigadeClient(served.url, None, rate=1000) as client:
+            reply = await client._exchange("POST", "/v1/public/flowStates", json={"userId": "u"})
+            assert reply.status_code == 201
+            return reply.content
+
+    assert json.loads(asyncio.run(main())) == {"eligibleFlows": [], "ineligibleFlows": ["f"]}

@@ -110,21 +110,18 @@ def test_progress_counts_a_user_done_when_their_last_request_has_an_outcome() ->
     assert "3/3 req  2/2 users  0:02" in text
 
 
-def test_the_bar_redraws_at_most_ten_times_a_second_and_ends_on_the_exact_count() -> None:
+def test_the_bar_builds_its_line_when_drawn_and_ends_on_the_exact_count() -> None:
     clock = Clock()
-    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=False)
     users = {f"u{i}": 1 for i in range(50)}
     with PushProgress(total=50, rate=1000, user_requests=users, console=console, clock=clock) as p:
-        shown: list[str] = []
-        task = p._progress.tasks[0]
         for i in range(50):
             clock.now = i * 0.01
             p.advance(_outcome(f"u{i}", 0))
-            shown.append(str(task.fields["line"]))
-        assert 4 <= len(set(shown)) <= 6, shown
-        assert not shown[-1].startswith("50/50")
-    assert task.fields["line"].startswith("50/50 req  50/50 users")
-    assert task.completed == 50
+        # an answer only counts: rich is not told of it, the line is built when the bar is drawn
+        assert p._progress.tasks[0].completed == 0
+    assert "50/50 req  50/50 users" in buf.getvalue()
 
 
 def _quarantine() -> pl.DataFrame:
