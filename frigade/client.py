@@ -168,7 +168,7 @@ class FrigadeClient:
             trust_env = transport_factory is None
         transports = [transport_factory() if transport_factory is not None else None for _ in range(n_pools)]
         #: each pool's aiohttp wire where this client built it: its requests skip httpx's Request and
-        #: Response objects too (a sixth of a push's CPU), built from headers and a timeout made once
+        #: Response objects too (a tenth of a push's CPU), built from headers and a timeout made once
         self._wires = [t if one_wire and isinstance(t, AiohttpTransport) else None for t in transports]
         self._pools = [
             httpx.AsyncClient(
@@ -518,8 +518,7 @@ class FrigadeClient:
             url = f"{self._base}{path}?{urlencode(params)}" if params else self._base + path
             body = None if json is None else _json_body(json)
             headers = self._wire_headers if body is None else self._wire_json_headers
-            status, answered, content = await wire.exchange(method, url, headers, body, self._wire_timeout)
-            return Answer(status, answered, content)
+            return await wire.exchange(method, url, headers, body, self._wire_timeout)
         pool, transport = self._pools[index], self._transports[index]
         if transport is None:
             return await pool.request(method, path, json=json, params=params)

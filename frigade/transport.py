@@ -98,11 +98,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # aiohttp sets Host and Content-Length itself, from the URL and the body
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("host", "content-length")]
         t: dict[str, Any] = request.extensions.get("timeout", {})
-        status, answer_headers, content = await self.exchange(
+        answer = await self.exchange(
             request.method, str(request.url), headers, request.content, client_timeout(t), request=request
         )
-        kept = [(k, v) for k, v in answer_headers.items() if k.lower() not in _WIRE_HEADERS]
-        return httpx.Response(status, headers=kept, content=content, request=request)
+        kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _WIRE_HEADERS]
+        return httpx.Response(answer.status_code, headers=kept, content=answer.content, request=request)
 
     async def exchange(
         self,
@@ -113,14 +113,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         limits: aiohttp.ClientTimeout,
         *,
         request: httpx.Request | None = None,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """One request: (status, headers, decoded body), or the httpx error of the failure's meaning
-        (the module docstring). ``headers`` must not name Host or Content-Length."""
+    ) -> Answer:
+        """One request, its answer read whole (the body decoded), or the httpx error of the failure's
+        meaning (the module docstring). ``headers`` must not name Host or Content-Length."""
         try:
             async with self._session_now().request(
                 method, url, headers=headers, data=body or None, timeout=limits, allow_redirects=False
             ) as answer:
-                return answer.status, answer.headers, await answer.read()
+                return Answer(answer.status, answer.headers, await answer.read())
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(_text(exc), request=request) from exc
         except aiohttp.SocketTimeoutError as exc:

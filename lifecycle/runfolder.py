@@ -129,8 +129,22 @@ class OutcomeLog:
     def add(self, outcome: Outcome) -> None:
         # a tuple in OUTCOME_SCHEMA's order: dataclasses.asdict deep-copies every field, per outcome
         o = outcome
-        row = (o.request_id, o.user_id, o.flow_slug, o.seq, o.status, o.attempts, o.ok, o.error_class, o.message)
-        self._rows.append((*row, o.outcome, o.at, self.attempt))
+        self._rows.append(
+            (
+                o.request_id,
+                o.user_id,
+                o.flow_slug,
+                o.seq,
+                o.status,
+                o.attempts,
+                o.ok,
+                o.error_class,
+                o.message,
+                o.outcome,
+                o.at,
+                self.attempt,
+            )
+        )
         self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
         if len(self._rows) >= self.max_rows or time.monotonic() - self._last >= self.every_s:
             self.flush()
