@@ -227,7 +227,9 @@ def _step_grid(ev: pl.LazyFrame, log: pl.DataFrame, flows: pl.DataFrame, codes: 
             (pl.col("g") + 1).alias("g"), pl.lit(act_code(A.STARTED_STEP), pl.UInt8).alias("act"), "pos", "last_step"
         )
         step_ev = pl.concat([step_ev, nxt.with_columns(pl.col("act").cast(step_ev.collect_schema()["act"]))])
-    step_ev = step_ev.select("g", "act", "pos").sort("g", "pos")
+    # by (g, pos) packed into one number, which sorts several times faster than two columns: a
+    # step's started-by-the-previous event shares no (g, pos) with an event of its own, so it is unique
+    step_ev = step_ev.select("g", "act", "pos").sort(pl.col("g").cast(pl.UInt64) * (1 << 32) + pl.col("pos"))
     nss = a == act_code(A.NOT_STARTED_STEP)
     live = pl.col("live")  # after the step's last NOT_STARTED_STEP
     facts = _runs(

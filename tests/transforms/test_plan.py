@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from frigade.rules import PROFILES, Action, Rules, initial_state, replay
 from tests.transforms.helpers import T0, EventTuple, current_frames, ordered_events, step_table, target_of
-from transforms.plan import PLAN_SCHEMA, plan_history, plan_state
+from transforms.plan import PLAN_SCHEMA, _Grid, plan_history, plan_state
 from transforms.state import Target
 
 A = Action
@@ -136,3 +138,22 @@ def test_each_users_requests_are_together_and_numbered_per_user_flow() -> None:
     by_user = {u: [r[1:] for r in requests(plan) if r[0] == u] for u in ("u1", "u2")}
     assert sorted(by_user["u1"]) == [("f", 0, "STARTED_STEP", "a", 2), ("g", 0, "STARTED_FLOW", None, 4)]
     assert sorted(by_user["u2"]) == [("f", 0, "STARTED_STEP", "b", 3), ("g", 0, "COMPLETED_STEP", "only", 1)]
+
+
+@given(
+    flows=st.lists(st.lists(st.booleans(), max_size=4), max_size=6),
+    index=st.lists(st.integers(-2, 5), min_size=6, max_size=6),
+)
+def test_the_step_grid_reads_each_flows_steps_by_position(flows: list[list[bool]], index: list[int]) -> None:
+    """Per-flow facts read off a grid of one row per step (flows of any length, none included) equal
+    the same facts computed flow by flow."""
+    grid = _Grid.of(pl.Series([len(f) for f in flows], dtype=pl.Int64))
+    mask = pl.Series([m for f in flows for m in f], dtype=pl.Boolean)
+    values = pl.Series([10 * i + j for i, f in enumerate(flows) for j in range(len(f))], dtype=pl.Int64)
+    at = pl.Series(index[: len(flows)], dtype=pl.Int64)
+    assert grid.rows == mask.len()
+    assert grid.any(mask).to_list() == [any(f) for f in flows]
+    assert grid.last(mask).to_list() == [max((j for j, m in enumerate(f) if m), default=None) for f in flows]
+    assert grid.at(at, values).to_list() == [
+        10 * i + k if 0 <= k < len(f) else None for i, (f, k) in enumerate(zip(flows, index, strict=False))
+    ]
