@@ -162,22 +162,24 @@ _command(probe, "probe", "calibration: one probe user's scripted sequence, then 
 
 
 def _usage_error(exc: UsageError, argv: Sequence[str]) -> int:
-    """argparse's answer to a usage error, which scripts and the tests read: the usage of the command
-    that was mistyped, then one line saying what is wrong (and the option meant, when one is close)."""
+    """A usage error as every other expected error is answered: one line on stderr, saying what is
+    wrong (and the option meant, when one is close), then the usage of the command that was mistyped
+    and where its options are listed."""
     ctx = exc.ctx
     if isinstance(exc, NoArgsIsHelpError):
         # no command at all: the help is the answer, on stderr as a usage error's is
         err.print(exc.format_message(), highlight=False, markup=False)
         return ExitCode.INPUT
-    if ctx is not None:
-        pieces = " ".join(ctx.command.collect_usage_pieces(ctx))
-        err.print(f"usage: {ctx.command_path} {pieces}", highlight=False, markup=False)
-        err.print(f"Try '{ctx.command_path} --help' for help.", highlight=False, markup=False)
     if isinstance(exc, NoSuchOption):
         message = f"unrecognized arguments: {_unrecognized(exc, argv)}"
     else:
         message = exc.format_message()
-    err.print(f"error: {message}", highlight=False, markup=False)
+    if ctx is not None:
+        pieces = " ".join(ctx.command.collect_usage_pieces(ctx))
+        listed = "command" if isinstance(ctx.command, typer.core.TyperGroup) else "option"
+        path = ctx.command_path
+        message = f"{message.rstrip('.')} (usage: {path} {pieces}; `{path} --help` lists every {listed})"
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
     return ExitCode.INPUT
 
 

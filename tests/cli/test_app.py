@@ -77,21 +77,30 @@ def test_a_mistyped_option_shows_the_subcommands_usage_and_the_option_meant(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main([name, GOOD, "--rat", "50"]) == 2
-    err = capsys.readouterr().err
-    assert f"usage: frigade-migrate {name} " in err
-    assert "unrecognized arguments: --rat 50 (did you mean --rate?)" in err.splitlines()[-1]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: unrecognized arguments: --rat 50 (did you mean --rate?) ")
+    assert f"(usage: frigade-migrate {name} [OPTIONS] " in line
+    assert line.endswith(f"`frigade-migrate {name} --help` lists every option)")
 
 
 def test_a_mistyped_flag_does_not_take_the_next_word_with_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sync", "--ful", GOOD]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == "error: unrecognized arguments: --ful (did you mean --full?)"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: unrecognized arguments: --ful (did you mean --full?) (usage: frigade-migrate sync")
 
 
-def test_a_mistyped_command_is_answered_with_the_top_usage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_mistyped_command_is_answered_in_one_line_with_the_top_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backfil", GOOD]) == 2
-    err = capsys.readouterr().err
-    assert "usage: frigade-migrate [OPTIONS] COMMAND" in err
-    assert "'backfill'" in err.splitlines()[-1]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "'backfill'" in line
+    assert "(usage: frigade-migrate [OPTIONS] COMMAND" in line
+    assert line.endswith("lists every command)")
+
+
+def test_a_missing_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: Missing argument 'EXPORT' (usage: frigade-migrate plan ")
 
 
 @pytest.mark.parametrize("name", [n for n in COMMANDS if n != "emulator"])
