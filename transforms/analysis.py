@@ -8,7 +8,8 @@ row accounting that must close (``transforms.accounting``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -165,11 +166,43 @@ class Encoded:
     invalid: pl.LazyFrame | None = None
 
 
+def check_step_map(mapping: SourceMapping, catalog: Catalog) -> None:
+    """Refuse a ``step_map`` entry that can never apply, which would otherwise be ignored without a
+    word: a flow the catalog lacks (step_map is keyed by the Frigade slug, after flow_map), or, with
+    steps named by id, a step its flow lacks."""
+    steps = {f.slug: f.step_ids for f in catalog.flows}
+    where = mapping.step_map_from
+    for slug, table in mapping.step_map.items():
+        if slug not in steps:
+            raise InputError(
+                f"step_map names flow {slug!r}, which the catalog does not have{_meant(slug, steps)}; "
+                "step_map is keyed by Frigade flow slugs (after flow_map): fix or remove the entry",
+                file=where,
+                field="step_map",
+            )
+        if mapping.step_by != "id":
+            continue
+        for raw, step in table.items():
+            if step not in steps[slug]:
+                raise InputError(
+                    f"step_map maps {raw!r} to step {step!r}, which flow {slug!r} does not have"
+                    f"{_meant(step, steps[slug])}; its steps: {', '.join(steps[slug])}",
+                    file=where,
+                    field="step_map",
+                )
+
+
+def _meant(name: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def encode_sources(
     sources: Sequence[Source], mapping: SourceMapping, catalog: Catalog, *, head: int | None = None
 ) -> Encoded:
     """One lazy pass over the exports: the integer codes of every event, the text the log needs, and
     the text a message needs only on the events that are not valid (null, and so free, elsewhere)."""
+    check_step_map(mapping, catalog)
     flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
     codes = Codes.from_frames(flows_lf, steps_lf)
     problem = pl.col("problem") != VALID

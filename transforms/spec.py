@@ -152,6 +152,9 @@ class SourceMapping:
     progress_current_done_when: tuple[str, ...] = ("COMPLETED_FLOW",)
     #: wide tables: rules that unpivot matching columns into events (then user/flow/... columns apply)
     wide: tuple[WideRule, ...] = ()
+    #: where ``step_map`` was read from (a mapping file), for the message when it names a flow or
+    #: step the catalog lacks; set by ``mapping_from_dict``, never by a document
+    step_map_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.timezone is not None:
@@ -280,7 +283,7 @@ def mapping_from_dict(
 ) -> SourceMapping:
     """Build a mapping from YAML-shaped data, overriding ``base`` (a preset) field by field."""
     base = base or SourceMapping()
-    names = {f.name for f in fields(SourceMapping)}
+    names = {f.name for f in fields(SourceMapping)} - {"step_map_from"}
     unknown = sorted(set(doc) - names)
     if unknown:
         raise InputError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
@@ -301,6 +304,7 @@ def mapping_from_dict(
                 changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
             elif key == "step_map":
                 changes[key] = {str(f): {str(k): str(v) for k, v in m.items()} for f, m in (value or {}).items()}
+                changes["step_map_from"] = where
             elif key == "wide":
                 changes[key] = _wide_rules(value or [], where)
             elif key in _BOOL_FIELDS:

@@ -67,11 +67,28 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
         lambda t: [str(GOOD), "--user-col", "user"],
         ["missing column", "--user-col user_id"],
     ),
+    "step_map of a flow not in the catalog": (
+        lambda t: [
+            str(ROOT / "data" / "pendo" / "guide-events.csv"),
+            "--preset",
+            "pendo",
+            "--mapping",
+            str(_typo_map(t)),
+        ],
+        ["typo.yaml", "'step_map'", "'flow_onbaording'", "did you mean 'flow_onboarding'"],
+    ),
     "nothing to migrate": (
         lambda t: [str(_epoch_seconds(t))],
         ["none of the 2 rows can be migrated", "unparseable time", "epoch.csv:1", "--time-format epoch_s"],
     ),
 }
+
+
+def _typo_map(tmp: Path) -> Path:
+    p = tmp / "typo.yaml"
+    good = (ROOT / "data" / "pendo" / "mapping.yaml").read_text(encoding="utf-8")
+    p.write_text(good.replace("  flow_onboarding:\n", "  flow_onbaording:\n", 1), encoding="utf-8")
+    return p
 
 
 def _epoch_seconds(tmp: Path) -> Path:

@@ -296,6 +296,45 @@ def test_jsonl_data_of_mixed_types_is_read_and_judged_row_by_row(tmp_path: Path)
 # ---------------------------------------------------------------- 3. nothing guessed silently
 
 
+def test_a_step_map_entry_that_can_never_apply_is_refused_naming_the_entry(tmp_path: Path) -> None:
+    """A step_map keyed by a flow the catalog lacks (a typo, or the vendor's id where the slug goes)
+    would be ignored without a word, and a step the flow lacks would quarantine every row it maps."""
+    pendo = csv_file(
+        tmp_path,
+        "v1,g1,s1,guideSeen,1709287200000\n",
+        "p.csv",
+        header="visitor_id,guide_id,guide_step_id,type,timestamp\n",
+    )
+    flow_map = {"flow_map": {"g1": "flow_welcome_tour"}}
+    assert reasons(run([pendo], "pendo", {**flow_map, "step_map": {"flow_welcome_tour": {"s1": "welcome"}}})) == {}
+    with pytest.raises(InputError) as typo:
+        plan_exports(
+            [pendo],
+            resolve_mapping(
+                "pendo", {**flow_map, "step_map": {"flow_welcom_tour": {"s1": "welcome"}}}, mapping_where="m.yaml"
+            ),
+            sample_catalog(),
+        )
+    assert str(typo.value) == (
+        "file m.yaml, field 'step_map': step_map names flow 'flow_welcom_tour', which the catalog does not have "
+        "(did you mean 'flow_welcome_tour'?); step_map is keyed by Frigade flow slugs (after flow_map): "
+        "fix or remove the entry"
+    )
+    with pytest.raises(
+        InputError,
+        match=r"maps 's1' to step 'welcom', which flow 'flow_welcome_tour' does not have "
+        r"\(did you mean 'welcome'\?\); its steps: welcome, ",
+    ):
+        run([pendo], "pendo", {**flow_map, "step_map": {"flow_welcome_tour": {"s1": "welcom"}}})
+    # by position, a step map's values are positions, not ids
+    assert (
+        reasons(
+            run([pendo], "pendo", {**flow_map, "step_by": "index0", "step_map": {"flow_welcome_tour": {"s1": "0"}}})
+        )
+        == {}
+    )
+
+
 def test_epoch_units_mixed_up_are_quarantined_naming_the_mix_up(tmp_path: Path) -> None:
     t = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
     pendo = csv_file(
