@@ -13,7 +13,7 @@ import pytest
 
 from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
 from bench.__main__ import BENCHES, _namespace
-from bench._common import Figure, base_parser, print_table
+from bench._common import Figure, base_parser, print_table, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +118,10 @@ def test_workers_quick() -> None:
     exact = [f for f in figures if f.passed is not None]
     assert len(exact) == 10
     assert all(f.passed for f in exact), [f for f in exact if not f.passed]
+
+
+@pytest.mark.parametrize(("quick", "code"), [(False, 1), (True, 0)])
+def test_a_failed_target_fails_a_full_run_but_not_a_smoke_run(quick: bool, code: int) -> None:
+    failed = [Figure("b", "ratio", 3.0, "x", "<= 2", False), Figure("b", "context", 1)]
+    argv = ["--quick"] if quick else []
+    assert run_main("b", lambda args: failed, base_parser("bench", ""), argv) == code
