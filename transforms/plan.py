@@ -99,17 +99,23 @@ def _with_current(
         # One join on the full text key: chained joins let polars reorder them into one on step_id alone,
         # which multiplies every user's steps by every other's.
         step_keys = target.steps.lazy().select(*FLOW_KEY, "step_id", UF, "gs")
+        # One current row per step and per flow, so that the grid keeps one row per catalog step. A
+        # malformed state with two rows for one takes each flag any of them has (the furthest
+        # pointer), whatever their order; reconciliation then shows what the server really holds.
         cur_steps_uf = (
             cur_steps.join(step_keys, on=[*FLOW_KEY, "step_id"], how="inner")
-            .select(UF, "gs", "c_st", "c_co", "c_sk")
-            # one current row per step, so that the grid keeps one row per catalog step
-            .unique([UF, "gs"], keep="first")
+            .group_by(UF, "gs")
+            .agg(pl.col("c_st", "c_co", "c_sk").any())
         )
         s = steps.join(cur_steps_uf, on=[UF, "gs"], how="left", maintain_order="left").with_columns(
             pl.col("c_st", "c_co", "c_sk").fill_null(False)
         )
         sk_reset = s.group_by(UF).agg((pl.col("c_sk") & ~pl.col("step_skipped")).any().alias("_sk_reset"))
-        cur_flows_uf = cur_flows.join(keys, on=FLOW_KEY, how="inner").drop(FLOW_KEY).unique(UF, keep="first")
+        cur_flows_uf = (
+            cur_flows.join(keys, on=FLOW_KEY, how="inner")
+            .group_by(UF)
+            .agg(pl.col("c_started", "c_completed", "c_skipped").any(), pl.col("c_index").max())
+        )
         f = (
             flows.join(cur_flows_uf, on=UF, how="left", maintain_order="left")
             .join(sk_reset, on=UF, how="left", maintain_order="left")

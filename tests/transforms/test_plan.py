@@ -157,3 +157,21 @@ def test_the_step_grid_reads_each_flows_steps_by_position(flows: list[list[bool]
     assert grid.at(at, values).to_list() == [
         10 * i + k if 0 <= k < len(f) else None for i, (f, k) in enumerate(zip(flows, index, strict=False))
     ]
+
+
+def test_a_current_state_with_two_rows_for_one_flow_or_step_plans_once_whatever_their_order() -> None:
+    """A malformed baseline (a step or flow read twice) must not multiply the grid's rows, nor make
+    the plan depend on which copy comes first: each flag any copy has counts."""
+    t = target([("u1", "f", A.STARTED_STEP, "a"), ("u1", "f", A.COMPLETED_STEP, "a")])
+    flows, steps = (x.collect() for x in current([("u1", "f", A.STARTED_STEP, "a")]))
+    once = requests(plan_state(t, (flows.lazy(), steps.lazy())))
+    assert once == [("u1", "f", 0, "COMPLETED_STEP", "a", 2)]
+    assert requests(plan_state(t, (pl.concat([flows, flows]).lazy(), pl.concat([steps, steps]).lazy()))) == once
+    # two copies of step a that disagree: skipped in one of them, in either order
+    other = steps.with_columns(pl.when(pl.col("step_id") == "a").then(True).otherwise(pl.col("c_sk")).alias("c_sk"))
+    plans = {
+        tuple(requests(plan_state(t, (flows.lazy(), pl.concat(pair).lazy()))))
+        for pair in ([steps, other], [other, steps])
+    }
+    assert len(plans) == 1
+    assert next(iter(plans))[0][3] == "NOT_STARTED_FLOW"  # a skip the target lacks takes a reset
