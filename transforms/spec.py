@@ -70,6 +70,10 @@ class WideRule:
             raise InputError(f"wide rule {self.columns!r}: list_of must be 'flow' or 'step'")
 
 
+#: fields of ``SourceMapping`` that the mapping itself records, which no document sets
+NOT_IN_DOCUMENTS = frozenset({"step_map_from"})
+
+
 @dataclass(frozen=True, slots=True)
 class SourceMapping:
     """How one export shape maps onto canonical events. Each column field lists candidate names:
@@ -283,7 +287,7 @@ def mapping_from_dict(
 ) -> SourceMapping:
     """Build a mapping from YAML-shaped data, overriding ``base`` (a preset) field by field."""
     base = base or SourceMapping()
-    names = {f.name for f in fields(SourceMapping)} - {"step_map_from"}
+    names = {f.name for f in fields(SourceMapping)} - NOT_IN_DOCUMENTS
     unknown = sorted(set(doc) - names)
     if unknown:
         raise InputError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
