@@ -13,7 +13,8 @@ worker's own cancellation applies.
 A Ctrl-C at a terminal goes to the whole process group. Prefect's temporary API server (started when
 no ``PREFECT_API_URL`` is set) is a child in that group, and would die of it, leaving the run unable to
 record its end: Prefect then retries for minutes, printing event dumps. So, armed, that server is
-started in a session of its own (``DetachedPopen``; stopped by Prefect at exit, or by a second signal).
+started in a session of its own (``DetachedPopen``; stopped by Prefect at exit, or by a second signal,
+and, under ``lifecycle.with_parent``, a moment after this process dies without stopping it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 from lifecycle.exitcodes import ExitCode
+from lifecycle.with_parent import watched
 
 __all__ = ["DetachedPopen", "handle_signals", "requested", "resume_command", "watch"]
 
@@ -156,10 +158,19 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 class DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
     """A ``Popen`` whose child runs in a session of its own (a terminal's Ctrl-C does not reach it),
-    stopped by its pid on a second signal."""
+    stopped by its pid on a second signal. A ``python -m MODULE`` child runs under
+    ``lifecycle.with_parent``, which stops it once this process is gone, however it went: outside
+    this process's group, a kill of the group would not."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("start_new_session", True)
+        command = kwargs.get("args", args[0] if args else None)
+        wrapped = watched(command, os.getpid()) if isinstance(command, list) else None
+        if wrapped is not None:
+            if "args" in kwargs:
+                kwargs["args"] = wrapped
+            else:
+                args = (wrapped, *args[1:])
         super().__init__(*args, **kwargs)
         _state.detached.append(self)
 
