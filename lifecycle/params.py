@@ -40,6 +40,7 @@ class RunOptions(BaseModel):
     concurrency: int | None = Field(default=None, ge=1)
     mode: Mode | None = None
     max_failures: str | None = None
+    max_quarantined: str | None = None
     send_created_at: bool | None = None
     rules: str | None = None
     outage_window_s: float | None = Field(default=None, ge=0)

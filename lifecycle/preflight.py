@@ -13,9 +13,9 @@ from typing import Any
 from lifecycle.catalogs import catalog_source, local_catalog
 from lifecycle.exports import analyze_exports, check_exports, scan_export
 from lifecycle.job import mapping_of
-from lifecycle.prepare import refuse_nothing_to_migrate
+from lifecycle.prepare import refuse_nothing_to_migrate, refuse_too_many_quarantined
 from lifecycle.settings import Settings
-from transforms.analysis import Analysis
+from transforms.analysis import Analysis, plan_requests
 from transforms.mapping import map_events
 from transforms.schema import InputError
 from transforms.validate import ROW_SPAN, VALID, catalog_frames
@@ -38,6 +38,9 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     if catalog is not None:
         sample = analyze_exports(paths, mapping, catalog, head=SAMPLE_ROWS)
         _refuse_if_nothing_to_migrate(sample, len(paths))
+        if settings.max_quarantined is not None and _whole(sample, len(paths)):
+            planned = plan_requests(sample, mode=settings.mode, rules=settings.rules_profile())
+            refuse_too_many_quarantined(planned.counts, planned.quarantine, settings.max_quarantined)
         return
     # Without the catalog, the mapping can still be held against every file's columns.
     steps = catalog_frames([], {})[1]
@@ -49,10 +52,14 @@ def _refuse_if_nothing_to_migrate(sample: Analysis, files: int) -> None:
     """When the sample is the whole export (every file shorter than it) and not one of its rows can
     be migrated, say why now rather than after Prefect and the emulator have started."""
     problems = sample.rows.get_column("problem")
-    per_file = (sample.rows.get_column("row_key") // ROW_SPAN).value_counts()
-    whole = per_file.height <= files and bool((per_file.get_column("count") < SAMPLE_ROWS).all())
     quarantined = int((problems > VALID).sum())
-    if not whole or not quarantined or bool((problems == VALID).any()):
+    if not _whole(sample, files) or not quarantined or bool((problems == VALID).any()):
         return
     counts = {"rows_in": sample.rows.height, "rows_quarantined": quarantined}
     refuse_nothing_to_migrate(counts, sample.quarantine)
+
+
+def _whole(sample: Analysis, files: int) -> bool:
+    """Whether the sample is the whole export: every file shorter than it."""
+    per_file = (sample.rows.get_column("row_key") // ROW_SPAN).value_counts()
+    return per_file.height <= files and bool((per_file.get_column("count") < SAMPLE_ROWS).all())

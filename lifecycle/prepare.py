@@ -25,6 +25,7 @@ from lifecycle.exports import analyze_exports, analyze_split, resolve_path
 from lifecycle.job import SPLIT_DIR, Job
 from lifecycle.record import Superseded
 from lifecycle.runfolder import RunFolder, file_digest
+from lifecycle.settings import failure_limit
 from transforms.accounting import accounting_closes
 from transforms.analysis import Analysis, Prepared, plan_requests
 from transforms.cost import webhook_deliveries
@@ -128,6 +129,24 @@ def refuse_nothing_to_migrate(counts: Mapping[str, int], quarantine: pl.DataFram
         raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
 
 
+def refuse_too_many_quarantined(counts: Mapping[str, int], quarantine: pl.DataFrame, spec: str | None) -> None:
+    """``--max-quarantined``: a plan that quarantines more rows than the user allows is refused before
+    anything is sent (exit 2), naming the most frequent reason and where its first rows are."""
+    if spec is None:
+        return
+    rows, bad = counts.get("rows_in", 0), counts.get("rows_quarantined", 0)
+    if bad <= failure_limit(spec, rows, "--max-quarantined"):
+        return
+    share = f" ({bad / rows:.1%})" if rows else ""
+    top = next(iter(examples(quarantine, per_reason=3, reasons=1).items()), None)
+    why = f"; the most frequent reason: {top[0]} (first at {', '.join(top[1])})" if top else ""
+    raise InputError(
+        f"{bad:,} of {rows:,} rows are quarantined{share}, more than --max-quarantined {spec} allows{why}",
+        hint="nothing was sent; fix the mapping or the export (`frigade-migrate plan` lists every reason), "
+        "or raise --max-quarantined",
+    )
+
+
 def supersede_plan(job: Job) -> None:
     """A resume under another rules profile: the plan, its outcomes and snapshot parts were made
     under rules this server does not play. They move to ``superseded/<n>/`` (kept for the audit) and
@@ -171,6 +190,7 @@ def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFram
     # a shard with nothing to migrate is fine: the run refuses when none of its shards has anything
     if job.shard is None:
         refuse_nothing_to_migrate(prepared.counts, prepared.quarantine)
+        refuse_too_many_quarantined(prepared.counts, prepared.quarantine, job.settings.max_quarantined)
     _write_plan(job, prepared, analysis, baseline)
     _record_plan(job, prepared, catalog)
     job.save()

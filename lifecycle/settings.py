@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     max_failures: Annotated[str, _prefixed("max_failures")] = Field(
         default="0", description="fail (exit 1) above this many rejected users, N or P%"
     )
+    max_quarantined: Annotated[str | None, _prefixed("max_quarantined")] = Field(
+        default=None,
+        description="refuse (exit 2, nothing sent) a plan that quarantines more than this many rows, N or P% "
+        "of the rows in (default: no limit)",
+    )
     send_created_at: Annotated[bool, Source("FRIGADE_MIGRATE_SEND_CREATED_AT", "--no-created-at")] = Field(
         default=True, description="send the source event's time as createdAt"
     )
@@ -157,6 +162,13 @@ class Settings(BaseSettings):
     @classmethod
     def _max_failures(cls, spec: str) -> str:
         if _FAILURES.fullmatch(spec) is None:
+            raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
+        return spec
+
+    @field_validator("max_quarantined")
+    @classmethod
+    def _max_quarantined(cls, spec: str | None) -> str | None:
+        if spec is not None and _FAILURES.fullmatch(spec) is None:
             raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
         return spec
 
@@ -242,11 +254,11 @@ class Settings(BaseSettings):
 _FAILURES = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")
 
 
-def failure_limit(spec: str, users: int) -> int:
-    """``N`` users or ``P%`` of the users touched."""
+def failure_limit(spec: str, users: int, flag: str = "--max-failures") -> int:
+    """``N`` (users, or rows for ``--max-quarantined``) or ``P%`` of ``users``."""
     m = _FAILURES.fullmatch(str(spec))
     if not m:
-        raise InputError(f"--max-failures must be a count or a percentage like 0.5%, not {spec!r}")
+        raise InputError(f"{flag} must be a count or a percentage like 0.5%, not {spec!r}")
     value = float(m.group(1))
     return int(users * value / 100) if m.group(2) else int(value)
 

@@ -77,6 +77,16 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
         ],
         ["typo.yaml", "'step_map'", "'flow_onbaording'", "did you mean 'flow_onboarding'"],
     ),
+    "more quarantined than --max-quarantined": (
+        lambda t: [
+            str(ROOT / "data" / "userflow" / "userflow-events.csv"),
+            "--preset",
+            "userflow",
+            "--max-quarantined",
+            "0",
+        ],
+        ["1 of 97 rows are quarantined (1.0%)", "--max-quarantined 0", "'flow_trial_nudge'", "userflow-events.csv:97"],
+    ),
     "nothing to migrate": (
         lambda t: [str(_epoch_seconds(t))],
         ["none of the 2 rows can be migrated", "unparseable time", "epoch.csv:1", "--time-format epoch_s"],

@@ -227,3 +227,30 @@ def test_a_bad_row_in_the_last_shard_stops_before_anything_is_sent_and_the_fixed
     assert run["status"] == "succeeded"
     assert run["counts"]["rows_in"] == 12_001
     assert run["accounting_closes"] is True
+
+
+def test_too_many_quarantined_rows_past_the_pre_flight_stop_a_sharded_run_before_anything_is_sent(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """--max-quarantined counts every shard's quarantine, past the rows the pre-flight reads: above
+    it nothing is sent; the same command with a higher limit then runs."""
+    export = tmp_path / "events.csv"
+    header = "user_id,flow_slug,step_id,action,created_at\n"
+    rows = [f"user-{i % 5},flow_welcome_tour,,STARTED_FLOW,2024-01-0{1 + i % 5}T00:00:00Z\n" for i in range(12_000)]
+    # 200 rows of a flow the catalog lacks, all past the pre-flight's first 10,000: 1.6 % of the rows
+    rows += [f"user-{i},flow_gone,,STARTED_FLOW,2024-01-02T00:00:00Z\n" for i in range(200)]
+    export.write_text(header + "".join(rows))
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        env = {**os.environ, **prefect_env, "FRIGADE_API_KEY": emu.public_key}
+        args = ["backfill", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--rate", "200"]
+        args += ["--run-dir", str(tmp_path / "run"), "--shards", "3"]
+        res = cli([*args, "--max-quarantined", "1%"], env, tmp_path)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "200 of 12,200 rows are quarantined (1.6%), more than --max-quarantined 1% allows" in res.stderr
+        assert "unknown flow 'flow_gone'" in res.stderr
+        assert emu.stats()["writes_accepted"] == 0
+        res = cli([*args, "--max-quarantined", "2%"], env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert emu.stats()["writes_accepted"] == 5
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["counts"]["rows_quarantined"] == 200
