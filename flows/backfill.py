@@ -45,7 +45,7 @@ from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
-from lifecycle.progress import PushProgress
+from lifecycle.progress import PlanProgress, PushProgress
 from lifecycle.record import Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
@@ -135,8 +135,13 @@ async def plan_stage(job: Job, client: FrigadeClient) -> None:
     if not shards:
         await plan_one(job, catalog, client)
         return
-    split_task(job, catalog)
-    planned = [await plan_one(shard, catalog, client) for shard in shards]
+    with PlanProgress(len(shards)) as bar:
+        split_task(job, catalog)
+        bar.split_done()
+        planned = []
+        for k, shard in enumerate(shards):
+            planned.append(await plan_one(shard, catalog, client))
+            bar.shard_done(k)
     if any(planned) or job.run.status is None:
         record_sharded_plan(job, shards, catalog)
 

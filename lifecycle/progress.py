@@ -1,5 +1,6 @@
-"""A rich progress bar for the push: requests and users done of planned, elapsed time, the rate at
-which requests are being answered, a smoothed ETA, and errors so far."""
+"""Rich progress bars: the push's (requests and users done of planned, elapsed time, the rate at which
+requests are being answered, a smoothed ETA, and errors so far), and a sharded plan's (the split,
+then each shard analysed and planned)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, ProgressColumn, Task, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from frigade.push import Outcome
@@ -140,3 +141,44 @@ class PushProgress:
             else:
                 self._left[outcome.user_id] = left - 1
         self.estimate.add()
+
+
+class PlanProgress:
+    """A sharded plan's steps as a bar: the split into shards, then each shard analysed and planned,
+    the step under way named. A 100M-row plan takes minutes, and nothing else is printed meanwhile.
+    Transient: on a terminal it goes once the plan is done (what follows is the plan's table, or an
+    error in one line); off a terminal it prints nothing."""
+
+    def __init__(self, shards: int, console: Console | None = None) -> None:
+        self.shards = shards
+        self._progress = Progress(
+            TextColumn("[bold]plan[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task(f"splitting the export into {shards} shards", total=shards + 1)
+
+    def __enter__(self) -> PlanProgress:
+        # off a terminal even a transient bar leaves an empty line behind
+        if self._progress.console.is_terminal:
+            self._progress.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._progress.live.is_started:
+            self._progress.stop()
+
+    def split_done(self) -> None:
+        self._progress.update(self._task, advance=1, description=self._planning(0))
+
+    def shard_done(self, shard: int) -> None:
+        """Shard ``shard`` (0-based) is planned."""
+        last = shard + 1 >= self.shards
+        self._progress.update(self._task, advance=1, description="done" if last else self._planning(shard + 1))
+
+    def _planning(self, shard: int) -> str:
+        return f"shard {shard + 1} of {self.shards}: analysing and planning"

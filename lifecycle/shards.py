@@ -37,6 +37,7 @@ from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
 from lifecycle.prepare import check_state_dir, checked_inputs, refuse_nothing_to_migrate, refuse_too_many_quarantined
+from lifecycle.progress import PlanProgress
 from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import render
 from lifecycle.settings import Settings, failure_limit
@@ -159,8 +160,9 @@ def preview(
         )
     parts: list[Prepared] = []
     hooks: list[dict[str, int]] = []
-    with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp, PlanProgress(n) as bar:
         split_events(paths, mapping, catalog, n, Path(tmp))
+        bar.split_done()
         for k in range(n):
             analysis = analyze_split(paths, mapping, catalog, Path(tmp), k, rules=rules)
             part = plan_requests(analysis, mode=settings.mode, rules=rules)
@@ -170,6 +172,7 @@ def preview(
             first = pl.from_dicts(part.plan.head(10).to_dicts(), schema=part.plan.schema)
             parts.append(replace(part, plan=first, expected_flows=_EMPTY, expected_steps=_EMPTY))
             del analysis, part
+            bar.shard_done(k)
     counts = _sum(p.counts for p in parts)
     _count_rows_without_events(counts, paths, mapping)
     quarantine = pl.concat([p.quarantine for p in parts])

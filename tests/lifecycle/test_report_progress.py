@@ -11,7 +11,7 @@ import polars as pl
 from rich.console import Console
 
 from frigade.push import Outcome
-from lifecycle.progress import PushProgress, RateEstimate
+from lifecycle.progress import PlanProgress, PushProgress, RateEstimate
 from lifecycle.report import bar_chart, reconciliation_line, render, request_counts, requests_line, summary_rows
 from transforms.quarantine import catalog_hints, examples
 
@@ -122,6 +122,33 @@ def test_the_bar_builds_its_line_when_drawn_and_ends_on_the_exact_count() -> Non
         # an answer only counts: rich is not told of it, the line is built when the bar is drawn
         assert p._progress.tasks[0].completed == 0
     assert "50/50 req  50/50 users" in buf.getvalue()
+
+
+def test_a_sharded_plans_bar_names_each_step_and_goes_when_done() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=True)
+    seen = []
+    with PlanProgress(3, console=console) as bar:
+        seen.append(bar._progress.tasks[0].description)
+        bar.split_done()
+        for k in range(3):
+            seen.append(bar._progress.tasks[0].description)
+            bar._progress.refresh()
+            bar.shard_done(k)
+        assert bar._progress.tasks[0].completed == bar._progress.tasks[0].total == 4
+    assert seen == [
+        "splitting the export into 3 shards",
+        "shard 1 of 3: analysing and planning",
+        "shard 2 of 3: analysing and planning",
+        "shard 3 of 3: analysing and planning",
+    ]
+    assert "shard 3 of 3" in buf.getvalue()  # drawn on a terminal
+    off = io.StringIO()
+    with PlanProgress(2, console=Console(file=off, force_terminal=False)) as bar:
+        bar.split_done()
+        bar.shard_done(0)
+        bar.shard_done(1)
+    assert off.getvalue() == ""  # nothing off a terminal: logs and captured output stay clean
 
 
 def _quarantine() -> pl.DataFrame:
