@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
-from bench._common import Figure, base_parser, print_table, write_results
+from bench._common import Figure, base_parser, exit_code, print_table, write_results
 
 BENCHES: dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], list[Figure]]]
@@ -65,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"(all benchmarks: {time.monotonic() - started:.1f} s)", flush=True)
     if args.json:
         write_results(args.json, every, {"bench": "all", "only": names, "quick": args.quick})
-    if args.quick:
-        print("(--quick: a smoke run at tiny sizes; its targets are printed, not judged)", flush=True)
-        return 0
-    return 0 if all(f.passed is not False for f in every) else 1
+    return exit_code(every, quick=bool(args.quick))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,12 @@ def run_main(
     print(f"({time.monotonic() - started:.1f} s)", flush=True)
     if args.json:
         write_results(args.json, figures, {"bench": title, "argv": list(sys.argv[1:] if argv is None else argv)})
-    if args.quick:
+    return exit_code(figures, quick=bool(args.quick))
+
+
+def exit_code(figures: Sequence[Figure], *, quick: bool) -> int:
+    """0 when every target passes, else 1; a ``--quick`` run, too small for its targets, 0 once it ran."""
+    if quick:
         print("(--quick: a smoke run at tiny sizes; its targets are printed, not judged)", flush=True)
         return 0
     return 0 if all(f.passed is not False for f in figures) else 1

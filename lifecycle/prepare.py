@@ -129,6 +129,12 @@ def refuse_nothing_to_migrate(counts: Mapping[str, int], quarantine: pl.DataFram
         raise InputError(why, hint=NOTHING_TO_MIGRATE_HINT)
 
 
+def refuse_plan(counts: Mapping[str, int], quarantine: pl.DataFrame, max_quarantined: str | None) -> None:
+    """Every refusal of a whole plan's counts (exit 2, before anything is sent)."""
+    refuse_nothing_to_migrate(counts, quarantine)
+    refuse_too_many_quarantined(counts, quarantine, max_quarantined)
+
+
 def refuse_too_many_quarantined(counts: Mapping[str, int], quarantine: pl.DataFrame, spec: str | None) -> None:
     """``--max-quarantined``: a plan that quarantines more rows than the user allows is refused before
     anything is sent (exit 2), naming the most frequent reason and where its first rows are."""
@@ -189,8 +195,7 @@ def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFram
     prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
     # a shard with nothing to migrate is fine: the run refuses when none of its shards has anything
     if job.shard is None:
-        refuse_nothing_to_migrate(prepared.counts, prepared.quarantine)
-        refuse_too_many_quarantined(prepared.counts, prepared.quarantine, job.settings.max_quarantined)
+        refuse_plan(prepared.counts, prepared.quarantine, job.settings.max_quarantined)
     _write_plan(job, prepared, analysis, baseline)
     _record_plan(job, prepared, catalog)
     job.save()

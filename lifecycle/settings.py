@@ -158,16 +158,9 @@ class Settings(BaseSettings):
     #: settings a flow run may not be given as a parameter (Prefect stores parameters)
     SECRET: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
-    @field_validator("max_failures")
+    @field_validator("max_failures", "max_quarantined")
     @classmethod
-    def _max_failures(cls, spec: str) -> str:
-        if _FAILURES.fullmatch(spec) is None:
-            raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
-        return spec
-
-    @field_validator("max_quarantined")
-    @classmethod
-    def _max_quarantined(cls, spec: str | None) -> str | None:
+    def _limit(cls, spec: str | None) -> str | None:
         if spec is not None and _FAILURES.fullmatch(spec) is None:
             raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
         return spec

@@ -36,7 +36,7 @@ from lifecycle.execute import record_stop
 from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
-from lifecycle.prepare import check_state_dir, checked_inputs, refuse_nothing_to_migrate, refuse_too_many_quarantined
+from lifecycle.prepare import check_state_dir, checked_inputs, refuse_plan
 from lifecycle.progress import PlanProgress
 from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import render
@@ -149,8 +149,7 @@ def preview(
     n = shard_count(settings.shards, estimated_rows(paths))
     if n == 1:
         whole = plan_exports(paths, mapping, catalog, mode=settings.mode, rules=rules)
-        refuse_nothing_to_migrate(whole.counts, whole.quarantine)
-        refuse_too_many_quarantined(whole.counts, whole.quarantine, settings.max_quarantined)
+        refuse_plan(whole.counts, whole.quarantine, settings.max_quarantined)
         return Preview(
             whole.counts,
             whole.quarantine,
@@ -176,8 +175,7 @@ def preview(
     counts = _sum(p.counts for p in parts)
     _count_rows_without_events(counts, paths, mapping)
     quarantine = pl.concat([p.quarantine for p in parts])
-    refuse_nothing_to_migrate(counts, quarantine)
-    refuse_too_many_quarantined(counts, quarantine, settings.max_quarantined)
+    refuse_plan(counts, quarantine, settings.max_quarantined)
     head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
     return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head)
@@ -225,8 +223,7 @@ def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> No
     run.accounting_closes = accounting_closes(counts)
     _concat(job, shards, "quarantine.parquet")
     quarantine = _quarantine(job)
-    refuse_nothing_to_migrate(counts, quarantine)
-    refuse_too_many_quarantined(counts, quarantine, job.settings.max_quarantined)
+    refuse_plan(counts, quarantine, job.settings.max_quarantined)
     run.catalog = catalog_record(catalog)
     run.rules = records[0].rules
     run.quarantine_reasons = _sum(r.quarantine_reasons for r in records)

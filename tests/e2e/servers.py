@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +69,19 @@ def prefect_server(home: Path, timeout: float = 120.0) -> Iterator[str]:
     finally:
         stop_group(proc)
         log.close()
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie its parent has not reaped) within ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,21 +15,10 @@ import pytest
 from emulator.embedded import EmbeddedEmulator, EmulatorStartError
 from frigade.catalog import parse_catalog
 from frigade.rules import Action
+from tests.e2e.servers import gone
 from tests.emulator._http import STEPS, read, send, state_of
 
 pytestmark = pytest.mark.slow
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_state_and_history_survive_a_restart_on_the_same_database(tmp_path: Path) -> None:
@@ -44,7 +32,7 @@ def test_state_and_history_survive_a_restart_on_the_same_database(tmp_path: Path
         expected = state_of(read(c, "u"))
         history = first.history("u")
         old_pid = first.pid
-    assert _gone(old_pid)
+    assert gone(old_pid)
     assert db.exists()
 
     with (
@@ -69,7 +57,7 @@ def test_restart_keeps_the_url_and_the_data(tmp_path: Path) -> None:
         assert emu.pid != pid
         assert emu.running
         assert emu.url == url
-        assert _gone(pid)
+        assert gone(pid)
         with httpx.Client(base_url=emu.url, headers=emu.headers(False)) as c:
             assert state_of(read(c, "u")).completed
         emu.stop()
@@ -89,7 +77,7 @@ def test_the_child_is_stopped_when_the_body_raises() -> None:
 
     with pytest.raises(ZeroDivisionError):
         body()
-    assert _gone(pids[0])
+    assert gone(pids[0])
 
 
 def test_a_child_that_cannot_start_gives_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
@@ -130,7 +118,7 @@ def test_the_child_exits_when_its_parent_dies(tmp_path: Path) -> None:
     )
     pid, workdir = parent.stdout.split()
     try:
-        assert _gone(int(pid), within=15), "the orphaned emulator kept running"
+        assert gone(int(pid), within=15), "the orphaned emulator kept running"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # its owner died before it could clean up
 

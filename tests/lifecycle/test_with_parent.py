@@ -5,26 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from pathlib import Path
-
-import psutil
 
 from lifecycle.with_parent import watched
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+from tests.e2e.servers import ROOT, gone
 
 
 def test_only_a_module_command_is_run_under_the_watch() -> None:
@@ -56,4 +39,4 @@ def test_a_detached_module_child_exits_when_its_owner_is_killed() -> None:
     owner = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
     pid, running, module = owner.stdout.split()
     assert (running, module) == ("None", "lifecycle.with_parent"), "it serves, watched, while its owner lives"
-    assert _gone(int(pid), within=10), "the detached child outlived its owner"
+    assert gone(int(pid), within=10), "the detached child outlived its owner"
