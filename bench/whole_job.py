@@ -26,7 +26,6 @@ import asyncio
 import csv
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench._common import REPO_ROOT, Figure, base_parser, run_child, run_main
+from bench._common import REPO_ROOT, Figure, base_parser, median, run_child, run_main
 from bench._push import FLOW, requests_per_user, user_requests
 from emulator.embedded import EmbeddedEmulator
 from tests.e2e.servers import prefect_server, quiet_prefect_env
@@ -194,8 +193,8 @@ def measure(rates: Sequence[int], seconds: float, concurrency: int, repeat: int,
                 _round(export, tmp / f"run-{rate}-{k}", tmp / f"state-{rate}-{k}", rate, users, concurrency, tmp, env)
                 for k in range(repeat)
             ]
-            job_us = statistics.median(r.job_us for r in rounds)
-            raw_us = statistics.median(r.raw_us for r in rounds)
+            job_us = median([r.job_us for r in rounds])
+            raw_us = median([r.raw_us for r in rounds])
             ratio = job_us / raw_us if raw_us else float("inf")
             each = ", ".join(f"{r.job_us / r.raw_us:.2f}x" if r.raw_us else "inf" for r in rounds)
             code = max(r.code for r in rounds)
@@ -226,8 +225,8 @@ def measure(rates: Sequence[int], seconds: float, concurrency: int, repeat: int,
                 Figure(b, f"R={rate}: 429s at the emulator, all rounds", throttled, "", "0", throttled == 0),
                 Figure(b, f"R={rate}: busiest 1-s window{of}", window, "req", f"<= {rate}", window <= rate),
                 Figure(b, f"R={rate}: writes that changed nothing, all rounds", unchanged, "", "0", unchanged == 0),
-                Figure(b, f"R={rate}: whole job wall time (median)", statistics.median(r.wall for r in rounds), "s"),
-                Figure(b, f"R={rate}: whole job CPU (median)", statistics.median(r.cpu for r in rounds), "s"),
+                Figure(b, f"R={rate}: whole job wall time (median)", median([r.wall for r in rounds]), "s"),
+                Figure(b, f"R={rate}: whole job CPU (median)", median([r.cpu for r in rounds]), "s"),
                 Figure(b, f"R={rate}: job CPU per request (median)", job_us, "µs"),
                 Figure(
                     b,
