@@ -119,9 +119,12 @@ def time_exprs(schema: pl.Schema, col: pl.Expr, name: str, fmt: str, tz: str | N
         return _localize(col, tz)
     if isinstance(dtype, pl.Date):
         return _localize(col.cast(pl.Datetime("us")), tz)
+    if dtype.is_numeric() and fmt == "iso":
+        return by_magnitude(col, integer=dtype.is_integer()), pl.lit(None, pl.String)
     if dtype.is_numeric() and not fmt.startswith("epoch_"):
         raise InputError(
-            "the time column is numeric; declare its unit as time_format epoch_s, epoch_ms or epoch_us",
+            f"the time column is numeric and time_format is the pattern {fmt!r}; use iso (epoch units "
+            "told apart by size) or declare the unit: epoch_s, epoch_ms or epoch_us",
             field=name,
         )
     attempts = text_attempts(fmt)
@@ -144,14 +147,35 @@ _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
 
+#: a zone written as a word after the time (BigQuery's ``... UTC``, ``Z``): all mean UTC
+_UTC_WORD = r"\s*(?:[Zz]|UTC|GMT|UCT)$"
+
+
 def iso_text(txt: pl.Expr) -> pl.Expr:
-    """ISO-8601 text in the one shape the ISO attempts read: a ``Z`` as ``+00:00``, ``T`` between."""
-    return txt.str.replace(r"[Zz]$", "+00:00").str.replace(" ", "T", literal=True)
+    """ISO-8601 text in the one shape the ISO attempts read: a ``Z`` or a trailing ``UTC`` (BigQuery)
+    as ``+00:00``, ``T`` between date and time, and an hour-only offset (Postgres ``timestamptz``
+    text: ``+00``, ``-07``) with its minutes."""
+    return (
+        txt.str.replace(_UTC_WORD, "+00:00")
+        .str.replace(" ", "T", literal=True)
+        .str.replace(r"(:\d{2}(?:\.\d+)?[+-]\d{2})$", "${1}:00")
+    )
 
 
 def _strptime(fmt: str, utc: bool) -> Callable[[pl.Expr], pl.Expr]:
     def parse(t: pl.Expr) -> pl.Expr:
         return t.str.to_datetime(fmt, strict=False, time_zone="UTC" if utc else None, time_unit="us")
+
+    return parse
+
+
+def _strptime_zone_word(fmt: str) -> Callable[[pl.Expr], pl.Expr]:
+    """A pattern with ``%Z``: the parser skips any word there, so the word is read here. UTC, GMT or
+    Z make the time UTC; any other word (``PST`` names no one offset) leaves it unread."""
+    plain = _strptime(fmt, True)
+
+    def parse(t: pl.Expr) -> pl.Expr:
+        return pl.when(t.str.contains(_UTC_WORD)).then(plain(t))
 
     return parse
 
@@ -167,22 +191,54 @@ def _epoch(fmt: str) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
+def by_magnitude(value: pl.Expr, *, integer: bool) -> pl.Expr:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds told apart by size: each unit's values
+    for the years 1973-5138 lie in their own band (below 1e11 seconds, 1e14 ms, 1e17 µs)."""
+    size = value.abs()
+    if integer:
+        micros = (
+            pl.when(size < 10**11)
+            .then(value * 1_000_000)
+            .when(size < 10**14)
+            .then(value * 1_000)
+            .when(size < 10**17)
+            .then(value)
+            .otherwise(value // 1_000)
+        )
+    else:
+        scale = pl.when(size < 1e11).then(1e6).when(size < 1e14).then(1e3).when(size < 1e17).then(1.0).otherwise(1e-3)
+        micros = (value * scale).round(0).cast(pl.Int64, strict=False)
+    return pl.from_epoch(micros.cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC")
+
+
+def _epoch_any(t: pl.Expr) -> pl.Expr:
+    """Numeric text as epoch time in the unit its size says (integers exactly, decimals as floats)."""
+    whole = pl.when(t.str.contains(r"^-?\d{1,19}$")).then(t).cast(pl.Int64, strict=False)
+    decimal = pl.when(t.str.contains(r"^-?\d+\.\d+$")).then(t).cast(pl.Float64, strict=False)
+    return pl.coalesce(by_magnitude(whole, integer=True), by_magnitude(decimal, integer=False))
+
+
 def _utc_z(t: pl.Expr) -> pl.Expr:
     return t.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_unit="us").dt.replace_time_zone("UTC")
 
 
 def text_attempts(fmt: str) -> list[Attempt]:
     """The parses one declared format tries on text, in order; the first that reads a value wins.
-    ISO first tries the most common shape (``...T...Z``) on the text as it is."""
+    ISO first tries the most common shape (``...T...Z``) on the text as it is, then every other ISO
+    shape (``transforms.columns.iso_text``), then numbers as epoch time in the unit their size says:
+    the common text forms need no format flag."""
     if fmt.startswith("epoch_"):
         return [(_epoch(fmt), True, False)]
     if "%" in fmt:
+        if "%Z" in fmt:
+            return [(_strptime_zone_word(fmt), True, False)]
         aware = "%z" in fmt or "%:z" in fmt or "%#z" in fmt
         return [(_strptime(fmt, aware), aware, False)]
     return [
         (_utc_z, True, False),
         *((_strptime(f, True), True, True) for f in _ISO_AWARE),
         *((_strptime(f, False), False, True) for f in _ISO_NAIVE),
+        (_epoch_any, True, False),
     ]
 
 

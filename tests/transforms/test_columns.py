@@ -96,11 +96,15 @@ def test_parse_instant_needs_a_zone() -> None:
 
 
 def test_iso_text_reads_z_and_a_space_separator() -> None:
-    frame = pl.DataFrame({"t": ["2024-03-01 10:00:00Z", "2024-03-01T10:00:00z", "2024-03-01"]})
+    frame = pl.DataFrame(
+        {"t": ["2024-03-01 10:00:00Z", "2024-03-01T10:00:00z", "2024-03-01", "2024-03-01 10:00:00.5+00", "x UTC"]}
+    )
     assert frame.select(iso_text(pl.col("t"))).to_series().to_list() == [
         "2024-03-01T10:00:00+00:00",
         "2024-03-01T10:00:00+00:00",
         "2024-03-01",
+        "2024-03-01T10:00:00.5+00:00",
+        "x+00:00",
     ]
 
 
@@ -149,12 +153,59 @@ def test_epoch_units_and_strftime_patterns() -> None:
     assert times(["01/03/2024 10:00"], ("%d/%m/%Y %H:%M",), "UTC") == [(at(2024, 3, 1, 10), "01/03/2024 10:00", None)]
 
 
-def test_a_numeric_time_column_needs_an_epoch_unit() -> None:
-    frame = pl.DataFrame({"t": [1709287200]})
-    with pytest.raises(InputError, match="declare its unit"):
-        time_exprs(frame.schema, pl.col("t"), "t", "iso", None)
+def test_a_numeric_time_column_is_epoch_time_in_the_unit_its_size_says() -> None:
+    frame = pl.DataFrame({"t": [1709287200, 1709287200_000, 1709287200_000_000, 1709287200_000_000_000]})
+    ts, reason = time_exprs(frame.schema, pl.col("t"), "t", "iso", None)
+    assert frame.select(ts, reason.alias("r")).rows() == [(at(2024, 3, 1, 10), None)] * 4
+    floats = pl.DataFrame({"t": [1709287200.5, 1709287200_000.0]})
+    ts, _ = time_exprs(floats.schema, pl.col("t"), "t", "iso", None)
+    assert floats.select(ts).to_series().to_list() == [
+        datetime(2024, 3, 1, 10, 0, 0, 500000, tzinfo=UTC),
+        at(2024, 3, 1, 10),
+    ]
+    with pytest.raises(InputError, match="declare the unit"):
+        time_exprs(frame.schema, pl.col("t"), "t", "%Y%m%d", None)
     ts, reason = time_multi(frame.schema, pl.col("t"), "t", ("iso", "epoch_s"), None)
-    assert frame.select(ts, reason.alias("r")).rows() == [(at(2024, 3, 1, 10), None)]
+    assert frame.head(1).select(ts, reason.alias("r")).rows() == [(at(2024, 3, 1, 10), None)]
+
+
+def test_common_time_texts_need_no_format_flag() -> None:
+    """ISO 8601, Postgres timestamptz text, BigQuery's UTC suffix and epoch numbers as text, all under
+    the default ``iso``; a zone written in the value is used, and a naive time still needs one."""
+    frac = datetime(2024, 9, 8, 2, 46, 23, 116739, tzinfo=UTC)
+    cases = {
+        "2024-09-08T02:46:23.116739Z": frac,
+        "2024-09-08T02:46:23.116739+00:00": frac,
+        "2024-09-08T02:46:23.116739+0000": frac,
+        "2024-09-08 02:46:23.116739+00": frac,
+        "2024-09-08 02:46:23+00": at(2024, 9, 8, 2, 46, 23),
+        "2024-09-08 02:46:23.1+00": datetime(2024, 9, 8, 2, 46, 23, 100000, tzinfo=UTC),
+        "2024-09-08 04:46:23+02": at(2024, 9, 8, 2, 46, 23),
+        "2024-09-07 21:46:23-05": at(2024, 9, 8, 2, 46, 23),
+        "2024-09-08 08:16:23+05:30": at(2024, 9, 8, 2, 46, 23),
+        "2024-03-01 19:00:14.999000 UTC": datetime(2024, 3, 1, 19, 0, 14, 999000, tzinfo=UTC),
+        "2024-03-01 19:00:14 UTC": at(2024, 3, 1, 19, 0, 14),
+        "1709287200": at(2024, 3, 1, 10),
+        "1709287200000": at(2024, 3, 1, 10),
+        "1709287200000000": at(2024, 3, 1, 10),
+        "1709287200000000000": at(2024, 3, 1, 10),
+        "1709287200.25": datetime(2024, 3, 1, 10, 0, 0, 250000, tzinfo=UTC),
+    }
+    got = times(list(cases), ("iso",))
+    assert [(g[0], g[2]) for g in got] == [(want, None) for want in cases.values()]
+    assert times(["2024-09-08 02:46:23.116739", "2024-09-08"], ("iso",)) == [
+        (None, "2024-09-08 02:46:23.116739", NAIVE_REASON),
+        (None, "2024-09-08", NAIVE_REASON),
+    ]
+
+
+def test_a_zone_word_in_a_strftime_pattern_is_read_not_called_missing() -> None:
+    fmt = ("%Y-%m-%d %H:%M:%S%.f %Z",)
+    assert times(["2024-03-01 19:00:14.999000 UTC", "2024-03-01 19:00:14 GMT", "2024-03-01 19:00:14 PST"], fmt) == [
+        (datetime(2024, 3, 1, 19, 0, 14, 999000, tzinfo=UTC), "2024-03-01 19:00:14.999000 UTC", None),
+        (at(2024, 3, 1, 19, 0, 14), "2024-03-01 19:00:14 GMT", None),
+        (None, "2024-03-01 19:00:14 PST", "unparseable time"),
+    ]
 
 
 def test_typed_time_columns_keep_no_text() -> None:

@@ -198,13 +198,20 @@ def test_unparseable_and_missing_times_are_quarantined(tmp_path: Path) -> None:
     assert out.get_column("reason").to_list() == ["unparseable time", "missing time"]
 
 
-def test_numeric_time_column_needs_a_declared_unit(tmp_path: Path) -> None:
+def test_a_numeric_time_column_is_epoch_time_in_the_unit_its_size_says(tmp_path: Path) -> None:
     path = tmp_path / "e.parquet"
     pl.DataFrame(
-        {"user_id": ["u1"], "flow_slug": ["flow_welcome_tour"], "action": ["STARTED_FLOW"], "created_at": [1]}
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "flow_slug": ["flow_welcome_tour"] * 3,
+            "action": ["STARTED_FLOW"] * 3,
+            "created_at": [1709287200, 1709287200_000, 1],
+        }
     ).write_parquet(path)
-    with pytest.raises(InputError, match="epoch_s, epoch_ms or epoch_us"):
-        run(path, "long")
+    out = run(path, "long").sort("source_row")
+    assert out.get_column("ts").to_list()[:2] == [datetime(2024, 3, 1, 10, tzinfo=UTC)] * 2
+    assert out.get_column("status").to_list() == ["valid", "valid", "quarantined"]
+    assert out.get_column("reason").to_list()[2].startswith("time before 2000-01-01")
 
 
 # ---------------------------------------------------------------- 4. missing predecessors
