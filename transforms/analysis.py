@@ -25,7 +25,7 @@ from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import StateFrames, as_current, changed_user_flows, events_hash_seed, events_hashes
 from transforms.validate import (
-    DROPPED,
+    FLOW_LEFT_OUT,
     P_MAP,
     ROW_SPAN,
     VALID,
@@ -288,7 +288,13 @@ def analyze_encoded(
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
-    dropped = _counts(worded.filter(pl.col("problem") == DROPPED), "raw_event")
+    left_out = pl.format("flow '{}' (flow_map: DROP)", "flow_slug")
+    dropped = _counts(
+        worded.filter(pl.col("problem") < VALID).select(
+            pl.when(pl.col("problem") == FLOW_LEFT_OUT).then(left_out).otherwise("raw_event").alias("dropped")
+        ),
+        "dropped",
+    )
     if encoded.invalid is None:
         rows = events.select("row_key", "problem")
         valid = events.filter(~problem) if problems.height else events

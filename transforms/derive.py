@@ -13,7 +13,8 @@ row, and ``__tag``, which derivation made it).
 - ``infer_previous_step_completed``: STARTED_STEP n implies COMPLETED_STEP n-1 (Userflow);
 - ``last_step_completes_flow``: COMPLETED_STEP on the last step implies COMPLETED_FLOW (Pendo);
 - ``completed_flow_completes_last_step``: COMPLETED_FLOW implies COMPLETED_STEP on the last step;
-- ``drop_if_also``: one ending written as two (Userflow's flow_ended after flow_completed).
+- ``drop_if_also``: one ending written as two (Userflow's flow_ended after flow_completed);
+- ``flow_map: {id: DROP}``: every event of a flow the user left out is dropped by the mapping.
 
 Derived events share their row's source_file / source_row. Their time is the row's time plus
 ``__seq`` microseconds, so that every later stage orders the events of one row the same way (the
@@ -26,7 +27,8 @@ from __future__ import annotations
 import polars as pl
 
 from frigade.rules import FLOW_ACTIONS, STEP_ACTIONS, Action
-from transforms.schema import DROP, EVENT_SCHEMA, InputError
+from transforms.schema import DROP, EVENT_SCHEMA, FLOW_DROP, InputError
+from transforms.source import flows_left_out
 from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY
 
@@ -168,6 +170,12 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
     seq = pl.col("__seq").cast(pl.Int64) if has_seq else pl.lit(0, pl.Int64)
     ev = ev.with_columns(seq.alias("__seq"), pl.lit(None, pl.String).alias("__tag"))
     ev = _shape(ev)
+    left_out = flows_left_out(mapping)
+    if left_out:
+        # before any derivation: a flow the user left out implies nothing either
+        ev = ev.with_columns(
+            pl.when(pl.col("flow_slug").is_in(left_out)).then(pl.lit(FLOW_DROP)).otherwise(a).alias("action")
+        )
     combos = _combos(mapping)
     if combos:
         ev = fan_out(ev, combos)

@@ -19,6 +19,11 @@ import polars as pl
 from frigade.documents import DocumentError
 
 DROP = "DROP"
+#: the action of an event the mapping itself drops: an ``action_map`` entry mapped to DROP, or a flow
+#: whose ``flow_map`` entry is DROP (a flow the user chose to leave out). Counted apart from DROP's
+#: non-state events, and never quarantined.
+MAPPED_DROP = "DROP:action_map"
+FLOW_DROP = "DROP:flow_map"
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),

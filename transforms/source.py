@@ -19,7 +19,7 @@ import polars as pl
 from frigade.rules import Action
 from transforms.codes import lookup
 from transforms.columns import existing, text_of
-from transforms.schema import DROP, InputError
+from transforms.schema import DROP, MAPPED_DROP, InputError
 from transforms.spec import SourceMapping
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "action_expr",
     "column_exprs",
     "flow_expr",
+    "flows_left_out",
     "glob_match",
     "glob_regex",
     "missing_column",
@@ -102,7 +103,9 @@ def glob_match(name: pl.Expr, patterns: Sequence[str]) -> pl.Expr | None:
 
 
 def _lookup(name: pl.Expr, table: Mapping[str, str]) -> pl.Expr:
-    return lookup(name, table, pl.String())
+    """An event name through one of the mapping's action tables: an entry mapped to DROP is the
+    mapping's own drop (``MAPPED_DROP``), counted apart from non-state events."""
+    return lookup(name, {k: MAPPED_DROP if v == DROP else v for k, v in table.items()}, pl.String())
 
 
 def action_expr(
@@ -197,10 +200,18 @@ def null_text() -> pl.Expr:
 
 
 def flow_expr(raw: pl.Expr | None, mapping: SourceMapping) -> pl.Expr:
+    """The Frigade flow slug. A flow mapped to DROP keeps its source id (the message about its rows
+    names it); ``transforms.derive`` marks its events as left out."""
     flow = pl.lit(mapping.flow_constant) if mapping.flow_constant else raw if raw is not None else null_text()
-    if mapping.flow_map:
-        flow = pl.coalesce(lookup(flow, dict(mapping.flow_map), pl.String()), flow)
+    table = {k: v for k, v in mapping.flow_map.items() if v != DROP}
+    if table:
+        flow = pl.coalesce(lookup(flow, table, pl.String()), flow)
     return flow
+
+
+def flows_left_out(mapping: SourceMapping) -> list[str]:
+    """The source flow ids the mapping drops (``flow_map: {id: DROP}``)."""
+    return sorted(k for k, v in mapping.flow_map.items() if v == DROP)
 
 
 def step_columns(step: pl.Expr, flow: pl.Expr, mapping: SourceMapping) -> list[pl.Expr]:

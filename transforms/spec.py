@@ -288,9 +288,13 @@ def mapping_from_dict(
     """Build a mapping from YAML-shaped data, overriding ``base`` (a preset) field by field."""
     base = base or SourceMapping()
     names = {f.name for f in fields(SourceMapping)} - NOT_IN_DOCUMENTS
-    unknown = sorted(set(doc) - names)
+    unknown = sorted(set(map(str, doc)) - names)
     if unknown:
-        raise InputError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+        meant = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(names))}"
+        others = f" (and {', '.join(repr(k) for k in unknown[1:])})" if len(unknown) > 1 else ""
+        raise InputError(f"{where}: unknown key {key!r}{others}; {meant}")
     changes: dict[str, Any] = {}
     try:
         for key, value in doc.items():
@@ -299,11 +303,16 @@ def mapping_from_dict(
             elif key == "flow_map":
                 changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
             elif key == "action_map":
-                changes[key] = _action_table(value or {}, f"{where} action_map")
+                # a mapping extends the preset's event names: its entries add to them or override them
+                changes[key] = {**base.action_map, **_action_table(value or {}, f"{where} action_map")}
             elif key == "entity_action_map":
-                changes[key] = {
-                    str(e): _action_table(m or {}, f"{where} entity_action_map {e}") for e, m in (value or {}).items()
-                }
+                tables = dict(base.entity_action_map)
+                for e, m in (value or {}).items():
+                    tables[str(e)] = {
+                        **tables.get(str(e), {}),
+                        **_action_table(m or {}, f"{where} entity_action_map {e}"),
+                    }
+                changes[key] = tables
             elif key == "drop_if_also":
                 changes[key] = {str(k): str(v) for k, v in (value or {}).items()}
             elif key == "step_map":

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from transforms.codes import STEP_ACTION_CODES, Codes
-from transforms.schema import DROP
+from transforms.schema import DROP, FLOW_DROP, MAPPED_DROP
 from transforms.state import run_number
 
 
@@ -33,8 +33,10 @@ def catalog_frames(
     return flows, steps
 
 
-#: problem codes, first hit wins; 0 is valid, DROPPED a known non-state event, the rest quarantine
-VALID, DROPPED = 0, -1
+#: problem codes, first hit wins; 0 is valid, below it dropped, above it quarantined. DROPPED: a known
+#: non-state event; DROPPED_BY_MAPPING: an ``action_map`` entry mapped to DROP; FLOW_LEFT_OUT: a flow
+#: the mapping drops (``flow_map: {id: DROP}``)
+VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT = 0, -1, -2, -3
 (
     P_MAP,
     P_TIME_EARLY,
@@ -114,6 +116,10 @@ def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> 
     problem = (
         pl.when(a == DROP)
         .then(DROPPED)
+        .when(a == MAPPED_DROP)
+        .then(DROPPED_BY_MAPPING)
+        .when(a == FLOW_DROP)
+        .then(FLOW_LEFT_OUT)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
         .when(ts < limits.earliest)
@@ -206,6 +212,10 @@ def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
     return (
         pl.when(code == DROPPED)
         .then(pl.format("non-state event '{}'", pl.col("raw_event")))
+        .when(code == DROPPED_BY_MAPPING)
+        .then(pl.format("event '{}' dropped by the mapping (action_map: DROP)", pl.col("raw_event")))
+        .when(code == FLOW_LEFT_OUT)
+        .then(pl.format("flow '{}' left out by the mapping (flow_map: DROP)", flow))
         .when(code == P_MAP)
         .then(pl.col("map_reason"))
         .when(code == P_TIME_EARLY)
@@ -249,7 +259,7 @@ def status() -> pl.Expr:
     return (
         pl.when(code == VALID)
         .then(pl.lit("valid"))
-        .when(code == DROPPED)
+        .when(code < VALID)
         .then(pl.lit("dropped"))
         .otherwise(pl.lit("quarantined"))
     )

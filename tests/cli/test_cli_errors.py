@@ -87,6 +87,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
         ],
         ["1 of 97 rows are quarantined (1.0%)", "--max-quarantined 0", "'flow_trial_nudge'", "userflow-events.csv:97"],
     ),
+    "unknown mapping key": (
+        lambda t: [str(GOOD), "--mapping", str(_mapping(t, "flow_mapp: {old: DROP}\n"))],
+        ["typo-key.yaml", "unknown key 'flow_mapp'", "did you mean 'flow_map'?"],
+    ),
     "nothing to migrate": (
         # epoch numbers read under the default iso; a declared pattern they do not fit leaves them unread
         lambda t: [str(_epoch_seconds(t)), "--time-format", "%d/%m/%Y %H:%M", "--timezone", "UTC"],
@@ -99,6 +103,12 @@ def _typo_map(tmp: Path) -> Path:
     p = tmp / "typo.yaml"
     good = (ROOT / "data" / "pendo" / "mapping.yaml").read_text(encoding="utf-8")
     p.write_text(good.replace("  flow_onboarding:\n", "  flow_onbaording:\n", 1), encoding="utf-8")
+    return p
+
+
+def _mapping(tmp: Path, text: str) -> Path:
+    p = tmp / "typo-key.yaml"
+    p.write_text(text, encoding="utf-8")
     return p
 
 

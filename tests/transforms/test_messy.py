@@ -372,7 +372,7 @@ def test_missing_required_column_names_file_and_field(tmp_path: Path) -> None:
 
 
 def test_mapping_files_are_validated() -> None:
-    with pytest.raises(InputError, match="unknown keys colour"):
+    with pytest.raises(InputError, match="unknown key 'colour'"):
         mapping_from_dict({"colour": "red"})
     with pytest.raises(InputError, match="unknown actions: FINISHED"):
         mapping_from_dict({"action_map": {"done": "STARTED_FLOW+FINISHED"}})

@@ -42,7 +42,8 @@ def test_an_empty_list_clears_a_tuple_field() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"usr": "x"}, "unknown keys usr; known: action, "),
+        ({"usr": "x"}, "unknown key 'usr'; did you mean 'user'\\?"),
+        ({"colour": "x", "usr": 1}, "unknown key 'colour' .and 'usr'.; known keys: action, "),
         ({"trim_user_ids": "yes"}, "trim_user_ids must be true or false"),
         ({"action_map": ["a"]}, "expected a mapping of event name to action"),
         ({"action_map": {"x": "FINISHED"}}, "action_map maps to unknown actions: FINISHED"),
@@ -99,3 +100,19 @@ def test_time_zones_are_checked_with_the_closest_names() -> None:
         SourceMapping(timezone="Europe/Pari")
     with pytest.raises(InputError, match=r"\(use an IANA name like Europe/Paris\)$"):
         check_timezone("Mars/Base")
+
+
+def test_a_mapping_extends_the_presets_action_map_and_overrides_its_entries() -> None:
+    from transforms.presets import PRESETS, resolve_mapping
+
+    pendo = PRESETS["pendo"].action_map
+    m = resolve_mapping("pendo", {"action_map": {"guideSnoozed": "SKIPPED_FLOW", "guideDismissed": "DROP"}})
+    assert m.action_map == {**pendo, "guideSnoozed": "SKIPPED_FLOW", "guideDismissed": "DROP"}
+    base = mapping_from_dict(
+        {"entity_action_map": {"flow": {"seen": "STARTED_FLOW"}, "step": {"seen": "STARTED_STEP"}}}
+    )
+    m = mapping_from_dict({"entity_action_map": {"flow": {"done": "COMPLETED_FLOW"}}}, base=base)
+    assert m.entity_action_map == {
+        "flow": {"seen": "STARTED_FLOW", "done": "COMPLETED_FLOW"},
+        "step": {"seen": "STARTED_STEP"},
+    }
