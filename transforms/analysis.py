@@ -28,6 +28,7 @@ from transforms.validate import (
     FLOW_LEFT_OUT,
     P_MAP,
     ROW_SPAN,
+    SUPERSEDED_SKIP,
     VALID,
     Limits,
     catalog_frames,
@@ -290,7 +291,7 @@ def analyze_encoded(
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     left_out = pl.format("flow '{}' (flow_map: DROP)", "flow_slug")
     dropped = _counts(
-        worded.filter(pl.col("problem") < VALID).select(
+        worded.filter((pl.col("problem") < VALID) & (pl.col("problem") != SUPERSEDED_SKIP)).select(
             pl.when(pl.col("problem") == FLOW_LEFT_OUT).then(left_out).otherwise("raw_event").alias("dropped")
         ),
         "dropped",

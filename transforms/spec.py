@@ -147,6 +147,9 @@ class SourceMapping:
     last_step_completes_flow: bool = False
     #: COMPLETED_FLOW also means COMPLETED_STEP on the flow's last step (catalog order)
     completed_flow_completes_last_step: bool = False
+    #: a dismissal (SKIPPED_FLOW) followed, at a later time, by a start or completion of the same user and
+    #: flow (a guide shown again) is superseded: the latest status wins. False: a dismissal stands
+    latest_status_wins: bool = True
     #: action -> other action: an event mapped to the key is dropped when the same user and flow (and
     #: step, for two step actions) also has the other, e.g. SKIPPED_FLOW: COMPLETED_FLOW
     drop_if_also: Mapping[str, str] = field(default_factory=dict)
@@ -249,6 +252,7 @@ _BOOL_FIELDS = {
     "infer_previous_step_completed",
     "last_step_completes_flow",
     "completed_flow_completes_last_step",
+    "latest_status_wins",
     "trim_user_ids",
     "state_rows",
 }

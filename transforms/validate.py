@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from transforms.codes import STEP_ACTION_CODES, Codes
-from transforms.schema import DROP, FLOW_DROP, MAPPED_DROP
+from transforms.schema import DROP, FLOW_DROP, MAPPED_DROP, SUPERSEDED
 from transforms.state import run_number
 
 
@@ -35,8 +35,9 @@ def catalog_frames(
 
 #: problem codes, first hit wins; 0 is valid, below it dropped, above it quarantined. DROPPED: a known
 #: non-state event; DROPPED_BY_MAPPING: an ``action_map`` entry mapped to DROP; FLOW_LEFT_OUT: a flow
-#: the mapping drops (``flow_map: {id: DROP}``)
-VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT = 0, -1, -2, -3
+#: the mapping drops (``flow_map: {id: DROP}``); SUPERSEDED_SKIP: a dismissal a later start or completion
+#: supersedes (``latest_status_wins``), which the row accounting counts as redundant, not dropped
+VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT, SUPERSEDED_SKIP = 0, -1, -2, -3, -4
 (
     P_MAP,
     P_TIME_EARLY,
@@ -120,6 +121,8 @@ def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> 
         .then(DROPPED_BY_MAPPING)
         .when(a == FLOW_DROP)
         .then(FLOW_LEFT_OUT)
+        .when(a == SUPERSEDED)
+        .then(SUPERSEDED_SKIP)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
         .when(ts < limits.earliest)
@@ -216,6 +219,8 @@ def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
         .then(pl.format("event '{}' dropped by the mapping (action_map: DROP)", pl.col("raw_event")))
         .when(code == FLOW_LEFT_OUT)
         .then(pl.format("flow '{}' left out by the mapping (flow_map: DROP)", flow))
+        .when(code == SUPERSEDED_SKIP)
+        .then(pl.format("'{}' superseded by a later start or completion (latest_status_wins)", pl.col("raw_event")))
         .when(code == P_MAP)
         .then(pl.col("map_reason"))
         .when(code == P_TIME_EARLY)
@@ -259,6 +264,8 @@ def status() -> pl.Expr:
     return (
         pl.when(code == VALID)
         .then(pl.lit("valid"))
+        .when(code == SUPERSEDED_SKIP)
+        .then(pl.lit("redundant"))
         .when(code < VALID)
         .then(pl.lit("dropped"))
         .otherwise(pl.lit("quarantined"))
