@@ -35,7 +35,8 @@ def export(tmp_path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def flow_state(tmp_path: Path, rows: list[tuple[str, str]], doc: dict[str, Any] | None = None) -> dict[str, Any]:
     out = run(export(tmp_path, rows), "pendo", doc)
-    return state_of(out)["v1"]["flow_welcome_tour"]
+    state: dict[str, Any] = state_of(out)["v1"]["flow_welcome_tour"]
+    return state
 
 
 def test_a_guide_shown_again_and_completed_ends_completed_not_skipped(tmp_path: Path) -> None:
