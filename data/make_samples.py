@@ -13,11 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from samples import state_table  # noqa: E402
 from samples.exports import write_all  # noqa: E402
 
 
 def main() -> int:
-    for path in write_all(ROOT / "data"):
+    for path in [*write_all(ROOT / "data"), *state_table.write(ROOT / "data")]:
         print(path.relative_to(ROOT))
     return 0
 

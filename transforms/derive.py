@@ -11,7 +11,9 @@ row, and ``__tag``, which derivation made it).
 - ``progress_step``: a state row (status + current step) becomes COMPLETED_STEP for each step
   before the current one and STARTED_STEP (or COMPLETED_STEP) for the current one;
 - ``infer_previous_step_completed``: STARTED_STEP n implies COMPLETED_STEP n-1 (Userflow);
-- ``last_step_completes_flow``: COMPLETED_STEP on the last step implies COMPLETED_FLOW (Pendo);
+- ``last_step_completes_flow``: COMPLETED_STEP on the last step implies COMPLETED_FLOW (Pendo; a tour);
+- ``all_steps_complete_flow``: COMPLETED_STEP on every step, in any order, implies COMPLETED_FLOW (a
+  checklist); both for every flow or for the flows they list;
 - ``completed_flow_completes_last_step``: COMPLETED_FLOW implies COMPLETED_STEP on the last step;
 - ``latest_status_wins`` (on unless a preset says otherwise): a dismissal followed by a later start
   or completion of the same flow is superseded;
@@ -47,7 +49,7 @@ STEP_TABLE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # __seq bands: fan-out k in [0, 9], then each derivation its own value, progress steps 20 + index
-_SEQ_PREVIOUS, _SEQ_LAST_FLOW, _SEQ_FLOW_LAST_STEP, _SEQ_PROGRESS = 10, 11, 12, 20
+_SEQ_PREVIOUS, _SEQ_LAST_FLOW, _SEQ_FLOW_LAST_STEP, _SEQ_ALL_DONE, _SEQ_PROGRESS = 10, 11, 12, 13, 20
 
 
 def catalog_features(mapping: SourceMapping) -> list[str]:
@@ -57,11 +59,43 @@ def catalog_features(mapping: SourceMapping) -> list[str]:
         out.append("infer_previous_step_completed")
     if mapping.last_step_completes_flow:
         out.append("last_step_completes_flow")
+    if mapping.all_steps_complete_flow:
+        out.append("all_steps_complete_flow")
     if mapping.completed_flow_completes_last_step:
         out.append("completed_flow_completes_last_step")
     if mapping.progress_step:
         out.append("progress_step")
     return out
+
+
+def _of_flows(setting: bool | tuple[str, ...]) -> pl.Expr:
+    """Whether an event's flow is one a per-flow setting (true: all of them) names."""
+    if isinstance(setting, bool):
+        return pl.lit(setting)
+    return pl.col("flow_slug").is_in(list(setting))
+
+
+def _all_steps_done(pos: pl.LazyFrame, mapping: SourceMapping) -> pl.LazyFrame:
+    """COMPLETED_FLOW for each user-flow whose every catalog step was completed, in any order, from
+    the row of the last completion (by time, then row)."""
+    done = pos.filter(
+        (pl.col("action") == A.COMPLETED_STEP)
+        & pl.col("__pos").is_not_null()
+        # a completion whose time cannot be trusted is quarantined: it completes nothing
+        & pl.col("ts").is_not_null()
+        & pl.col("map_reason").is_null()
+        & _of_flows(mapping.all_steps_complete_flow)
+    )
+    key = pl.struct(FLOW_KEY)
+    last = (
+        done.with_columns(pl.col("__pos").n_unique().over(FLOW_KEY).alias("__done"))
+        .filter(pl.col("__done") == pl.col("__count"))
+        .sort("ts", "source_file", "source_row", "__seq", nulls_last=True)
+        .filter(key.is_last_distinct())
+    )
+    return _derived(last, A.COMPLETED_FLOW.value, _SEQ_ALL_DONE, "all").with_columns(
+        pl.lit(None, pl.String).alias("step_id"), pl.lit(None, pl.Int64).alias("step_index")
+    )
 
 
 def _shape(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -189,6 +223,7 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         mapping.progress_step
         or mapping.infer_previous_step_completed
         or mapping.last_step_completes_flow
+        or mapping.all_steps_complete_flow
         or mapping.completed_flow_completes_last_step
     )
     extra: list[pl.LazyFrame] = []
@@ -202,7 +237,11 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
             )
             extra.append(_shape(_id_at(_derived(prev, A.COMPLETED_STEP.value, _SEQ_PREVIOUS, "prev"), table)))
         if mapping.last_step_completes_flow:
-            last = pos.filter((a == A.COMPLETED_STEP) & (pl.col("__pos") == pl.col("__count") - 1))
+            last = pos.filter(
+                (a == A.COMPLETED_STEP)
+                & (pl.col("__pos") == pl.col("__count") - 1)
+                & _of_flows(mapping.last_step_completes_flow)
+            )
             extra.append(
                 _shape(
                     _derived(last, A.COMPLETED_FLOW.value, _SEQ_LAST_FLOW, "flow").with_columns(
@@ -210,6 +249,8 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
                     )
                 )
             )
+        if mapping.all_steps_complete_flow:
+            extra.append(_shape(_all_steps_done(pos, mapping)))
         if mapping.completed_flow_completes_last_step:
             done = pos.filter((a == A.COMPLETED_FLOW) & pl.col("__count").is_not_null())
             extra.append(

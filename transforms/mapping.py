@@ -1,7 +1,8 @@
 """Source mappings: how an export's columns become canonical events, lazily, in three stages.
 
 1. rows -> events: columns, event names, times (``transforms.rows``); or, for a wide table, the
-   unpivot of the columns that ``wide`` rules match (``transforms.wide``);
+   unpivot of the columns that ``wide`` rules match (``transforms.wide``); or, for a state table
+   (one row per user and item), of its status columns (``transforms.state_table``);
 2. derivations (``transforms.derive``): one row into several events (``A+B`` in an action map),
    inferred completions, state rows into the events that produce the state, declared conflations;
 3. the canonical frame of ``transforms.schema``.
@@ -19,6 +20,7 @@ from transforms.rows import row_events
 from transforms.schema import InputError, conform
 from transforms.source import refuse_aggregates
 from transforms.spec import SourceMapping
+from transforms.state_table import state_table_events
 from transforms.wide import wide_events
 
 # Re-exported: lifecycle (job, pipeline, exports) and transforms.presets name them from here.
@@ -40,6 +42,8 @@ def map_events(
     try:
         if mapping.wide:
             events = wide_events(lf, schema, mapping, source_file)
+        elif mapping.state_table:
+            events = state_table_events(lf, schema, mapping, source_file)
         else:
             events = row_events(lf, schema, mapping, source_file)
         events = derive(events, mapping, steps)

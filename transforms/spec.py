@@ -24,6 +24,7 @@ from transforms.schema import DROP, InputError
 
 __all__ = [
     "COALESCE_FIELDS",
+    "STATE_TABLE_KEYS",
     "STEP_BY",
     "WIDE_VALUES",
     "SourceMapping",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 STEP_BY = ("id", "index0", "index1")
+#: a state table's statuses (each a column of times or flags) and the row's own time for flags
+STATE_TABLE_KEYS = ("started", "completed", "dismissed", "time")
 WIDE_VALUES = ("flag", "time", "list")
 _ACTIONS = frozenset(a.value for a in Action)
 #: fields whose candidate columns may be coalesced row by row
@@ -143,8 +146,12 @@ class SourceMapping:
     once_per_flow: tuple[str, ...] = ()
     #: STARTED_STEP on step n (n > 0) also means COMPLETED_STEP on step n-1 (Userflow)
     infer_previous_step_completed: bool = False
-    #: COMPLETED_STEP on the flow's last step (catalog order) also means COMPLETED_FLOW (Pendo)
-    last_step_completes_flow: bool = False
+    #: COMPLETED_STEP on the flow's last step (catalog order) also means COMPLETED_FLOW (Pendo); true for
+    #: every flow, or a list of Frigade flow slugs (a tour beside a checklist)
+    last_step_completes_flow: bool | tuple[str, ...] = False
+    #: COMPLETED_STEP on every step of the flow, in any order, also means COMPLETED_FLOW (a checklist),
+    #: at the time of the last of them; true for every flow, or a list of Frigade flow slugs
+    all_steps_complete_flow: bool | tuple[str, ...] = False
     #: COMPLETED_FLOW also means COMPLETED_STEP on the flow's last step (catalog order)
     completed_flow_completes_last_step: bool = False
     #: a dismissal (SKIPPED_FLOW) followed, at a later time, by a start or completion of the same user and
@@ -159,6 +166,9 @@ class SourceMapping:
     progress_current_done_when: tuple[str, ...] = ("COMPLETED_FLOW",)
     #: wide tables: rules that unpivot matching columns into events (then user/flow/... columns apply)
     wide: tuple[WideRule, ...] = ()
+    #: state tables (one row per user and item, ``transforms.state_table``): ``started``, ``completed``,
+    #: ``dismissed`` name the columns (times or flags) of each status, ``time`` the row's time for flags
+    state_table: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: where ``step_map`` was read from (a mapping file), for the message when it names a flow or
     #: step the catalog lacks; set by ``mapping_from_dict``, never by a document
     step_map_from: str | None = None
@@ -169,6 +179,11 @@ class SourceMapping:
         for fmt in (self.time_format, *self.extra_time_formats):
             if fmt not in TIME_FORMATS and "%" not in fmt:
                 raise InputError(f"time format {fmt!r} is not one of {', '.join(TIME_FORMATS)} or a strftime pattern")
+        bad = sorted(set(self.state_table) - set(STATE_TABLE_KEYS))
+        if bad:
+            raise InputError(f"state_table has unknown keys {', '.join(bad)}; known: {', '.join(STATE_TABLE_KEYS)}")
+        if self.state_table and self.wide:
+            raise InputError("a mapping is a state table or a wide table, not both (state_table and wide)")
         if self.step_by not in STEP_BY:
             raise InputError(f"step_by {self.step_by!r} is not one of {', '.join(STEP_BY)}")
         if self.unmapped not in ("quarantine", "drop"):
@@ -247,10 +262,11 @@ _TUPLE_FIELDS = {
     "progress_step",
     "progress_current_done_when",
 }
+#: true (every flow), false, or a list of Frigade flow slugs
+_FLOWS_FIELDS = {"last_step_completes_flow", "all_steps_complete_flow"}
 _BOOL_FIELDS = {
     "flow_actions_ignore_step",
     "infer_previous_step_completed",
-    "last_step_completes_flow",
     "completed_flow_completes_last_step",
     "latest_status_wins",
     "trim_user_ids",
@@ -324,6 +340,21 @@ def mapping_from_dict(
                 changes["step_map_from"] = where
             elif key == "wide":
                 changes[key] = _wide_rules(value or [], where)
+            elif key == "state_table":
+                if not isinstance(value, Mapping):
+                    raise InputError(
+                        "state_table must be a mapping such as {completed: completed_at, dismissed: dismissed}"
+                    )
+                changes[key] = {
+                    str(k): (v,) if isinstance(v, str) else tuple(str(c) for c in v or ()) for k, v in value.items()
+                }
+            elif key in _FLOWS_FIELDS:
+                if isinstance(value, bool):
+                    changes[key] = value
+                elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    changes[key] = tuple(value)
+                else:
+                    raise InputError(f"{key} must be true, false or a list of flow slugs")
             elif key in _BOOL_FIELDS:
                 if not isinstance(value, bool):
                     raise InputError(f"{key} must be true or false")
