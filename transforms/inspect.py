@@ -112,6 +112,7 @@ def _without_catalog(mapping: SourceMapping) -> SourceMapping:
         mapping,
         infer_previous_step_completed=mapping.infer_previous_step_completed and mapping.step_by != "id",
         last_step_completes_flow=False,
+        all_steps_complete_flow=False,
         completed_flow_completes_last_step=False,
         progress_step=(),
     )

@@ -172,3 +172,13 @@ def test_a_table_without_any_status_column_names_them(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"none of the state_table columns .*'completed_at'") as err:
         run(path, "long", BASE)
     assert err.value.file == "t.csv"
+
+
+def test_inspect_previews_a_state_table_without_a_catalog() -> None:
+    from transforms.inspect import inspect_sample
+    from transforms.presets import PRESETS
+
+    mapping = resolve_mapping("long", yaml.safe_load((SAMPLE / "mapping.yaml").read_text()))
+    got = inspect_sample(scan(SAMPLE / EXPORT).head(20), EXPORT, PRESETS, mapping=mapping)
+    assert got.events.height > 0
+    assert any("all_steps_complete_flow" in n for n in got.notes)
