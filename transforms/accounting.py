@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.validate import DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT, SUPERSEDED_SKIP, VALID
+from transforms.validate import DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT, VALID
 
 
 def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, int]:
@@ -16,8 +16,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
     Of the dropped rows, ``rows_dropped_by_mapping`` are those the mapping itself dropped (an
     ``action_map`` or ``flow_map`` entry mapped to DROP), and ``rows_flow_left_out`` those of flows the
     user chose to leave out (``flow_map``): not progress lost, since the user asked for it. A row with
-    both a non-state event and a mapping's drop counts as non-state. A dismissal a later start or
-    completion superseded (``latest_status_wins``) is redundant."""
+    both a non-state event and a mapping's drop counts as non-state."""
     origins = plan.get_column("origin").drop_nulls().unique()
     problem = rows.get_column("problem")
     keys = rows.get_column("row_key")
@@ -27,7 +26,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
         valid = int((problem == VALID).sum())
         per_bucket = {
             0: origins.len(),
-            1: valid - origins.len() + int((problem == SUPERSEDED_SKIP).sum()),
+            1: valid - origins.len(),
             2: int((problem > VALID).sum()),
             3: int((problem == DROPPED).sum()),
             4: int((problem == DROPPED_BY_MAPPING).sum()),
@@ -39,7 +38,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
             rows.with_columns(
                 pl.when(pl.col("row_key").is_in(origins.implode()))
                 .then(0)
-                .when((pl.col("problem") == VALID) | (pl.col("problem") == SUPERSEDED_SKIP))
+                .when(pl.col("problem") == VALID)
                 .then(1)
                 .when(pl.col("problem") > VALID)
                 .then(2)

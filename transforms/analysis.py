@@ -28,7 +28,6 @@ from transforms.validate import (
     FLOW_LEFT_OUT,
     P_MAP,
     ROW_SPAN,
-    SUPERSEDED_SKIP,
     VALID,
     Limits,
     catalog_frames,
@@ -291,7 +290,7 @@ def analyze_encoded(
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     left_out = pl.format("flow '{}' (flow_map: DROP)", "flow_slug")
     dropped = _counts(
-        worded.filter((pl.col("problem") < VALID) & (pl.col("problem") != SUPERSEDED_SKIP)).select(
+        worded.filter(pl.col("problem") < VALID).select(
             pl.when(pl.col("problem") == FLOW_LEFT_OUT).then(left_out).otherwise("raw_event").alias("dropped")
         ),
         "dropped",
@@ -303,7 +302,12 @@ def analyze_encoded(
         rows = pl.concat([events.select("row_key", "problem"), bad.select("row_key", "problem")])
         valid = events
     del bad
-    log = order_log(valid.select(EVENT_COLUMNS), len(codes.slugs), latest_row_only=mapping.state_rows)
+    log = order_log(
+        valid.select(EVENT_COLUMNS),
+        len(codes.slugs),
+        latest_row_only=mapping.state_rows,
+        latest_status_wins=mapping.latest_status_wins,
+    )
     del events, valid
     duplicates = int(log.get_column("duplicate").sum())
     valid_events = log.height

@@ -15,8 +15,6 @@ row, and ``__tag``, which derivation made it).
 - ``all_steps_complete_flow``: COMPLETED_STEP on every step, in any order, implies COMPLETED_FLOW (a
   checklist); both for every flow or for the flows they list;
 - ``completed_flow_completes_last_step``: COMPLETED_FLOW implies COMPLETED_STEP on the last step;
-- ``latest_status_wins`` (on unless a preset says otherwise): a dismissal followed by a later start
-  or completion of the same flow is superseded;
 - ``drop_if_also``: one ending written as two (Userflow's flow_ended after flow_completed);
 - ``flow_map: {id: DROP}``: every event of a flow the user left out is dropped by the mapping.
 
@@ -31,7 +29,7 @@ from __future__ import annotations
 import polars as pl
 
 from frigade.rules import FLOW_ACTIONS, STEP_ACTIONS, Action
-from transforms.schema import DROP, EVENT_SCHEMA, FLOW_DROP, SUPERSEDED, InputError
+from transforms.schema import DROP, EVENT_SCHEMA, FLOW_DROP, InputError
 from transforms.source import flows_left_out
 from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY
@@ -267,39 +265,12 @@ def derive(ev: pl.LazyFrame, mapping: SourceMapping, steps: pl.LazyFrame | None)
         )
     if extra:
         ev = pl.concat([ev, *extra], how="vertical")
-    if mapping.latest_status_wins:
-        ev = supersede_dismissals(ev)
     for dropped, other in mapping.drop_if_also.items():
         key = [*FLOW_KEY, "step_id"] if dropped in _STEP_NAMES and other in _STEP_NAMES else FLOW_KEY
         also = (a == other).any().over(key)
         ev = ev.with_columns(pl.when((a == dropped) & also).then(pl.lit(DROP)).otherwise(a).alias("action"))
     tagged = bool(combos) or bool(derivations)
     return finish(ev) if tagged or has_seq else ev.drop("__seq", "__tag")
-
-
-_LATER = [A.STARTED_FLOW.value, A.STARTED_STEP.value, A.COMPLETED_STEP.value, A.COMPLETED_FLOW.value]
-
-
-def supersede_dismissals(ev: pl.LazyFrame) -> pl.LazyFrame:
-    """A dismissal followed, at a later time, by a start or completion of the same user and flow (a
-    guide shown again) is superseded, so the latest status wins: without this Frigade would keep the
-    flow skipped beside the later progress (a skip is undone only by a reset). Events of one row share
-    its time here (``finish`` spaces them later), so a row's own ``STARTED_FLOW+SKIPPED_FLOW`` or its
-    derived steps never undo its dismissal. Only the user-flows with a dismissal are looked at."""
-    a = pl.col("action")
-    skips = ev.filter(a == A.SKIPPED_FLOW)
-    later = (
-        ev.filter(a.is_in(_LATER))
-        .join(skips.select(FLOW_KEY).unique(), on=FLOW_KEY, how="semi")
-        .group_by(FLOW_KEY)
-        .agg(pl.col("ts").max().alias("__later"))
-    )
-    marked = (
-        skips.join(later, on=FLOW_KEY, how="left")
-        .with_columns(pl.when(pl.col("__later") > pl.col("ts")).then(pl.lit(SUPERSEDED)).otherwise(a).alias("action"))
-        .drop("__later")
-    )
-    return pl.concat([ev.filter((a != A.SKIPPED_FLOW).fill_null(True)), marked], how="vertical")
 
 
 def finish(ev: pl.LazyFrame) -> pl.LazyFrame:

@@ -24,9 +24,6 @@ DROP = "DROP"
 #: non-state events, and never quarantined.
 MAPPED_DROP = "DROP:action_map"
 FLOW_DROP = "DROP:flow_map"
-#: the action of a dismissal a later start or completion of the same user and flow supersedes
-#: (``latest_status_wins``): redundant, like a state row superseded by a later one
-SUPERSEDED = "SUPERSEDED:SKIPPED_FLOW"
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),

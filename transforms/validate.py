@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from transforms.codes import STEP_ACTION_CODES, Codes
-from transforms.schema import DROP, FLOW_DROP, MAPPED_DROP, SUPERSEDED
+from frigade.rules import Action
+from transforms.codes import STEP_ACTION_CODES, Codes, act_code
+from transforms.schema import DROP, FLOW_DROP, MAPPED_DROP
 from transforms.state import run_number
 
 
@@ -35,9 +36,8 @@ def catalog_frames(
 
 #: problem codes, first hit wins; 0 is valid, below it dropped, above it quarantined. DROPPED: a known
 #: non-state event; DROPPED_BY_MAPPING: an ``action_map`` entry mapped to DROP; FLOW_LEFT_OUT: a flow
-#: the mapping drops (``flow_map: {id: DROP}``); SUPERSEDED_SKIP: a dismissal a later start or completion
-#: supersedes (``latest_status_wins``), which the row accounting counts as redundant, not dropped
-VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT, SUPERSEDED_SKIP = 0, -1, -2, -3, -4
+#: the mapping drops (``flow_map: {id: DROP}``)
+VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT = 0, -1, -2, -3
 (
     P_MAP,
     P_TIME_EARLY,
@@ -121,8 +121,6 @@ def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> 
         .then(DROPPED_BY_MAPPING)
         .when(a == FLOW_DROP)
         .then(FLOW_LEFT_OUT)
-        .when(a == SUPERSEDED)
-        .then(SUPERSEDED_SKIP)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
         .when(ts < limits.earliest)
@@ -219,8 +217,6 @@ def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
         .then(pl.format("event '{}' dropped by the mapping (action_map: DROP)", pl.col("raw_event")))
         .when(code == FLOW_LEFT_OUT)
         .then(pl.format("flow '{}' left out by the mapping (flow_map: DROP)", flow))
-        .when(code == SUPERSEDED_SKIP)
-        .then(pl.format("'{}' superseded by a later start or completion (latest_status_wins)", pl.col("raw_event")))
         .when(code == P_MAP)
         .then(pl.col("map_reason"))
         .when(code == P_TIME_EARLY)
@@ -264,8 +260,6 @@ def status() -> pl.Expr:
     return (
         pl.when(code == VALID)
         .then(pl.lit("valid"))
-        .when(code == SUPERSEDED_SKIP)
-        .then(pl.lit("redundant"))
         .when(code < VALID)
         .then(pl.lit("dropped"))
         .otherwise(pl.lit("quarantined"))
@@ -315,6 +309,7 @@ def order_log(
     user_hash: Callable[[pl.Expr], pl.Expr] = _hash,
     *,
     latest_row_only: bool = False,
+    latest_status_wins: bool = False,
 ) -> pl.DataFrame:
     """Valid events sorted into the log every later stage reads, with ``uf`` (the user-flow's number:
     each user-flow is one contiguous run) and ``duplicate``. Needs user_id, fl, gs, act, ts, row_key
@@ -333,7 +328,10 @@ def order_log(
 
     ``latest_row_only`` (state exports, whose rows are each a user's whole state of a flow): the events
     of every row but the user-flow's latest (by time, then export order) are duplicates too, superseded,
-    so that a state re-exported by overlapping windows ends in its latest copy."""
+    so that a state re-exported by overlapping windows ends in its latest copy.
+
+    ``latest_status_wins``: a dismissal that a later start or completion follows is a duplicate too
+    (``supersede_dismissals``)."""
     user, h = pl.col("user_id"), pl.col("_h")
     bits = max(1, flows.bit_length())
     low = (1 << bits) - 1
@@ -371,7 +369,36 @@ def order_log(
         repeats = with_id.filter(~first)
         if repeats.len():
             duplicate = duplicate.scatter(repeats, True)
-    return log.with_columns(duplicate)
+    log = log.with_columns(duplicate)
+    return supersede_dismissals(log) if latest_status_wins else log
+
+
+_SKIPPED_FLOW = act_code(Action.SKIPPED_FLOW)
+#: what a guide shown again writes: any of these after a dismissal means the dismissal is over
+_RESUMING = [
+    act_code(a) for a in (Action.STARTED_FLOW, Action.STARTED_STEP, Action.COMPLETED_STEP, Action.COMPLETED_FLOW)
+]
+
+
+def supersede_dismissals(log: pl.DataFrame) -> pl.DataFrame:
+    """Mark as duplicate each dismissal (SKIPPED_FLOW) that a later start or completion of the same
+    user-flow follows (a guide shown again): the latest status wins, where Frigade would otherwise keep
+    the flow skipped beside the later progress (only a reset clears a skip). The superseded dismissal is
+    never sent and its row counts as redundant.
+
+    Only events of rows without a dismissal of their own count as later: a row written as
+    ``STARTED_FLOW+SKIPPED_FLOW``, or a state row whose progress steps are derived after its dismissal,
+    does not undo itself. On the sorted log this is one backward fill: the user-flow of the next
+    counting event after each position."""
+    act = pl.col("act")
+    is_skip = (act == _SKIPPED_FLOW) & ~pl.col("duplicate")
+    skip_rows = log.filter(is_skip).get_column("row_key").unique()
+    if skip_rows.is_empty():
+        return log
+    counts = act.is_in(_RESUMING) & ~pl.col("duplicate") & ~pl.col("row_key").is_in(skip_rows.implode())
+    next_uf = pl.when(counts).then(pl.col("uf")).backward_fill().shift(-1)
+    superseded = is_skip & (next_uf == pl.col("uf")).fill_null(False)
+    return log.with_columns(pl.col("duplicate") | superseded)
 
 
 #: rows per file in ``row_key``: file order * ROW_SPAN + row
