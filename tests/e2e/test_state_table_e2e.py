@@ -8,15 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
-from frigade.catalog import parse_catalog
-from frigade.models import UserFlowStates, flow_state_from_wire
-from frigade.rules import initial_state
-from samples.exports import state_dict
 from samples.state_table import EXPORT, FOLDER
+from tests.e2e.landing import assert_landed
 from tests.e2e.servers import ROOT, cli
 
 pytestmark = pytest.mark.slow
@@ -34,17 +30,7 @@ def test_a_postgres_state_table_backfills_with_a_short_mapping_and_lands_exactly
         assert res.returncode == 0, res.stdout + res.stderr
 
         expected = json.loads((SAMPLE / "expected.json").read_text())
-        cat = parse_catalog(CATALOG.read_text(), str(CATALOG))
-        with httpx.Client(base_url=emulator.url, headers=emulator.headers(private=False)) as client:
-            for user, flows in sorted(expected["users"].items()):
-                answer = client.get("/v1/public/flowStates", params={"userId": user})
-                answer.raise_for_status()
-                got = UserFlowStates.model_validate(answer.json())
-                for flow in cat.active:
-                    wire = got.flow(flow.slug)
-                    assert wire is not None
-                    want = flows.get(flow.slug, state_dict(initial_state(flow.step_ids)))
-                    assert state_dict(flow_state_from_wire(wire)) == want, (user, flow.slug)
+        assert_landed(emulator, expected, CATALOG)
         assert emulator.stats()["writes_unchanged"] == 0, "a request was sent that changed nothing"
 
     run = json.loads((tmp_path / "run" / "run.json").read_text())
