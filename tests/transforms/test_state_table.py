@@ -182,3 +182,24 @@ def test_inspect_previews_a_state_table_without_a_catalog() -> None:
     got = inspect_sample(scan(SAMPLE / EXPORT).head(20), EXPORT, PRESETS, mapping=mapping)
     assert got.events.height > 0
     assert any("all_steps_complete_flow" in n for n in got.notes)
+
+
+def test_typed_time_columns_are_read_as_they_are(tmp_path: Path) -> None:
+    """Parquet from a warehouse: timestamptz as an aware datetime, a date, a boolean flag."""
+    path = tmp_path / "t.parquet"
+    pl.DataFrame(
+        {
+            "user_id": ["u1", "u1"],
+            "checklist": ["tour", "tour"],
+            "item": ["welcome", None],
+            "started_at": [datetime(2024, 9, 8, 2, 0, tzinfo=UTC), None],
+            "completed_at": [datetime(2024, 9, 8, 3, 0, tzinfo=UTC), None],
+            "dismissed": [False, True],
+        }
+    ).write_parquet(path)
+    out = run(path, "long", BASE).sort("source_row", "ts")
+    assert out.select("action", "ts").rows() == [
+        ("STARTED_STEP", datetime(2024, 9, 8, 2, 0, tzinfo=UTC)),
+        ("COMPLETED_STEP", datetime(2024, 9, 8, 3, 0, 0, 1, tzinfo=UTC)),
+        ("SKIPPED_FLOW", datetime(2024, 9, 8, 3, 0, 0, 2, tzinfo=UTC)),
+    ]
