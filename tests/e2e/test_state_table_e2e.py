@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
+from frigade.catalog import parse_catalog
 from samples.state_table import EXPORT, FOLDER
 from tests.e2e.landing import assert_landed
 from tests.e2e.servers import ROOT, cli
@@ -30,7 +31,7 @@ def test_a_postgres_state_table_backfills_with_a_short_mapping_and_lands_exactly
         assert res.returncode == 0, res.stdout + res.stderr
 
         expected = json.loads((SAMPLE / "expected.json").read_text())
-        assert_landed(emulator, expected, CATALOG)
+        assert_landed(emulator, expected, parse_catalog(CATALOG.read_text(), str(CATALOG)))
         assert emulator.stats()["writes_unchanged"] == 0, "a request was sent that changed nothing"
 
     run = json.loads((tmp_path / "run" / "run.json").read_text())
