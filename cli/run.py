@@ -279,11 +279,6 @@ def plan(
         ("rows planned as requests", c["rows_sent"]),
         ("rows redundant", c["rows_redundant"]),
         ("rows dropped (non-state)", c["rows_dropped"]),
-        *(
-            [("of them, dropped by the mapping (DROP)", c["rows_dropped_by_mapping"])]
-            if c.get("rows_dropped_by_mapping")
-            else []
-        ),
         ("rows quarantined", c["rows_quarantined"]),
         ("requests planned", c["requests_planned"]),
         ("distinct users touched (each counts toward MAU)", c["users"]),

@@ -59,16 +59,6 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("rows planned as requests", c.get("rows_sent")),
         ("rows redundant (implied or duplicate)", c.get("rows_redundant")),
         ("rows dropped (non-state events)", c.get("rows_dropped")),
-        *(
-            [("of them, dropped by the mapping (DROP)", c["rows_dropped_by_mapping"])]
-            if c.get("rows_dropped_by_mapping")
-            else []
-        ),
-        *(
-            [("of them, flows left out (flow_map: DROP)", c["rows_flow_left_out"])]
-            if c.get("rows_flow_left_out")
-            else []
-        ),
         ("rows quarantined", c.get("rows_quarantined")),
         ("duplicate events", c.get("events_duplicate")),
     ]

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.validate import DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT, VALID
+from transforms.validate import DROPPED, VALID
 
 
 def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, int]:
     """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
     already implied or a duplicate), dropped (non-state) or quarantined. A row that became several
     events takes the first of those buckets that any of its events reached.
-    ``rows_in``: every row of the exports, also those no event came from.
-
-    Of the dropped rows, ``rows_dropped_by_mapping`` are those the mapping itself dropped (an
-    ``action_map`` or ``flow_map`` entry mapped to DROP), and ``rows_flow_left_out`` those of flows the
-    user chose to leave out (``flow_map``): not progress lost, since the user asked for it. A row with
-    both a non-state event and a mapping's drop counts as non-state."""
+    ``rows_in``: every row of the exports, also those no event came from."""
     origins = plan.get_column("origin").drop_nulls().unique()
     problem = rows.get_column("problem")
     keys = rows.get_column("row_key")
@@ -29,8 +24,6 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
             1: valid - origins.len(),
             2: int((problem > VALID).sum()),
             3: int((problem == DROPPED).sum()),
-            4: int((problem == DROPPED_BY_MAPPING).sum()),
-            5: int((problem == FLOW_LEFT_OUT).sum()),
         }
         grouped = rows.height
     else:
@@ -42,11 +35,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
                 .then(1)
                 .when(pl.col("problem") > VALID)
                 .then(2)
-                .when(pl.col("problem") == DROPPED)
-                .then(3)
-                .when(pl.col("problem") == DROPPED_BY_MAPPING)
-                .then(4)
-                .otherwise(5)
+                .otherwise(3)
                 .alias("bucket")
             )
             .group_by("row_key")
@@ -60,9 +49,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
         "rows_redundant": per_bucket.get(1, 0),
         "rows_quarantined": per_bucket.get(2, 0),
         # Rows that produced no event at all (e.g. a wide row with no progress) count as dropped.
-        "rows_dropped": per_bucket.get(3, 0) + per_bucket.get(4, 0) + per_bucket.get(5, 0) + rows_in - grouped,
-        "rows_dropped_by_mapping": per_bucket.get(4, 0) + per_bucket.get(5, 0),
-        "rows_flow_left_out": per_bucket.get(5, 0),
+        "rows_dropped": per_bucket.get(3, 0) + rows_in - grouped,
         "requests_planned": plan.height,
         # the plan holds each user's requests together and each user-flow's from seq 0
         "users": int((plan.get_column("user_id") != plan.get_column("user_id").shift()).fill_null(True).sum()),

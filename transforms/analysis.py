@@ -20,12 +20,12 @@ from transforms.accounting import account
 from transforms.codes import Codes
 from transforms.mapping import map_events
 from transforms.plan import plan_history, plan_state
-from transforms.schema import InputError
+from transforms.schema import FLOW_DROP, MAPPED_DROP, InputError
 from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
 from transforms.sync import StateFrames, as_current, changed_user_flows, events_hash_seed, events_hashes
 from transforms.validate import (
-    FLOW_LEFT_OUT,
+    DROPPED,
     P_MAP,
     ROW_SPAN,
     VALID,
@@ -148,6 +148,29 @@ class Analysis:
 def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
     table = frame.group_by(by).len().sort("len", by, descending=[True, False])
     return {str(k): int(v) for k, v in table.iter_rows()}
+
+
+def dropped_by_mapping(rows: pl.DataFrame, worded: pl.DataFrame) -> dict[str, int]:
+    """Of the rows the accounting counts dropped (every event of the row dropped), those the mapping
+    dropped itself: ``rows_dropped_by_mapping`` (an ``action_map`` or ``flow_map`` entry mapped to
+    DROP, no non-state event beside) and, of them, ``rows_flow_left_out`` (every event of a flow the
+    user chose to leave out, ``flow_map: {id: DROP}``): not progress lost, since the user asked for it.
+    ``rows``: row_key and problem of every event; ``worded``: the events that are not valid, with
+    file_order, source_row and action."""
+    marks = [MAPPED_DROP, FLOW_DROP]
+    drops = worded.filter(pl.col("problem") == DROPPED)
+    if drops.is_empty() or not drops.select(pl.col("action").is_in(marks).any()).item():
+        return {"rows_dropped_by_mapping": 0, "rows_flow_left_out": 0}
+    per_row = drops.group_by(row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key")).agg(
+        pl.col("action").is_in(marks).all().alias("by_mapping"), (pl.col("action") == FLOW_DROP).all().alias("left_out")
+    )
+    # a row with an event that is not dropped counts elsewhere
+    elsewhere = rows.filter(pl.col("problem") != DROPPED).select("row_key")
+    mine = per_row.join(elsewhere, on="row_key", how="anti")
+    return {
+        "rows_dropped_by_mapping": int(mine.get_column("by_mapping").sum()),
+        "rows_flow_left_out": int(mine.get_column("left_out").sum()),
+    }
 
 
 @dataclass(frozen=True)
@@ -290,8 +313,8 @@ def analyze_encoded(
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
     left_out = pl.format("flow '{}' (flow_map: DROP)", "flow_slug")
     dropped = _counts(
-        worded.filter(pl.col("problem") < VALID).select(
-            pl.when(pl.col("problem") == FLOW_LEFT_OUT).then(left_out).otherwise("raw_event").alias("dropped")
+        worded.filter(pl.col("problem") == DROPPED).select(
+            pl.when(pl.col("action") == FLOW_DROP).then(left_out).otherwise("raw_event").alias("dropped")
         ),
         "dropped",
     )
@@ -328,6 +351,7 @@ def analyze_encoded(
         "events_valid": valid_events,
         "events_duplicate": duplicates,
         "users_unchanged": unchanged,
+        **dropped_by_mapping(rows, worded),
     }
     target = target_from_log(log.select(LOG_COLUMNS), codes, rules)
     reasons = _counts(quarantine, "reason")

@@ -34,10 +34,10 @@ def catalog_frames(
     return flows, steps
 
 
-#: problem codes, first hit wins; 0 is valid, below it dropped, above it quarantined. DROPPED: a known
-#: non-state event; DROPPED_BY_MAPPING: an ``action_map`` entry mapped to DROP; FLOW_LEFT_OUT: a flow
-#: the mapping drops (``flow_map: {id: DROP}``)
-VALID, DROPPED, DROPPED_BY_MAPPING, FLOW_LEFT_OUT = 0, -1, -2, -3
+#: problem codes, first hit wins; 0 is valid, DROPPED a known non-state event, the rest quarantine
+VALID, DROPPED = 0, -1
+#: the actions of a dropped event: a non-state one, or one the mapping drops itself (``transforms.schema``)
+DROPS = [DROP, MAPPED_DROP, FLOW_DROP]
 (
     P_MAP,
     P_TIME_EARLY,
@@ -115,12 +115,8 @@ def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> 
     is_step_action = pl.col("act").is_in(STEP_ACTION_CODES)
     has_step = step.is_not_null() | pl.col("step_index").is_not_null()
     problem = (
-        pl.when(a == DROP)
+        pl.when(a.is_in(DROPS))
         .then(DROPPED)
-        .when(a == MAPPED_DROP)
-        .then(DROPPED_BY_MAPPING)
-        .when(a == FLOW_DROP)
-        .then(FLOW_LEFT_OUT)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
         .when(ts < limits.earliest)
@@ -213,10 +209,6 @@ def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
     return (
         pl.when(code == DROPPED)
         .then(pl.format("non-state event '{}'", pl.col("raw_event")))
-        .when(code == DROPPED_BY_MAPPING)
-        .then(pl.format("event '{}' dropped by the mapping (action_map: DROP)", pl.col("raw_event")))
-        .when(code == FLOW_LEFT_OUT)
-        .then(pl.format("flow '{}' left out by the mapping (flow_map: DROP)", flow))
         .when(code == P_MAP)
         .then(pl.col("map_reason"))
         .when(code == P_TIME_EARLY)
@@ -260,7 +252,7 @@ def status() -> pl.Expr:
     return (
         pl.when(code == VALID)
         .then(pl.lit("valid"))
-        .when(code < VALID)
+        .when(code == DROPPED)
         .then(pl.lit("dropped"))
         .otherwise(pl.lit("quarantined"))
     )
