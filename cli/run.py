@@ -188,7 +188,7 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
 
 def print_result(result: dict[str, Any]) -> int:
     """The run's summary, its folder, the reconciliation line, and why it stopped or failed."""
-    from lifecycle.report import reconciliation_line
+    from lifecycle.report import loss_line, reconciliation_line
 
     run_dir = Path(result["run_dir"])
     if result.get("message") and not (run_dir / "report.md").exists():
@@ -209,10 +209,15 @@ def print_result(result: dict[str, Any]) -> int:
         # soft_wrap: the resume command it ends with must stay one line, to be copied as it is
         err.print(f"[bold red]stopped:[/] {escape(run['stop_message'])}", soft_wrap=True)
     elif run.get("status") == "failed":
-        err.print(
-            f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
-            f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
-        )
+        if run.get("failed_users") or run.get("unexplained_mismatches"):
+            err.print(
+                f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed "
+                f"requests, {run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
+            )
+        # the last line: progress left behind, which no reconciliation of what was sent shows
+        lost = loss_line(run, str(run_dir / "quarantine.parquet"))
+        if lost is not None:
+            err.print(f"[red]{escape(lost)}[/]", soft_wrap=True, highlight=False)
     return int(result["exit_code"])
 
 
@@ -278,8 +283,9 @@ def plan(
         ("rows in", c["rows_in"]),
         ("rows planned as requests", c["rows_sent"]),
         ("rows redundant", c["rows_redundant"]),
-        ("rows dropped (non-state)", c["rows_dropped"]),
-        ("rows quarantined", c["rows_quarantined"]),
+        ("rows not onboarding state (dropped)", c["rows_dropped"]),
+        ("rows not a user to migrate", c["rows_not_a_user"]),
+        ("rows of progress not migrated", c["rows_not_migrated"]),
         ("requests planned", c["requests_planned"]),
         ("distinct users touched (each counts toward MAU)", c["users"]),
         (f"time at {settings.rate:g} req/s", _duration(seconds)),

@@ -16,7 +16,7 @@ import polars as pl
 
 from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Rules
-from transforms.accounting import account
+from transforms.accounting import account, not_migrated, quarantine_kind
 from transforms.codes import Codes
 from transforms.mapping import map_events
 from transforms.plan import plan_history, plan_state
@@ -42,6 +42,8 @@ QUARANTINE_COLUMNS = [
     "source_file",
     "source_row",
     "reason",
+    # not_migrated (a user's progress lost) or not_a_user (transforms.accounting)
+    "kind",
     "user_id",
     "group_id",
     "flow_slug",
@@ -285,6 +287,7 @@ def analyze_encoded(
     _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
         reason(codes, limits).alias("reason"),
+        quarantine_kind().alias("kind"),
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
@@ -349,7 +352,8 @@ def plan_requests(
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
         planned = plan_state(target.only(changed), current, rules)
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
-    counts = account(analysis.rows_in, analysis.rows, planned) | analysis.event_counts
+    counts = account(analysis.rows_in, analysis.rows, planned) | not_migrated(analysis.quarantine)
+    counts |= analysis.event_counts
     return Prepared(
         planned, analysis.quarantine, exp_flows, exp_steps, counts, analysis.quarantine_reasons, analysis.dropped_events
     )
