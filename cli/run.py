@@ -266,7 +266,7 @@ def plan(
     from lifecycle.job import Job
     from lifecycle.params import BackfillParams
     from lifecycle.shards import preview
-    from transforms.accounting import accounting_closes
+    from transforms.accounting import accounting_closes, is_not_a_user
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(ctx.params)
@@ -294,14 +294,17 @@ def plan(
     for k, v in [*rows, *cost_rows(prepared.webhooks)]:
         t.add_row(k, str(v))
     out.print(t)
+    _print_coverage(job, chosen, c["rows_in"])
     if prepared.quarantine_reasons:
         where = examples(prepared.quarantine, reasons=15)
-        q = Table(title="quarantine reasons")
-        q.add_column("reason")
+        q = Table(title="quarantined: progress not migrated, and rows of no user to migrate")
+        q.add_column("reason", overflow="fold")
+        q.add_column("kind")
         q.add_column("rows", justify="right")
         q.add_column("first rows (file:row)", overflow="fold")
         for reason, n in list(prepared.quarantine_reasons.items())[:15]:
-            q.add_row(reason, str(n), ", ".join(where.get(reason, [])))
+            kind = "not a user" if is_not_a_user(reason) else "not migrated"
+            q.add_row(reason, kind, str(n), ", ".join(where.get(reason, [])))
         out.print(q)
         for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in chosen.active}):
             err.print(f"[yellow]hint:[/] {hint}", highlight=False)
@@ -314,6 +317,17 @@ def plan(
         first.add_row(*("" if v is None else str(v) for v in r))
     out.print(first)
     return ExitCode.OK
+
+
+def _print_coverage(job: Job, catalog: Catalog, rows_in: int) -> None:
+    """Before anything is sent: what each of the export's event names becomes."""
+    from cli.inspect import coverage_table
+    from lifecycle.exports import sources_of
+    from transforms.analysis import export_coverage
+
+    mapping = job.mapping()
+    cov = export_coverage(sources_of(job.exports, mapping), mapping, catalog)
+    out.print(coverage_table(cov, rows_in, "coverage: what each event of the export becomes"))
 
 
 def _plan_catalog(job: Job) -> Catalog:

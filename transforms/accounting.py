@@ -100,3 +100,49 @@ def accounting_closes(counts: dict[str, int]) -> bool:
     if "rows_not_migrated" in counts and counts["rows_not_migrated"] + counts["rows_not_a_user"] != quarantined:
         return False
     return counts["rows_in"] == counts["rows_sent"] + counts["rows_redundant"] + counts["rows_dropped"] + quarantined
+
+
+#: coverage's ``kind`` of what an event becomes, in the accounting's order (a row counts under the first)
+COVERAGE_KINDS = ("action", NOT_MIGRATED, NOT_A_USER_KIND, "dropped")
+
+
+def coverage(events: pl.LazyFrame) -> pl.LazyFrame:
+    """What each of the export's event names (or state values) becomes, with its rows and users: an
+    action, dropped as not onboarding state, not a user, or not migrated with the reason. A row counts
+    once, under the event of it that decided its bucket in the row accounting (an action before a loss
+    before no user before dropped), so each kind's rows add up to that bucket. ``events``: row_key,
+    user_id, raw_event, action, problem and reason (null on valid events)."""
+    problem = pl.col("problem")
+    rank = (
+        pl.when(problem == VALID)
+        .then(0)
+        .when(problem.is_in(NOT_A_USER))
+        .then(2)
+        .when(problem > VALID)
+        .then(1)
+        .otherwise(3)
+    )
+    kind = rank.replace_strict(list(range(len(COVERAGE_KINDS))), list(COVERAGE_KINDS), return_dtype=pl.String)
+    becomes = (
+        pl.when(rank == 0)
+        .then(pl.col("action"))
+        .when(rank == 3)
+        .then(pl.lit("dropped: not onboarding state"))
+        .otherwise(
+            pl.format(
+                "{} ({})", pl.when(rank == 1).then(pl.lit("not migrated")).otherwise(pl.lit("not a user")), "reason"
+            )
+        )
+    )
+    name = pl.coalesce("raw_event", "action", pl.lit("(no event name)"))
+    return (
+        events.select(
+            "row_key", "user_id", name.alias("event"), rank.alias("_rank"), kind.alias("kind"), becomes.alias("becomes")
+        )
+        .sort("row_key", "_rank", maintain_order=True)
+        .unique("row_key", keep="first", maintain_order=True)
+        .group_by("event", "kind", "becomes")
+        .agg(pl.len().alias("rows"), pl.col("user_id").drop_nulls().n_unique().alias("users"), pl.col("_rank").first())
+        .sort("_rank", "rows", "event", descending=[False, True, False])
+        .select("event", "rows", "users", "becomes", "kind")
+    )
