@@ -230,7 +230,7 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
 
 
 def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
-    from lifecycle.audit import render_markdown
+    from lifecycle.audit import Audit, render_markdown
 
     steps = pl.DataFrame(
         {
@@ -244,7 +244,9 @@ def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
     flows = pl.DataFrame(
         {"flow_slug": ["f"], **{f"{k}_{s}": [1] for k in ("started", "completed", "skipped") for s in "ab"}}
     )
-    md = render_markdown({"a": "A", "b": "B"}, pl.DataFrame(), steps, flows)
+    md = render_markdown(
+        Audit(pl.DataFrame(), pl.DataFrame(), steps, flows, {"a": "A", "b": "B"}, *[pl.DataFrame()] * 2)
+    )
     bars = {line.split()[0] + line.split()[1]: line.count("█") for line in md.splitlines() if "█" in line}
     # step two's 2 users draw half as long as step one's 4, not as long (one scale per funnel)
     assert bars["oneA"] == 2 * bars["twoA"] == 30
