@@ -309,6 +309,7 @@ def plan(
         for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in chosen.active}):
             err.print(f"[yellow]hint:[/] {hint}", highlight=False)
     _warn_if_mostly_quarantined(prepared.counts, prepared.quarantine_reasons)
+    _warn_of_loss(prepared.counts, prepared.quarantine_reasons, examples(prepared.quarantine), settings)
     first = Table(title="first requests")
     cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
     for col in cols:
@@ -317,6 +318,18 @@ def plan(
         first.add_row(*("" if v is None else str(v) for v in r))
     out.print(first)
     return ExitCode.OK
+
+
+def _warn_of_loss(
+    counts: Mapping[str, int], reasons: Mapping[str, int], where: Mapping[str, list[str]], settings: Settings
+) -> None:
+    """What a run of this plan would end with (exit 1) when it would leave known users' progress behind."""
+    from lifecycle.report import loss_line
+
+    run = {"counts": counts, "quarantine_reasons": reasons, "quarantine_examples": where, "settings": settings.public()}
+    lost = loss_line(run, "the quarantine table above")
+    if lost is not None:
+        err.print(f"[yellow]warning:[/] a run would end exit 1: {escape(lost)}", highlight=False)
 
 
 def _print_coverage(job: Job, catalog: Catalog, rows_in: int) -> None:

@@ -8,6 +8,7 @@ step completed in A vs B, as inline SVG."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,40 +170,61 @@ def _flow_table(flows: pl.DataFrame) -> str:
     return f"<h2>Flows: users started / completed / skipped, A &rarr; B</h2><table>{head}{body}</table>"
 
 
+def _rows_table(title: str, header: Sequence[str], rows: Iterable[tuple[dict[str, str], Sequence[object]]]) -> str:
+    """A titled table whose rows each carry their attributes (a class that marks them, their numbers as
+    data attributes, which tests read back) and cells, all escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr"
+        + "".join(f' {k}="{html.escape(v)}"' for k, v in attrs.items())
+        + ">"
+        + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        + "</tr>"
+        for attrs, cells in rows
+    )
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
 def _moves_table(moves: pl.DataFrame) -> str:
     """Per flow, each move between statuses with its user-flows; a move back is marked (red, "back")."""
     if moves.is_empty():
         return "<h2>Moves between statuses</h2><p>No user-flow changed status.</p>"
-    head = "<tr><th>flow</th><th>from</th><th>to</th><th>user-flows</th><th></th></tr>"
-    body = "".join(
-        f'<tr class="move{" regression" if r["regression"] else ""}" data-flow="{html.escape(str(r["flow_slug"]))}" '
-        f'data-before="{r["before"]}" data-after="{r["after"]}" data-count="{r["user_flows"]}">'
-        f"<td>{html.escape(str(r['flow_slug']))}</td><td>{r['before']}</td><td>{r['after']}</td>"
-        f"<td>{r['user_flows']}</td><td>{'&#9660; back' if r['regression'] else ''}</td></tr>"
+    rows = (
+        (
+            {
+                "class": "move regression" if r["regression"] else "move",
+                "data-flow": str(r["flow_slug"]),
+                "data-before": r["before"],
+                "data-after": r["after"],
+                "data-count": str(r["user_flows"]),
+            },
+            (r["flow_slug"], r["before"], r["after"], r["user_flows"], "\u25bc back" if r["regression"] else ""),
+        )
         for r in moves.to_dicts()
     )
-    return f"<h2>Moves between statuses, per flow (user-flows)</h2><table>{head}{body}</table>"
+    return _rows_table("Moves between statuses, per flow (user-flows)", ["flow", "from", "to", "user-flows", ""], rows)
 
 
 def _regressed_table(regressed: pl.DataFrame) -> str:
     """The users who went backwards, each regressing change a marked row."""
     if regressed.is_empty():
         return "<h2>Users who regressed</h2><p>None.</p>"
-    head = "<tr><th>user</th><th>flow</th><th>field</th><th>before</th><th>after</th></tr>"
-    body = "".join(
-        f'<tr class="regressed" data-user="{html.escape(str(r["user_id"]))}" '
-        f'data-flow="{html.escape(str(r["flow_slug"]))}" data-field="{html.escape(_field(r))}">'
-        f"<td>{html.escape(str(r['user_id']))}</td><td>{html.escape(str(r['flow_slug']))}</td>"
-        f"<td>{html.escape(_field(r))}</td><td>{r['before']}</td><td>{r['after']}</td></tr>"
+    rows = (
+        (
+            {
+                "class": "regressed",
+                "data-user": str(r["user_id"]),
+                "data-flow": str(r["flow_slug"]),
+                "data-field": _field(r),
+            },
+            (r["user_id"], r["flow_slug"], _field(r), r["before"], r["after"]),
+        )
         for r in regressed.head(LISTED).to_dicts()
     )
+    title = f"Users who regressed: {regressed['user_id'].n_unique()} ({REGRESSIONS_FILE} lists every change)"
     more = regressed.height - LISTED
     tail = f"<p>... and {more} more in {REGRESSIONS_FILE}</p>" if more > 0 else ""
-    users = regressed["user_id"].n_unique()
-    return (
-        f'<h2 id="regressed">Users who regressed: {users} ({REGRESSIONS_FILE} lists every change)</h2>'
-        f"<table>{head}{body}</table>{tail}"
-    )
+    return _rows_table(title, ["user", "flow", "field", "before", "after"], rows) + tail
 
 
 def render_html(result: Audit) -> str:

@@ -65,7 +65,12 @@ def lost_reasons(run: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 def _lost_user_flows(run: Mapping[str, Any]) -> str:
     c = run.get("counts") or {}
-    return f"{c.get('user_flows_not_migrated', 0)} user-flows of {c.get('users_not_migrated', 0)} users"
+    flows, users = c.get("user_flows_not_migrated", 0), c.get("users_not_migrated", 0)
+    return f"{_count(flows, 'user-flow')} of {_count(users, 'user')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def loss_line(run: Mapping[str, Any], rows_at: str = "quarantine.parquet") -> str | None:
@@ -78,9 +83,10 @@ def loss_line(run: Mapping[str, Any], rows_at: str = "quarantine.parquet") -> st
     first = (run.get("quarantine_examples") or {}).get(top[0][0], []) if top else []
     why = ""
     if top:
-        why = f", most as {top[0][0]!r} ({top[0][1]} rows" + (f", first at {', '.join(first)})" if first else ")")
+        reason, n = top[0]
+        why = f", most as {reason!r} ({_count(n, 'row')}" + (f", first at {', '.join(first)})" if first else ")")
     return (
-        f"progress not migrated: {_lost_user_flows(run)} ({rows} rows{why}); the rows are in {rows_at} "
+        f"progress not migrated: {_lost_user_flows(run)} ({_count(rows, 'row')}{why}); the rows are in {rows_at} "
         f"(kind = {NOT_MIGRATED}). Map them (flow_map / step_map; DROP excludes a flow or event), "
         "or accept the loss with --max-quarantined"
     )

@@ -69,10 +69,11 @@ def _three_counts(run: dict[str, object], report: str, stdout: list[str]) -> Non
     assert "## Not onboarding state (events dropped, by name)" in report
 
 
+@pytest.mark.parametrize("shards", ["1", "2"])
 def test_progress_not_migrated_fails_the_run_and_says_how_much_why_and_where(
-    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+    shards: str, emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
-    code, stdout, stderr, run, report = _backfill(emulator, prefect_env, tmp_path)
+    code, stdout, stderr, run, report = _backfill(emulator, prefect_env, tmp_path, "--shards", shards)
     assert code == 1, "\n".join(stdout + stderr)
     _three_counts(run, report, stdout)
     assert run["status"] == "failed"
