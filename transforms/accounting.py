@@ -41,16 +41,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
     else:
         rank = (
             rows.with_columns(
-                pl.when(pl.col("row_key").is_in(origins.implode()))
-                .then(0)
-                .when(pl.col("problem") == VALID)
-                .then(1)
-                .when(pl.col("problem").is_in(NOT_A_USER))
-                .then(3)
-                .when(pl.col("problem") > VALID)
-                .then(2)
-                .otherwise(4)
-                .alias("bucket")
+                pl.when(pl.col("row_key").is_in(origins.implode())).then(0).otherwise(_fate() + 1).alias("bucket")
             )
             .group_by("row_key")
             .agg(pl.col("bucket").min())
@@ -71,6 +62,21 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
         "users": int((plan.get_column("user_id") != plan.get_column("user_id").shift()).fill_null(True).sum()),
         "user_flows": int((plan.get_column("seq") == 0).sum()),
     }
+
+
+def _fate() -> pl.Expr:
+    """An event's fate from its ``problem``, in the order a row of several events takes the first
+    of: 0 valid, 1 progress not migrated, 2 not a user, 3 dropped."""
+    problem = pl.col("problem")
+    return (
+        pl.when(problem == VALID)
+        .then(0)
+        .when(problem.is_in(NOT_A_USER))
+        .then(2)
+        .when(problem > VALID)
+        .then(1)
+        .otherwise(3)
+    )
 
 
 def is_not_a_user(reason: str) -> bool:
@@ -112,16 +118,7 @@ def coverage(events: pl.LazyFrame) -> pl.LazyFrame:
     once, under the event of it that decided its bucket in the row accounting (an action before a loss
     before no user before dropped), so each kind's rows add up to that bucket. ``events``: row_key,
     user_id, raw_event, action, problem and reason (null on valid events)."""
-    problem = pl.col("problem")
-    rank = (
-        pl.when(problem == VALID)
-        .then(0)
-        .when(problem.is_in(NOT_A_USER))
-        .then(2)
-        .when(problem > VALID)
-        .then(1)
-        .otherwise(3)
-    )
+    rank = _fate()
     kind = rank.replace_strict(list(range(len(COVERAGE_KINDS))), list(COVERAGE_KINDS), return_dtype=pl.String)
     becomes = (
         pl.when(rank == 0)
