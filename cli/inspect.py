@@ -21,12 +21,14 @@ from lifecycle.catalogs import SAMPLE_LABEL, catalog_source, local_catalog
 from lifecycle.exitcodes import ExitCode
 from lifecycle.exports import check_exports, scan_export
 from lifecycle.settings import Settings
+from transforms.analysis import Source, export_coverage
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
 from transforms.schema import InputError, input_error
+from transforms.spec import SourceMapping
 from transforms.validate import catalog_frames
 
-__all__ = ["main", "read_sample"]
+__all__ = ["coverage_table", "main", "read_sample"]
 
 _EVENT_COLUMNS = ["source_row", "user_id", "flow_slug", "step_id", "action", "raw_event", "ts", "status", "reason"]
 
@@ -49,6 +51,36 @@ def _cell(value: object) -> str:
         return ""
     text = str(value)
     return text if len(text) <= 48 else text[:45] + "..."
+
+
+#: coverage lines shown; the rest are counted
+COVERAGE_LINES = 40
+
+
+def coverage_table(cov: pl.DataFrame, rows_in: int, title: str) -> Table:
+    """What each event name of the export becomes, with its rows and users, and the rows in by kind:
+    they add up to the row accounting (a row counts once, under the event that decided its fate)."""
+    t = Table(title=title)
+    t.add_column("event (or state value)", overflow="fold")
+    t.add_column("rows", justify="right")
+    t.add_column("users", justify="right")
+    t.add_column("becomes", overflow="fold")
+    for event, rows, users, becomes, _ in cov.head(COVERAGE_LINES).iter_rows():
+        t.add_row(str(event), str(rows), str(users), str(becomes))
+    if cov.height > COVERAGE_LINES:
+        more = cov.slice(COVERAGE_LINES)
+        t.add_row(f"... {more.height} more", str(more["rows"].sum()), "", "")
+    by_kind = {str(k): int(n) for k, n in cov.group_by("kind").agg(pl.col("rows").sum()).iter_rows()}
+    # rows that gave no event at all (a wide row with no progress) are dropped by the accounting too
+    no_event = rows_in - sum(by_kind.values())
+    if no_event:
+        t.add_row("(rows with no event)", str(no_event), "", "dropped: nothing to migrate in the row")
+    t.caption = (
+        f"{rows_in} rows in = {by_kind.get('action', 0)} become actions + "
+        f"{by_kind.get('dropped', 0) + no_event} not onboarding state + {by_kind.get('not_a_user', 0)} not a user "
+        f"+ {by_kind.get('not_migrated', 0)} progress not migrated"
+    )
+    return t
 
 
 def render(result: Inspection, console: Console, catalog_label: str = "") -> None:
@@ -126,6 +158,7 @@ def main(
                 console.print(f"mapping {mapping} applied over preset {base!r} (pass --preset {base} to backfill)")
         chosen = resolve_mapping(base, doc) if base or doc else None
         result = inspect_sample(sample, path, PRESETS, mapping=chosen, steps=steps, flows=flows)
+        cov = _coverage(path, sample, chosen or PRESETS.get(result.preset or ""), cat)
     except (InputError, CatalogError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return ExitCode.INPUT
@@ -133,7 +166,23 @@ def main(
         err.print(f"[red]error:[/red] file {path}: cannot be read: {exc}".splitlines()[0], highlight=False)
         return ExitCode.INPUT
     render(result, console, label)
+    if cov is not None:
+        title = f"coverage of the {result.rows} rows sampled: what each event becomes"
+        console.print(coverage_table(cov, result.rows, title))
     return ExitCode.OK
+
+
+def _coverage(
+    path: str, sample: pl.LazyFrame, mapping: SourceMapping | None, cat: Catalog | None
+) -> pl.DataFrame | None:
+    """The sample's coverage table, when a mapping and a catalog say what its events become."""
+    if mapping is None or cat is None:
+        return None
+    try:
+        return export_coverage([Source(path, sample)], mapping, cat)
+    except InputError:
+        # a mapping that cannot run on this file: the notes above say why
+        return None
 
 
 def _catalog(path: str | None) -> tuple[Catalog | None, str]:

@@ -188,7 +188,7 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
 
 def print_result(result: dict[str, Any]) -> int:
     """The run's summary, its folder, the reconciliation line, and why it stopped or failed."""
-    from lifecycle.report import reconciliation_line
+    from lifecycle.report import loss_line, reconciliation_line
 
     run_dir = Path(result["run_dir"])
     if result.get("message") and not (run_dir / "report.md").exists():
@@ -209,10 +209,15 @@ def print_result(result: dict[str, Any]) -> int:
         # soft_wrap: the resume command it ends with must stay one line, to be copied as it is
         err.print(f"[bold red]stopped:[/] {escape(run['stop_message'])}", soft_wrap=True)
     elif run.get("status") == "failed":
-        err.print(
-            f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed requests, "
-            f"{run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
-        )
+        if run.get("failed_users") or run.get("unexplained_mismatches"):
+            err.print(
+                f"[red]finished with failures:[/] {run.get('failed_users', 0)} users with rejected or failed "
+                f"requests, {run.get('mismatches', 0)} reconciliation mismatches (see reconcile.parquet and report.md)"
+            )
+        # the last line: progress left behind, which no reconciliation of what was sent shows
+        lost = loss_line(run, str(run_dir / "quarantine.parquet"))
+        if lost is not None:
+            err.print(f"[red]{escape(lost)}[/]", soft_wrap=True, highlight=False)
     return int(result["exit_code"])
 
 
@@ -261,7 +266,7 @@ def plan(
     from lifecycle.job import Job
     from lifecycle.params import BackfillParams
     from lifecycle.shards import preview
-    from transforms.accounting import accounting_closes
+    from transforms.accounting import accounting_closes, is_not_a_user
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(ctx.params)
@@ -278,8 +283,9 @@ def plan(
         ("rows in", c["rows_in"]),
         ("rows planned as requests", c["rows_sent"]),
         ("rows redundant", c["rows_redundant"]),
-        ("rows dropped (non-state)", c["rows_dropped"]),
-        ("rows quarantined", c["rows_quarantined"]),
+        ("rows not onboarding state (dropped)", c["rows_dropped"]),
+        ("rows not a user to migrate", c["rows_not_a_user"]),
+        ("rows of progress not migrated", c["rows_not_migrated"]),
         ("requests planned", c["requests_planned"]),
         ("distinct users touched (each counts toward MAU)", c["users"]),
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
@@ -288,18 +294,22 @@ def plan(
     for k, v in [*rows, *cost_rows(prepared.webhooks)]:
         t.add_row(k, str(v))
     out.print(t)
+    _print_coverage(job, chosen, c["rows_in"])
     if prepared.quarantine_reasons:
         where = examples(prepared.quarantine, reasons=15)
-        q = Table(title="quarantine reasons")
-        q.add_column("reason")
+        q = Table(title="quarantined: progress not migrated, and rows of no user to migrate")
+        q.add_column("reason", overflow="fold")
+        q.add_column("kind")
         q.add_column("rows", justify="right")
         q.add_column("first rows (file:row)", overflow="fold")
         for reason, n in list(prepared.quarantine_reasons.items())[:15]:
-            q.add_row(reason, str(n), ", ".join(where.get(reason, [])))
+            kind = "not a user" if is_not_a_user(reason) else "not migrated"
+            q.add_row(reason, kind, str(n), ", ".join(where.get(reason, [])))
         out.print(q)
         for hint in catalog_hints(prepared.quarantine, {f.slug: list(f.step_ids) for f in chosen.active}):
             err.print(f"[yellow]hint:[/] {hint}", highlight=False)
     _warn_if_mostly_quarantined(prepared.counts, prepared.quarantine_reasons)
+    _warn_of_loss(prepared.counts, prepared.quarantine_reasons, examples(prepared.quarantine), settings)
     first = Table(title="first requests")
     cols = ["user_id", "flow_slug", "seq", "action", "step_id", "created_at"]
     for col in cols:
@@ -308,6 +318,29 @@ def plan(
         first.add_row(*("" if v is None else str(v) for v in r))
     out.print(first)
     return ExitCode.OK
+
+
+def _warn_of_loss(
+    counts: Mapping[str, int], reasons: Mapping[str, int], where: Mapping[str, list[str]], settings: Settings
+) -> None:
+    """What a run of this plan would end with (exit 1) when it would leave known users' progress behind."""
+    from lifecycle.report import loss_line
+
+    run = {"counts": counts, "quarantine_reasons": reasons, "quarantine_examples": where, "settings": settings.public()}
+    lost = loss_line(run, "the quarantine table above")
+    if lost is not None:
+        err.print(f"[yellow]warning:[/] a run would end exit 1: {escape(lost)}", highlight=False)
+
+
+def _print_coverage(job: Job, catalog: Catalog, rows_in: int) -> None:
+    """Before anything is sent: what each of the export's event names becomes."""
+    from cli.inspect import coverage_table
+    from lifecycle.exports import sources_of
+    from transforms.analysis import export_coverage
+
+    mapping = job.mapping()
+    cov = export_coverage(sources_of(job.exports, mapping), mapping, catalog)
+    out.print(coverage_table(cov, rows_in, "coverage: what each event of the export becomes"))
 
 
 def _plan_catalog(job: Job) -> Catalog:

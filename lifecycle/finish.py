@@ -12,7 +12,7 @@ from lifecycle.exitcodes import ExitCode
 from lifecycle.job import Job
 from lifecycle.prepare import maybe_touched
 from lifecycle.record import Attempt
-from lifecycle.report import render
+from lifecycle.report import progress_lost, render
 from lifecycle.settings import failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
@@ -48,7 +48,9 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
         setattr(job.run, name, value)
     if not job.run.stopped:
         limit = failure_limit(job.settings.max_failures, (job.run.counts or {}).get("users", 0))
-        job.run.status = "failed" if judged.failed(limit) else "succeeded"
+        # progress left out of the plan fails the run too, unless the user accepted it
+        lost = progress_lost(job.run.as_dict())
+        job.run.status = "failed" if judged.failed(limit) or lost else "succeeded"
     job.save()
     # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
     if job.state_dir is not None and not job.run.stopped and job.shard is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from transforms.accounting import NOT_MIGRATED, is_not_a_user
+
 BAR_WIDTH = 30
 
 
@@ -21,10 +23,73 @@ def bar_chart(rows: Sequence[tuple[str, int]], width: int = BAR_WIDTH, top: int 
     return out
 
 
+def _cell(value: Any) -> str:
+    """A whole value in one cell (a viewer wraps it): its pipes escaped, its line breaks as spaces."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
     return lines
+
+
+# ---------------------------------------------------------------- rows not sent, and what was lost
+
+
+def rows_not_sent(counts: Mapping[str, Any]) -> tuple[int, int]:
+    """(rows of no user to migrate, rows of progress not migrated); a record of an earlier version,
+    without the split, counts every quarantined row as not migrated."""
+    if "rows_not_migrated" in counts:
+        return int(counts.get("rows_not_a_user") or 0), int(counts.get("rows_not_migrated") or 0)
+    return 0, int(counts.get("rows_quarantined") or 0)
+
+
+def loss_accepted_by(run: Mapping[str, Any]) -> str | None:
+    """The option by which the user accepted progress not migrated, if they did."""
+    spec = (run.get("settings") or {}).get("max_quarantined")
+    return None if spec is None else f"--max-quarantined {spec}"
+
+
+def progress_lost(run: Mapping[str, Any]) -> bool:
+    """Whether known users' progress was left behind without the user accepting it: the run then
+    fails (exit 1), whatever the reconciliation of what was sent says."""
+    return rows_not_sent(run.get("counts") or {})[1] > 0 and loss_accepted_by(run) is None
+
+
+def lost_reasons(run: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The quarantine reasons that are loss (not those of rows naming no user), most frequent first."""
+    reasons = (run.get("quarantine_reasons") or {}).items()
+    return sorted(((r, int(n)) for r, n in reasons if not is_not_a_user(r)), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _lost_user_flows(run: Mapping[str, Any]) -> str:
+    c = run.get("counts") or {}
+    flows, users = c.get("user_flows_not_migrated", 0), c.get("users_not_migrated", 0)
+    return f"{_count(flows, 'user-flow')} of {_count(users, 'user')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def loss_line(run: Mapping[str, Any], rows_at: str = "quarantine.parquet") -> str | None:
+    """The run's last line when it lost progress the user did not accept: how much, the top reason,
+    where the rows are and what to do; None otherwise."""
+    if not progress_lost(run):
+        return None
+    rows = rows_not_sent(run.get("counts") or {})[1]
+    top = lost_reasons(run)[:1]
+    first = (run.get("quarantine_examples") or {}).get(top[0][0], []) if top else []
+    why = ""
+    if top:
+        reason, n = top[0]
+        why = f", most as {reason!r} ({_count(n, 'row')}" + (f", first at {', '.join(first)})" if first else ")")
+    return (
+        f"progress not migrated: {_lost_user_flows(run)} ({_count(rows, 'row')}{why}); the rows are in {rows_at} "
+        f"(kind = {NOT_MIGRATED}). Map them (flow_map / step_map; DROP excludes a flow or event), "
+        "or accept the loss with --max-quarantined"
+    )
 
 
 #: how a request's outcome reads in a report, in the order it is listed
@@ -58,10 +123,15 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("rows in", c.get("rows_in")),
         ("rows planned as requests", c.get("rows_sent")),
         ("rows redundant (implied or duplicate)", c.get("rows_redundant")),
-        ("rows dropped (non-state events)", c.get("rows_dropped")),
-        ("rows quarantined", c.get("rows_quarantined")),
-        ("duplicate events", c.get("events_duplicate")),
+        ("rows not onboarding state (other events, dropped)", c.get("rows_dropped")),
+        ("rows not a user to migrate (anonymous or no user id)", rows_not_sent(c)[0]),
+        ("rows of progress not migrated (quarantined)", rows_not_sent(c)[1]),
     ]
+    if rows_not_sent(c)[1]:
+        accepted = loss_accepted_by(run)
+        label = "users with progress not migrated" + (f" (accepted: {accepted})" if accepted else "")
+        rows.append((label, _lost_user_flows(run)))
+    rows.append(("duplicate events", c.get("events_duplicate")))
     if c.get("users_unchanged"):
         rows.append(("users unchanged since the last sync (not planned)", c["users_unchanged"]))
     rows.append(("requests planned", c.get("requests_planned")))
@@ -94,12 +164,15 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def accounting_line(run: Mapping[str, Any]) -> str:
-    """Rows in = rows planned + redundant + dropped + quarantined: where every input row went."""
+    """Rows in = rows planned + redundant + not onboarding state + not a user + progress not migrated:
+    where every input row went (the last two are the quarantined rows)."""
     c = run.get("counts", {})
     closes = "closes" if run.get("accounting_closes") else "DOES NOT CLOSE"
+    not_a_user, not_migrated = rows_not_sent(c)
     return (
         f"{c.get('rows_in')} rows in = {c.get('rows_sent')} planned as requests + {c.get('rows_redundant')} "
-        f"redundant + {c.get('rows_dropped')} dropped + {c.get('rows_quarantined')} quarantined ({closes})"
+        f"redundant + {c.get('rows_dropped')} not onboarding state + {not_a_user} not a user + "
+        f"{not_migrated} progress not migrated ({closes})"
     )
 
 
@@ -110,17 +183,25 @@ def requests_line(run: Mapping[str, Any]) -> str:
 
 
 def reconciliation_line(run: Mapping[str, Any]) -> str:
-    """How many of the users planned Frigade now holds exactly as the export says."""
+    """How many of the users planned Frigade now holds as the export says, and what it compared:
+    the export itself only when no known user's progress was left out of the plan."""
     users = int(run.get("counts", {}).get("users") or 0)
     match, differ = int(run.get("users_matching") or 0), int(run.get("users_differing") or 0)
     unreached = int(run.get("users_not_reached") or 0)
-    if not differ and not unreached:
+    lost = rows_not_sent(run.get("counts") or {})[1] > 0
+    if not differ and not unreached and not lost:
         return f"reconciliation: {match} of {users} users match the export exactly"
-    parts = [f"reconciliation: {match} of {users} users match"]
+    parts = [f"reconciliation: {match} of {users} users match" + (" what was migrated" if lost else "")]
     if differ:
         parts.append(f"{differ} differ (see reconcile.parquet)")
     if unreached:
         parts.append(f"{unreached} unfinished when the run stopped (resume to finish them)")
+    if lost:
+        accepted = loss_accepted_by(run)
+        parts.append(
+            f"{_lost_user_flows(run)} have progress that was not "
+            + (f"(accepted: {accepted})" if accepted else "(see quarantine.parquet)")
+        )
     return "; ".join(parts)
 
 
@@ -167,21 +248,27 @@ def render(
         lines += ["", "## What the catalog does not know", ""]
         lines += [f"- {h}" for h in hints]
     reasons = run.get("quarantine_reasons", {})
-    if reasons:
-        where = run.get("quarantine_examples", {})
-        lines += ["", "## Quarantine reasons", ""]
-        lines += _table(
-            ["reason", "events", "first rows (file:row, 1 = the first data row)"],
-            [(r, n, ", ".join(where.get(r, []))) for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]],
-        )
-    for title, key in (
-        ("Dropped non-state events", "dropped_events"),
-        ("Failures", "failure_reasons"),
+    where = run.get("quarantine_examples", {})
+    lost = lost_reasons(run)
+    no_user = sorted(((r, n) for r, n in reasons.items() if is_not_a_user(r)), key=lambda kv: -kv[1])
+    for title, items in (
+        ("Progress not migrated (quarantine.parquet, kind = not_migrated)", lost),
+        ("Not a user to migrate (quarantine.parquet, kind = not_a_user)", no_user),
+    ):
+        if items:
+            lines += ["", f"## {title}", ""]
+            lines += _table(
+                ["reason", "events", "first rows (file:row, 1 = the first data row)"],
+                [(r, n, ", ".join(where.get(r, []))) for r, n in items[:20]],
+            )
+    for title, key, unit in (
+        ("Not onboarding state (events dropped, by name)", "dropped_events", "rows"),
+        ("Failures", "failure_reasons", "requests"),
     ):
         items = run.get(key, {})
         if items:
             lines += ["", f"## {title}", ""]
-            lines += _table(["reason", "rows"], sorted(items.items(), key=lambda kv: -kv[1])[:20])
+            lines += _table(["reason", unit], sorted(items.items(), key=lambda kv: -kv[1])[:20])
     if mismatch_sample:
         lines += ["", "## Reconciliation mismatches (first 20)", ""]
         lines += _table(

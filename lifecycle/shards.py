@@ -39,7 +39,7 @@ from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
 from lifecycle.prepare import check_state_dir, checked_inputs, refuse_plan
 from lifecycle.progress import PlanProgress
 from lifecycle.record import Attempt, RunRecord
-from lifecycle.report import render
+from lifecycle.report import progress_lost, render
 from lifecycle.settings import Settings, failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.accounting import accounting_closes
@@ -283,6 +283,7 @@ def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunEr
     else:
         limit = failure_limit(job.settings.max_failures, (run.counts or {}).get("users", 0))
         failed = (run.failed_users or 0) > limit or (run.unexplained_mismatches or 0) > 0
+        failed = failed or progress_lost(run.as_dict())
         run.status = "failed" if failed else "succeeded"
     for name in ("snapshot.parquet", "reconcile.parquet"):
         _concat(job, shards, name)

@@ -16,7 +16,7 @@ import polars as pl
 
 from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Rules
-from transforms.accounting import account
+from transforms.accounting import account, coverage, not_migrated, quarantine_kind
 from transforms.codes import Codes
 from transforms.mapping import map_events
 from transforms.plan import plan_history, plan_state
@@ -42,6 +42,8 @@ QUARANTINE_COLUMNS = [
     "source_file",
     "source_row",
     "reason",
+    # not_migrated (a user's progress lost) or not_a_user (transforms.accounting)
+    "kind",
     "user_id",
     "group_id",
     "flow_slug",
@@ -225,18 +227,40 @@ def encode_sources(
 ) -> Encoded:
     """One lazy pass over the exports: the integer codes of every event, the text the log needs, and
     the text a message needs only on the events that are not valid (null, and so free, elsewhere)."""
-    check_step_map(mapping, catalog)
-    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
-    codes = Codes.from_frames(flows_lf, steps_lf)
+    coded, codes, limits = _encode(sources, mapping, catalog, head)
     problem = pl.col("problem") != VALID
-    limits = Limits.window(*mapping.time_window)
-    events = encode(load_events(sources, mapping, steps_lf, head=head), codes, limits).select(
+    events = coded.select(
         *EVENT_COLUMNS[:-1],
-        row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key"),
+        "row_key",
         "problem",
         *(pl.when(problem).then(pl.col(c)).alias(c) for c in PROBLEM_COLUMNS),
     )
     return Encoded(events, codes, limits, [s.name for s in sources])
+
+
+def _encode(
+    sources: Sequence[Source], mapping: SourceMapping, catalog: Catalog, head: int | None
+) -> tuple[pl.LazyFrame, Codes, Limits]:
+    """Every event of the exports with its codes, ``row_key`` and ``problem``, lazily."""
+    check_step_map(mapping, catalog)
+    flows_lf, steps_lf = catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows})
+    codes = Codes.from_frames(flows_lf, steps_lf)
+    limits = Limits.window(*mapping.time_window)
+    events = encode(load_events(sources, mapping, steps_lf, head=head), codes, limits)
+    return events.with_columns(row_key(pl.col("file_order"), pl.col("source_row")).alias("row_key")), codes, limits
+
+
+def export_coverage(
+    sources: Sequence[Source], mapping: SourceMapping, catalog: Catalog, *, head: int | None = None
+) -> pl.DataFrame:
+    """The coverage table of the exports (``transforms.accounting.coverage``): one more pass over them,
+    for the dry run and ``inspect``, which hold only its groups."""
+    events, codes, limits = _encode(sources, mapping, catalog, head)
+    worded = events.with_columns(pl.when(pl.col("problem") != VALID).then(reason(codes, limits)).alias("reason"))
+    try:
+        return coverage(worded).collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise UnreadableSourceError(exc) from exc
 
 
 #: the hash's seed: a run's shards are fixed when it splits (the split is kept for a resume)
@@ -308,6 +332,7 @@ def analyze_encoded(
     _fail_on_undeclared_zone(problems.filter(pl.col("problem") == P_MAP), names)
     worded = problems.with_columns(
         reason(codes, limits).alias("reason"),
+        quarantine_kind().alias("kind"),
         pl.col("file_order").replace_strict(range(len(names)), names, return_dtype=pl.String).alias("source_file"),
     )
     quarantine = worded.filter(pl.col("problem") > VALID).select(QUARANTINE_COLUMNS)
@@ -384,7 +409,8 @@ def plan_requests(
         current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
         planned = plan_state(target.only(changed), current, rules)
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
-    counts = account(analysis.rows_in, analysis.rows, planned) | analysis.event_counts
+    counts = account(analysis.rows_in, analysis.rows, planned) | not_migrated(analysis.quarantine)
+    counts |= analysis.event_counts
     return Prepared(
         planned, analysis.quarantine, exp_flows, exp_steps, counts, analysis.quarantine_reasons, analysis.dropped_events
     )

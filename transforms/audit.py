@@ -1,7 +1,9 @@
 """Audit: the state difference between two snapshots (one row per user x flow x step, as runs write).
 
-``diff`` lists each changed field from what to what; ``funnel`` counts, per flow and step, the users
-who have that step completed, which makes a regression between two snapshots visible at a glance.
+``diff`` lists each changed field from what to what (not ``visible``, which is targeting: no write sets
+it); ``transitions`` counts, per flow, the user-flows that moved from one status to another, so a
+move back shows even where the net counts stay the same; ``regressions`` lists who went backwards;
+``funnel`` counts, per flow and step, the users who have that step completed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import polars as pl
 
 from transforms.state import FLOW_KEY, STEP_KEY
 
-FLOW_FIELDS = ["flow_started", "flow_completed", "flow_skipped", "flow_visible", "current_step_index"]
+#: the flow fields a migration sets (``flow_visible`` is targeting, and left out)
+FLOW_FIELDS = ["flow_started", "flow_completed", "flow_skipped", "current_step_index"]
 STEP_FIELDS = ["step_started", "step_completed", "step_skipped"]
 AUDIT_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -116,4 +119,39 @@ def flow_funnel(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.col(cols).fill_null(0))
         .select("flow_slug", *cols)
         .sort("flow_slug")
+    )
+
+
+#: a user-flow's status, most advanced first: the first of its flags that is set names it
+STATUSES = ("completed", "skipped", "started", "not started")
+
+
+def flow_status() -> pl.Expr:
+    """The status of a snapshot's flow row: completed, skipped, started or not started."""
+    status = pl.lit("not started")
+    for flag in ("started", "skipped", "completed"):
+        status = pl.when(pl.col(f"flow_{flag}").fill_null(False)).then(pl.lit(flag)).otherwise(status)
+    return status
+
+
+def _went_back(before: pl.Expr, after: pl.Expr) -> pl.Expr:
+    """A move that takes the flag naming the earlier status away (completed or skipped to anything
+    else, started to not started)."""
+    return (
+        (before != after) & (before != "not started") & ~((before == "started") & after.is_in(["completed", "skipped"]))
+    )
+
+
+def transitions(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Per flow, the user-flows (of users in both snapshots) that moved from one status to another
+    (``before`` -> ``after``, with ``regression`` for a move back), most first; unchanged ones are not
+    listed."""
+    fa = a.unique(FLOW_KEY, keep="first").select(*FLOW_KEY, flow_status().alias("before"))
+    fb = b.unique(FLOW_KEY, keep="first").select(*FLOW_KEY, flow_status().alias("after"))
+    moved = fa.join(fb, on=FLOW_KEY, how="inner").filter(pl.col("before") != pl.col("after"))
+    return (
+        moved.group_by("flow_slug", "before", "after")
+        .agg(pl.len().alias("user_flows"))
+        .with_columns(_went_back(pl.col("before"), pl.col("after")).alias("regression"))
+        .sort(["flow_slug", "user_flows", "before", "after"], descending=[False, True, False, False])
     )

@@ -67,8 +67,10 @@ def verdict(plan: pl.DataFrame, latest: pl.DataFrame, mismatches: pl.DataFrame, 
     bad = latest.filter(pl.col("outcome").is_in(NOT_LANDED))
     unsettled = latest.filter(pl.col("outcome").is_in(UNSETTLED)).select("user_id", "flow_slug").unique()
     unexplained = mismatches.join(unsettled, on=["user_id", "flow_slug"], how="anti")
+    # the whole message, prefixed by its error class when there is one
     reasons = Counter(
-        f"{r['error_class']}: {(r['message'] or '')[:120]}" for r in bad.select("error_class", "message").to_dicts()
+        (r["message"] or "") if r["error_class"] is None else f"{r['error_class']}: {r['message'] or ''}".rstrip(": ")
+        for r in bad.select("error_class", "message").to_dicts()
     )
     return Verdict(
         outcomes=tally(latest, "outcome"),

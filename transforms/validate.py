@@ -54,7 +54,14 @@ DROPS = [DROP, MAPPED_DROP, FLOW_DROP]
     P_UNKNOWN_STEP,
     P_DATA,
     P_DATA_LARGE,
-) = range(1, 16)
+    P_ANONYMOUS,
+) = range(1, 17)
+#: problems of a row that names no user to migrate (none, or a visitor the source marks anonymous):
+#: set aside, not counted as progress lost
+NOT_A_USER = (P_USER, P_ANONYMOUS)
+#: how ``transforms.rows`` words a ``reject_users`` match (its ``map_reason``)
+ANONYMOUS_REASON = "anonymous user id"
+MISSING_USER_REASON = "missing user id"
 
 #: the longest user, group, flow or step id sent (bytes of UTF-8)
 MAX_ID_BYTES = 512
@@ -117,6 +124,8 @@ def encode(events: pl.LazyFrame, codes: Codes, limits: Limits | None = None) -> 
     problem = (
         pl.when(a.is_in(DROPS))
         .then(DROPPED)
+        .when(pl.col("map_reason").str.starts_with(ANONYMOUS_REASON))
+        .then(P_ANONYMOUS)
         .when(pl.col("map_reason").is_not_null())
         .then(P_MAP)
         .when(ts < limits.earliest)
@@ -209,14 +218,14 @@ def reason(codes: Codes, limits: Limits | None = None) -> pl.Expr:
     return (
         pl.when(code == DROPPED)
         .then(pl.format("non-state event '{}'", pl.col("raw_event")))
-        .when(code == P_MAP)
+        .when((code == P_MAP) | (code == P_ANONYMOUS))
         .then(pl.col("map_reason"))
         .when(code == P_TIME_EARLY)
         .then(early)
         .when(code == P_TIME_LATE)
         .then(late)
         .when(code == P_USER)
-        .then(pl.lit("missing user id"))
+        .then(pl.lit(MISSING_USER_REASON))
         .when(code == P_ID_LONG)
         .then(pl.format("{} id longer than {} bytes", long_id, pl.lit(MAX_ID_BYTES)))
         .when(code == P_ACTION)

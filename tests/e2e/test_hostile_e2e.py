@@ -121,12 +121,14 @@ def test_poison_rows_are_quarantined_and_the_rest_is_sent(
         + " u1,flow_welcome_tour,,COMPLETED_FLOW,2024-03-01T11:00:00Z,\n"
     )
     res = backfill(path, emulator, prefect_env, tmp_path)
-    assert res.returncode == 0, res.stdout + res.stderr
+    # the rest is sent, and the run ends exit 1 because four users' progress was not migrated
+    assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr, res.stderr
+    assert "progress not migrated: 4 user-flows of 4 users (4 rows" in " ".join(res.stderr.split())
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     c = run["counts"]
     assert c["rows_in"] == 7
-    assert c["rows_quarantined"] == 4
+    assert c["rows_quarantined"] == c["rows_not_migrated"] == 4
     assert c["rows_in"] == c["rows_sent"] + c["rows_redundant"] + c["rows_dropped"] + c["rows_quarantined"]
     stats = emulator.stats()
     # ' u1' is its own user (ids as written), and the report warns about it

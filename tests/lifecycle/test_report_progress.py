@@ -33,6 +33,10 @@ def _stopped_run() -> dict[str, object]:
             "rows_redundant": 97,
             "rows_dropped": 3,
             "rows_quarantined": 6,
+            "rows_not_a_user": 1,
+            "rows_not_migrated": 5,
+            "users_not_migrated": 5,
+            "user_flows_not_migrated": 5,
             "requests_planned": 92,
             "users": 20,
         },
@@ -51,12 +55,18 @@ def test_a_stopped_run_says_planned_sent_and_not_sent_and_they_add_up() -> None:
     assert request_counts(run) == [("sent", 5), ("not_sent", 87)]
     assert requests_line(run) == "92 requests planned = 5 sent + 87 not sent"
     md = render(run)
-    assert "198 rows in = 92 planned as requests + 97 redundant + 3 dropped + 6 quarantined (closes)" in md
+    assert (
+        "198 rows in = 92 planned as requests + 97 redundant + 3 not onboarding state + 1 not a user + "
+        "5 progress not migrated (closes)"
+    ) in md
     assert "| requests sent and accepted | 5 |" in md
     assert "| requests not sent (the run stopped first) | 87 |" in md
     # nothing here says rows or requests were "sent" beyond the 5 that were
     assert "92 sent" not in md
-    assert reconciliation_line(run).endswith("20 unfinished when the run stopped (resume to finish them)")
+    assert reconciliation_line(run) == (
+        "reconciliation: 0 of 20 users match what was migrated; 20 unfinished when the run stopped (resume to "
+        "finish them); 5 user-flows of 5 users have progress that was not (see quarantine.parquet)"
+    )
 
 
 def test_no_restart_no_restart_row_and_unknown_outcomes_still_add_up() -> None:
@@ -220,7 +230,7 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
 
 
 def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
-    from lifecycle.audit import render_markdown
+    from lifecycle.audit import Audit, render_markdown
 
     steps = pl.DataFrame(
         {
@@ -234,7 +244,9 @@ def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:
     flows = pl.DataFrame(
         {"flow_slug": ["f"], **{f"{k}_{s}": [1] for k in ("started", "completed", "skipped") for s in "ab"}}
     )
-    md = render_markdown({"a": "A", "b": "B"}, pl.DataFrame(), steps, flows)
+    md = render_markdown(
+        Audit(pl.DataFrame(), pl.DataFrame(), steps, flows, {"a": "A", "b": "B"}, *[pl.DataFrame()] * 2)
+    )
     bars = {line.split()[0] + line.split()[1]: line.count("█") for line in md.splitlines() if "█" in line}
     # step two's 2 users draw half as long as step one's 4, not as long (one scale per funnel)
     assert bars["oneA"] == 2 * bars["twoA"] == 30
@@ -253,6 +265,10 @@ def test_report_puts_the_summary_table_first_and_charts_counts() -> None:
         run, per_flow=[{"flow_slug": "f", "users": 2, "requests": 5, "started": 2, "completed": 1, "skipped": 0}]
     )
     assert md.index("| status | succeeded |") < md.index("## Per flow")
-    assert "3 rows in = 1 planned as requests + 1 redundant + 0 dropped + 1 quarantined (closes)" in md
+    # a record without the split of quarantined rows (an earlier version's) counts them all as not migrated
+    assert (
+        "3 rows in = 1 planned as requests + 1 redundant + 0 not onboarding state + 0 not a user + "
+        "1 progress not migrated (closes)"
+    ) in md
     lines = bar_chart([("x", 4), ("y", 1)], width=8)
     assert lines == ["x ████████ 4", "y ██······ 1"]

@@ -95,3 +95,20 @@ def test_most_rows_quarantined_is_warned_about_with_the_commonest_reason() -> No
     assert "frigade-migrate inspect" in warning
     assert mostly_quarantined({"rows_in": 10, "rows_quarantined": 5}, {"r": 5}) is None
     assert mostly_quarantined({"rows_in": 0, "rows_quarantined": 0}, {}) is None
+
+
+def test_failure_reasons_are_whole_and_name_no_missing_error_class() -> None:
+    """A failure without an error class reads as its message alone (not 'None: ...'), and no reason
+    is cut short; the report prints each whole in one cell."""
+    from lifecycle.report import render
+
+    long_message = "the server said: " + "flowSlug must be one of the catalog's active flows | " * 5
+    log = outcomes([("a|f|0", "rejected", 1, 1.0)], error=None).with_columns(pl.lit(long_message).alias("message"))
+    log = pl.concat([log, outcomes([("b|f|0", "failed", 1, 1.0)], error="ServerError")])
+    none = pl.DataFrame(schema={"user_id": pl.String, "flow_slug": pl.String, "field": pl.String})
+    judged = verdict(PLAN, latest_outcomes(log), none, pl.Series(["a", "b"]))
+    assert judged.failure_reasons == {long_message: 1, "ServerError: boom": 1}
+    md = render({"failure_reasons": judged.failure_reasons})
+    row = next(line for line in md.splitlines() if line.startswith("| the server said"))
+    assert row == "| " + long_message.strip().replace("|", "\\|") + " | 1 |"
+    assert "None:" not in md

@@ -1,0 +1,86 @@
+"""Coverage before sending: ``plan`` (and ``inspect``) print what each of the export's event names
+becomes, with its rows and users, and the table's totals are the row accounting's buckets, on every
+bundled sample."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from cli.app import main
+from frigade.catalog import parse_catalog
+from lifecycle.exports import plan_exports, sources_of
+from samples.exports import SAMPLES, Sample
+from tests.e2e.servers import ROOT
+from transforms.analysis import export_coverage
+from transforms.presets import resolve_mapping
+
+DATA = ROOT / "data"
+CATALOG = DATA / "catalog.yaml"
+TOTALS = re.compile(
+    r"(\d+) rows in = (\d+) become actions \+ (\d+) not onboarding state \+ (\d+) not a user \+ "
+    r"(\d+) progress not migrated"
+)
+
+
+def _args(sample: Sample) -> list[str]:
+    args = [str(sample.path(DATA)), "--preset", sample.preset, "--catalog", str(CATALOG)]
+    mapping = sample.mapping_path(DATA)
+    return args + (["--mapping", str(mapping)] if mapping is not None else [])
+
+
+def _counts(sample: Sample) -> dict[str, int]:
+    mp = sample.mapping_path(DATA)
+    mapping = resolve_mapping(sample.preset, yaml.safe_load(mp.read_text()) if mp else None)
+    cat = parse_catalog(CATALOG.read_text(), str(CATALOG))
+    return plan_exports([sample.path(DATA)], mapping, cat).counts
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.folder for s in SAMPLES])
+def test_plan_prints_the_coverage_table_and_it_adds_up_to_the_row_accounting(
+    sample: Sample, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", *_args(sample), "--run-dir", str(tmp_path / "p")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "coverage: what each event of the export becomes" in out
+    totals = TOTALS.search(out)
+    assert totals is not None, out
+    c = _counts(sample)
+    want = [
+        c["rows_in"],
+        c["rows_sent"] + c["rows_redundant"],
+        c["rows_dropped"],
+        c["rows_not_a_user"],
+        c["rows_not_migrated"],
+    ]
+    assert [int(g) for g in totals.groups()] == want
+
+
+def test_each_row_counts_once_under_its_event_name_with_its_users() -> None:
+    sample = next(s for s in SAMPLES if s.folder == "appcues")
+    mp = sample.mapping_path(DATA)
+    assert mp is not None
+    mapping = resolve_mapping("appcues", yaml.safe_load(mp.read_text()))
+    cat = parse_catalog(CATALOG.read_text(), str(CATALOG))
+    cov = export_coverage(sources_of([sample.path(DATA)], mapping), mapping, cat)
+    assert int(cov["rows"].sum()) == _counts(sample)["rows_in"]
+    lines = {(e, b): (r, u) for e, r, u, b, _ in cov.iter_rows()}
+    assert lines[("appcues:flow_restarted", "not migrated (unknown action 'appcues:flow_restarted')")] == (1, 1)
+    assert lines[("flow_started", "not migrated (unknown flow '-OldFlow1234' (not in the catalog))")] == (1, 1)
+    assert lines[("appcues:step_interacted", "dropped: not onboarding state")] == (3, 3)
+    raw = pl.read_csv(sample.path(DATA), infer_schema=False)
+    completed = raw.filter(pl.col("name") == "checklist_item_completed")
+    assert lines[("checklist_item_completed", "COMPLETED_STEP")] == (completed.height, completed["user_id"].n_unique())
+
+
+def test_inspect_prints_the_coverage_of_the_rows_it_sampled(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = next(s for s in SAMPLES if s.folder == "appcues")
+    args = ["inspect", *_args(sample)[:1], "--mapping", str(sample.mapping_path(DATA)), "--catalog", str(CATALOG)]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "coverage of the 101 rows sampled: what each event becomes" in out
+    assert "101 rows in = 92 become actions + 7 not onboarding state + 0 not a user + 2 progress not migrated" in out
