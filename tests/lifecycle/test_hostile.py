@@ -4,6 +4,7 @@ closed."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -232,17 +233,17 @@ CASES: dict[str, tuple[Any, str]] = {
         lambda t: _two_types(t),
         r"line 10002: field 'properties' is text here but an object on line 1",
     ),
-    "a json array": (
-        lambda t: (t / "a.json").write_text(json.dumps([JROW, JROW], indent=1)) and t / "a.json",
-        r"one JSON array, not JSON Lines",
-    ),
     "missing path": (lambda t: t / "nope.csv", r"file not found"),
-    "a folder": (lambda t: t, r"is a folder, not an export file"),
-    "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
-    "a glob left unexpanded": (
-        lambda t: csv_file(t, GOOD).parent / "e*.csv",
-        r"is a pattern \(it matches 1 file\(s\)\)",
+    "a folder without exports": (
+        lambda t: (t / "notes.md").write_text("no export here") and t,
+        r"the folder holds no export file",
     ),
+    "an unknown file type": (lambda t: (t / "e.xlsx").write_bytes(b"PK\x03\x04") and t / "e.xlsx", "unsupported"),
+    "a truncated gzip": (
+        lambda t: (t / "e.csv.gz").write_bytes(gzip.compress((HEADER + GOOD * 50).encode())[:60]) and t / "e.csv.gz",
+        r"not a readable gzip file",
+    ),
+    "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
 }
 
 

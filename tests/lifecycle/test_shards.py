@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from frigade.catalog import Catalog, parse_catalog
-from lifecycle.exports import analyze_split, plan_exports, split_events
+from lifecycle.exports import analyze_split, estimated_rows, plan_exports, split_events
 from lifecycle.record import Attempt, RunRecord
-from lifecycle.shards import attempts_since, estimated_rows, shard_count
+from lifecycle.shards import attempts_since, shard_count
 from samples.exports import SAMPLES, Sample
 from transforms.analysis import Prepared, plan_requests, shard_of
 from transforms.presets import resolve_mapping

@@ -1,0 +1,147 @@
+"""JSON-lines exports: one JSON object per line, nested objects read as structs (a dotted path,
+``attributes.flow_id``, reads their fields). The mapping's ``data`` fields are read as JSON text
+whatever their values, and so is a field whose first lines disagree on its kind (an object here, a
+list there): each row's own value is then judged by validation.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from typing import Any
+
+import polars as pl
+
+from lifecycle.readers.base import Export, Format, rows_from_size
+from lifecycle.readers.errors import READ_ERRORS, reading, unreadable
+from transforms.schema import InputError
+from transforms.spec import SourceMapping
+
+__all__ = ["JSONL", "first_object", "jsonl_schema", "jsonl_text_columns"]
+
+#: lines polars infers the scalar fields' types from
+INFER_ROWS = 10_000
+_JSON_TYPES = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+
+
+def jsonl_text_columns(mapping: SourceMapping | None) -> set[str]:
+    """Top-level fields read as JSON text whatever their values (the mapping's ``data``)."""
+    return {c for c in (mapping or SourceMapping()).data if "." not in c}
+
+
+def jsonl_schema(export: Export, mapping: SourceMapping | None) -> dict[str, pl.DataType]:
+    """The fields polars infers from the first lines, nested ones (and the mapping's data) as text.
+    Where the first lines disagree on a field's kind (an object here, a list there), polars cannot
+    infer at all: the fields are then typed from those lines here, every mixed one as text."""
+    text = jsonl_text_columns(mapping)
+    try:
+        inferred = dict(pl.scan_ndjson(export.local, infer_schema_length=INFER_ROWS).collect_schema())
+    except pl.exceptions.PolarsError:
+        inferred = _sampled(export)
+    return {name: pl.String() if name in text or dtype == pl.Null else dtype for name, dtype in inferred.items()}
+
+
+def _sampled(export: Export) -> dict[str, pl.DataType]:
+    kinds: dict[str, set[type]] = {}
+    with export.local.open("rb") as fh:
+        for number, raw in enumerate(islice(fh, INFER_ROWS), start=1):
+            if raw.strip():
+                for key, v in _object(raw, number, export.name).items():
+                    kinds.setdefault(key, set()).update(() if v is None else (type(v),))
+    return {key: _dtype(k) for key, k in kinds.items()}
+
+
+def _object(raw: bytes, number: int, name: str) -> dict[str, Any]:
+    try:
+        value: Any = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(
+            f"line {number} is not valid JSON ({exc}): fix or remove the line", file=name, row=number
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f"line {number} is not a JSON object", file=name, row=number)
+    return value
+
+
+def _dtype(kinds: set[type]) -> pl.DataType:
+    if kinds == {bool}:
+        return pl.Boolean()
+    if kinds == {int}:
+        return pl.Int64()
+    if kinds and kinds <= {int, float}:
+        return pl.Float64()
+    return pl.String()
+
+
+def _lazy(export: Export, mapping: SourceMapping | None) -> pl.LazyFrame:
+    return pl.scan_ndjson(export.local, schema=jsonl_schema(export, mapping))
+
+
+def _scan(export: Export, mapping: SourceMapping | None) -> pl.LazyFrame:
+    with reading(export.name, "unreadable"):
+        return _lazy(export, mapping)
+
+
+def _check(export: Export, mapping: SourceMapping | None, full: bool) -> None:
+    try:
+        lf = _lazy(export, mapping)
+        if full:
+            lf.select(pl.all().null_count()).collect()
+    except READ_ERRORS as exc:
+        text = {n for n, t in jsonl_schema(export, mapping).items() if t == pl.String()}
+        _find_line(export, text)
+        raise unreadable(exc, export.name, "not a readable JSONL file") from exc
+
+
+def _find_line(export: Export, as_text: set[str]) -> None:
+    """The first line that is not a JSON object, or whose field has another type than before."""
+    kinds: dict[str, tuple[str, int]] = {}
+    with export.local.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            for key, v in _object(raw, number, export.name).items():
+                if v is None or key in as_text:
+                    continue
+                kind = _JSON_TYPES.get(type(v), type(v).__name__)
+                seen = kinds.setdefault(key, (kind, number))
+                if seen[0] != kind:
+                    raise InputError(
+                        f"line {number}: field {key!r} is {kind} here but {seen[0]} on line {seen[1]}: one "
+                        "field must hold one type of value",
+                        file=export.name,
+                        row=number,
+                        field=key,
+                    )
+
+
+def first_object(head: bytes) -> tuple[dict[str, Any] | None, bool]:
+    """(the first line's JSON object, whether another line follows it in ``head``)."""
+    lines = [line for line in head.splitlines() if line.strip()]
+    if not lines:
+        return None, False
+    try:
+        value = json.loads(lines[0])
+    except (ValueError, RecursionError):
+        return None, False
+    complete = len(lines) > 1 or head.endswith((b"\n", b"}"))
+    return (value if isinstance(value, dict) and complete else None), len(lines) > 1
+
+
+def _sniff(head: bytes) -> bool:
+    """A JSON object on the first line, followed by another line, or one alone that is not an API
+    envelope (a document whose records are a list of objects under a key)."""
+    value, more = first_object(head)
+    if value is None:
+        return False
+    return more or not any(isinstance(v, list) and v and isinstance(v[0], dict) for v in value.values())
+
+
+JSONL = Format(
+    "JSON lines",
+    (".jsonl", ".ndjson", ".json"),
+    _sniff,
+    _scan,
+    _check,
+    lambda export: rows_from_size(export.local, header=False),
+)

@@ -1,0 +1,81 @@
+"""What the job reads (``lifecycle.readers``): every container and place gives the same rows and the
+same file:row refusals as the plain file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.sample import sample_catalog
+from lifecycle.exports import check_exports, estimated_rows, plan_exports, sources_of
+from lifecycle.readers import open_exports
+from transforms.analysis import Prepared
+from transforms.presets import resolve_mapping
+from transforms.schema import InputError
+
+HEADER = "user_id,flow_slug,step_id,action,created_at,data\n"
+ROWS = "".join(
+    f"u{i},flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:0{i % 10}Z,\n"
+    f"u{i},flow_welcome_tour,,COMPLETED_FLOW,2024-03-01T11:00:0{i % 10}Z,\n"
+    for i in range(20)
+)
+EVENT: dict[str, Any] = {"user_id": "u1", "flow_slug": "flow_welcome_tour", "action": "STARTED_FLOW"}
+
+
+def plan(paths: list[Path], doc: dict[str, Any] | None = None) -> Prepared:
+    mapping = resolve_mapping(None, doc)
+    check_exports(paths, mapping)
+    return plan_exports(paths, mapping, sample_catalog())
+
+
+def same_plan(a: Prepared, b: Prepared) -> None:
+    cols = ["user_id", "flow_slug", "seq"]
+    assert a.plan.height > 0
+    assert a.plan.sort(cols).select(cols).equals(b.plan.sort(cols).select(cols))
+    assert a.counts == b.counts
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_a_gzipped_csv_plans_as_the_plain_file(tmp_path: Path) -> None:
+    plain = tmp_path / "e.csv"
+    plain.write_text(HEADER + ROWS)
+    packed = tmp_path / "e.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    same_plan(plan([packed]), plan([plain]))
+    assert [s.name for s in sources_of([packed])] == [str(packed)]
+    assert abs(estimated_rows([packed]) - 40) <= 2
+
+
+def test_a_gzip_whose_name_says_nothing_of_its_format_is_read_by_its_content(tmp_path: Path) -> None:
+    """Segment's S3 logs: ``<received>.<uuid>.gz`` of JSON lines."""
+    rows = [
+        {**EVENT, "created_at": "2024-03-01T10:00:00Z"},
+        {**EVENT, "user_id": "u2", "created_at": "2024-03-01T10:00:01Z"},
+    ]
+    seg = tmp_path / "1709287200000.0d2f4a1c-5b9e.gz"
+    seg.write_bytes(gzip.compress(jsonl(rows)))
+    assert sorted(plan([seg]).plan.get_column("user_id").unique()) == ["u1", "u2"]
+
+
+def test_a_bad_row_inside_a_gzip_is_named_by_the_gzip_and_its_row(tmp_path: Path) -> None:
+    packed = tmp_path / "e.csv.gz"
+    packed.write_bytes(gzip.compress((HEADER + ROWS + "u9,flow_welcome_tour,STARTED_FLOW\n").encode()))
+    with pytest.raises(InputError, match=r"row 41 \(line 42\) has 3 fields") as exc:
+        plan([packed])
+    assert exc.value.file == str(packed)
+    assert exc.value.row == 41
+
+
+def test_a_gzipped_file_read_twice_is_decompressed_once(tmp_path: Path) -> None:
+    packed = tmp_path / "e.jsonl.gz"
+    packed.write_bytes(gzip.compress(jsonl([{**EVENT, "created_at": "2024-03-01T10:00:00Z"}])))
+    first, again = open_exports([packed]), open_exports([packed])
+    assert first[0].local == again[0].local != packed
+    assert first[0].scan().collect().height == 1
