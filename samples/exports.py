@@ -601,6 +601,42 @@ def build_segment(rng: random.Random) -> Built:
     return b
 
 
+def _bigquery_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def build_segment_warehouse(rng: random.Random) -> Built:
+    """Warehouse tables: one table per track event, its properties as snake_case columns, exported
+    from BigQuery as CSV (times as BigQuery writes them, ``2024-03-01 19:00:14.999000 UTC``)."""
+    b = Built()
+    for user, flow, action, step, t, props in _tracked(rng, [f"wh_{i:03d}" for i in range(1, 11)]):
+        name = ANALYTICS_NAMES[action]
+        table = name.lower().replace(" ", "_")
+        row: Row = {
+            TABLE: table,
+            "id": f"ajs-next-{_uid(rng, 32)}",
+            "anonymous_id": _uuid(rng),
+            "context_library_name": "analytics.js",
+            "event": table,
+            "event_text": name,
+            "original_timestamp": _bigquery_time(t),
+            "received_at": _bigquery_time(t + timedelta(seconds=rng.randint(1, 90))),
+            "sent_at": _bigquery_time(t),
+            "timestamp": _bigquery_time(t),
+            "user_id": user,
+            "uuid_ts": _bigquery_time(t + timedelta(minutes=5)),
+            **props,
+        }
+        b.add(row)
+        b.want(user, flow, action, step, t)
+    at = _bigquery_time(T0)
+    other = {TABLE: "signed_up", "id": "ajs-su", "event": "signed_up", "event_text": "Signed Up", "timestamp": at}
+    b.add({**other, "user_id": "wh_003", "plan": "pro"}, "dropped")
+    anon = {TABLE: "flow_started", "id": "ajs-anon", "event": "flow_started", "event_text": "Flow Started"}
+    b.add({**anon, "timestamp": at, "user_id": None, "flow_id": "flow_onboarding"}, "quarantined")
+    return b
+
+
 def build_mixpanel(rng: random.Random) -> Built:
     """Raw Export API: ``{"event", "properties": {time (epoch s), distinct_id, $insert_id, ...}}``."""
     b = Built()
@@ -967,6 +1003,18 @@ def segment_logs(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
     return out
 
 
+#: a row's warehouse table (the container's, not a column)
+TABLE = "__table"
+
+
+def warehouse_tables(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """One CSV per event table, as BigQuery exports a table: ``<export>/<table>.csv``."""
+    tables: dict[str, list[Row]] = {}
+    for row in rows:
+        tables.setdefault(row[TABLE], []).append({k: v for k, v in row.items() if k != TABLE})
+    return {f"{sample.export}/{name}.csv": _csv(tables[name]).encode() for name in sorted(tables)}
+
+
 def amplitude_zip(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
     """Export API: a zip holding one gzipped JSON-lines file per hour, ``<project>/<project>_<date>_<hour>#0.json.gz``
     (the hour of upload: server_upload_time)."""
@@ -994,6 +1042,7 @@ CONTAINERS: dict[str, Callable[[Sample, list[Row], random.Random], Files]] = {
     "pendo-response": pendo_response,
     "chameleon-pages": chameleon_pages,
     "segment-logs": segment_logs,
+    "warehouse-tables": warehouse_tables,
     "amplitude-zip": amplitude_zip,
     "jsonl.gz": jsonl_gz,
     "csv-bom-crlf": csv_bom_crlf,
@@ -1013,6 +1062,7 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("chameleon", "chameleon", "interactions", container="chameleon-pages", catalog=VENDOR_CATALOG),
     Sample("userpilot", "userpilot", "userpilot-events.csv", catalog=VENDOR_CATALOG),
     Sample("segment", "segment", "segment-logs", container="segment-logs"),
+    Sample("segment", "segment/warehouse", "tables", container="warehouse-tables"),
     Sample("mixpanel", "mixpanel", "export.jsonl.gz", container="jsonl.gz"),
     Sample("amplitude", "amplitude", "amplitude-export.zip", container="amplitude-zip"),
     Sample("frigade-csv", "frigade-csv", "flow_onboarding-users.csv", "mapping.yaml"),
@@ -1030,6 +1080,7 @@ BUILDERS: dict[str, Builder] = {
     "chameleon": build_chameleon,
     "userpilot": build_userpilot,
     "segment": build_segment,
+    "segment/warehouse": build_segment_warehouse,
     "mixpanel": build_mixpanel,
     "amplitude": build_amplitude,
     "frigade-csv": build_frigade_csv,
