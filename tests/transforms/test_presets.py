@@ -202,3 +202,43 @@ def test_inspect_with_the_users_mapping_produces_events(s: Sample) -> None:
     assert result.mapping == "long"
     assert result.events.height > 0
     assert "status" in result.events.columns
+
+
+VENDORS = [s for s in SAMPLES if s.preset not in ("long", "wide", "frigade-csv")]
+
+
+@pytest.mark.parametrize("s", VENDORS, ids=lambda s: s.folder)
+def test_inspect_command_names_the_preset_of_each_vendor_export_as_shipped(s: Sample) -> None:
+    """The file, folder or archive exactly as the vendor ships it, given to `inspect` as a user would:
+    the preset that fits is the vendor's, and with the sample's catalog only the sample's row for a
+    deleted flow is unknown to it."""
+    from rich.console import Console
+
+    from cli.inspect import main
+
+    buf = io.StringIO()
+    code = main(
+        str(s.path(DATA)),
+        preset=None,
+        mapping=None,
+        catalog=str(s.catalog_path(DATA)),
+        rows=1000,
+        console=Console(file=buf, width=400),
+    )
+    out = buf.getvalue()
+    assert code == 0, out
+    fits = next(line for line in out.splitlines() if "preset that fits" in line)
+    assert fits.split("│")[2].split()[0] == s.preset, fits
+    gaps = [line for line in out.splitlines() if "not in the catalog" in line]
+    assert all(" 1 rows name 1 flows " in line for line in gaps), gaps
+
+
+def test_a_preset_whose_event_column_reads_nothing_does_not_fit() -> None:
+    """The long sample's `data` column holds JSON text, so Userflow's dotted `data.object.name` resolves
+    into it and reads nothing: a preset with no event name in the sample is no fit."""
+    path = DATA / "long" / "events.csv"
+    result = inspect_sample(scan(path).head(200), str(path), PRESETS)
+    userflow = next(f for f in result.fits if f.name == "userflow")
+    assert not userflow.fits
+    assert "no event names in the sample" in userflow.why
+    assert [f.name for f in result.fits if f.fits] == ["long"]
