@@ -1,13 +1,15 @@
 """Deterministic sample exports, one per preset, generated from a known per-user target.
 
 For every user and flow the generator draws a journey (progress to step k, complete, or skip at step
-k), renders it in the tool's own vocabulary and field names, and writes down the Frigade actions the
-tool's documented mapping means (``shared/sources.md``). The expected state is those actions replayed
-with ``frigade.rules`` -- independently of the mapping code under test. Messy rows (duplicates,
-out-of-order and late rows, non-state events, rows that must be quarantined) are added with their known
-fate, so the row accounting can be checked too.
+k), renders it in the tool's own vocabulary, field names, nesting and container (as the vendor's
+documentation describes them: the sources are cited in ``transforms/presets/README.md``), and writes
+down the Frigade actions the tool's documented events mean. The expected state is those actions
+replayed with ``frigade.rules`` -- independently of the mapping code under test. Messy rows
+(duplicates, out-of-order and late rows, non-state events, rows that must be quarantined) are added
+with their known fate, so the row accounting can be checked too.
 
-``data/make_samples.py`` writes them under ``data/``; the tests regenerate them and compare.
+``data/make_samples.py`` writes them under ``data/``; the tests regenerate them and compare (the rows
+inside gzip and zip files, whose bytes depend on the zlib build).
 """
 
 from __future__ import annotations
