@@ -93,7 +93,7 @@ def analyze_exports(
 ) -> Analysis:
     """``transforms.analysis.analyze`` over the export files. When polars cannot read one, the full
     check says which file, line and value (exit 2), else the polars error is the message."""
-    check_exports(paths, full=False)
+    check_exports(paths, mapping, full=False)
     try:
         return analyze(
             sources_of(paths, mapping), mapping, catalog, hash_events=hash_events, known=known, head=head, rules=rules
@@ -118,7 +118,7 @@ def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog
     ``dest/shard=<k>/valid=true/``, the others to ``dest/shard=<k>/valid=false/``: a shard's valid
     events are read without the message text, null on them, which costs its full length when read
     back (a shard with no events has no folder)."""
-    check_exports(paths, full=False)
+    check_exports(paths, mapping, full=False)
     encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
     events = encoded.events.with_columns(
         shard_of(pl.col("user_id"), shards).alias("shard"), (pl.col("problem") == VALID).alias("valid")

@@ -7,6 +7,7 @@ list there): each row's own value is then judged by validation.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
@@ -17,7 +18,7 @@ from lifecycle.readers.errors import READ_ERRORS, reading, unreadable
 from transforms.schema import InputError
 from transforms.spec import SourceMapping
 
-__all__ = ["JSONL", "first_object", "jsonl_schema", "jsonl_text_columns"]
+__all__ = ["JSONL", "first_object", "jsonl_schema", "jsonl_text_columns", "lists_of_objects"]
 
 #: lines polars infers the scalar fields' types from
 INFER_ROWS = 10_000
@@ -128,13 +129,24 @@ def first_object(head: bytes) -> tuple[dict[str, Any] | None, bool]:
     return (value if isinstance(value, dict) and complete else None), len(lines) > 1
 
 
+def lists_of_objects(value: Any, at: str = "") -> Iterator[tuple[str, list[Any]]]:
+    """(dotted path, list) of every list of records in a document: a list that starts with an object."""
+    if isinstance(value, dict):
+        for key, v in value.items():
+            path = f"{at}.{key}" if at else str(key)
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                yield path, v
+            else:
+                yield from lists_of_objects(v, path)
+
+
 def _sniff(head: bytes) -> bool:
     """A JSON object on the first line, followed by another line, or one alone that is not an API
     envelope (a document whose records are a list of objects under a key)."""
     value, more = first_object(head)
     if value is None:
         return False
-    return more or not any(isinstance(v, list) and v and isinstance(v[0], dict) for v in value.values())
+    return more or next(lists_of_objects(value), None) is None
 
 
 JSONL = Format(

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from emulator.sample import sample_catalog
@@ -79,3 +80,78 @@ def test_a_gzipped_file_read_twice_is_decompressed_once(tmp_path: Path) -> None:
     first, again = open_exports([packed]), open_exports([packed])
     assert first[0].local == again[0].local != packed
     assert first[0].scan().collect().height == 1
+
+
+# ---------------------------------------------------------------- JSON documents and nested fields
+
+
+def events(n: int, user: str = "u") -> list[dict[str, Any]]:
+    return [
+        {**EVENT, "user_id": f"{user}{i}", "created_at": f"2024-03-01T10:00:{i:02d}Z", "action": action}
+        for i in range(n)
+        for action in ("STARTED_FLOW", "COMPLETED_FLOW")
+    ]
+
+
+def test_a_json_array_pretty_or_compact_plans_as_json_lines(tmp_path: Path) -> None:
+    lines = tmp_path / "e.jsonl"
+    lines.write_bytes(jsonl(events(5)))
+    pretty, compact = tmp_path / "pretty.json", tmp_path / "compact.json"
+    pretty.write_text(json.dumps(events(5), indent=2))
+    compact.write_text(json.dumps(events(5)))
+    same_plan(plan([pretty]), plan([lines]))
+    same_plan(plan([compact]), plan([lines]))
+
+
+def test_an_api_envelope_is_read_from_its_one_list_of_records_and_pages_are_files(tmp_path: Path) -> None:
+    """Pendo's aggregation response, Chameleon's pages: the records under a key, beside a cursor."""
+    lines = tmp_path / "e.jsonl"
+    lines.write_bytes(jsonl(events(6)))
+    pages = []
+    for n, part in enumerate((events(6)[:7], events(6)[7:])):
+        page = tmp_path / f"page-{n}.json"
+        page.write_text(json.dumps({"startTime": 1709251200000, "results": part, "cursor": f"c{n}"}, indent=n))
+        pages.append(page)
+    same_plan(plan(pages), plan([lines]))
+
+
+def test_the_records_path_names_the_list_when_a_document_holds_several(tmp_path: Path) -> None:
+    doc = tmp_path / "e.json"
+    doc.write_text(json.dumps({"meta": {"users": [{"id": "x"}]}, "data": {"events": events(3)}}))
+    with pytest.raises(InputError, match=r"several lists of records \(meta.users, data.events\)") as exc:
+        plan([doc])
+    assert exc.value.file == str(doc)
+    assert "records: KEY" in str(exc.value)
+    assert plan([doc], {"records": "data.events"}).counts["rows_in"] == 6
+    with pytest.raises(InputError, match=r"no records at 'data.evts': data has no key 'evts' \(keys: events\)"):
+        plan([doc], {"records": "data.evts"})
+
+
+def test_a_bad_record_in_a_document_is_named_by_its_row(tmp_path: Path) -> None:
+    doc = tmp_path / "e.json"
+    doc.write_text(json.dumps({"results": [*events(2), "not an object"]}, indent=2))
+    with pytest.raises(InputError, match="line 5 is not a JSON object") as exc:
+        plan([doc])
+    assert (exc.value.file, exc.value.row) == (str(doc), 5)
+
+
+def test_nested_fields_are_read_by_dotted_paths_in_json_and_in_parquet_structs(tmp_path: Path) -> None:
+    """Chameleon's ``profile.uid``, Userflow's ``attributes.flow_id``: any mapping column may be a path."""
+    nested = [
+        {
+            "profile": {"uid": r["user_id"]},
+            "attributes": {"flow_id": r["flow_slug"], "meta": {"action": r["action"]}},
+            "time": r["created_at"],
+        }
+        for r in events(4)
+    ]
+    doc = {"user": "profile.uid", "flow": "attributes.flow_id", "action": "attributes.meta.action", "time": "time"}
+    page = tmp_path / "interactions.json"
+    page.write_text(json.dumps({"interactions": nested, "cursor": None}, indent=2))
+    table = tmp_path / "e.parquet"
+    pl.DataFrame(nested).write_parquet(table)
+    assert isinstance(pl.read_parquet(table).schema["profile"], pl.Struct)
+    flat = tmp_path / "e.jsonl"
+    flat.write_bytes(jsonl(events(4)))
+    same_plan(plan([page], doc), plan([flat]))
+    same_plan(plan([table], doc), plan([flat]))
