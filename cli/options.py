@@ -52,7 +52,13 @@ def _column(field: str) -> Any:
     )
 
 
-Exports = Annotated[list[str], typer.Argument(metavar="EXPORT", help="CSV, TSV, Parquet or JSONL export files")]
+Exports = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="EXPORT",
+        help="export files, folders, globs or s3:// gs:// az:// addresses (CSV, TSV, Parquet, JSON; .gz, .zip)",
+    ),
+]
 Preset = Annotated[str | None, setting("preset", "NAME")]
 MappingFile = Annotated[str | None, setting("mapping", "FILE")]
 Catalog = Annotated[str | None, setting("catalog", "FILE|api")]

@@ -82,7 +82,7 @@ def input_digests(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
 
 
 def analyze_exports(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     *,
@@ -102,7 +102,7 @@ def analyze_exports(
         explain_unreadable(paths, mapping, exc)
 
 
-def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: UnreadableSourceError) -> NoReturn:
+def explain_unreadable(paths: Sequence[Path | str], mapping: SourceMapping, error: UnreadableSourceError) -> NoReturn:
     """Polars failed on the exports: the full check says which file, line and value (exit 2), else
     the file polars fails on alone, else the polars error is the message."""
     check_exports(paths, mapping, full=True)
@@ -112,7 +112,9 @@ def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: Unr
     raise error
 
 
-def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path) -> None:
+def split_events(
+    paths: Sequence[Path | str], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path
+) -> None:
     """Stream the exports' encoded events into shards by ``shard_of`` their user, in one pass: only
     polars' batches are held, whatever the export's size. The valid events go to
     ``dest/shard=<k>/valid=true/``, the others to ``dest/shard=<k>/valid=false/``: a shard's valid
@@ -132,7 +134,7 @@ def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog
 
 
 def analyze_split(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     split: Path,
@@ -159,7 +161,7 @@ def analyze_split(
 
 
 def plan_exports(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     *,
