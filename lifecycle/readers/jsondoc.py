@@ -60,7 +60,17 @@ def _lines(export: Export, mapping: SourceMapping | None) -> Export:
             for record in records_of(doc, path, export.name):
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    return Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL)
+    lines = Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL)
+    _copies.setdefault(identity(export.local), set()).add(lines)
+    return lines
+
+
+#: per document (``staging.identity``), its records' JSON-lines copies (one per records path asked for)
+_copies: dict[tuple[str, int, int], set[Export]] = {}
+
+
+def _relax(export: Export) -> bool:
+    return any([lines.relax() for lines in _copies.get(identity(export.local), set())])
 
 
 def _scan(export: Export, mapping: SourceMapping | None) -> pl.LazyFrame:
@@ -85,4 +95,5 @@ JSON = Format(
     _scan,
     _check,
     _estimate,
+    _relax,
 )

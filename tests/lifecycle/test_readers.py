@@ -279,3 +279,29 @@ def test_an_s3_prefix_is_every_export_object_under_it(tmp_path: Path, s3: str) -
     with pytest.raises(InputError, match="no export file at this address") as exc:
         plan([f"s3://exports/nothing-here{s3}"])
     assert exc.value.file == "s3://exports/nothing-here"
+
+
+# ---------------------------------------------------------------- one odd row
+
+
+@pytest.mark.parametrize("odd", [[1, 2], 7, "text", True])
+@pytest.mark.parametrize("container", ["jsonl", "json document"])
+def test_a_field_of_another_kind_on_one_row_quarantines_that_row_only(tmp_path: Path, odd: Any, container: str) -> None:
+    """Issue 22: ``attributes`` is an object on every row but one (a list, a number, text): that row is
+    quarantined, the file is read."""
+    rows = [
+        {
+            "user_id": r["user_id"],
+            "attributes": {"flow_id": r["flow_slug"]},
+            "event": r["action"],
+            "time": r["created_at"],
+        }
+        for r in events(4)
+    ]
+    rows[3] = {**rows[3], "attributes": odd}
+    path = tmp_path / ("e.jsonl" if container == "jsonl" else "e.json")
+    path.write_bytes(jsonl(rows) if container == "jsonl" else json.dumps({"data": rows}, indent=1).encode())
+    prepared = plan([path], {"flow": ["attributes.flow_slug", "attributes.flow_id"], "action": "event", "time": "time"})
+    assert prepared.counts["rows_in"] == 8
+    assert prepared.quarantine.select("source_row", "user_id", "reason").rows() == [(4, "u1", "missing flow")]
+    assert sorted(prepared.plan.get_column("user_id").unique()) == ["u0", "u1", "u2", "u3"]
