@@ -36,7 +36,7 @@ def setting(name: str, metavar: str | None = None) -> Any:
 
 def accepted(name: str, metavar: str | None = None) -> Any:
     """A setting the dry run takes but does not use (it pushes nothing): accepted, so that a backfill's
-    command line works as a plan's unchanged (cli.md lists them as common options), and not listed in
+    command line works as a plan's unchanged (README lists them as common options), and not listed in
     its help, which shows only what the dry run uses."""
     flag = Settings.source(name).flag
     assert flag is not None, f"{name} has no flag"

@@ -2,7 +2,7 @@
 
 For every user and flow the generator draws a journey (progress to step k, complete, or skip at step
 k), renders it in the tool's own vocabulary and field names, and writes down the Frigade actions the
-tool's documented mapping means (``shared/sources.md``). The expected state is those actions replayed
+tool's documented mapping means (``transforms/presets/README.md``). The expected state is those actions replayed
 with ``frigade.rules`` -- independently of the mapping code under test. Messy rows (duplicates,
 out-of-order and late rows, non-state events, rows that must be quarantined) are added with their known
 fate, so the row accounting can be checked too.
