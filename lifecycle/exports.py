@@ -12,6 +12,7 @@ an export, to say where and why.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "explain_unreadable",
     "input_digests",
     "plan_exports",
+    "relax",
     "resolve_path",
     "scan_export",
     "sources_of",
@@ -75,6 +77,13 @@ def estimated_rows(paths: Sequence[Path | str]) -> int:
     return sum(e.estimate() for e in open_exports(paths))
 
 
+def relax(paths: Sequence[Path | str]) -> bool:
+    """After the exports' rows failed to read: whether a format learnt what to read more leniently
+    (a JSON field of several kinds, read as text: the odd rows are then quarantined), so that reading
+    them again is worth it."""
+    return any([e.relax() for e in open_exports(paths)])
+
+
 def input_digests(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
     """Each file's digest (an archive's own, an object's downloaded copy's), named as given, so a
     resume can refuse other inputs."""
@@ -82,7 +91,7 @@ def input_digests(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
 
 
 def analyze_exports(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     *,
@@ -93,16 +102,24 @@ def analyze_exports(
 ) -> Analysis:
     """``transforms.analysis.analyze`` over the export files. When polars cannot read one, the full
     check says which file, line and value (exit 2), else the polars error is the message."""
-    check_exports(paths, full=False)
-    try:
-        return analyze(
-            sources_of(paths, mapping), mapping, catalog, hash_events=hash_events, known=known, head=head, rules=rules
-        )
-    except UnreadableSourceError as exc:
-        explain_unreadable(paths, mapping, exc)
+    check_exports(paths, mapping, full=False)
+    while True:
+        try:
+            return analyze(
+                sources_of(paths, mapping),
+                mapping,
+                catalog,
+                hash_events=hash_events,
+                known=known,
+                head=head,
+                rules=rules,
+            )
+        except UnreadableSourceError as exc:
+            if not relax(paths):
+                explain_unreadable(paths, mapping, exc)
 
 
-def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: UnreadableSourceError) -> NoReturn:
+def explain_unreadable(paths: Sequence[Path | str], mapping: SourceMapping, error: UnreadableSourceError) -> NoReturn:
     """Polars failed on the exports: the full check says which file, line and value (exit 2), else
     the file polars fails on alone, else the polars error is the message."""
     check_exports(paths, mapping, full=True)
@@ -112,27 +129,33 @@ def explain_unreadable(paths: Sequence[Path], mapping: SourceMapping, error: Unr
     raise error
 
 
-def split_events(paths: Sequence[Path], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path) -> None:
+def split_events(
+    paths: Sequence[Path | str], mapping: SourceMapping, catalog: Catalog, shards: int, dest: Path
+) -> None:
     """Stream the exports' encoded events into shards by ``shard_of`` their user, in one pass: only
     polars' batches are held, whatever the export's size. The valid events go to
     ``dest/shard=<k>/valid=true/``, the others to ``dest/shard=<k>/valid=false/``: a shard's valid
     events are read without the message text, null on them, which costs its full length when read
     back (a shard with no events has no folder)."""
-    check_exports(paths, full=False)
-    encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
-    events = encoded.events.with_columns(
-        shard_of(pl.col("user_id"), shards).alias("shard"), (pl.col("problem") == VALID).alias("valid")
-    )
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        # one sink: polars does not share a scan between two (the export would be mapped twice)
-        events.sink_parquet(pl.PartitionBy(dest, key=["shard", "valid"], include_key=False))
-    except pl.exceptions.PolarsError as exc:
-        explain_unreadable(paths, mapping, UnreadableSourceError(exc))
+    check_exports(paths, mapping, full=False)
+    while True:
+        encoded = encode_sources(sources_of(paths, mapping), mapping, catalog)
+        events = encoded.events.with_columns(
+            shard_of(pl.col("user_id"), shards).alias("shard"), (pl.col("problem") == VALID).alias("valid")
+        )
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        try:
+            # one sink: polars does not share a scan between two (the export would be mapped twice)
+            events.sink_parquet(pl.PartitionBy(dest, key=["shard", "valid"], include_key=False))
+            return
+        except pl.exceptions.PolarsError as exc:
+            if not relax(paths):
+                explain_unreadable(paths, mapping, UnreadableSourceError(exc))
 
 
 def analyze_split(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     split: Path,
@@ -159,7 +182,7 @@ def analyze_split(
 
 
 def plan_exports(
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     mapping: SourceMapping,
     catalog: Catalog,
     *,

@@ -21,6 +21,7 @@ from lifecycle.readers.gzipped import GZIP
 from lifecycle.readers.jsondoc import JSON
 from lifecycle.readers.jsonlines import JSONL
 from lifecycle.readers.parquet import PARQUET
+from lifecycle.readers.staging import identity
 from lifecycle.readers.zipped import ZIP
 from transforms.schema import InputError
 
@@ -67,7 +68,20 @@ def open_exports(paths: Sequence[Path | str]) -> list[Export]:
     return [e for name, local in input_files(paths) for e in _resolve(name, name, local, given=True)]
 
 
+#: what each file was found to hold, by its name and identity: a run opens its exports several times
+#: (checks, analysis, estimate), and a folder of thousands of files is sniffed once
+_found: dict[tuple[str, str, bool, tuple[str, int, int]], list[Export]] = {}
+
+
 def _resolve(name: str, kind: str, local: Path, *, given: bool) -> list[Export]:
+    with reading(name):
+        key = (name, kind, given, identity(local))
+    if key not in _found:
+        _found[key] = _open(name, kind, local, given=given)
+    return _found[key]
+
+
+def _open(name: str, kind: str, local: Path, *, given: bool) -> list[Export]:
     with reading(name), local.open("rb") as fh:
         head = fh.read(_HEAD)
     named = [f for f in FORMATS if _suffixed(kind, f.suffixes)]

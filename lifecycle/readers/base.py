@@ -33,11 +33,16 @@ class Export:
     def estimate(self) -> int:
         return self.format.estimate(self)
 
+    def relax(self) -> bool:
+        return self.format.relax(self)
+
 
 @dataclass(frozen=True)
 class Format:
     """A format of rows: its file suffixes, a test of a file's first bytes (to find the format when the
-    name does not say), a lazy scan, a check that names file and row, and a cheap row count."""
+    name does not say), a lazy scan, a check that names file and row, a cheap row count, and
+    ``relax``: after its rows failed to read, learn what made them fail so that reading them again
+    quarantines the odd rows instead (whether there was something to learn)."""
 
     name: str
     suffixes: tuple[str, ...]
@@ -45,6 +50,7 @@ class Format:
     scan: Callable[[Export, SourceMapping | None], pl.LazyFrame]
     check: Callable[[Export, SourceMapping | None, bool], None]
     estimate: Callable[[Export], int]
+    relax: Callable[[Export], bool] = lambda export: False
 
 
 @dataclass(frozen=True)

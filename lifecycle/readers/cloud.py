@@ -3,6 +3,7 @@ Amplitude deliver them: listed and read by pyarrow's own filesystems, so credent
 SDKs take them (``AWS_*`` variables, profiles, instance roles) and a URI may carry pyarrow's options
 (``?endpoint_override=host:port&scheme=http`` for an S3-compatible server). A prefix is every object
 under it that is an export; each object is downloaded in chunks to a local copy before it is read.
+An address is listed once per process, so that the checks and the analysis read the same objects.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from transforms.schema import InputError
 __all__ = ["objects"]
 
 
+#: each address's objects, listed once per process: the checks and the analysis read the same ones
+_listed: dict[str, list[tuple[str, Path]]] = {}
+
+
 def objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[str, Path]]:
+    if uri not in _listed:
+        _listed[uri] = _objects(uri, wanted, kinds)
+    return _listed[uri]
+
+
+def _objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[str, Path]]:
     scheme, shown = uri.split("://", 1)[0], uri.split("?", 1)[0]
     with reading(shown, "cannot be listed"):
         fs, root = pafs.FileSystem.from_uri(uri)

@@ -12,14 +12,13 @@ as JSON lines, which are streamed).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
 
 from lifecycle.readers.base import Export, Format, rows_from_size
 from lifecycle.readers.errors import reading
-from lifecycle.readers.jsonlines import JSONL
+from lifecycle.readers.jsonlines import JSONL, lists_of_objects
 from lifecycle.readers.staging import identity, staged
 from transforms.schema import InputError
 from transforms.spec import SourceMapping
@@ -44,20 +43,10 @@ def records_of(doc: Any, path: str | None, name: str) -> list[Any]:
         return value
     if isinstance(doc, list):
         return doc
-    found = dict(_lists_of_objects(doc, ""))
+    found = dict(lists_of_objects(doc))
     if len(found) > 1:
         raise InputError(f"the document holds several lists of records ({', '.join(found)})", file=name, hint=_HINT)
     return next(iter(found.values())) if found else [doc]
-
-
-def _lists_of_objects(value: Any, at: str) -> Iterator[tuple[str, list[Any]]]:
-    if isinstance(value, dict):
-        for key, v in value.items():
-            path = f"{at}.{key}" if at else str(key)
-            if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
-                yield path, v
-            else:
-                yield from _lists_of_objects(v, path)
 
 
 def _lines(export: Export, mapping: SourceMapping | None) -> Export:
@@ -71,7 +60,17 @@ def _lines(export: Export, mapping: SourceMapping | None) -> Export:
             for record in records_of(doc, path, export.name):
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    return Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL)
+    lines = Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL)
+    _copies.setdefault(identity(export.local), set()).add(lines)
+    return lines
+
+
+#: per document (``staging.identity``), its records' JSON-lines copies (one per records path asked for)
+_copies: dict[tuple[str, int, int], set[Export]] = {}
+
+
+def _relax(export: Export) -> bool:
+    return any([lines.relax() for lines in _copies.get(identity(export.local), set())])
 
 
 def _scan(export: Export, mapping: SourceMapping | None) -> pl.LazyFrame:
@@ -96,4 +95,5 @@ JSON = Format(
     _scan,
     _check,
     _estimate,
+    _relax,
 )

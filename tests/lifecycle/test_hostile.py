@@ -229,10 +229,6 @@ CASES: dict[str, tuple[Any, str]] = {
         ),
         r"row 2: line 2 is not valid JSON",
     ),
-    "jsonl field of two types": (
-        lambda t: _two_types(t),
-        r"line 10002: field 'properties' is text here but an object on line 1",
-    ),
     "missing path": (lambda t: t / "nope.csv", r"file not found"),
     "a folder without exports": (
         lambda t: (t / "notes.md").write_text("no export here") and t,
@@ -251,13 +247,25 @@ CASES: dict[str, tuple[Any, str]] = {
 def test_unreadable_exports_are_input_errors_naming_file_and_row(tmp_path: Path, case: str) -> None:
     make, message = CASES[case]
     path = make(tmp_path)
-    mapping = resolve_mapping("mixpanel" if "two types" in case else None)
+    mapping = resolve_mapping(None)
     with pytest.raises(InputError, match=message) as exc:
         check_exports([path], mapping)
     assert exc.value.file == str(path)
     # the pipeline refuses it the same way, whether or not the pre-flight check ran
     with pytest.raises(InputError, match=message):
         plan_exports([path], mapping, sample_catalog())
+
+
+def test_a_jsonl_field_of_two_types_past_the_inferred_lines_quarantines_only_its_row(tmp_path: Path) -> None:
+    """Issue 22: one odd row is that row's quarantine, not the file's refusal."""
+    path = _two_types(tmp_path)
+    mapping = resolve_mapping("mixpanel")
+    check_exports([path], mapping)
+    prepared = plan_exports([path], mapping, sample_catalog())
+    assert accounting_closes(prepared.counts)
+    assert prepared.counts["rows_in"] == 10_002
+    assert prepared.plan.get_column("user_id").unique().to_list() == ["m1"]
+    assert prepared.quarantine.select("source_row", "reason").rows() == [(10_002, "missing time")]
 
 
 def test_quoted_separators_newlines_and_blank_lines_are_not_malformed(tmp_path: Path) -> None:
