@@ -411,6 +411,9 @@ def webhook_deliveries(rows: list[Row], rng: random.Random) -> list[Row]:
 def build_userflow_webhooks(rng: random.Random) -> Built:
     b = build_userflow(random.Random(f"{SEED}:userflow"))
     b.rows = webhook_deliveries(b.rows, rng)
+    # a delivery retried: a new delivery id around the same event (its id de-duplicates it)
+    retried = b.fates.index("valid", 5)
+    b.add({**b.rows[retried], "id": _uuid(rng)}, "valid")
     return b
 
 

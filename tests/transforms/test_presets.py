@@ -242,3 +242,13 @@ def test_a_preset_whose_event_column_reads_nothing_does_not_fit() -> None:
     assert not userflow.fits
     assert "no event names in the sample" in userflow.why
     assert [f.name for f in result.fits if f.fits] == ["long"]
+
+
+def test_a_retried_userflow_webhook_is_a_duplicate_of_its_event() -> None:
+    """A retry is a new delivery (its own id) around the same event: the event's id inside it is what
+    de-duplicates, so the retried row's events are the only duplicates."""
+    sample = next(s for s in SAMPLES if s.folder == "userflow/webhooks")
+    log = ordered(classified(sample), sample)
+    duplicates = log.filter(pl.col("duplicate"))
+    assert duplicates.height >= 1
+    assert duplicates.get_column("source_row").n_unique() == 1
