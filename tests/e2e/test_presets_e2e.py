@@ -11,14 +11,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
 from frigade.catalog import Catalog, parse_catalog
-from frigade.models import UserFlowStates, flow_state_from_wire
-from frigade.rules import initial_state
-from samples.exports import SAMPLES, Sample, state_dict
+from samples.exports import SAMPLES, Sample
+from tests.e2e.landing import assert_landed
 from tests.e2e.servers import ROOT, cli
 
 pytestmark = pytest.mark.slow
@@ -56,17 +54,7 @@ def test_sample_backfills_to_its_expected_state(
     assert res.returncode == 0, res.stdout + res.stderr
 
     expected = json.loads(sample.expected_path(DATA).read_text())
-    cat = catalog_of(sample)
-    with httpx.Client(base_url=emulator.url, headers=emulator.headers(private=False)) as client:
-        for user, flows in sorted(expected["users"].items()):
-            answer = client.get("/v1/public/flowStates", params={"userId": user})
-            answer.raise_for_status()
-            got = UserFlowStates.model_validate(answer.json())
-            for flow in cat.active:
-                wire = got.flow(flow.slug)
-                assert wire is not None
-                want = flows.get(flow.slug, state_dict(initial_state(flow.step_ids)))
-                assert state_dict(flow_state_from_wire(wire)) == want, (user, flow.slug)
+    assert_landed(emulator, expected, catalog)
 
     counts = json.loads((tmp_path / "run" / "run.json").read_text())["counts"]
     assert counts["rows_in"] == expected["rows"]
