@@ -3,20 +3,18 @@ back over HTTP, is the sample's expected.json (flows it does not name are untouc
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from emulator.embedded import EmbeddedEmulator
-from frigade.catalog import parse_catalog
+from frigade.catalog import Catalog
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import initial_state
 from samples.exports import state_dict
 
 
-def assert_landed(emulator: EmbeddedEmulator, expected: dict[str, Any], catalog: Path) -> None:
-    cat = parse_catalog(catalog.read_text(), str(catalog))
+def assert_landed(emulator: EmbeddedEmulator, expected: dict[str, Any], cat: Catalog) -> None:
     with httpx.Client(base_url=emulator.url, headers=emulator.headers(private=False)) as client:
         for user, flows in sorted(expected["users"].items()):
             answer = client.get("/v1/public/flowStates", params={"userId": user})

@@ -54,7 +54,7 @@ def test_sample_backfills_to_its_expected_state(
     assert res.returncode == 0, res.stdout + res.stderr
 
     expected = json.loads(sample.expected_path(DATA).read_text())
-    assert_landed(emulator, expected, catalog)
+    assert_landed(emulator, expected, catalog_of(sample))
 
     counts = json.loads((tmp_path / "run" / "run.json").read_text())["counts"]
     assert counts["rows_in"] == expected["rows"]
