@@ -237,7 +237,7 @@ def _long_row(user: str, flow: str, action: str, step: str | None, at: datetime)
 # after them, so ``--preset NAME --catalog data/NAME/catalog.yaml`` is the whole command.
 
 
-def vendor_ids(rng: random.Random, flow_id: Callable[[], str], step_id: Callable[[], str]) -> VendorIds:
+def vendor_ids(flow_id: Callable[[], str], step_id: Callable[[], str]) -> VendorIds:
     """The vendor's id of each catalog flow and step (drawn in catalog order)."""
     return {flow: (flow_id(), {s: step_id() for s in steps}) for flow, steps in CATALOG.items()}
 
@@ -268,7 +268,7 @@ APPCUES_CHECKLISTS = ("flow_onboarding",)
 def build_appcues(rng: random.Random) -> Built:
     """Public API events export (CSV): flow events carry flow_id / step_id, checklist events
     checklist_id / checklist_item_id; names with or without the appcues: / appcues:v2: prefix."""
-    b = Built(ids=vendor_ids(rng, lambda: "-" + _uid(rng, 19), lambda: _uuid(rng)))
+    b = Built(ids=vendor_ids(lambda: "-" + _uid(rng, 19), lambda: _uuid(rng)))
     flow_names = {
         A.STARTED_FLOW: "flow_started",
         A.STARTED_STEP: "step_started",
@@ -324,7 +324,7 @@ def _userflow_time(t: datetime) -> str:
 def build_userflow(rng: random.Random) -> Built:
     """Event objects of the REST API / webhooks: ``{id, object: "event", name, time, user_id, group_id,
     attributes}``; flow and checklist ids in ``attributes``. flow_onboarding is a Userflow checklist."""
-    b = Built(ids=vendor_ids(rng, lambda: _uuid(rng), lambda: _uuid(rng)))
+    b = Built(ids=vendor_ids(lambda: _uuid(rng), lambda: _uuid(rng)))
     users = [f"uf_{i}" for i in range(101, 111)]
     for user, flow, j, start in draw_journeys(rng, users):
         vid, ids = b.ids[flow]
@@ -419,7 +419,7 @@ def build_userflow_webhooks(rng: random.Random) -> Built:
 
 def build_pendo(rng: random.Random) -> Built:
     """Aggregation API, source guideEvents: records under ``results``, browserTime in epoch ms."""
-    b = Built(ids=vendor_ids(rng, lambda: _uid(rng, 27), lambda: _uid(rng, 27)))
+    b = Built(ids=vendor_ids(lambda: _uid(rng, 27), lambda: _uid(rng, 27)))
     users = [f"visitor-{i}" for i in range(1, 11)]
     for user, flow, j, start in draw_journeys(rng, users):
         steps = CATALOG[flow]
@@ -471,7 +471,7 @@ def build_pendo(rng: random.Random) -> Built:
 
 def build_chameleon(rng: random.Random) -> Built:
     """``GET /v3/analyze/interactions``: one interaction per user and tour, its state, profile.uid."""
-    b = Built(ids=vendor_ids(rng, lambda: _hex(rng, 24), lambda: _hex(rng, 24)))
+    b = Built(ids=vendor_ids(lambda: _hex(rng, 24), lambda: _hex(rng, 24)))
     users = [f"5f{i:03d}c" for i in range(1, 15)]
     for user, flow, _j, start in draw_journeys(rng, users):
         state = rng.choice(["started", "displayed", "completed", "completed", "exited"])
