@@ -14,7 +14,17 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
+from bench import (
+    big_export,
+    compressed,
+    fewest_requests,
+    push_ceiling,
+    push_limit,
+    shards,
+    sync_cost,
+    whole_job,
+    workers,
+)
 from bench._common import Figure, base_parser, exit_code, print_table, write_results
 
 BENCHES: dict[
@@ -28,6 +38,7 @@ BENCHES: dict[
     "whole_job": ("Benchmark 6: the whole job at the limit", whole_job.add_args, whole_job.run),
     "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
     "workers": ("Benchmark 8: more than one core", workers.add_args, workers.run),
+    "compressed": ("Benchmark 9: compressed exports in bounded memory", compressed.add_args, compressed.run),
 }
 
 
@@ -38,7 +49,7 @@ def _namespace(name: str, args: argparse.Namespace) -> argparse.Namespace:
     argv = ["--seed", str(args.seed)]
     if args.quick:
         argv.append("--quick")
-    if args.data_dir and name in ("big_export", "sync_cost", "shards"):
+    if args.data_dir and name in ("big_export", "sync_cost", "shards", "compressed"):
         argv += ["--data-dir", args.data_dir]
     return p.parse_args(argv)
 

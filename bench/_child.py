@@ -8,6 +8,7 @@
     python -m bench._child gen-part OUT.parquet ROWS SEED USER_OFFSET   one part of a generated export
     python -m bench._child shard-floor OUT_DIR SHARDS EXPORT...   polars alone: stream into shards by user, sort each
     python -m bench._child shard-plan CATALOG SHARDS EXPORT...    ``frigade-migrate plan EXPORT... --shards SHARDS``
+    python -m bench._child read EXPORT                  open and check every row of EXPORT (a .gz: decompressed)
 
 ``shard-floor`` streams every row of the exports into SHARDS Parquet files by a hash of the (stripped)
 user id with polars' partitioned sink, which writes ``OUT_DIR/shard=K/00000000.parquet`` (more files
@@ -44,6 +45,16 @@ def plan(export: str, catalog: str) -> int:
     from cli.app import main
 
     return main(["plan", export, "--catalog", catalog])
+
+
+def read(export: str) -> int:
+    """What reading an export costs before any planning: open it (a .gz is decompressed to a local
+    copy), check every row (``full``) and estimate its rows."""
+    from lifecycle.exports import check_exports, estimated_rows
+
+    check_exports([export])
+    print(f"estimated-rows={estimated_rows([export])}", flush=True)
+    return ExitCode.OK
 
 
 def gen_part(out: str, rows: str, seed: str, user_offset: str) -> int:
@@ -193,6 +204,8 @@ def main(argv: list[str]) -> int:
         return sync_state(*rest)
     if cmd == "sync-plan":
         return sync_plan(*rest)
+    if cmd == "read":
+        return read(*rest)
     if cmd == "gen-part":
         return gen_part(*rest)
     if cmd == "shard-floor":

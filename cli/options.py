@@ -36,7 +36,7 @@ def setting(name: str, metavar: str | None = None) -> Any:
 
 def accepted(name: str, metavar: str | None = None) -> Any:
     """A setting the dry run takes but does not use (it pushes nothing): accepted, so that a backfill's
-    command line works as a plan's unchanged (cli.md lists them as common options), and not listed in
+    command line works as a plan's unchanged (README lists them as common options), and not listed in
     its help, which shows only what the dry run uses."""
     flag = Settings.source(name).flag
     assert flag is not None, f"{name} has no flag"
@@ -52,7 +52,13 @@ def _column(field: str) -> Any:
     )
 
 
-Exports = Annotated[list[str], typer.Argument(metavar="EXPORT", help="CSV, TSV, Parquet or JSONL export files")]
+Exports = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="EXPORT",
+        help="export files, folders, globs or s3:// gs:// az:// addresses (CSV, TSV, Parquet, JSON; .gz, .zip)",
+    ),
+]
 Preset = Annotated[str | None, setting("preset", "NAME")]
 MappingFile = Annotated[str | None, setting("mapping", "FILE")]
 Catalog = Annotated[str | None, setting("catalog", "FILE|api")]

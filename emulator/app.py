@@ -1,7 +1,7 @@
 """The emulator's ASGI app: Frigade's flow-state API over the shared rules and a SQLite store.
 
 Every write goes through ``frigade.rules.apply``; the app only validates, stores and renders.
-Choices where ``shared/frigade-api.md`` leaves room:
+Choices where Frigade's API documentation leaves room:
 - ``createdAt`` is validated as ISO-8601 and then stored and returned exactly as given, so a client can
   compare ``lastActionAt`` with what it sent; without it the server's time is used
   (``YYYY-MM-DDTHH:MM:SS.mmmZ``, like Frigade's own timestamps).

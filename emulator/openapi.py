@@ -168,7 +168,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Frigade flow-state API emulator",
             "version": "1",
-            "description": "A local stand-in for Frigade's flow-state API (see shared/frigade-api.md). "
+            "description": "A local stand-in for Frigade's flow-state API (see README, 'Rules profiles'). "
             "Keys: public keys work on /v1/public/*, private keys everywhere and add flowResponses.",
         },
         "components": {

@@ -6,7 +6,7 @@ Kept as a string so it ships inside the package; a test proves it equals ``data/
 from frigade.catalog import Catalog, parse_catalog
 
 SAMPLE_CATALOG_YAML = """\
-# Sample flow catalog: the flows the bundled sample exports target, in the simple form of cli.md.
+# Sample flow catalog: the flows the bundled sample exports target, in the simple form (README, "The flow catalog").
 flows:
   - slug: flow_onboarding
     name: Onboarding Checklist

@@ -1,6 +1,6 @@
 """The flow catalog: which flows exist and their ordered step ids.
 
-Loaded from the simple YAML/JSON form of ``shared/cli.md``, from a saved ``GET /v1/public/flows``
+Loaded from the simple YAML/JSON form (README, "The flow catalog"), from a saved ``GET /v1/public/flows``
 response, or from that response fetched live (the client passes the parsed list in).
 """
 

@@ -1,7 +1,7 @@
 """The flow-state rules: the single implementation that the emulator and the planner share.
 
-Semantics follow ``shared/frigade-api.md``. Where Frigade's SDK and the older reading of the rules
-differ, or Frigade publishes nothing, the behaviour is a setting of a named ``Rules`` profile (see
+Semantics follow Frigade's API documentation (README, "Rules profiles"). Where Frigade's SDK and the older
+reading of the rules differ, or Frigade publishes nothing, the behaviour is a setting of a named ``Rules`` profile (see
 ``PROFILES``); every caller passes the profile it plays, so the planner, the replay, the reconciler and
 the emulator cannot drift apart. Fixed choices:
 - A flow is "started" by any step action except NOT_STARTED_STEP, and by STARTED_FLOW / COMPLETED_FLOW.
@@ -87,7 +87,7 @@ class Rules:
         return self
 
 
-#: setting -> what it means (README and frigade-api.md list these)
+#: setting -> what it means (README lists these)
 SETTINGS: dict[str, str] = {
     "start_next_step": "completing or skipping step k marks step k+1 started",
     "not_started_index": "currentStepIndex of a flow that is not started (-1 or 0)",

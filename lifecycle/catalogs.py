@@ -64,8 +64,11 @@ def load_catalog_file(path: str) -> Catalog:
     try:
         return parse_catalog(p.read_text(encoding="utf-8"), path)
     except CatalogError as exc:
-        # the catalog's own messages start with the file's name
-        raise InputError(f"catalog {exc}", hint="see the catalog format in cli.md or README") from exc
+        # the catalog's own messages start with the file's name, but for those about the whole catalog
+        text, hint = str(exc), "see the catalog format in README, section 'The flow catalog'"
+        if text.startswith(path):
+            raise InputError(f"catalog {text}", hint=hint) from exc
+        raise InputError(f"catalog: {text}", file=path, hint=hint) from exc
 
 
 def catalog_record(catalog: Catalog) -> list[dict[str, Any]]:

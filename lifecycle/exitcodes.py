@@ -1,4 +1,4 @@
-"""The exit codes of every command (``../shared/cli.md``): one enum, imported by lifecycle/, flows/ and
+"""The exit codes of every command (README, "Exit codes"): one enum, imported by lifecycle/, flows/ and
 cli/ alike; it imports nothing, so that any of them may use it."""
 
 from __future__ import annotations

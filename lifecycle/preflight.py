@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.catalogs import catalog_source, local_catalog
-from lifecycle.exports import analyze_exports, check_exports, scan_export
+from lifecycle.exports import analyze_exports, check_exports, sources_of
 from lifecycle.job import mapping_of
 from lifecycle.prepare import refuse_nothing_to_migrate, refuse_too_many_quarantined
+from lifecycle.readers import KINDS, open_exports
 from lifecycle.settings import Settings
 from transforms.analysis import Analysis, plan_requests
 from transforms.mapping import map_events
@@ -29,7 +30,7 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     """Raise InputError (exit 2) for the first problem a run would stop on: no such file, an unreadable
     one, an unknown preset, a malformed mapping or catalog, a missing column, a naive time."""
     if not exports:
-        raise InputError("no export files given", hint="name at least one CSV, TSV, Parquet or JSONL file")
+        raise InputError("no export files given", hint=f"name at least one export ({KINDS}), folder or bucket")
     paths = [Path(p) for p in exports]
     settings.rules_profile()
     mapping = mapping_of(settings, overrides)
@@ -37,15 +38,16 @@ def check_inputs(exports: Sequence[str], settings: Settings, overrides: dict[str
     catalog = local_catalog(catalog_source(settings.catalog, settings.embedded))
     if catalog is not None:
         sample = analyze_exports(paths, mapping, catalog, head=SAMPLE_ROWS)
-        _refuse_if_nothing_to_migrate(sample, len(paths))
-        if settings.max_quarantined is not None and _whole(sample, len(paths)):
+        files = len(open_exports(paths))  # a folder or an archive is several
+        _refuse_if_nothing_to_migrate(sample, files)
+        if settings.max_quarantined is not None and _whole(sample, files):
             planned = plan_requests(sample, mode=settings.mode, rules=settings.rules_profile())
             refuse_too_many_quarantined(planned.counts, planned.quarantine, settings.max_quarantined)
         return
     # Without the catalog, the mapping can still be held against every file's columns.
     steps = catalog_frames([], {})[1]
-    for p in paths:
-        map_events(scan_export(p), mapping, str(p), steps=steps).collect_schema()
+    for source in sources_of(paths, mapping):
+        map_events(source.scan, mapping, source.name, steps=steps).collect_schema()
 
 
 def _refuse_if_nothing_to_migrate(sample: Analysis, files: int) -> None:

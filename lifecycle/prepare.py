@@ -21,10 +21,10 @@ from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
 from lifecycle.catalogs import catalog_record
-from lifecycle.exports import analyze_exports, analyze_split, resolve_path
+from lifecycle.exports import analyze_exports, analyze_split, input_digests, resolve_path
 from lifecycle.job import SPLIT_DIR, Job
 from lifecycle.record import Superseded
-from lifecycle.runfolder import RunFolder, file_digest
+from lifecycle.runfolder import RunFolder
 from lifecycle.settings import failure_limit
 from transforms.accounting import accounting_closes
 from transforms.analysis import Analysis, Prepared, plan_requests
@@ -76,7 +76,7 @@ def checked_inputs(job: Job, *, resuming: bool) -> list[dict[str, Any]]:
     settings than its folder was planned with."""
     for p in job.exports:
         resolve_path(p)  # a missing file, a folder or an unmatched glob: exit 2, not a traceback
-    digests = [file_digest(p) for p in job.exports]
+    digests = input_digests(job.exports)
     if resuming:
         check_inputs_unchanged(job, digests)
         check_plan_settings_unchanged(job)

@@ -33,7 +33,14 @@ from frigade.errors import StopRunError
 from frigade.rules import Rules
 from lifecycle.catalogs import catalog_record
 from lifecycle.execute import record_stop
-from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
+from lifecycle.exports import (
+    analyze_split,
+    estimated_rows,
+    plan_exports,
+    resolve_path,
+    sources_of,
+    split_events,
+)
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
 from lifecycle.prepare import check_state_dir, checked_inputs, refuse_plan
@@ -53,25 +60,6 @@ from transforms.spec import SourceMapping
 #: (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
 SHARD_ROWS = 5_000_000
 _SPLIT_DONE = f"{SPLIT_DIR}/done.json"
-#: bytes sampled from the top of a text export to estimate its rows
-_SAMPLE = 1 << 20
-
-
-def estimated_rows(paths: Sequence[Path]) -> int:
-    """The exports' rows, cheaply: a Parquet file's from its footer, a text file's from its size and
-    the length of its first lines (only the shard count rests on this)."""
-    total = 0
-    for path in paths:
-        if path.suffix.lower() == ".parquet":
-            total += int(pl.scan_parquet(path).select(pl.len()).collect().item())
-            continue
-        with path.open("rb") as fh:
-            head = fh.read(_SAMPLE)
-        lines = max(1, head.count(b"\n"))
-        total += math.ceil(path.stat().st_size / (len(head) / lines)) if head else 0
-        if path.suffix.lower() in CSV_SUFFIXES:
-            total -= 1  # the header
-    return max(0, total)
 
 
 def shard_count(given: int | None, rows: int) -> int:

@@ -1,21 +1,25 @@
 """Deterministic sample exports, one per preset, generated from a known per-user target.
 
 For every user and flow the generator draws a journey (progress to step k, complete, or skip at step
-k), renders it in the tool's own vocabulary and field names, and writes down the Frigade actions the
-tool's documented mapping means (``shared/sources.md``). The expected state is those actions replayed
-with ``frigade.rules`` -- independently of the mapping code under test. Messy rows (duplicates,
-out-of-order and late rows, non-state events, rows that must be quarantined) are added with their known
-fate, so the row accounting can be checked too.
+k), renders it in the tool's own vocabulary, field names, nesting and container (as the vendor's
+documentation describes them: the sources are cited in ``transforms/presets/README.md``), and writes
+down the Frigade actions the tool's documented events mean. The expected state is those actions
+replayed with ``frigade.rules`` -- independently of the mapping code under test. Messy rows
+(duplicates, out-of-order and late rows, non-state events, rows that must be quarantined) are added
+with their known fate, so the row accounting can be checked too.
 
-``data/make_samples.py`` writes them under ``data/``; the tests regenerate them and compare.
+``data/make_samples.py`` writes them under ``data/``; the tests regenerate them and compare (the rows
+inside gzip and zip files, whose bytes depend on the zlib build).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import random
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,16 +42,23 @@ CATALOG: dict[str, tuple[str, ...]] = {
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 Row = dict[str, Any]
+#: per catalog flow: the vendor's flow id and, per catalog step, the vendor's step id
+VendorIds = dict[str, tuple[str, dict[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One sample export: its folder under data/, file name, preset and optional mapping file."""
+    """One sample export: its folder under data/, the export (a file, or a folder of files), its
+    container, preset, and the optional mapping file. Vendor samples carry their own catalog.yaml,
+    whose flows and steps are the vendor's ids."""
 
     preset: str
     folder: str
     export: str
     mapping: str | None = None
+    #: how the rows are shipped: csv, jsonl, or one of CONTAINERS (default: by the export's suffix)
+    container: str = ""
+    catalog: str | None = None
 
     def path(self, data: Path) -> Path:
         return data / self.folder / self.export
@@ -57,6 +68,10 @@ class Sample:
 
     def expected_path(self, data: Path) -> Path:
         return data / self.folder / "expected.json"
+
+    def catalog_path(self, data: Path) -> Path:
+        """The catalog this sample targets: its own (vendor ids), else data/catalog.yaml."""
+        return data / self.folder / self.catalog if self.catalog else data / "catalog.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,8 @@ class Built:
 
     rows: list[Row] = field(default_factory=list)
     fates: list[str] = field(default_factory=list)
+    #: the vendor's ids of the catalog's flows and steps (empty: the export names the catalog's own)
+    ids: VendorIds = field(default_factory=dict)
     #: (user, flow, action, step, time, order within the row)
     intended: list[tuple[str, str, Action, str | None, datetime, int]] = field(default_factory=list)
 
@@ -126,6 +143,15 @@ def _times(start: datetime, n: int, rng: random.Random) -> list[datetime]:
 
 def _uid(rng: random.Random, n: int = 12) -> str:
     return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(n))
+
+
+def _uuid(rng: random.Random) -> str:
+    h = _hex(rng, 32)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def _hex(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("0123456789abcdef") for _ in range(n))
 
 
 def _iso(t: datetime) -> str:
@@ -200,88 +226,142 @@ def _long_row(user: str, flow: str, action: str, step: str | None, at: datetime)
     }
 
 
-APPCUES_FLOWS = {"flow_welcome_tour": "-MtW3lcQ9aT", "flow_announcement": "-Nb0rX2pPzq"}
-APPCUES_CHECKLIST = {"flow_onboarding": "8f0c3a1e-2d4b"}
+# ---------------------------------------------------------------- vendors, as their documentation ships them
+#
+# Each vendor sample is written from the vendor's own documentation (cited in
+# transforms/presets/README.md): its field names, nesting, event names, time style and container. Its
+# flows and steps keep the vendor's ids, and the sample's own catalog.yaml names the Frigade flows
+# after them, so ``--preset NAME --catalog data/NAME/catalog.yaml`` is the whole command.
 
 
-def build_appcues(rng: random.Random) -> tuple[Built, dict[str, Any]]:
-    b = Built()
-    step_ids = {f: {s: _uid(rng, 8) for s in steps} for f, steps in CATALOG.items()}
-    names = {
+def vendor_ids(flow_id: Callable[[], str], step_id: Callable[[], str]) -> VendorIds:
+    """The vendor's id of each catalog flow and step (drawn in catalog order)."""
+    return {flow: (flow_id(), {s: step_id() for s in steps}) for flow, steps in CATALOG.items()}
+
+
+def checklist_actions(
+    rng: random.Random, flow: str, j: Journey, *, item_started: bool
+) -> list[tuple[Action, str | None]]:
+    """A checklist's journey: items done in any order (a drawn permutation), not one after another."""
+    items = list(CATALOG[flow])
+    rng.shuffle(items)
+    done = items if j.kind == "complete" else items[: j.k]
+    acts: list[tuple[Action, str | None]] = [(A.STARTED_FLOW, None)]
+    for item in done:
+        if item_started and rng.random() < 0.4:
+            acts.append((A.STARTED_STEP, item))
+        acts.append((A.COMPLETED_STEP, item))
+    if j.kind == "complete":
+        acts.append((A.COMPLETED_FLOW, None))
+    elif j.kind == "skip":
+        acts.append((A.SKIPPED_FLOW, None))
+    return acts
+
+
+#: Appcues: flows are tours; flow_onboarding is an Appcues checklist
+APPCUES_CHECKLISTS = ("flow_onboarding",)
+
+
+def build_appcues(rng: random.Random) -> Built:
+    """Public API events export (CSV): flow events carry flow_id / step_id, checklist events
+    checklist_id / checklist_item_id; names with or without the appcues: / appcues:v2: prefix."""
+    b = Built(ids=vendor_ids(lambda: "-" + _uid(rng, 19), lambda: _uuid(rng)))
+    flow_names = {
         A.STARTED_FLOW: "flow_started",
         A.STARTED_STEP: "step_started",
         A.COMPLETED_STEP: "step_completed",
         A.COMPLETED_FLOW: "flow_completed",
         A.SKIPPED_FLOW: "flow_skipped",
     }
-    checklist = {
+    checklist_names = {
         A.STARTED_FLOW: "checklist_shown",
+        A.STARTED_STEP: "checklist_item_started",
         A.COMPLETED_STEP: "checklist_item_completed",
         A.COMPLETED_FLOW: "checklist_completed",
         A.SKIPPED_FLOW: "checklist_skipped",
     }
     users = [f"ac-{i:03d}" for i in range(1, 11)]
     for user, flow, j, start in draw_journeys(rng, users):
-        is_checklist = flow in APPCUES_CHECKLIST
-        acts = generic_actions(flow, j)
-        if is_checklist:  # checklists have no item-started event
-            acts = [a for a in acts if a[0] is not A.STARTED_STEP]
+        checklist = flow in APPCUES_CHECKLISTS
+        acts = checklist_actions(rng, flow, j, item_started=True) if checklist else generic_actions(flow, j)
+        vid, steps = b.ids[flow]
         for (action, step), t in zip(acts, _times(start, len(acts), rng), strict=True):
-            name = (checklist if is_checklist else names)[action]
             prefix = rng.choice(["", "appcues:", "appcues:v2:"])
             epoch = rng.random() < 0.25
-            row = {
+            row: Row = {
+                "name": prefix + (checklist_names if checklist else flow_names)[action],
                 "timestamp": str(round(t.timestamp() * 1000)) if epoch else _iso(t),
-                "name": prefix + name,
                 "user_id": user,
                 "account_id": "acct_1",
-                "flowId": "" if is_checklist else APPCUES_FLOWS[flow],
-                "stepId": "" if is_checklist or step is None else step_ids[flow][step],
-                "checklistId": APPCUES_CHECKLIST[flow] if is_checklist else "",
-                "itemId": step_ids[flow][step] if is_checklist and step else "",
+                "flow_id": "" if checklist else vid,
+                "step_id": "" if checklist or step is None else steps[step],
+                "step_number": "" if checklist or step is None else str(CATALOG[flow].index(step)),
+                "checklist_id": vid if checklist else "",
+                "checklist_item_id": steps[step] if checklist and step else "",
             }
             b.add(row)
             b.want(user, flow, action, step, t)
-            if action is A.STARTED_STEP and rng.random() < 0.3:
+            if action is A.STARTED_STEP and not checklist and rng.random() < 0.3:
                 b.add({**row, "name": prefix + "step_interacted"}, "dropped")
-    tour = APPCUES_FLOWS["flow_welcome_tour"]
-    extra = {"timestamp": _iso(T0), "user_id": "ac-001", "account_id": "", "checklistId": "", "itemId": ""}
-    b.add({**extra, "name": "appcues:flow_aborted", "flowId": tour, "stepId": ""}, "dropped")
-    b.add({**extra, "name": "appcues:v2:step_child_activated", "flowId": tour, "stepId": ""}, "dropped")
-    b.add({**extra, "name": "flow_error", "flowId": tour, "stepId": ""}, "dropped")
-    b.add({**extra, "name": "flow_started", "flowId": "-OldFlow1234", "stepId": ""}, "quarantined")
-    b.add({**extra, "name": "appcues:flow_restarted", "flowId": tour, "stepId": ""}, "quarantined")
-    mapping = {
-        "flow_map": {v: k for k, v in {**APPCUES_FLOWS, **APPCUES_CHECKLIST}.items()},
-        "step_map": {f: {v: k for k, v in ids.items()} for f, ids in step_ids.items()},
-    }
-    return b, mapping
+    tour = b.ids["flow_welcome_tour"][0]
+    extra = {"timestamp": _iso(T0), "user_id": "ac-001", "account_id": "", "step_id": "", "step_number": ""}
+    extra |= {"checklist_id": "", "checklist_item_id": ""}
+    b.add({**extra, "name": "appcues:flow_aborted", "flow_id": tour}, "dropped")
+    b.add({**extra, "name": "appcues:v2:step_child_activated", "flow_id": tour}, "dropped")
+    b.add({**extra, "name": "flow_error", "flow_id": tour}, "dropped")
+    b.add({**extra, "name": "flow_started", "flow_id": "-OldFlow1234"}, "quarantined")
+    b.add({**extra, "name": "appcues:flow_restarted", "flow_id": tour}, "quarantined")
+    return b
+
+
+def _userflow_time(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def build_userflow(rng: random.Random) -> Built:
-    b = Built()
+    """Event objects of the REST API / webhooks: ``{id, object: "event", name, time, user_id, group_id,
+    attributes}``; flow and checklist ids in ``attributes``. flow_onboarding is a Userflow checklist."""
+    b = Built(ids=vendor_ids(lambda: _uuid(rng), lambda: _uuid(rng)))
     users = [f"uf_{i}" for i in range(101, 111)]
     for user, flow, j, start in draw_journeys(rng, users):
+        vid, ids = b.ids[flow]
         steps = CATALOG[flow]
-        seen = len(steps) if j.kind == "complete" else j.k + 1
-        events: list[tuple[str, str | None]] = [("flow_started", None)]
-        events += [("flow_step_seen", steps[i]) for i in range(seen)]
-        if j.kind == "complete":
-            events += [("flow_completed", steps[-1]), ("flow_ended", steps[-1])]
-        elif j.kind == "skip":
-            events.append(("flow_ended", steps[j.k]))
+        events: list[tuple[str, str | None]]
+        if flow == "flow_onboarding":
+            acts = checklist_actions(rng, flow, j, item_started=False)
+            names = {A.STARTED_FLOW: "checklist_started", A.COMPLETED_STEP: "checklist_task_completed"}
+            names |= {A.COMPLETED_FLOW: "checklist_completed", A.SKIPPED_FLOW: "checklist_ended"}
+            events = [(names[a], s) for a, s in acts]
+            if j.kind == "complete":
+                events.append(("checklist_ended", None))  # also written after a completion
+        else:
+            seen = len(steps) if j.kind == "complete" else j.k + 1
+            events = [("flow_started", None), *[("flow_step_seen", steps[i]) for i in range(seen)]]
+            if j.kind == "complete":
+                events += [("flow_completed", steps[-1]), ("flow_ended", steps[-1])]
+            elif j.kind == "skip":
+                events.append(("flow_ended", steps[j.k]))
         for (name, step), t in zip(events, _times(start, len(events), rng), strict=True):
+            attributes: Row
+            if name.startswith("checklist"):
+                attributes = {"checklist_id": vid, "checklist_name": flow.removeprefix("flow_").title()}
+                if step:
+                    attributes |= {"checklist_task_id": ids[step], "checklist_task_name": step}
+            else:
+                attributes = {"flow_id": vid, "flow_name": flow.removeprefix("flow_").title(), "flow_type": "flow"}
+                if step:
+                    attributes |= {"flow_step_id": ids[step], "flow_step_number": steps.index(step)}
             row = {
-                "id": _uid(rng, 16),
+                "id": _uuid(rng),
+                "object": "event",
                 "name": name,
+                "time": _userflow_time(t),
                 "user_id": user,
-                "flow_id": flow,
-                "flow_step_id": step or "",
-                "flow_step_number": str(steps.index(step)) if step else "",
-                "time": _iso(t),
+                "group_id": "grp_1" if rng.random() < 0.5 else None,
+                "attributes": attributes,
             }
             fate = "valid"
-            if name == "flow_started":
+            if name in ("flow_started", "checklist_started"):
                 b.want(user, flow, A.STARTED_FLOW, None, t)
             elif name == "flow_step_seen":
                 assert step is not None
@@ -289,38 +369,58 @@ def build_userflow(rng: random.Random) -> Built:
                 idx = steps.index(step)
                 if idx > 0:
                     b.want(user, flow, A.COMPLETED_STEP, steps[idx - 1], t, 1)
-            elif name == "flow_completed":
+            elif name == "checklist_task_completed":
+                b.want(user, flow, A.COMPLETED_STEP, step, t)
+            elif name in ("flow_completed", "checklist_completed"):
                 b.want(user, flow, A.COMPLETED_FLOW, None, t)
                 b.want(user, flow, A.COMPLETED_STEP, steps[-1], t, 1)
             elif j.kind == "complete":
-                fate = "dropped"  # flow_ended after flow_completed is the same ending
+                fate = "dropped"  # the ending written after a completion is the same ending
             else:
                 b.want(user, flow, A.SKIPPED_FLOW, None, t)
             b.add(row, fate)
             if name == "flow_step_seen" and rng.random() < 0.2:
-                b.add({**row, "id": _uid(rng, 16), "name": "flow_step_clicked"}, "dropped")
+                b.add({**row, "id": _uuid(rng), "name": "flow_step_clicked"}, "dropped")
+    gone = {"flow_id": _uuid(rng), "flow_name": "Trial nudge", "flow_type": "flow"}
     b.add(
-        {
-            "id": _uid(rng, 16),
-            "name": "flow_started",
-            "user_id": "uf_101",
-            "flow_id": "flow_trial_nudge",
-            "flow_step_id": "",
-            "flow_step_number": "",
-            "time": _iso(T0),
-        },
+        {"id": _uuid(rng), "object": "event", "name": "flow_started", "time": _userflow_time(T0)}
+        | {"user_id": "uf_101", "group_id": None, "attributes": gone},
         "quarantined",
     )
     return b
 
 
-def build_pendo(rng: random.Random) -> tuple[Built, dict[str, Any]]:
-    b = Built()
-    guides = {f: _uid(rng, 22) for f in CATALOG}
-    gsteps = {f: {s: _uid(rng, 22) for s in steps} for f, steps in CATALOG.items()}
+def webhook_deliveries(rows: list[Row], rng: random.Random) -> list[Row]:
+    """The same event objects as Userflow's webhooks deliver them (topic event.tracked), one level deeper."""
+    return [
+        {
+            "id": _uuid(rng),
+            "object": "webhook_event",
+            "api_version": "2020-01-03",
+            "created_at": row["time"],
+            "topic": "event.tracked",
+            "data": {"object": row},
+        }
+        for row in rows
+    ]
+
+
+def build_userflow_webhooks(rng: random.Random) -> Built:
+    b = build_userflow(random.Random(f"{SEED}:userflow"))
+    b.rows = webhook_deliveries(b.rows, rng)
+    # a delivery retried: a new delivery id around the same event (its id de-duplicates it)
+    retried = b.fates.index("valid", 5)
+    b.add({**b.rows[retried], "id": _uuid(rng)}, "valid")
+    return b
+
+
+def build_pendo(rng: random.Random) -> Built:
+    """Aggregation API, source guideEvents: records under ``results``, browserTime in epoch ms."""
+    b = Built(ids=vendor_ids(lambda: _uid(rng, 27), lambda: _uid(rng, 27)))
     users = [f"visitor-{i}" for i in range(1, 11)]
     for user, flow, j, start in draw_journeys(rng, users):
         steps = CATALOG[flow]
+        vid, ids = b.ids[flow]
         reached = len(steps) if j.kind == "complete" else j.k
         events: list[tuple[str, str]] = []
         for i in range(reached):
@@ -333,13 +433,15 @@ def build_pendo(rng: random.Random) -> tuple[Built, dict[str, Any]]:
         for (kind, step), t in zip(events, _times(start, len(events), rng), strict=True):
             b.add(
                 {
-                    "visitor_id": user,
-                    "account_id": "acme",
-                    "guide_id": guides[flow],
-                    "guide_step_id": gsteps[flow][step],
+                    "accountId": "acme",
+                    "visitorId": user,
+                    "guideId": vid,
+                    "guideStepId": ids[step],
                     "type": kind,
-                    "timestamp": str(round(t.timestamp() * 1000)),
+                    "browserTime": round(t.timestamp() * 1000),
+                    "remoteIp": f"203.0.113.{rng.randrange(1, 255)}",
                     "url": "https://app.example.com/home",
+                    "country": "US",
                 }
             )
             if kind == "guideSeen":
@@ -355,42 +457,33 @@ def build_pendo(rng: random.Random) -> tuple[Built, dict[str, Any]]:
                 b.want(user, flow, A.SKIPPED_FLOW, None, t)
             if rng.random() < 0.1:
                 b.add({**b.rows[-1], "type": rng.choice(["guideSnoozed", "guideTimeout"])}, "dropped")
-    b.add(
-        {
-            "visitor_id": "visitor-1",
-            "account_id": "acme",
-            "guide_id": _uid(rng, 22),
-            "guide_step_id": _uid(rng, 22),
-            "type": "guideSeen",
-            "timestamp": str(round(T0.timestamp() * 1000)),
-            "url": "",
-        },
-        "quarantined",
-    )
-    mapping = {
-        "flow_map": {v: k for k, v in guides.items()},
-        "step_map": {f: {v: k for k, v in ids.items()} for f, ids in gsteps.items()},
-    }
-    return b, mapping
+    at = round(T0.timestamp() * 1000)
+    base = {"accountId": "acme", "type": "guideSeen", "browserTime": at, "remoteIp": "203.0.113.9", "url": ""}
+    b.add({**base, "visitorId": "visitor-1", "guideId": _uid(rng, 27), "guideStepId": _uid(rng, 27)}, "quarantined")
+    tour, tour_steps = b.ids["flow_welcome_tour"]
+    anonymous = {"visitorId": "_PENDO_T_a1b2c3d4", "guideId": tour, "guideStepId": tour_steps["welcome"]}
+    b.add({**base, **anonymous}, "quarantined")
+    return b
 
 
-CHAMELEON_TOURS = {f: _uid(random.Random(f), 24) for f in CATALOG}
-
-
-def build_chameleon(rng: random.Random) -> tuple[Built, dict[str, Any]]:
-    b = Built()
+def build_chameleon(rng: random.Random) -> Built:
+    """``GET /v3/analyze/interactions``: one interaction per user and tour, its state, profile.uid."""
+    b = Built(ids=vendor_ids(lambda: _hex(rng, 24), lambda: _hex(rng, 24)))
     users = [f"5f{i:03d}c" for i in range(1, 15)]
     for user, flow, _j, start in draw_journeys(rng, users):
         state = rng.choice(["started", "displayed", "completed", "completed", "exited"])
         updated = start + timedelta(minutes=rng.randint(1, 90))
         b.add(
             {
-                "id": _uid(rng, 24),
-                "profile.uid": user,
-                "tour_id": CHAMELEON_TOURS[flow],
-                "state": state,
+                "id": _hex(rng, 24),
                 "created_at": _iso(start),
                 "updated_at": _iso(updated),
+                "state": state,
+                "tour_id": b.ids[flow][0],
+                "group_kind": "campaign",
+                "defer_count": 0,
+                "goal_at": _iso(updated) if state == "completed" else None,
+                "profile": {"id": _hex(rng, 24), "uid": user},
             }
         )
         if state == "completed":
@@ -400,21 +493,35 @@ def build_chameleon(rng: random.Random) -> tuple[Built, dict[str, Any]]:
             b.want(user, flow, A.SKIPPED_FLOW, None, updated, 1)
         else:
             b.want(user, flow, A.STARTED_FLOW, None, updated)
-    b.add(dict(b.rows[2]))  # an overlapping export window repeats a row
-    b.add({**b.rows[0], "id": _uid(rng, 24), "profile.uid": ""}, "quarantined")
-    b.add({**b.rows[1], "id": _uid(rng, 24), "tour_id": _uid(rng, 24)}, "quarantined")
-    mapping = {"flow_map": {v: k for k, v in CHAMELEON_TOURS.items()}}
-    return b, mapping
+    b.add(json.loads(json.dumps(b.rows[2])))  # overlapping export windows repeat an interaction
+    b.add({**b.rows[0], "id": _hex(rng, 24), "profile": {"id": _hex(rng, 24), "uid": None}}, "quarantined")
+    b.add({**b.rows[1], "id": _hex(rng, 24), "tour_id": _hex(rng, 24)}, "quarantined")
+    return b
 
 
-USERPILOT_IDS = {"flow_onboarding": "10231", "flow_welcome_tour": "10544", "flow_announcement": "11002"}
-
-
-def build_userpilot(rng: random.Random) -> tuple[Built, dict[str, Any]]:
-    b = Built()
+def build_userpilot(rng: random.Random) -> Built:
+    """Data sync export: event_type beside event_name; interaction events name
+    ``{entity_type}:{entity_id}:{status}``; identify_user / page_view rows carry no event name."""
+    # steps are numbered in the event name (1-based, the preset's step_by: index1): the Frigade step
+    # ids stay the catalog's own
+    b = Built(ids={f: (str(rng.randrange(10000, 99999)), {s: s for s in steps}) for f, steps in CATALOG.items()})
     users = [f"up{i:04d}" for i in range(1, 11)]
+
+    def row(user: str, kind: str, name: str, t: datetime) -> Row:
+        return {
+            "app_token": "NX-4f1d2c",
+            "event_type": kind,
+            "event_name": name,
+            "user_id": user,
+            "company_id": "c-77",
+            "source": "web-client",
+            "inserted_at": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "hostname": "app.example.com",
+            "pathname": "/home",
+        }
+
     for user, flow, j, start in draw_journeys(rng, users):
-        cid = USERPILOT_IDS[flow]
+        cid = b.ids[flow][0]
         steps = CATALOG[flow]
         status = {
             A.STARTED_FLOW: "flow:{c}:SEEN",
@@ -424,24 +531,19 @@ def build_userpilot(rng: random.Random) -> tuple[Built, dict[str, Any]]:
             A.SKIPPED_FLOW: "flow:{c}:DISMISSED",
         }
         acts = generic_actions(flow, j)
-        for (action, step), t in zip(acts, _times(start, len(acts), rng), strict=True):
-            n = steps.index(step) + 1 if step else 0
-            b.add(
-                {
-                    "user_id": user,
-                    "company_id": "c-77",
-                    "event_name": status[action].format(c=cid, n=n),
-                    "inserted_at": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                }
-            )
+        times = _times(start, len(acts), rng)
+        b.add(row(user, "identify_user", "", start), "dropped")
+        for (action, step), t in zip(acts, times, strict=True):
+            b.add(row(user, "interaction", status[action].format(c=cid, n=steps.index(step) + 1 if step else 0), t))
             b.want(user, flow, action, step, t)
-    at = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
-    b.add({"user_id": "up0001", "company_id": "", "event_name": "survey:553:SEEN", "inserted_at": at}, "dropped")
-    b.add({"user_id": "up0002", "company_id": "", "event_name": "nps:12:DISMISSED", "inserted_at": at}, "dropped")
-    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:99999:SEEN", "inserted_at": at}, "quarantined")
-    b.add({"user_id": "up0003", "company_id": "", "event_name": "flow:10231:HOVERED", "inserted_at": at}, "quarantined")
-    mapping = {"flow_map": {v: k for k, v in USERPILOT_IDS.items()}, "step_by": "index1"}
-    return b, mapping
+            if rng.random() < 0.15:
+                b.add(row(user, "page_view", "", t), "dropped")
+    at = T0
+    b.add(row("up0001", "interaction", "survey:553:SEEN", at), "dropped")
+    b.add(row("up0002", "track", "Clicked Upgrade", at), "dropped")
+    b.add(row("up0003", "interaction", "flow:99999:SEEN", at), "quarantined")
+    b.add(row("up0003", "interaction", f"flow:{b.ids['flow_onboarding'][0]}:HOVERED", at), "quarantined")
+    return b
 
 
 ANALYTICS_NAMES = {
@@ -454,9 +556,8 @@ ANALYTICS_NAMES = {
 
 
 def _tracked(rng: random.Random, users: list[str]) -> Iterator[tuple[str, str, Action, str | None, datetime, Row]]:
-    """Each drawn journey's events, the flow and step as event properties (Segment's and Amplitude's
-    shape). A generator, so that the caller's own draws for each event come between this one's, in
-    the order the committed samples were drawn in."""
+    """Each drawn journey's events, the flow and step as event properties (the names the customer's
+    own tracking plan gave them: analytics tools have none)."""
     for user, flow, j, start in draw_journeys(rng, users):
         acts = generic_actions(flow, j)
         for (action, step), t in zip(acts, _times(start, len(acts), rng), strict=True):
@@ -467,32 +568,79 @@ def _tracked(rng: random.Random, users: list[str]) -> Iterator[tuple[str, str, A
 
 
 def build_segment(rng: random.Random) -> Built:
+    """S3 / GCS logs: the full call of every message, one JSON object a line."""
     b = Built()
     for user, flow, action, step, t, props in _tracked(rng, [f"usr_{i:03d}" for i in range(1, 11)]):
+        received = t + timedelta(seconds=rng.randint(1, 90))
         row = {
-            "type": "track",
+            "anonymousId": _uuid(rng),
+            "context": {"library": {"name": "analytics.js", "version": "4.1.0"}, "ip": "203.0.113.7"},
             "event": ANALYTICS_NAMES[action],
-            "userId": user,
-            "anonymousId": _uid(rng, 10),
+            "integrations": {},
+            "messageId": f"ajs-next-{_uid(rng, 32)}",
+            "originalTimestamp": _iso(t),
             "properties": props,
+            "receivedAt": _iso(received),
+            "sentAt": _iso(t),
             "timestamp": _iso(t),
-            "messageId": f"ajs-{_uid(rng, 20)}",
+            "type": "track",
+            "userId": user,
+            "version": 2,
         }
         b.add(row)
         b.want(user, flow, action, step, t)
         if rng.random() < 0.1:
-            b.add(dict(row))  # a retried delivery: same messageId
-    anon = _uid(rng, 10)
-    base = {"anonymousId": anon, "timestamp": _iso(T0), "messageId": "", "properties": {"flow_id": "x"}}
-    b.add({**base, "type": "identify", "userId": "usr_001", "messageId": "ajs-id-1"}, "dropped")
-    b.add({**base, "type": "page", "userId": "usr_002", "messageId": "ajs-pg-1"}, "dropped")
-    b.add({**base, "type": "track", "event": "Signed Up", "userId": "usr_003", "messageId": "ajs-su"}, "dropped")
-    anon_row = {"type": "track", "event": "Flow Started", "userId": None, "messageId": "ajs-anon"}
-    b.add({**base, **anon_row, "properties": {"flow_id": "flow_onboarding"}}, "quarantined")
+            b.add(json.loads(json.dumps(row)))  # a retried delivery: same messageId
+    base = {"anonymousId": _uuid(rng), "timestamp": _iso(T0), "receivedAt": _iso(T0), "version": 2}
+    identify = {"type": "identify", "userId": "usr_001", "messageId": "ajs-id-1", "traits": {"plan": "pro"}}
+    b.add({**base, **identify}, "dropped")
+    page = {"type": "page", "userId": "usr_002", "messageId": "ajs-pg-1", "properties": {"path": "/"}}
+    b.add({**base, **page}, "dropped")
+    signed = {"type": "track", "event": "Signed Up", "userId": "usr_003", "messageId": "ajs-su"}
+    b.add({**base, **signed, "properties": {"plan": "pro"}}, "dropped")
+    anon = {"type": "track", "event": "Flow Started", "userId": None, "messageId": "ajs-anon"}
+    b.add({**base, **anon, "properties": {"flow_id": "flow_onboarding"}}, "quarantined")
+    return b
+
+
+def _bigquery_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def build_segment_warehouse(rng: random.Random) -> Built:
+    """Warehouse tables: one table per track event, its properties as snake_case columns, exported
+    from BigQuery as CSV (times as BigQuery writes them, ``2024-03-01 19:00:14.999000 UTC``)."""
+    b = Built()
+    for user, flow, action, step, t, props in _tracked(rng, [f"wh_{i:03d}" for i in range(1, 11)]):
+        name = ANALYTICS_NAMES[action]
+        table = name.lower().replace(" ", "_")
+        row: Row = {
+            TABLE: table,
+            "id": f"ajs-next-{_uid(rng, 32)}",
+            "anonymous_id": _uuid(rng),
+            "context_library_name": "analytics.js",
+            "event": table,
+            "event_text": name,
+            "original_timestamp": _bigquery_time(t),
+            "received_at": _bigquery_time(t + timedelta(seconds=rng.randint(1, 90))),
+            "sent_at": _bigquery_time(t),
+            "timestamp": _bigquery_time(t),
+            "user_id": user,
+            "uuid_ts": _bigquery_time(t + timedelta(minutes=5)),
+            **props,
+        }
+        b.add(row)
+        b.want(user, flow, action, step, t)
+    at = _bigquery_time(T0)
+    other = {TABLE: "signed_up", "id": "ajs-su", "event": "signed_up", "event_text": "Signed Up", "timestamp": at}
+    b.add({**other, "user_id": "wh_003", "plan": "pro"}, "dropped")
+    anon = {TABLE: "flow_started", "id": "ajs-anon", "event": "flow_started", "event_text": "Flow Started"}
+    b.add({**anon, "timestamp": at, "user_id": None, "flow_id": "flow_onboarding"}, "quarantined")
     return b
 
 
 def build_mixpanel(rng: random.Random) -> Built:
+    """Raw Export API: ``{"event", "properties": {time (epoch s), distinct_id, $insert_id, ...}}``."""
     b = Built()
     names = {a: n.lower().replace(" ", "_").replace("viewed", "started") for a, n in ANALYTICS_NAMES.items()}
     users = [f"{1000 + i}" for i in range(1, 11)]
@@ -504,6 +652,7 @@ def build_mixpanel(rng: random.Random) -> Built:
                 "time": int(t.timestamp()),
                 "distinct_id": user,
                 "$insert_id": _uid(rng, 16),
+                "mp_processing_time_ms": int(t.timestamp()) * 1000 + rng.randrange(90_000),
                 "flow_id": flow,
                 "mp_lib": "web",
             }
@@ -521,27 +670,40 @@ def build_mixpanel(rng: random.Random) -> Built:
     return b
 
 
+AMPLITUDE_PROJECT = "187520"
+
+
 def build_amplitude(rng: random.Random) -> Built:
+    """Export API: event_type, user_id, event_properties, event_time (UTC, no zone), $insert_id."""
     b = Built()
     for user, flow, action, step, t, props in _tracked(rng, [f"amp-user-{i}" for i in range(1, 11)]):
         row = {
+            "$insert_id": _uuid(rng),
+            "amplitude_id": rng.randrange(10**11, 10**12),
+            "app": int(AMPLITUDE_PROJECT),
+            "device_id": _uuid(rng),
+            "event_properties": props,
+            "event_time": _amp_time(t),
+            "client_event_time": _amp_time(t),
+            "server_upload_time": _amp_time(t + timedelta(seconds=2)),
             "event_type": ANALYTICS_NAMES[action],
             "user_id": user,
-            "device_id": _uid(rng, 12),
-            "event_time": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            "event_properties": props,
-            "$insert_id": _uid(rng, 20),
-            "uuid": _uid(rng, 32),
+            "uuid": _uuid(rng),
         }
         b.add(row)
         b.want(user, flow, action, step, t)
         if rng.random() < 0.1:
-            b.add(dict(row))
-    at = T0.strftime("%Y-%m-%d %H:%M:%S.%f")
-    base = {"device_id": "dev", "event_time": at, "uuid": "", "event_properties": {"flow_id": "flow_onboarding"}}
+            b.add(json.loads(json.dumps(row)))
+    at = _amp_time(T0)
+    base: Row = {"device_id": "dev", "event_time": at, "server_upload_time": at, "uuid": _uuid(rng)}
+    base |= {"event_properties": {"flow_id": "flow_onboarding"}}
     b.add({**base, "event_type": "session_start", "user_id": "amp-user-1", "$insert_id": "s1"}, "dropped")
     b.add({**base, "event_type": "Flow Started", "user_id": None, "$insert_id": "anon1"}, "quarantined")
     return b
+
+
+def _amp_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def build_frigade_csv(rng: random.Random) -> tuple[Built, dict[str, Any]]:
@@ -730,7 +892,8 @@ def state_dict(state: FlowState) -> dict[str, Any]:
 
 
 def expected_state(b: Built, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
-    """Every user-flow's state after the intended actions, with the Frigade rules (``rules``)."""
+    """Every user-flow's state after the intended actions, with the Frigade rules (``rules``), keyed
+    by the ids the sample's catalog uses."""
     by_key: dict[tuple[str, str], list[tuple[datetime, int, int, Action, str | None]]] = {}
     for n, (user, flow, action, step, at, seq) in enumerate(b.intended):
         by_key.setdefault((user, flow), []).append((at, seq, n, action, step))
@@ -738,7 +901,12 @@ def expected_state(b: Built, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     for (user, flow), acts in sorted(by_key.items()):
         acts.sort(key=lambda a: (a[0], a[1], a[2]))
         state = replay(CATALOG[flow], [(a[3], a[4], None) for a in acts], rules=rules)
-        users.setdefault(user, {})[flow] = state_dict(state)
+        got = state_dict(state)
+        if b.ids:
+            vid, steps = b.ids[flow]
+            users.setdefault(user, {})[vid] = {**got, "steps": {steps[s]: v for s, v in got["steps"].items()}}
+        else:
+            users.setdefault(user, {})[flow] = got
     return {
         "rows": len(b.rows),
         "rows_dropped": b.fates.count("dropped"),
@@ -747,20 +915,43 @@ def expected_state(b: Built, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     }
 
 
-def _csv(rows: list[Row]) -> str:
+CATALOG_TYPES = {"flow_onboarding": "CHECKLIST", "flow_welcome_tour": "TOUR", "flow_announcement": "ANNOUNCEMENT"}
+
+
+def vendor_catalog(ids: VendorIds, vendor: str) -> str:
+    """The catalog of a vendor sample: the Frigade flows rebuilt from the vendor's, keyed by its ids."""
+    flows = [
+        {
+            "slug": vid,
+            "name": f"{flow.removeprefix('flow_').replace('_', ' ').title()} (from {vendor})",
+            "type": CATALOG_TYPES[flow],
+            "steps": [{"id": steps[s], "title": s.replace("-", " ").capitalize()} for s in CATALOG[flow]],
+        }
+        for flow, (vid, steps) in ids.items()
+    ]
+    head = f"# The Frigade flows rebuilt from the {vendor} sample's, keyed by {vendor}'s own flow and step ids.\n"
+    return head + yaml.safe_dump({"flows": flows}, sort_keys=False)
+
+
+def _csv(rows: list[Row], *, bom_crlf: bool = False) -> str:
     columns: list[str] = []
     for r in rows:
         columns += [c for c in r if c not in columns]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n" if bom_crlf else "\n")
     w.writeheader()
     for r in rows:
         w.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
-    return buf.getvalue()
+    return ("\ufeff" if bom_crlf else "") + buf.getvalue()
 
 
 def _jsonl(rows: list[Row]) -> str:
     return "".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in rows)
+
+
+def _gz(text: str) -> bytes:
+    # mtime 0 and no file name in the header: the same rows always give the same bytes
+    return gzip.compress(text.encode(), mtime=0)
 
 
 def _shuffle(b: Built, rng: random.Random, share: float) -> None:
@@ -773,18 +964,109 @@ def _shuffle(b: Built, rng: random.Random, share: float) -> None:
     b.rows, b.fates = [p[0] for p in kept], [p[1] for p in kept]
 
 
+def _chunks(rows: list[Row], n: int) -> list[list[Row]]:
+    size = -(-len(rows) // n)
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+Files = dict[str, bytes]
+
+
+def pendo_response(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """One saved Aggregation API response: ``{"startTime": ..., "results": [...]}``, pretty-printed."""
+    doc = {"startTime": round(T0.timestamp() * 1000), "results": rows}
+    return {sample.export: (json.dumps(doc, indent=2) + "\n").encode()}
+
+
+def chameleon_pages(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """Pages of ``GET /v3/analyze/interactions`` saved one file each: the first pretty, the rest compact."""
+    out: Files = {}
+    pages = _chunks(rows, 3)
+    for n, page in enumerate(pages, start=1):
+        cursor = {"limit": 50, "before": page[-1]["id"]} if n < len(pages) else {"limit": 50, "before": None}
+        doc = {"interactions": page, "cursor": cursor}
+        text = json.dumps(doc, indent=2) if n == 1 else json.dumps(doc, separators=(",", ":"))
+        out[f"{sample.export}/interactions-page-{n}.json"] = (text + "\n").encode()
+    return out
+
+
+SEGMENT_SOURCE = "Jq2kT8vWcR"
+
+
+def segment_logs(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """S3 logs: gzipped newline-delimited JSON, segment-logs/<source-id>/<received-day>/<ts>.<uuid>.gz,
+    the received day as the UTC midnight's unix time in ms."""
+    out: Files = {}
+    for batch in _chunks(rows, 4):
+        received = max(datetime.fromisoformat(r["receivedAt"].replace("Z", "+00:00")) for r in batch)
+        day = int(datetime(received.year, received.month, received.day, tzinfo=UTC).timestamp() * 1000)
+        name = f"{sample.export}/{SEGMENT_SOURCE}/{day}/{int(received.timestamp() * 1000)}.{_uuid(rng)}.gz"
+        out[name] = _gz(_jsonl(batch))
+    return out
+
+
+#: a row's warehouse table (the container's, not a column)
+TABLE = "__table"
+
+
+def warehouse_tables(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """One CSV per event table, as BigQuery exports a table: ``<export>/<table>.csv``."""
+    tables: dict[str, list[Row]] = {}
+    for row in rows:
+        tables.setdefault(row[TABLE], []).append({k: v for k, v in row.items() if k != TABLE})
+    return {f"{sample.export}/{name}.csv": _csv(tables[name]).encode() for name in sorted(tables)}
+
+
+def amplitude_zip(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """Export API: a zip holding one gzipped JSON-lines file per hour, ``<project>/<project>_<date>_<hour>#0.json.gz``
+    (the hour of upload: server_upload_time)."""
+    hours: dict[str, list[Row]] = {}
+    for row in rows:
+        t = datetime.strptime(row["server_upload_time"], "%Y-%m-%d %H:%M:%S.%f")
+        hours.setdefault(f"{AMPLITUDE_PROJECT}/{AMPLITUDE_PROJECT}_{t:%Y-%m-%d}_{t.hour}#0.json.gz", []).append(row)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(hours):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 3, 15, 0, 0, 0)), _gz(_jsonl(hours[name])))
+    return {sample.export: buf.getvalue()}
+
+
+def jsonl_gz(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    return {sample.export: _gz(_jsonl(rows))}
+
+
+def csv_bom_crlf(sample: Sample, rows: list[Row], rng: random.Random) -> Files:
+    """A CSV as spreadsheet tools save it: a UTF-8 byte order mark and CRLF line ends."""
+    return {sample.export: _csv(rows, bom_crlf=True).encode()}
+
+
+CONTAINERS: dict[str, Callable[[Sample, list[Row], random.Random], Files]] = {
+    "pendo-response": pendo_response,
+    "chameleon-pages": chameleon_pages,
+    "segment-logs": segment_logs,
+    "warehouse-tables": warehouse_tables,
+    "amplitude-zip": amplitude_zip,
+    "jsonl.gz": jsonl_gz,
+    "csv-bom-crlf": csv_bom_crlf,
+}
+
+
 Builder = Callable[[random.Random], "Built | tuple[Built, dict[str, Any]]"]
+
+VENDOR_CATALOG = "catalog.yaml"
 
 SAMPLES: tuple[Sample, ...] = (
     Sample("long", "long", "events.csv"),
-    Sample("appcues", "appcues", "appcues-events.csv", "mapping.yaml"),
-    Sample("userflow", "userflow", "userflow-events.csv"),
-    Sample("pendo", "pendo", "guide-events.csv", "mapping.yaml"),
-    Sample("chameleon", "chameleon", "tour-interactions.csv", "mapping.yaml"),
-    Sample("userpilot", "userpilot", "userpilot-export.csv", "mapping.yaml"),
-    Sample("segment", "segment", "tracks.jsonl"),
-    Sample("mixpanel", "mixpanel", "export.jsonl"),
-    Sample("amplitude", "amplitude", "export.jsonl"),
+    Sample("appcues", "appcues", "appcues-events.csv", container="csv-bom-crlf", catalog=VENDOR_CATALOG),
+    Sample("userflow", "userflow", "events.jsonl", catalog=VENDOR_CATALOG),
+    Sample("userflow", "userflow/webhooks", "webhook-deliveries.jsonl", catalog="../" + VENDOR_CATALOG),
+    Sample("pendo", "pendo", "guide-events.json", container="pendo-response", catalog=VENDOR_CATALOG),
+    Sample("chameleon", "chameleon", "interactions", container="chameleon-pages", catalog=VENDOR_CATALOG),
+    Sample("userpilot", "userpilot", "userpilot-events.csv", catalog=VENDOR_CATALOG),
+    Sample("segment", "segment", "segment-logs", container="segment-logs"),
+    Sample("segment", "segment/warehouse", "tables", container="warehouse-tables"),
+    Sample("mixpanel", "mixpanel", "export.jsonl.gz", container="jsonl.gz"),
+    Sample("amplitude", "amplitude", "amplitude-export.zip", container="amplitude-zip"),
     Sample("frigade-csv", "frigade-csv", "flow_onboarding-users.csv", "mapping.yaml"),
     Sample("wide", "wide", "users.csv", "mapping.yaml"),
     Sample("long", "long/onboarding_progress", "onboarding_progress.csv", "mapping.yaml"),
@@ -795,10 +1077,12 @@ BUILDERS: dict[str, Builder] = {
     "long": build_long,
     "appcues": build_appcues,
     "userflow": build_userflow,
+    "userflow/webhooks": build_userflow_webhooks,
     "pendo": build_pendo,
     "chameleon": build_chameleon,
     "userpilot": build_userpilot,
     "segment": build_segment,
+    "segment/warehouse": build_segment_warehouse,
     "mixpanel": build_mixpanel,
     "amplitude": build_amplitude,
     "frigade-csv": build_frigade_csv,
@@ -813,29 +1097,35 @@ def expected_under(sample: Sample, rules: Rules, seed: int = SEED) -> dict[str, 
     return cast(dict[str, Any], json.loads(render(sample, seed, rules)["expected.json"]))
 
 
-def render(sample: Sample, seed: int = SEED, rules: Rules = DEFAULT_RULES) -> dict[str, str]:
-    """The files of one sample (name relative to its folder -> text)."""
+def render(sample: Sample, seed: int = SEED, rules: Rules = DEFAULT_RULES) -> Files:
+    """The files of one sample (path relative to its folder -> bytes)."""
     rng = random.Random(f"{seed}:{sample.folder}")
     built = BUILDERS[sample.folder](rng)
     b, mapping = built if isinstance(built, tuple) else (built, None)
     if sample.preset != "wide":
         _shuffle(b, rng, 0.15)
-    text = _jsonl(b.rows) if sample.export.endswith(".jsonl") else _csv(b.rows)
-    files = {sample.export: text, "expected.json": json.dumps(expected_state(b, rules), indent=1) + "\n"}
+    if sample.container:
+        files = CONTAINERS[sample.container](sample, b.rows, rng)
+    else:
+        text = _jsonl(b.rows) if sample.export.endswith(".jsonl") else _csv(b.rows)
+        files = {sample.export: text.encode()}
+    files["expected.json"] = (json.dumps(expected_state(b, rules), indent=1) + "\n").encode()
     if sample.mapping:
         assert mapping is not None
-        files[sample.mapping] = yaml.safe_dump(mapping, sort_keys=False)
+        files[sample.mapping] = yaml.safe_dump(mapping, sort_keys=False).encode()
+    if b.ids and sample.catalog == VENDOR_CATALOG:
+        files[VENDOR_CATALOG] = vendor_catalog(b.ids, sample.preset.capitalize()).encode()
     return files
 
 
 def write_all(data: Path, seed: int = SEED) -> list[Path]:
-    """Write every sample under ``data`` (sample folders only; the catalog is left alone)."""
+    """Write every sample under ``data`` (sample folders only; the shared catalog is left alone)."""
     written = []
     for sample in SAMPLES:
         folder = data / sample.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in render(sample, seed).items():
+        for name, blob in render(sample, seed).items():
             path = folder / name
-            path.write_text(text, encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
             written.append(path)
     return written

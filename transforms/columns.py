@@ -68,6 +68,18 @@ def existing(schema: pl.Schema, candidates: Sequence[str]) -> list[str]:
     return [c for c in candidates if resolve_column(schema, c) is not None]
 
 
+def chosen(schema: pl.Schema, names: Sequence[str], *, coalesce: bool) -> list[str]:
+    """Of the existing references, those read: the first, or (``coalesce``) all, first non-empty per
+    row. A path into JSON text may be absent on any row, as the schema cannot tell: it is read with
+    the references after it, up to the first column or struct field, first non-empty per row."""
+    if coalesce:
+        return list(names)
+    for i, name in enumerate(names):
+        if name in schema or schema.get(name.partition(".")[0]) != pl.String:
+            return list(names[: i + 1])
+    return list(names)
+
+
 def text(expr: pl.Expr, *, strip: bool = True) -> pl.Expr:
     """Trimmed text, with empty strings as null: an empty id is no id. ``strip=False`` keeps the text
     exactly as written (still null when it is empty or only whitespace)."""
@@ -80,11 +92,11 @@ def text_of(
     schema: pl.Schema, candidates: Sequence[str], *, coalesce: bool = False, strip: bool = True
 ) -> pl.Expr | None:
     """Text of the first candidate that exists, or (``coalesce``) of the first non-empty one per row."""
-    names = existing(schema, candidates)
+    names = chosen(schema, existing(schema, candidates), coalesce=coalesce)
     if not names:
         return None
     exprs = [text(e, strip=strip) for n in names if (e := resolve_column(schema, n)) is not None]
-    return pl.coalesce(exprs) if coalesce and len(exprs) > 1 else exprs[0]
+    return pl.coalesce(exprs) if len(exprs) > 1 else exprs[0]
 
 
 # ---------------------------------------------------------------- time
@@ -309,9 +321,7 @@ def time_columns(
 
     Without ``coalesce`` the first existing column is the time; with it, the first non-empty one per
     row. ``default`` (a declared instant) stands in where a row has no time at all."""
-    names = existing(schema, candidates)
-    if not coalesce:
-        names = names[:1]
+    names = chosen(schema, existing(schema, candidates), coalesce=coalesce)
     # (ts, raw text, present, reason) per column. Only a text column keeps its raw text (for messages
     # about rows that fail); a typed column's value is the time itself, and formatting every row of it
     # as text would cost more than the rest of the mapping.

@@ -182,6 +182,11 @@ def score_preset(name: str, mapping: SourceMapping, df: pl.DataFrame) -> PresetF
         return PresetFit(name, False, 0.0, found, None, f"mapping fails: {exc}")
     if names.height:
         vocabulary = names.filter(pl.col("known")).height / names.height
+    elif df.height and not mapping.action_constant:
+        # a dotted candidate can resolve into any JSON text column (`data.object.name` into a `data`
+        # column) and read nothing: a preset that finds no event name in a sample of rows does not fit
+        tried = ", ".join(mapping.action)
+        return PresetFit(name, False, 0.0, found, None, f"no event names in the sample (tried {tried})")
     score = len(found) * 0.5 + 3.0 * (vocabulary if vocabulary is not None else 0.5) - len(needs)
     why = "; ".join([*needs, f"columns {', '.join(f'{k}={v}' for k, v in found.items())}"])
     if vocabulary is not None:

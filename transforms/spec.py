@@ -85,6 +85,9 @@ class SourceMapping:
 
     name: str = "long"
     description: str = ""
+    #: where a JSON document keeps its records: a dotted path to a list (``results``, ``data.items``);
+    #: without it, the document's one list of objects
+    records: str | None = None
     user: tuple[str, ...] = ("user_id", "userId")
     group: tuple[str, ...] = ("group_id", "groupId")
     flow: tuple[str, ...] = ("flow_slug", "flowSlug", "flow_id", "flow")

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
+from bench import (
+    big_export,
+    compressed,
+    fewest_requests,
+    push_ceiling,
+    push_limit,
+    shards,
+    sync_cost,
+    whole_job,
+    workers,
+)
 from bench.__main__ import BENCHES, _namespace
 from bench._common import Figure, base_parser, print_table, run_main
 
@@ -62,6 +72,15 @@ def test_sync_cost_quick() -> None:
     assert all(f.passed for f in figures if f.passed is not None)
 
 
+def test_compressed_quick() -> None:
+    figures = _run("compressed", compressed.run)
+    assert any(f.name == ".gz plan peak RSS / plain plan peak RSS" for f in figures)
+    # the same requests planned from the gzip as from the plain file
+    planned = next(f.value for f in figures if f.name.startswith("requests planned"))
+    first, second = str(planned).split(", ")
+    assert first == second != "None"
+
+
 def test_shards_quick() -> None:
     # plans with --shards 2 over an export written in 2 parts
     figures = _run("shards", shards.run)
@@ -101,6 +120,7 @@ def test_every_benchmark_is_wired_into_the_runner() -> None:
         "whole_job",
         "shards",
         "workers",
+        "compressed",
     }
 
 

@@ -116,7 +116,7 @@ def test_no_option_is_taken_by_a_prefix_of_it(name: str, capsys: pytest.CaptureF
 
 
 def test_plan_takes_a_backfills_push_options_without_listing_them() -> None:
-    """cli.md lists them as common options of backfill, sync and plan: a backfill's command line
+    """README lists them as common options of backfill, sync and plan: a backfill's command line
     works as a dry run's unchanged."""
     known = options(TREE.commands["plan"])
     for opt in ["--concurrency", "--max-failures", "--no-created-at", "--outage-window"]:

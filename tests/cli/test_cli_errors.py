@@ -69,9 +69,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     ),
     "step_map of a flow not in the catalog": (
         lambda t: [
-            str(ROOT / "data" / "pendo" / "guide-events.csv"),
-            "--preset",
-            "pendo",
+            str(GOOD),
             "--mapping",
             str(_typo_map(t)),
         ],
@@ -79,13 +77,15 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     ),
     "more quarantined than --max-quarantined": (
         lambda t: [
-            str(ROOT / "data" / "userflow" / "userflow-events.csv"),
+            str(ROOT / "data" / "userflow" / "events.jsonl"),
             "--preset",
             "userflow",
+            "--catalog",
+            str(ROOT / "data" / "userflow" / "catalog.yaml"),
             "--max-quarantined",
             "0",
         ],
-        ["1 of 97 rows are quarantined (1.0%)", "--max-quarantined 0", "'flow_trial_nudge'", "userflow-events.csv:97"],
+        ["1 of 120 rows are quarantined (0.8%)", "--max-quarantined 0", "'49d431cd-", "events.jsonl:42"],
     ),
     "unknown mapping key": (
         lambda t: [str(GOOD), "--mapping", str(_mapping(t, "flow_mapp: {old: DROP}\n"))],
@@ -101,8 +101,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
 
 def _typo_map(tmp: Path) -> Path:
     p = tmp / "typo.yaml"
-    good = (ROOT / "data" / "pendo" / "mapping.yaml").read_text(encoding="utf-8")
-    p.write_text(good.replace("  flow_onboarding:\n", "  flow_onbaording:\n", 1), encoding="utf-8")
+    p.write_text("step_map:\n  flow_onbaording:\n    connect_data: connect-data\n", encoding="utf-8")
     return p
 
 

@@ -98,11 +98,13 @@ def test_a_usage_error_exits_2_in_process(capsys: pytest.CaptureFixture[str]) ->
 def test_the_dry_run_refuses_more_quarantined_rows_than_allowed(
     shards: str, limit: str, code: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """1 of the Userflow sample's 97 rows is quarantined: 0 or 1% (0.97 rows, so 0) refuse it; 2% or
-    1 row allow it, one shard or two."""
-    export = ROOT / "data" / "userflow" / "userflow-events.csv"
-    args = ["plan", str(export), "--preset", "userflow", "--catalog", str(CATALOG), "--shards", shards]
+    """1 of the Userflow sample's 120 rows is quarantined: 0 refuses it; 2% or 1 row allow it, one
+    shard or two."""
+    export = ROOT / "data" / "userflow" / "events.jsonl"
+    catalog = ROOT / "data" / "userflow" / "catalog.yaml"
+    args = ["plan", str(export), "--preset", "userflow", "--catalog", str(catalog), "--shards", shards]
     assert main([*args, "--run-dir", str(tmp_path / "p"), "--max-quarantined", limit]) == code
     err = capsys.readouterr().err
     if code:
-        assert err.startswith(f"error: 1 of 97 rows are quarantined (1.0%), more than --max-quarantined {limit} allows")
+        want = f"error: 1 of 120 rows are quarantined (0.8%), more than --max-quarantined {limit} allows"
+        assert err.startswith(want)

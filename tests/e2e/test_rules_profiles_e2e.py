@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
+from frigade.catalog import parse_catalog
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import PROFILES, Rules, initial_state, load_rules
 from lifecycle.exports import plan_exports
@@ -40,9 +41,11 @@ def _rules_file(tmp_path: Path, rules: Rules) -> str:
     return str(path)
 
 
-def _backfill(emu: EmbeddedEmulator, env: dict[str, str], cwd: Path, *args: str):  # type: ignore[no-untyped-def]
+def _backfill(  # type: ignore[no-untyped-def]
+    emu: EmbeddedEmulator, env: dict[str, str], cwd: Path, *args: str, catalog_path: Path = CATALOG_PATH
+):
     return cli(
-        ["backfill", *args, "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--rate", "500"],
+        ["backfill", *args, "--catalog", str(catalog_path), "--api-url", emu.url, "--rate", "500"],
         {**env, "FRIGADE_API_KEY": emu.public_key},
         cwd,
     )
@@ -61,19 +64,20 @@ def test_bundled_samples_land_exactly_under_each_profile(
     """(The sdk default is test_presets_e2e.) Told the profile the emulator plays, the job lands every
     user exactly, sends no write that changes nothing, and reconciles clean."""
     spec = _rules_file(tmp_path, rules)
-    with EmbeddedEmulator(catalog=CATALOG_PATH, rules=spec) as emu:
+    catalog_path = sample.catalog_path(DATA)
+    with EmbeddedEmulator(catalog=catalog_path, rules=spec) as emu:
         args = [str(sample.path(DATA)), "--preset", sample.preset, "--run-dir", str(tmp_path / "run"), "--rules", spec]
         mapping = sample.mapping_path(DATA)
         if mapping is not None:
             args += ["--mapping", str(mapping)]
-        res = _backfill(emu, prefect_env, tmp_path, *args)
+        res = _backfill(emu, prefect_env, tmp_path, *args, catalog_path=catalog_path)
         # a sample with progress that cannot be migrated ends exit 1 (test_presets_e2e)
         counts = _run_json(tmp_path / "run")["counts"]
         assert isinstance(counts, dict)
         lost = counts["rows_not_migrated"]
         assert res.returncode == (1 if lost else 0), res.stdout + res.stderr
         expected = expected_under(sample, rules)
-        cat = catalog()
+        cat = parse_catalog(catalog_path.read_text(), str(catalog_path))
         with emu.client() as client:
             for user, flows in sorted(expected["users"].items()):
                 answer = client.get("/v1/public/flowStates", params={"userId": user})

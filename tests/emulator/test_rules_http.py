@@ -1,4 +1,4 @@
-"""One test per row of the state-rules table in shared/frigade-api.md, driven over HTTP against a real
+"""One test per row of the state-rules table of Frigade's documented state rules, driven over HTTP against a real
 emulator process, each also checked against ``frigade.rules.replay``."""
 
 from __future__ import annotations

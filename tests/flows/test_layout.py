@@ -1,4 +1,4 @@
-"""The house's floors (design.md): each package imports only those below it, only flows/ and cli/
+"""The house's floors (README, "Architecture"): each package imports only those below it, only flows/ and cli/
 touch Prefect, and flows/ stays a table of contents."""
 
 from __future__ import annotations

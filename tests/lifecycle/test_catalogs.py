@@ -49,3 +49,26 @@ def test_the_recorded_catalog_reads_back_as_the_one_planned() -> None:
     assert [(f.slug, f.step_ids, f.status) for f in back.flows] == [
         (f.slug, f.step_ids, f.status) for f in catalog.flows
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "flows:\n  - slug: a\n    steps: [{id: x}]\n  - slug: a\n    steps: [{id: y}]\n",
+            "duplicate flow slugs in catalog: a",
+        ),
+        ("flows:\n  - slug: a\n    steps: []\n", "flow 'a': 'steps' must be a non-empty list"),
+    ],
+)
+def test_a_catalog_refusal_names_the_file_and_a_readme_section(tmp_path: Path, body: str, message: str) -> None:
+    """Issue 22: two flows of one slug were refused without naming the catalog file, and every catalog
+    refusal pointed to a document that is not in the repository."""
+    path = tmp_path / "flows.yaml"
+    path.write_text(body)
+    with pytest.raises(InputError, match=message) as exc:
+        local_catalog(CatalogSource("file", str(path)))
+    assert str(exc.value).startswith(f"file {path}: catalog") or str(exc.value).startswith(f"catalog {path}")
+    assert "README, section 'The flow catalog'" in str(exc.value)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "### The flow catalog" in readme

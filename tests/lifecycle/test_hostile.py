@@ -4,6 +4,7 @@ closed."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,21 +229,17 @@ CASES: dict[str, tuple[Any, str]] = {
         ),
         r"row 2: line 2 is not valid JSON",
     ),
-    "jsonl field of two types": (
-        lambda t: _two_types(t),
-        r"line 10002: field 'properties' is text here but an object on line 1",
-    ),
-    "a json array": (
-        lambda t: (t / "a.json").write_text(json.dumps([JROW, JROW], indent=1)) and t / "a.json",
-        r"one JSON array, not JSON Lines",
-    ),
     "missing path": (lambda t: t / "nope.csv", r"file not found"),
-    "a folder": (lambda t: t, r"is a folder, not an export file"),
-    "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
-    "a glob left unexpanded": (
-        lambda t: csv_file(t, GOOD).parent / "e*.csv",
-        r"is a pattern \(it matches 1 file\(s\)\)",
+    "a folder without exports": (
+        lambda t: (t / "notes.md").write_text("no export here") and t,
+        r"the folder holds no export file",
     ),
+    "an unknown file type": (lambda t: (t / "e.xlsx").write_bytes(b"PK\x03\x04") and t / "e.xlsx", "unsupported"),
+    "a truncated gzip": (
+        lambda t: (t / "e.csv.gz").write_bytes(gzip.compress((HEADER + GOOD * 50).encode())[:60]) and t / "e.csv.gz",
+        r"not a readable gzip file",
+    ),
+    "a glob that matches nothing": (lambda t: t / "*.csv", r"no file matches this pattern"),
 }
 
 
@@ -250,13 +247,25 @@ CASES: dict[str, tuple[Any, str]] = {
 def test_unreadable_exports_are_input_errors_naming_file_and_row(tmp_path: Path, case: str) -> None:
     make, message = CASES[case]
     path = make(tmp_path)
-    mapping = resolve_mapping("mixpanel" if "two types" in case else None)
+    mapping = resolve_mapping(None)
     with pytest.raises(InputError, match=message) as exc:
         check_exports([path], mapping)
     assert exc.value.file == str(path)
     # the pipeline refuses it the same way, whether or not the pre-flight check ran
     with pytest.raises(InputError, match=message):
         plan_exports([path], mapping, sample_catalog())
+
+
+def test_a_jsonl_field_of_two_types_past_the_inferred_lines_quarantines_only_its_row(tmp_path: Path) -> None:
+    """Issue 22: one odd row is that row's quarantine, not the file's refusal."""
+    path = _two_types(tmp_path)
+    mapping = resolve_mapping("mixpanel")
+    check_exports([path], mapping)
+    prepared = plan_exports([path], mapping, sample_catalog())
+    assert accounting_closes(prepared.counts)
+    assert prepared.counts["rows_in"] == 10_002
+    assert prepared.plan.get_column("user_id").unique().to_list() == ["m1"]
+    assert prepared.quarantine.select("source_row", "reason").rows() == [(10_002, "missing time")]
 
 
 def test_quoted_separators_newlines_and_blank_lines_are_not_malformed(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from pathlib import Path
 
 import polars as pl
 from rich.console import Console
@@ -206,26 +207,27 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
 
     data = ROOT / "data"
 
-    def inspect(mapping: str | None) -> str:
+    def inspect(catalog: Path) -> str:
         buf = io.StringIO()
         code = main(
             str(data / "appcues" / "appcues-events.csv"),
             preset="appcues",
-            mapping=mapping,
-            catalog=str(data / "catalog.yaml"),
+            mapping=None,
+            catalog=str(catalog),
             rows=1000,
             console=Console(file=buf, width=400),
         )
         assert code == 0
         return buf.getvalue()
 
-    unmapped = inspect(None)
+    # a catalog of other slugs than the Appcues ids the export names
+    unmapped = inspect(data / "catalog.yaml")
     assert "do not all match the catalog" in unmapped
-    assert "flows the catalog does not have: '8f0c3a1e-2d4b'" in unmapped
+    assert "flows the catalog does not have: '-2jp9ahpxzzk96vb58v5' (49 rows)" in unmapped
     assert "the catalog's flows are flow_announcement, flow_onboarding, flow_welcome_tour" in unmapped
     assert "flow_map:" in unmapped
-    # mapped, only the sample's one row for a flow deleted since is left unknown
-    mapped = inspect(str(data / "appcues" / "mapping.yaml"))
+    # the catalog keyed by the Appcues ids: only the sample's one row for a flow deleted since is unknown
+    mapped = inspect(data / "appcues" / "catalog.yaml")
     assert "1 rows name 1 flows the catalog does not have: '-OldFlow1234' (1 rows)" in mapped
 
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from frigade.catalog import Catalog, parse_catalog
-from lifecycle.exports import analyze_split, plan_exports, split_events
+from lifecycle.exports import analyze_split, estimated_rows, plan_exports, split_events
 from lifecycle.record import Attempt, RunRecord
-from lifecycle.shards import attempts_since, estimated_rows, shard_count
+from lifecycle.shards import attempts_since, shard_count
 from samples.exports import SAMPLES, Sample
 from transforms.analysis import Prepared, plan_requests, shard_of
 from transforms.presets import resolve_mapping
@@ -30,9 +30,12 @@ def mapping_of(sample: Sample) -> SourceMapping:
     return resolve_mapping(sample.preset, yaml.safe_load(mp.read_text()) if mp else None)
 
 
-def sharded(paths: list[Path], mapping: SourceMapping, shards: int, tmp: Path, mode: str = "state") -> list[Prepared]:
-    split_events(paths, mapping, catalog(), shards, tmp)
-    return [plan_requests(analyze_split(paths, mapping, catalog(), tmp, k), mode=mode) for k in range(shards)]
+def sharded(
+    paths: list[Path], mapping: SourceMapping, shards: int, tmp: Path, mode: str = "state", cat: Catalog | None = None
+) -> list[Prepared]:
+    cat = cat or catalog()
+    split_events(paths, mapping, cat, shards, tmp)
+    return [plan_requests(analyze_split(paths, mapping, cat, tmp, k), mode=mode) for k in range(shards)]
 
 
 def _same(a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -44,8 +47,9 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> None:
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.folder for s in SAMPLES])
 def test_shards_plan_what_the_whole_export_plans(sample: Sample, mode: str, tmp_path: Path) -> None:
     paths, mapping = [sample.path(DATA)], mapping_of(sample)
-    whole = plan_exports(paths, mapping, catalog(), mode=mode)  # type: ignore[arg-type]
-    parts = sharded(paths, mapping, 3, tmp_path, mode)
+    cat = parse_catalog(sample.catalog_path(DATA).read_text(), str(sample.catalog_path(DATA)))
+    whole = plan_exports(paths, mapping, cat, mode=mode)  # type: ignore[arg-type]
+    parts = sharded(paths, mapping, 3, tmp_path, mode, cat)
     _same(whole.plan, pl.concat([p.plan for p in parts]))
     _same(whole.quarantine, pl.concat([p.quarantine for p in parts]))
     _same(whole.expected_flows, pl.concat([p.expected_flows for p in parts]))

@@ -77,26 +77,25 @@ def capture() -> tuple[Console, io.StringIO]:
 
 def test_command_prints_summary_first_then_profile_and_events() -> None:
     console, buf = capture()
-    path = str(DATA / "pendo" / "guide-events.csv")
-    code = main(
-        path, preset=None, mapping=str(DATA / "pendo" / "mapping.yaml"), catalog=CATALOG, rows=40, console=console
-    )
+    path = str(DATA / "appcues" / "appcues-events.csv")
+    catalog = str(DATA / "appcues" / "catalog.yaml")
+    code = main(path, preset=None, mapping=None, catalog=catalog, rows=40, console=console)
     out = buf.getvalue()
     assert code == 0
     marks = ["rows sampled", "┃ preset", "┃ column", "┃ source_row"]
     assert [out.index(m) for m in marks] == sorted(out.index(m) for m in marks)
-    assert "pendo" in out
-    assert "guideSeen" in out
+    assert "appcues" in out
+    assert "checklist_shown" in out
     assert "STARTED_STEP" in out
 
 
 def test_command_reads_jsonl_and_parquet(tmp_path: Path) -> None:
     console, buf = capture()
     assert (
-        main(str(DATA / "mixpanel" / "export.jsonl"), preset=None, mapping=None, catalog=None, rows=20, console=console)
+        main(str(DATA / "userflow" / "events.jsonl"), preset=None, mapping=None, catalog=None, rows=20, console=console)
         == 0
     )
-    assert "mixpanel" in buf.getvalue()
+    assert "userflow" in buf.getvalue()
     parquet = tmp_path / "events.parquet"
     pl.read_csv(DATA / "long" / "events.csv", infer_schema=False).write_parquet(parquet)
     console, buf = capture()

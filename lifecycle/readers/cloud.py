@@ -1,0 +1,56 @@
+"""Exports in object storage (``s3://bucket/prefix``, ``gs://``, ``az://``), where Segment and
+Amplitude deliver them: listed and read by pyarrow's own filesystems, so credentials come as those
+SDKs take them (``AWS_*`` variables, profiles, instance roles) and a URI may carry pyarrow's options
+(``?endpoint_override=host:port&scheme=http`` for an S3-compatible server). A prefix is every object
+under it that is an export; each object is downloaded in chunks to a local copy before it is read.
+An address is listed once per process, so that the checks and the analysis read the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from lifecycle.readers.errors import reading
+from lifecycle.readers.staging import copy_stream, staged
+from transforms.schema import InputError
+
+__all__ = ["objects"]
+
+
+#: each address's objects, listed once per process: the checks and the analysis read the same ones
+_listed: dict[str, list[tuple[str, Path]]] = {}
+
+
+def objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[str, Path]]:
+    if uri not in _listed:
+        _listed[uri] = _objects(uri, wanted, kinds)
+    return _listed[uri]
+
+
+def _objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[str, Path]]:
+    scheme, shown = uri.split("://", 1)[0], uri.split("?", 1)[0]
+    with reading(shown, "cannot be listed"):
+        fs, root = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            found = [info]
+        else:
+            listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+            found = sorted(
+                (i for i in listed if i.type == pafs.FileType.File and wanted(i.base_name)), key=lambda i: i.path
+            )
+    if not found:
+        raise InputError(f"no export file at this address ({kinds})", file=shown)
+    out = []
+    for i in found:
+        name = f"{scheme}://{i.path}"
+
+        def write(dest: Path, path: str = i.path, name: str = name) -> None:
+            with reading(name, "cannot be downloaded"), fs.open_input_stream(path) as src:
+                copy_stream(src, dest)
+
+        out.append((name, staged(("object", name, i.size, i.mtime_ns), "", write)))
+    return out
