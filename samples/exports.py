@@ -457,6 +457,27 @@ def build_pendo(rng: random.Random) -> Built:
                 b.want(user, flow, A.SKIPPED_FLOW, None, t)
             if rng.random() < 0.1:
                 b.add({**b.rows[-1], "type": rng.choice(["guideSnoozed", "guideTimeout"])}, "dropped")
+    # a guide dismissed, shown again a day later and completed: Pendo's last word is the completion
+    tour = CATALOG["flow_welcome_tour"]
+    vid, ids = b.ids["flow_welcome_tour"]
+    again: list[tuple[str, str]] = [("guideSeen", tour[0]), ("guideDismissed", tour[0])]
+    for step in tour:
+        again += [("guideSeen", step), ("guideAdvanced", step)]
+    first = True
+    for n, (kind, step) in enumerate(again):
+        t = T0 + timedelta(days=3 if n < 2 else 4, minutes=n)
+        row = {"accountId": "acme", "visitorId": "visitor-11", "guideId": vid, "guideStepId": ids[step]}
+        b.add({**row, "type": kind, "browserTime": round(t.timestamp() * 1000), "remoteIp": "203.0.113.5"})
+        if kind == "guideSeen":
+            if first:
+                b.want("visitor-11", "flow_welcome_tour", A.STARTED_FLOW, None, t)
+                first = False
+            b.want("visitor-11", "flow_welcome_tour", A.STARTED_STEP, step, t, 1)
+        elif kind == "guideAdvanced":
+            b.want("visitor-11", "flow_welcome_tour", A.COMPLETED_STEP, step, t)
+            if step == tour[-1]:
+                b.want("visitor-11", "flow_welcome_tour", A.COMPLETED_FLOW, None, t, 1)
+        # the dismissal is superseded by the later start (latest_status_wins): no SKIPPED_FLOW
     at = round(T0.timestamp() * 1000)
     base = {"accountId": "acme", "type": "guideSeen", "browserTime": at, "remoteIp": "203.0.113.9", "url": ""}
     b.add({**base, "visitorId": "visitor-1", "guideId": _uid(rng, 27), "guideStepId": _uid(rng, 27)}, "quarantined")

@@ -67,7 +67,9 @@ def ordered(events: pl.DataFrame, sample: Sample | None = None, *, latest_row_on
     file_order = pl.col("source_file").replace_strict(files, list(range(len(files))), return_dtype=pl.Int64)
     valid = events.filter(pl.col("status") == "valid")
     keyed = valid.with_columns(row_key(file_order, pl.col("source_row")).alias("row_key"))
-    return order_log(keyed, len(Codes.from_frames(*frames(sample)).slugs), latest_row_only=latest_row_only)
+    supersede = sample_mapping(sample).latest_status_wins if sample else False
+    slugs = len(Codes.from_frames(*frames(sample)).slugs)
+    return order_log(keyed, slugs, latest_row_only=latest_row_only, latest_status_wins=supersede)
 
 
 def state_of(
