@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.schema import FLOW_DROP, MAPPED_DROP
 from transforms.validate import ANONYMOUS_REASON, DROPPED, MISSING_USER_REASON, NOT_A_USER, VALID
 
 #: quarantine.parquet's ``kind`` of a row: progress lost, or no user to migrate
@@ -123,6 +124,10 @@ def coverage(events: pl.LazyFrame) -> pl.LazyFrame:
     becomes = (
         pl.when(rank == 0)
         .then(pl.col("action"))
+        .when((rank == 3) & (pl.col("action") == MAPPED_DROP))
+        .then(pl.lit("dropped: the mapping's action_map says DROP"))
+        .when((rank == 3) & (pl.col("action") == FLOW_DROP))
+        .then(pl.lit("dropped: the mapping's flow_map says DROP"))
         .when(rank == 3)
         .then(pl.lit("dropped: not onboarding state"))
         .otherwise(

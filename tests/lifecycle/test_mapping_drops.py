@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from emulator.sample import sample_catalog
-from lifecycle.exports import plan_exports
+from lifecycle.exports import plan_exports, sources_of
 from transforms.accounting import accounting_closes
+from transforms.analysis import export_coverage
 from transforms.presets import resolve_mapping
 
 HEADER = "user_id,flow_slug,step_id,action,created_at\n"
@@ -53,3 +54,16 @@ def test_one_event_per_row_counts_the_same_way(tmp_path: Path) -> None:
     assert (c["rows_in"], c["rows_dropped"], c["rows_dropped_by_mapping"], c["rows_flow_left_out"]) == (5, 4, 3, 2)
     assert c["rows_quarantined"] == 0
     assert accounting_closes(c)
+
+
+def test_coverage_says_which_drops_the_mapping_asked_for(tmp_path: Path) -> None:
+    export = tmp_path / "e.csv"
+    export.write_text(HEADER + "\n".join(r for r in ROWS if ",seen," not in r) + "\n")
+    mapping = resolve_mapping(
+        "long", {"flow_map": {"flow_old_tour": "DROP"}, "action_map": {"tooltip_shown_v1": "DROP"}}
+    )
+    cov = export_coverage(sources_of([export], mapping), mapping, sample_catalog())
+    becomes = {e: b for e, _, _, b, _ in cov.iter_rows()}
+    assert becomes["tooltip_shown_v1"] == "dropped: the mapping's action_map says DROP"
+    assert becomes["BUTTON_CLICKED"] == "dropped: not onboarding state"
+    assert becomes["COMPLETED_STEP"] == "dropped: the mapping's flow_map says DROP"
