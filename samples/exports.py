@@ -481,8 +481,8 @@ def build_pendo(rng: random.Random) -> Built:
     at = round(T0.timestamp() * 1000)
     base = {"accountId": "acme", "type": "guideSeen", "browserTime": at, "remoteIp": "203.0.113.9", "url": ""}
     b.add({**base, "visitorId": "visitor-1", "guideId": _uid(rng, 27), "guideStepId": _uid(rng, 27)}, "quarantined")
-    tour, tour_steps = b.ids["flow_welcome_tour"]
-    anonymous = {"visitorId": "_PENDO_T_a1b2c3d4", "guideId": tour, "guideStepId": tour_steps["welcome"]}
+    guide, guide_steps = b.ids["flow_welcome_tour"]
+    anonymous = {"visitorId": "_PENDO_T_a1b2c3d4", "guideId": guide, "guideStepId": guide_steps["welcome"]}
     b.add({**base, **anonymous}, "quarantined")
     return b
 
