@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -151,13 +152,18 @@ def sync(
 
 def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
     from flows.console import run_interruptible
-    from lifecycle.preflight import check_inputs
+    from lifecycle.preflight import check_inputs, check_target
 
     settings = _settings(params)
     if kind == "sync" and settings.mode == "history":
         raise InputError("sync plans state only: --mode history is for backfills")
     overrides = o.mapping_overrides(params)
     check_inputs(params["exports"], settings, overrides)
+    if params["run_dir"]:
+        from lifecycle.runfolder import check_run_target
+
+        check_run_target(Path(params["run_dir"]), settings.target)
+    asyncio.run(check_target(settings))
     _prefect_env(debugging(params["debug"]))
     if settings.embedded:
         err.print(
@@ -182,8 +188,23 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
         run: BackfillParams = SyncParams(**fields, full=params["full"], from_current=params["from_current"])
     else:
         run = BackfillParams(**fields, mode=settings.mode)
-    result = run_interruptible(run_from_console(run))
+    result = run_interruptible(run_from_console(run), resume_words(sys.argv[1:], settings))
     return print_result(result)
+
+
+def resume_words(words: Sequence[str], settings: Settings) -> list[str]:
+    """This command's words for its printed resume command, naming the API it went to (and the key's
+    variable, which the resume command writes as "$FRIGADE_API_KEY", never the key) when they came from
+    the environment or a config file: a resume from a shell without them must go where this run went."""
+    given = {w.split("=", 1)[0] for w in words}
+    extra: list[str] = []
+    if not settings.embedded and "--api-url" not in given:
+        from lifecycle.runfolder import normal_target
+
+        extra += ["--api-url", normal_target(settings.target)]
+    if settings.api_key is not None and "--api-key" not in given:
+        extra += ["--api-key", "FRIGADE_API_KEY"]
+    return [*words, *extra]
 
 
 def print_result(result: dict[str, Any]) -> int:

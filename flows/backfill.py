@@ -44,12 +44,13 @@ from lifecycle.finish import RunResult, finish_run
 from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
+from lifecycle.preflight import check_target
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
 from lifecycle.progress import PlanProgress, PushProgress
 from lifecycle.record import Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
-from lifecycle.runfolder import DispatchJournal
+from lifecycle.runfolder import DispatchJournal, check_run_target
 from lifecycle.session import open_session
 from lifecycle.settings import Settings
 from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
@@ -276,6 +277,9 @@ async def sync_flow(params: SyncParams) -> Ending:
 
 async def _run(kind: Kind, params: BackfillParams) -> Ending:
     job = Job.open(params, await settings_for_flow(params), kind)
+    # a deployment's run too: never finish a run folder's plan on another API than it was made for
+    check_run_target(job.folder.root, job.settings.target)
+    await check_target(job.settings)
     result = await run_job(job)
     if result is None:
         message = job.run.stop_message or "stopped by the API"

@@ -166,11 +166,12 @@ def test_rerun_of_a_finished_run_sends_nothing(
     assert emulator.stats()["writes_accepted"] == first
 
 
-def test_bad_key_stops_with_exit_3_and_keeps_the_run(
+def test_bad_key_stops_with_exit_3_before_a_run_folder_or_prefect(
     emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
     export = tmp_path / "events.csv"
     write_sample(export, users=3, seed=5)
+    before = emulator.stats()
     res = run(
         [str(export), "--run-dir", str(tmp_path / "run")],
         emulator,
@@ -180,12 +181,15 @@ def test_bad_key_stops_with_exit_3_and_keeps_the_run(
     )
     assert res.returncode == 3, res.stdout + res.stderr
     assert "api_public_wrong_key_123" not in res.stdout + res.stderr
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
+    # the target check's one read found it: no run folder, no state folder, no write
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "state").exists()
+    assert emulator.stats()["writes_accepted"] == before["writes_accepted"]
     # one line says why, with no Prefect log or traceback around it
     assert "Traceback" not in res.stderr
-    assert [line for line in res.stderr.splitlines() if line.startswith("stopped:")] == [
-        next(line for line in res.stderr.splitlines() if "403" in line)
-    ]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("stopped: 403"), res.stderr
     assert "ERROR" not in res.stderr
 
 
