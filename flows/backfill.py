@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
 
 import polars as pl
@@ -46,7 +48,7 @@ from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.preflight import check_target
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
-from lifecycle.progress import PlanProgress, PushProgress
+from lifecycle.progress import LogProgress, PlanProgress, PushProgress
 from lifecycle.record import Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
@@ -61,6 +63,9 @@ from transforms.sync import StateFrames
 Ending = dict[str, Any] | State[dict[str, Any]]
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
+
+#: a flow run a console command started: its output is that command's (Prefect's console logs hidden)
+_from_console: ContextVar[bool] = ContextVar("from_console", default=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,6 +135,9 @@ async def run_job(job: Job) -> RunResult | None:
 async def plan_stage(job: Job, client: FrigadeClient) -> None:
     """Analyse and plan into the run folder, shard by shard when the run is sharded (every shard is
     planned before anything is sent); a resume keeps the plans it has."""
+    say = log_line(job)
+    if say is not None:
+        say(f"plan: analysing {len(job.exports)} export file(s)")
     catalog = await load_catalog(job.catalog_source, client)
     client.raise_if_stopped()
     shards = open_shards(job)
@@ -157,7 +165,10 @@ async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
         baseline = await read_baseline_task(job, analysis, client)
     else:
         baseline = baseline_for(job)
-    plan_task(job, analysis, catalog, baseline)
+    counts = plan_task(job, analysis, catalog, baseline)
+    say = log_line(job)
+    if say is not None:
+        say(f"plan: {counts.get('requests_planned', 0):,} requests planned for {counts.get('users', 0):,} users")
     return True
 
 
@@ -224,17 +235,45 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
-    return finish_task(job, attempt, time.monotonic() - started)
+    say = log_line(job)
+    if say is not None:
+        say("finish: snapshot, reconcile, report")
+    result = finish_task(job, attempt, time.monotonic() - started)
+    if say is not None:
+        say(f"finish: the run {result.summary.get('status')}, exit code {int(result.exit_code)}")
+    return result
 
 
 def progress_bar(job: Job, work: Work) -> PushProgress:
-    """The push's bar; a sharded run's are one per shard, under one legend."""
+    """The push's bar (its lines off a terminal); a sharded run's are one per shard, under one legend."""
     per_user = dict(work.pending.group_by("user_id").len().iter_rows())
     label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
     legend = job.shard is None or job.shard == 0
+    say = log_line(job)
+    if say is not None:
+        every = job.settings.progress_every_s
+        return LogProgress(
+            work.pending.height, job.settings.rate, per_user, say, every_s=every, label=label, legend=legend
+        )
     # a shard in a worker process keeps quiet: two processes' bars would write over each other
     console = Console(file=io.StringIO()) if job.quiet else None
     return PushProgress(work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend)
+
+
+def log_line(job: Job) -> Callable[[str], None] | None:
+    """Where a run's progress goes as lines when the output is not a terminal (a redirected output,
+    cron, a Prefect worker's log), None on a terminal: the flow run's log (the Prefect UI, a worker's
+    log), and stderr too under a console command, whose console shows no Prefect log but critical ones."""
+    if job.quiet or Console(stderr=True).is_terminal:
+        return None
+    logger, console = get_run_logger(), _from_console.get()
+
+    def say(line: str) -> None:
+        logger.info(line)
+        if console:
+            print(line, file=sys.stderr, flush=True)
+
+    return say
 
 
 async def push_batches(
@@ -307,6 +346,7 @@ async def run_from_console(params: BackfillParams) -> dict[str, Any]:
     """The backfill (or, given SyncParams, the sync) a console command starts: its result, whatever
     state the flow run ended in. An error the run raised is raised again here."""
     flow_fn: Any = sync_flow if isinstance(params, SyncParams) else backfill_flow
+    _from_console.set(True)
     state = await flow_fn(params, return_state=True)
     result = await state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
