@@ -52,11 +52,12 @@ from lifecycle.progress import LogProgress, PlanProgress, PushProgress
 from lifecycle.record import Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
-from lifecycle.runfolder import DispatchJournal, check_run_target
-from lifecycle.session import open_session
+from lifecycle.runfolder import DispatchJournal, RunFolder, check_run_target, inputs_unchanged
+from lifecycle.session import notice, open_session
 from lifecycle.settings import Settings
 from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
 from transforms.analysis import Analysis
+from transforms.schema import InputError
 from transforms.sync import StateFrames
 
 #: how a run flow ends: its result, or a Failed / Cancelled state carrying it
@@ -315,19 +316,49 @@ async def sync_flow(params: SyncParams) -> Ending:
 
 
 async def _run(kind: Kind, params: BackfillParams) -> Ending:
-    job = Job.open(params, await settings_for_flow(params), kind)
+    settings = await settings_for_flow(params)
+    job = Job.open(params, settings, kind)
     # a deployment's run too: never finish a run folder's plan on another API than it was made for
     check_run_target(job.folder.root, job.settings.target)
     await check_target(job.settings)
-    result = await run_job(job)
+    if kind == "sync" and params.run_dir is None and not job.from_current:
+        earlier = await resume_unfinished_sync(job, params)
+        if earlier is not None and earlier["exit_code"] not in (ExitCode.OK, ExitCode.FAILURES):
+            return _ending(earlier)
+    return _ending(await _conclude(job, await run_job(job)))
+
+
+async def resume_unfinished_sync(job: Job, params: BackfillParams) -> dict[str, Any] | None:
+    """A sync not told its run folder whose state folder holds one that did not finish (a scheduled
+    sync stopped by an outage, say) resumes that one first, so that it plans from the state that one
+    leaves: its result, or None when there is none. When that one's exports have changed since it was
+    planned it cannot be resumed as it was: the run stops (exit 2) saying how to go on."""
+    earlier = job.state_dir.unfinished_run() if job.state_dir is not None else None
+    if earlier is None or not RunFolder(earlier).exists:
+        return None  # none, or gone: the plan stops on the marker, naming it
+    record = RunFolder(earlier).read_record()
+    if not inputs_unchanged(record):
+        raise InputError(
+            f"the sync in {earlier} did not finish, and its exports have changed since it was planned, so it "
+            "cannot be resumed as it was; run this sync once with --from-current (a deployment: parameter "
+            "from_current: true), which plans against the state Frigade has now"
+        )
+    notice(get_run_logger().warning)(f"the sync in {earlier} did not finish: resuming it first, then this sync")
+    exports = [str(p["path"]) for p in record.inputs or []] or params.exports
+    first = Job.open(params.model_copy(update={"run_dir": str(earlier), "exports": exports}), job.settings, "sync")
+    check_run_target(first.folder.root, job.settings.target)
+    return await _conclude(first, await run_job(first))
+
+
+async def _conclude(job: Job, result: RunResult | None) -> dict[str, Any]:
+    """A run's result: its exit code, folder and status (the run's report published as artifacts)."""
     if result is None:
         message = job.run.stop_message or "stopped by the API"
         code = int(job.run.stop_exit_code or exit_code_of_stop(None))
-        ended = {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
-        return _ending(ended)
+        return {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
     await _publish(result)
     status = result.summary.get("status")
-    return _ending({"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status})
+    return {"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status}
 
 
 def _ending(result: dict[str, Any]) -> Ending:

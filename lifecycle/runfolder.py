@@ -52,6 +52,15 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime, "sha256": digest.hexdigest()}
 
 
+def inputs_unchanged(record: RunRecord) -> bool:
+    """Whether every export a run was planned from is still there, byte for byte."""
+    for recorded in record.inputs or []:
+        path = Path(recorded["path"])
+        if not path.is_file() or file_digest(path)["sha256"] != recorded["sha256"]:
+            return False
+    return True
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)

@@ -102,12 +102,18 @@ class StateDir:
         # a state folder of an earlier version: its users are planned again against the remembered state
         return remembered if "events_hash" in remembered.columns else pl.DataFrame(schema=EVENTS_HASH_SCHEMA)
 
-    def check_no_unfinished_run(self, this_run: Path) -> None:
+    def unfinished_run(self) -> Path | None:
+        """The run folder of a sync that planned from this state folder and did not finish."""
         marker = self._folder.read_json("unfinished.json")
-        if marker and Path(marker["run_dir"]).resolve() != this_run.resolve():
+        return Path(marker["run_dir"]) if marker else None
+
+    def check_no_unfinished_run(self, this_run: Path) -> None:
+        earlier = self.unfinished_run()
+        if earlier is not None and earlier.resolve() != this_run.resolve():
             raise InputError(
-                f"the sync in {marker['run_dir']} did not finish; resume it with --run-dir {marker['run_dir']} "
-                "(or use --from-current to plan against the state Frigade has now)",
+                f"the sync in {earlier} did not finish; resume it with --run-dir {earlier} (a deployment: "
+                "parameter run_dir), or run a sync without one, which resumes it first; or plan against the "
+                "state Frigade has now with --from-current (parameter from_current)",
                 file=str(self.root / "unfinished.json"),
             )
 
