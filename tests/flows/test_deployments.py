@@ -50,7 +50,7 @@ def test_a_deployment_that_would_write_to_production_without_saying_so_fails_the
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ROOT)
-    given = {"exports": ["exports/latest.csv"], "api_key_block": "frigade-api-key"}
+    given: dict[str, object] = {"exports": ["exports/latest.csv"], "api_key_block": "frigade-api-key"}
     (found,) = _nightly(tmp_path, given)
     assert found.startswith("nightly-sync: no api_url: a run would write to https://api.frigade.com (production)")
     # said: production by name, the worker's environment, or the deployment's own environment
