@@ -23,7 +23,7 @@ from prefect.states import Cancelled, Failed
 from prefect.utilities.annotations import quote
 from rich.console import Console
 
-from flows.cluster import cluster_runner, on_cluster, share_prefect_api
+from flows.cluster import cluster_runner, on_cluster, share_prefect_api, storage_problem
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
@@ -198,6 +198,11 @@ async def push_on_cluster(job: Job, client: FrigadeClient) -> None:
     with cluster_runner(job.settings) as runner:
         # starts the cluster here, in the main thread, where its workers are spawned ignoring SIGINT
         address = runner.client.scheduler.address
+        if job.settings.dask_address is not None:
+            # a worker that cannot see the run folder would fail every shard it takes, one by one
+            problem = await asyncio.to_thread(storage_problem, runner.client, job.folder.root)
+            if problem is not None:
+                raise InputError(problem)
         store = DaskStore(f"frigade-migrate/{job.folder.root.resolve()}/{job.attempt}", address=address)
         budget = ShardBudget(job.settings.rate, workers, len(shards), store)
 
