@@ -49,7 +49,7 @@ from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.preflight import check_target
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
 from lifecycle.progress import LogProgress, PlanProgress, PushProgress
-from lifecycle.record import Attempt
+from lifecycle.record import STOPPED_STATUSES, Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
 from lifecycle.runfolder import DispatchJournal, RunFolder, check_run_target, inputs_unchanged
@@ -348,7 +348,9 @@ async def resume_unfinished_sync(job: Job, params: BackfillParams) -> dict[str, 
             "cannot be resumed as it was; run this sync once with --from-current (a deployment: parameter "
             "from_current: true), which plans against the state Frigade has now"
         )
-    notice(get_run_logger().warning)(f"the sync in {earlier} did not finish: resuming it first, then this sync")
+    # a console command's console shows no Prefect log; a worker's log shows it once
+    warn = notice(get_run_logger().warning) if _from_console.get() else get_run_logger().warning
+    warn(f"the sync in {earlier} did not finish: resuming it first, then this sync")
     exports = [str(p["path"]) for p in record.inputs or []] or params.exports
     first = Job.open(params.model_copy(update={"run_dir": str(earlier), "exports": exports}), job.settings, "sync")
     check_run_target(first.folder.root, job.settings.target)
@@ -363,7 +365,10 @@ async def _conclude(job: Job, result: RunResult | None) -> dict[str, Any]:
         return {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
     await _publish(result)
     status = result.summary.get("status")
-    return {"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status}
+    ended = {"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status}
+    # why it stopped and how to resume, in the flow run's state too (a worker's log, the Prefect UI)
+    stopped = status in STOPPED_STATUSES and job.run.stop_message
+    return ended | ({"message": job.run.stop_message} if stopped else {})
 
 
 def _ending(result: dict[str, Any]) -> Ending:
