@@ -193,18 +193,15 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
 
 
 def resume_words(words: Sequence[str], settings: Settings) -> list[str]:
-    """This command's words for its printed resume command, naming the API it went to (and the key's
-    variable, which the resume command writes as "$FRIGADE_API_KEY", never the key) when they came from
-    the environment or a config file: a resume from a shell without them must go where this run went."""
-    given = {w.split("=", 1)[0] for w in words}
-    extra: list[str] = []
-    if not settings.embedded and "--api-url" not in given:
-        from lifecycle.runfolder import normal_target
+    """This command's words for its printed resume command, naming the API it went to when that came
+    from the environment or a config file: a resume from a shell without them must go where this run
+    went (without the key too it is refused by that API at once, nothing sent). A key given as a flag
+    is written as "$FRIGADE_API_KEY" by the resume command, never as itself."""
+    if settings.embedded or any(w.split("=", 1)[0] == "--api-url" for w in words):
+        return list(words)
+    from lifecycle.runfolder import normal_target
 
-        extra += ["--api-url", normal_target(settings.target)]
-    if settings.api_key is not None and "--api-key" not in given:
-        extra += ["--api-key", "FRIGADE_API_KEY"]
-    return [*words, *extra]
+    return [*words, "--api-url", normal_target(settings.target)]
 
 
 def print_result(result: dict[str, Any]) -> int:
