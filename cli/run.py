@@ -337,7 +337,10 @@ def _plan_catalog(job: Job) -> Catalog:
 async def _api_catalog(settings: Settings) -> Catalog:
     from frigade.client import FrigadeClient
     from lifecycle.catalogs import CatalogSource, load_catalog
+    from lifecycle.preflight import check_target
 
+    # a misspelled host is refused at once, not retried
+    await check_target(settings)
     async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
         return await load_catalog(CatalogSource("api"), c)
 

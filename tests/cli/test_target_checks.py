@@ -96,3 +96,12 @@ def test_a_resume_with_another_api_or_none_is_refused_with_nothing_sent(
         assert f"was made for {emulator.url}, not {other.url}" in one_line(res.stderr)
         assert (emulator.stats()["requests_total"], other.stats()["requests_total"]) == before
     assert not (run.root / "emulator.db").exists(), "the embedded emulator was started"
+
+
+def test_the_dry_run_reading_the_api_catalog_refuses_a_host_that_does_not_resolve_at_once(tmp_path: Path) -> None:
+    res, took = run_cli(
+        ["plan", str(GOOD), "--api-url", "http://no-such-host.invalid", "--api-key", "api_public_whatever"], tmp_path
+    )
+    assert res.returncode == ExitCode.INPUT, res.stdout + res.stderr
+    assert "cannot resolve the API's host 'no-such-host.invalid'" in one_line(res.stderr)
+    assert took < 15
