@@ -173,16 +173,19 @@ class LogProgress(PushProgress):
         self._ticker = threading.Thread(target=self._tick, name=f"progress-{label}", daemon=True)
 
     def __enter__(self) -> LogProgress:
-        if self._log_legend:
-            self._say(LEGEND)
-        self.say_line()
-        self._ticker.start()
+        # nothing to push (a sync with nothing changed): the plan's line has said so
+        if self.total:
+            if self._log_legend:
+                self._say(LEGEND)
+            self.say_line()
+            self._ticker.start()
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._ticker.join()
-        self.say_line()
+        if self._ticker.is_alive():
+            self._stop.set()
+            self._ticker.join()
+            self.say_line()
 
     def say_line(self) -> None:
         self._say(f"{self._label}: {self._line()}")

@@ -50,3 +50,10 @@ def test_no_line_but_the_first_and_last_within_one_interval() -> None:
     with LogProgress(1, 5, {"u1": 1}, lines.append, every_s=60, label="shard 2/4", legend=False) as progress:
         progress.advance(outcome("u1"))
     assert [line.split("  ")[0] for line in lines] == ["shard 2/4: 0/1 req", "shard 2/4: 1/1 req"]
+
+
+def test_nothing_to_push_says_nothing() -> None:
+    lines: list[str] = []
+    with LogProgress(0, 5, {}, lines.append, every_s=0.01):
+        time.sleep(0.05)
+    assert lines == []
