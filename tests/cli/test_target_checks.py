@@ -4,7 +4,6 @@ Against real emulator processes on 127.0.0.1, through the console command as a u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,7 @@ from lifecycle.record import RunRecord
 from lifecycle.runfolder import RunFolder
 from lifecycle.settings import Settings
 from tests.cli.test_cli_errors import run_cli
-from tests.e2e.servers import ROOT
-
-GOOD = ROOT / "data" / "long" / "events.csv"
-CATALOG = ROOT / "data" / "catalog.yaml"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmbeddedEmulator]:
-    with EmbeddedEmulator(catalog=CATALOG) as emu:
-        yield emu
+from tests.cli.test_run import CATALOG, GOOD
 
 
 def one_line(stderr: str) -> str:
