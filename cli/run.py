@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -151,13 +152,18 @@ def sync(
 
 def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
     from flows.console import run_interruptible
-    from lifecycle.preflight import check_inputs
+    from lifecycle.preflight import check_inputs, check_target
 
     settings = _settings(params)
     if kind == "sync" and settings.mode == "history":
         raise InputError("sync plans state only: --mode history is for backfills")
     overrides = o.mapping_overrides(params)
     check_inputs(params["exports"], settings, overrides)
+    if params["run_dir"]:
+        from lifecycle.runfolder import check_run_target
+
+        check_run_target(Path(params["run_dir"]), settings.target)
+    asyncio.run(check_target(settings))
     _prefect_env(debugging(params["debug"]))
     if settings.embedded:
         err.print(
@@ -182,8 +188,20 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
         run: BackfillParams = SyncParams(**fields, full=params["full"], from_current=params["from_current"])
     else:
         run = BackfillParams(**fields, mode=settings.mode)
-    result = run_interruptible(run_from_console(run))
+    result = run_interruptible(run_from_console(run), resume_words(sys.argv[1:], settings))
     return print_result(result)
+
+
+def resume_words(words: Sequence[str], settings: Settings) -> list[str]:
+    """This command's words for its printed resume command, naming the API it went to when that came
+    from the environment or a config file: a resume from a shell without them must go where this run
+    went (without the key too it is refused by that API at once, nothing sent). A key given as a flag
+    is written as "$FRIGADE_API_KEY" by the resume command, never as itself."""
+    if settings.embedded or any(w.split("=", 1)[0] == "--api-url" for w in words):
+        return list(words)
+    from lifecycle.runfolder import normal_target
+
+    return [*words, "--api-url", normal_target(settings.target)]
 
 
 def print_result(result: dict[str, Any]) -> int:
@@ -352,7 +370,10 @@ def _plan_catalog(job: Job) -> Catalog:
 async def _api_catalog(settings: Settings) -> Catalog:
     from frigade.client import FrigadeClient
     from lifecycle.catalogs import CatalogSource, load_catalog
+    from lifecycle.preflight import check_target
 
+    # a misspelled host is refused at once, not retried
+    await check_target(settings)
     async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
         return await load_catalog(CatalogSource("api"), c)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
 
 import polars as pl
@@ -21,7 +23,7 @@ from prefect.states import Cancelled, Failed
 from prefect.utilities.annotations import quote
 from rich.console import Console
 
-from flows.cluster import cluster_runner, on_cluster, share_prefect_api
+from flows.cluster import cluster_runner, on_cluster, share_prefect_api, storage_problem
 from frigade.catalog import Catalog
 from frigade.client import FrigadeClient
 from frigade.errors import StopRunError
@@ -44,22 +46,27 @@ from lifecycle.finish import RunResult, finish_run
 from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
+from lifecycle.preflight import check_target
 from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
-from lifecycle.progress import PlanProgress, PushProgress
-from lifecycle.record import Attempt
+from lifecycle.progress import LogProgress, PlanProgress, PushProgress
+from lifecycle.record import STOPPED_STATUSES, Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
 from lifecycle.report import summary_rows
-from lifecycle.runfolder import DispatchJournal
-from lifecycle.session import open_session
+from lifecycle.runfolder import DispatchJournal, RunFolder, check_run_target, inputs_unchanged
+from lifecycle.session import notice, open_session
 from lifecycle.settings import Settings
 from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
 from transforms.analysis import Analysis
+from transforms.schema import InputError
 from transforms.sync import StateFrames
 
 #: how a run flow ends: its result, or a Failed / Cancelled state carrying it
 Ending = dict[str, Any] | State[dict[str, Any]]
 #: push tasks running at once: a new batch starts while another drains its last users
 PARALLEL_BATCHES = 2
+
+#: a flow run a console command started: its output is that command's (Prefect's console logs hidden)
+_from_console: ContextVar[bool] = ContextVar("from_console", default=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,6 +136,9 @@ async def run_job(job: Job) -> RunResult | None:
 async def plan_stage(job: Job, client: FrigadeClient) -> None:
     """Analyse and plan into the run folder, shard by shard when the run is sharded (every shard is
     planned before anything is sent); a resume keeps the plans it has."""
+    say = log_line(job)
+    if say is not None:
+        say(f"plan: analysing {len(job.exports)} export file(s)")
     catalog = await load_catalog(job.catalog_source, client)
     client.raise_if_stopped()
     shards = open_shards(job)
@@ -156,7 +166,10 @@ async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
         baseline = await read_baseline_task(job, analysis, client)
     else:
         baseline = baseline_for(job)
-    plan_task(job, analysis, catalog, baseline)
+    counts = plan_task(job, analysis, catalog, baseline)
+    say = log_line(job)
+    if say is not None:
+        say(f"plan: {counts.get('requests_planned', 0):,} requests planned for {counts.get('users', 0):,} users")
     return True
 
 
@@ -185,6 +198,11 @@ async def push_on_cluster(job: Job, client: FrigadeClient) -> None:
     with cluster_runner(job.settings) as runner:
         # starts the cluster here, in the main thread, where its workers are spawned ignoring SIGINT
         address = runner.client.scheduler.address
+        if job.settings.dask_address is not None:
+            # a worker that cannot see the run folder would fail every shard it takes, one by one
+            problem = await asyncio.to_thread(storage_problem, runner.client, job.folder.root)
+            if problem is not None:
+                raise InputError(problem)
         store = DaskStore(f"frigade-migrate/{job.folder.root.resolve()}/{job.attempt}", address=address)
         budget = ShardBudget(job.settings.rate, workers, len(shards), store)
 
@@ -223,17 +241,45 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
-    return finish_task(job, attempt, time.monotonic() - started)
+    say = log_line(job)
+    if say is not None:
+        say("finish: snapshot, reconcile, report")
+    result = finish_task(job, attempt, time.monotonic() - started)
+    if say is not None:
+        say(f"finish: the run {result.summary.get('status')}, exit code {int(result.exit_code)}")
+    return result
 
 
 def progress_bar(job: Job, work: Work) -> PushProgress:
-    """The push's bar; a sharded run's are one per shard, under one legend."""
+    """The push's bar (its lines off a terminal); a sharded run's are one per shard, under one legend."""
     per_user = dict(work.pending.group_by("user_id").len().iter_rows())
     label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
     legend = job.shard is None or job.shard == 0
+    say = log_line(job)
+    if say is not None:
+        every = job.settings.progress_every_s
+        return LogProgress(
+            work.pending.height, job.settings.rate, per_user, say, every_s=every, label=label, legend=legend
+        )
     # a shard in a worker process keeps quiet: two processes' bars would write over each other
     console = Console(file=io.StringIO()) if job.quiet else None
     return PushProgress(work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend)
+
+
+def log_line(job: Job) -> Callable[[str], None] | None:
+    """Where a run's progress goes as lines when the output is not a terminal (a redirected output,
+    cron, a Prefect worker's log), None on a terminal: the flow run's log (the Prefect UI, a worker's
+    log), and stderr too under a console command, whose console shows no Prefect log but critical ones."""
+    if job.quiet or Console(stderr=True).is_terminal:
+        return None
+    logger, console = get_run_logger(), _from_console.get()
+
+    def say(line: str) -> None:
+        logger.info(line)
+        if console:
+            print(line, file=sys.stderr, flush=True)
+
+    return say
 
 
 async def push_batches(
@@ -275,16 +321,54 @@ async def sync_flow(params: SyncParams) -> Ending:
 
 
 async def _run(kind: Kind, params: BackfillParams) -> Ending:
-    job = Job.open(params, await settings_for_flow(params), kind)
-    result = await run_job(job)
+    settings = await settings_for_flow(params)
+    job = Job.open(params, settings, kind)
+    # a deployment's run too: never finish a run folder's plan on another API than it was made for
+    check_run_target(job.folder.root, job.settings.target)
+    await check_target(job.settings)
+    if kind == "sync" and params.run_dir is None and not job.from_current:
+        earlier = await resume_unfinished_sync(job, params)
+        if earlier is not None and earlier["exit_code"] not in (ExitCode.OK, ExitCode.FAILURES):
+            return _ending(earlier)
+    return _ending(await _conclude(job, await run_job(job)))
+
+
+async def resume_unfinished_sync(job: Job, params: BackfillParams) -> dict[str, Any] | None:
+    """A sync not told its run folder whose state folder holds one that did not finish (a scheduled
+    sync stopped by an outage, say) resumes that one first, so that it plans from the state that one
+    leaves: its result, or None when there is none. When that one's exports have changed since it was
+    planned it cannot be resumed as it was: the run stops (exit 2) saying how to go on."""
+    earlier = job.state_dir.unfinished_run() if job.state_dir is not None else None
+    if earlier is None or not RunFolder(earlier).exists:
+        return None  # none, or gone: the plan stops on the marker, naming it
+    record = RunFolder(earlier).read_record()
+    if not inputs_unchanged(record):
+        raise InputError(
+            f"the sync in {earlier} did not finish, and its exports have changed since it was planned, so it "
+            "cannot be resumed as it was; run this sync once with --from-current (a deployment: parameter "
+            "from_current: true), which plans against the state Frigade has now"
+        )
+    # a console command's console shows no Prefect log; a worker's log shows it once
+    warn = notice(get_run_logger().warning) if _from_console.get() else get_run_logger().warning
+    warn(f"the sync in {earlier} did not finish: resuming it first, then this sync")
+    exports = [str(p["path"]) for p in record.inputs or []] or params.exports
+    first = Job.open(params.model_copy(update={"run_dir": str(earlier), "exports": exports}), job.settings, "sync")
+    check_run_target(first.folder.root, job.settings.target)
+    return await _conclude(first, await run_job(first))
+
+
+async def _conclude(job: Job, result: RunResult | None) -> dict[str, Any]:
+    """A run's result: its exit code, folder and status (the run's report published as artifacts)."""
     if result is None:
         message = job.run.stop_message or "stopped by the API"
         code = int(job.run.stop_exit_code or exit_code_of_stop(None))
-        ended = {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
-        return _ending(ended)
+        return {"exit_code": code, "run_dir": str(job.folder.root), "status": "stopped", "message": message}
     await _publish(result)
     status = result.summary.get("status")
-    return _ending({"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status})
+    ended = {"exit_code": int(result.exit_code), "run_dir": result.run_dir, "status": status}
+    # why it stopped and how to resume, in the flow run's state too (a worker's log, the Prefect UI)
+    stopped = status in STOPPED_STATUSES and job.run.stop_message
+    return ended | ({"message": job.run.stop_message} if stopped else {})
 
 
 def _ending(result: dict[str, Any]) -> Ending:
@@ -303,6 +387,7 @@ async def run_from_console(params: BackfillParams) -> dict[str, Any]:
     """The backfill (or, given SyncParams, the sync) a console command starts: its result, whatever
     state the flow run ended in. An error the run raised is raised again here."""
     flow_fn: Any = sync_flow if isinstance(params, SyncParams) else backfill_flow
+    _from_console.set(True)
     state = await flow_fn(params, return_state=True)
     result = await state.result(raise_on_failure=False)
     if isinstance(result, BaseException):

@@ -2,6 +2,10 @@
 on this machine, or the existing cluster ``FRIGADE_MIGRATE_DASK_ADDRESS`` names (prefect-dask's
 DaskTaskRunner either way).
 
+On an existing cluster the run folder must be on storage every worker mounts at the same path (the
+workers write their shards' outcomes and snapshots there): ``storage_problem`` checks that before
+any shard is pushed.
+
 Three things make the workers behave as part of one command:
 - they are spawned with SIGINT ignored, so a Ctrl-C reaches the run's process only, which stops
   every shard through the run's budget (``lifecycle.remote``) instead of killing the workers mid-write;
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect.client.orchestration import get_client
@@ -63,3 +68,35 @@ async def share_prefect_api() -> None:
     address is not in the settings, only in the client)."""
     async with get_client() as client:
         os.environ["PREFECT_API_URL"] = str(client.api_url)
+
+
+#: the file a run writes in its folder for every worker of a cluster to read back
+_PROBE = ".storage-probe"
+
+
+def storage_problem(client: Any, folder: Path) -> str | None:
+    """None when every worker of the cluster (a ``distributed.Client``) reads back, at the same path, a
+    token just written into the run folder; else one line naming a worker that cannot see the folder."""
+    probe = folder.resolve() / _PROBE
+    token = os.urandom(8).hex()
+    probe.write_text(token, encoding="utf-8")
+    try:
+        seen: dict[str, bool] = client.run(sees_token, str(probe), token)
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = sorted(worker for worker, ok in seen.items() if not ok)
+    if not blind:
+        return None
+    more = f" (and {len(blind) - 1} more of {len(seen)})" if len(blind) > 1 else ""
+    return (
+        f"the Dask worker {blind[0]}{more} cannot see the run folder {folder.resolve()}: put --run-dir (parameter "
+        "run_dir) on storage every worker mounts at the same path, and start the run again there"
+    )
+
+
+def sees_token(path: str, token: str) -> bool:
+    """On a worker: whether ``path`` holds ``token`` (the run folder is the one the run writes)."""
+    try:
+        return Path(path).read_text(encoding="utf-8") == token
+    except OSError:
+        return False

@@ -1,6 +1,7 @@
 """Checks prefect.yaml beyond what `prefect deploy` checks: every deployment's entrypoint loads, its
 parameters are parameters of that flow with values of the right type (Prefect accepts unknown ones
-silently), the flow's required parameters are given, and every cron parses.
+silently), the flow's required parameters are given, every cron parses, and every backfill or sync
+says which API it writes to (else it would go to production whenever its worker has a key).
 
 Usage: python -m flows.deployments [prefect.yaml]  (exit 1 and a line per problem when it is wrong)"""
 
@@ -45,7 +46,7 @@ def problems(path: Path) -> list[str]:
         except Exception as exc:  # prefect raises its own ParameterTypeError wrapping pydantic's
             out.append(f"{name}: parameters do not fit {flow.name}: {exc}")
         else:
-            out += [f"{name}: {p}" for p in _setting_problems(flow, params)]
+            out += [f"{name}: {p}" for p in _setting_problems(flow, params, dep.get("job_variables") or {})]
         for schedule in dep.get("schedules") or []:
             if "cron" in schedule:
                 try:
@@ -55,11 +56,12 @@ def problems(path: Path) -> list[str]:
     return out
 
 
-def _setting_problems(flow: Any, params: dict[str, Any]) -> list[str]:
+def _setting_problems(flow: Any, params: dict[str, Any], job_variables: dict[str, Any]) -> list[str]:
     """What a run would refuse at 02:00 that can be told at deploy time: a setting's value (a
-    --max-failures, a rules profile), an unknown preset. Files are the worker's, not checked here."""
+    --max-failures, a rules profile), an unknown preset; and a run that would write to production
+    without the deployment saying so. Files are the worker's, not checked here."""
     from lifecycle.params import BackfillParams
-    from lifecycle.settings import Settings
+    from lifecycle.settings import DEFAULT_API_URL, Settings
     from transforms.presets import resolve_mapping
     from transforms.schema import InputError
 
@@ -72,6 +74,13 @@ def _setting_problems(flow: Any, params: dict[str, Any]) -> list[str]:
         resolve_mapping(settings.preset, None)
     except InputError as exc:
         return [str(exc)]
+    env = job_variables.get("env") or {}
+    if "api_url" not in params["params"] and not env.get(Settings.source("api_url").env):
+        return [
+            f"no api_url: a run would write to {DEFAULT_API_URL} (production) whenever its worker has a key; "
+            f"say which API: api_url: {DEFAULT_API_URL} (or a rehearsal's emulator), FRIGADE_API_URL under "
+            "job_variables.env, or api_url: null to leave it to the worker's FRIGADE_API_URL"
+        ]
     return []
 
 

@@ -1,9 +1,11 @@
 """Rich progress bars: the push's (requests and users done of planned, elapsed time, the rate at which
 requests are being answered, a smoothed ETA, and errors so far), and a sharded plan's (the split,
-then each shard analysed and planned)."""
+then each shard analysed and planned). Off a terminal (a redirected output, cron, a Prefect worker's
+log) the push's figures are log lines instead: ``LogProgress``."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -141,6 +143,56 @@ class PushProgress:
             else:
                 self._left[outcome.user_id] = left - 1
         self.estimate.add()
+
+
+#: seconds between two progress lines off a terminal
+LOG_EVERY_S = 30.0
+
+
+class LogProgress(PushProgress):
+    """The push's figures as log lines, for an output that is not a terminal (where a bar is only drawn
+    once, at its end): the legend and a first line when the push starts, a line every ``every_s``
+    seconds (from a thread of its own, so a stalled push still says so), and a last one when it ends,
+    each through ``say``."""
+
+    def __init__(
+        self,
+        total: int,
+        rate: float,
+        user_requests: Mapping[str, int] | None,
+        say: Callable[[str], object],
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        every_s: float = LOG_EVERY_S,
+        label: str = "push",
+        legend: bool = True,
+    ) -> None:
+        super().__init__(total, rate, user_requests, Console(quiet=True), clock, label=label, legend=False)
+        self._say, self._every, self._label, self._log_legend = say, every_s, label, legend
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name=f"progress-{label}", daemon=True)
+
+    def __enter__(self) -> LogProgress:
+        # nothing to push (a sync with nothing changed): the plan's line has said so
+        if self.total:
+            if self._log_legend:
+                self._say(LEGEND)
+            self.say_line()
+            self._ticker.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._ticker.is_alive():
+            self._stop.set()
+            self._ticker.join()
+            self.say_line()
+
+    def say_line(self) -> None:
+        self._say(f"{self._label}: {self._line()}")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._every):
+            self.say_line()
 
 
 class PlanProgress:

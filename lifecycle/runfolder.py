@@ -13,11 +13,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import polars as pl
 
 from frigade.push import Outcome
 from lifecycle.record import RunRecord
+from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
+from transforms.schema import InputError
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),
@@ -49,12 +52,64 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": st.st_size, "mtime": st.st_mtime, "sha256": digest.hexdigest()}
 
 
+def inputs_unchanged(record: RunRecord) -> bool:
+    """Whether every export a run was planned from is still there, byte for byte."""
+    for recorded in record.inputs or []:
+        path = Path(recorded["path"])
+        if not path.is_file() or file_digest(path)["sha256"] != recorded["sha256"]:
+            return False
+    return True
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def normal_target(target: str) -> str:
+    """A target API as it is compared and named: scheme, host and port lower-cased, the path without a
+    trailing slash; never the user info or the query of the URL (they could hold a secret)."""
+    if target == EMBEDDED_TARGET:
+        return target
+    parts = urlsplit(target.strip())
+    host = (parts.hostname or "api").lower()
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def recorded_target(settings: dict[str, Any] | None) -> str | None:
+    """The API a run was planned for, from the settings its run.json records (None: not planned yet).
+    As ``Settings.target``: the URL, else production with a key, else the embedded emulator."""
+    if not settings:
+        return None
+    if settings.get("api_url"):
+        return str(settings["api_url"])
+    return DEFAULT_API_URL if settings.get("api_key") == "set" else EMBEDDED_TARGET
+
+
+def check_run_target(root: Path, target: str) -> None:
+    """A run folder belongs to the API it was planned for: a resume against another one, or with none
+    configured (which would start the embedded emulator), would finish its plan on the wrong account
+    while run.json still names the right one. Refused (exit 2) before anything starts."""
+    made_for = recorded_target(RunFolder(root).read_record().settings)
+    if made_for is None or normal_target(made_for) == normal_target(target):
+        return
+    if made_for == EMBEDDED_TARGET:
+        raise InputError(
+            f"run folder {root} was made for the embedded emulator, not {normal_target(target)}; resume it "
+            "without --api-url, --api-key, FRIGADE_API_URL and FRIGADE_API_KEY, or start a new run folder"
+        )
+    if target == EMBEDDED_TARGET:
+        now = "but no API is configured (the resume would go to the embedded emulator)"
+    else:
+        now = f"not {normal_target(target)}"
+    raise InputError(
+        f"run folder {root} was made for {normal_target(made_for)}, {now}; resume it with "
+        f"--api-url {normal_target(made_for)} and FRIGADE_API_KEY set to that API's key, or start a new run folder"
+    )
 
 
 class RunFolder:

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
         description="push the shards on this existing Dask cluster (a scheduler address, e.g. "
         "tcp://10.0.0.5:8786) instead of processes on this machine; --workers is then the shards pushed at once",
     )
+    progress_every_s: Annotated[float, Source("FRIGADE_MIGRATE_PROGRESS_EVERY")] = Field(
+        default=30.0, gt=0, description="seconds between two progress lines when the output is not a terminal"
+    )
 
     #: settings a flow run may not be given as a parameter (Prefect stores parameters)
     SECRET: ClassVar[frozenset[str]] = frozenset({"api_key"})

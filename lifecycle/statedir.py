@@ -2,12 +2,13 @@
 sync plans only what changed. Updated only by a run that finished; a stopped run leaves a marker so
 that no new sync re-plans from a state that run may already have changed (resume it instead).
 
-Remembered state describes one Frigade account, so the default folder (``state``) keeps one
-sub-folder per target API, named by the API's host and a digest of its URL (a key never is in
-either: it travels in a header). Rehearsing against the emulator and then running the same command
-against production uses two sub-folders. A folder named with ``--state-dir`` is used as it is, for one
-API. On the embedded emulator the emulator's database is kept in the state folder too, so that what
-it remembers and what the emulator holds stay together.
+Remembered state describes one Frigade account, so a state folder (``state`` unless ``--state-dir``
+names another) keeps one sub-folder per target API, named by the API's host and a digest of its URL
+(a key never is in either: it travels in a header). Rehearsing against the emulator and then running
+the same command against production uses two sub-folders. However a folder's path is written, it is
+one folder with one rule: a scheduled sync given an absolute path finds what a relative one left.
+On the embedded emulator the emulator's database is kept in the state folder too, so that what it
+remembers and what the emulator holds stay together.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from lifecycle.runfolder import RunFolder
+from lifecycle.runfolder import RunFolder, normal_target
 from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
 from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
@@ -51,9 +52,7 @@ def target_folder(target: str) -> str:
         return "embedded-emulator"
     parts = urlsplit(target.strip())
     host = (parts.hostname or "api").lower()
-    port = f":{parts.port}" if parts.port else ""
-    # scheme, host, port and path: never the user info or the query of the URL
-    normal = f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+    normal = normal_target(target)
     digest = hashlib.sha256(normal.encode("utf-8")).hexdigest()[:12]
     readable = re.sub(r"[^a-z0-9.-]+", "_", host + (f"_{parts.port}" if parts.port else ""))
     return f"{readable}-{digest}"
@@ -68,11 +67,15 @@ class StateDir:
 
     @classmethod
     def for_target(cls, given: str | None, target: str) -> StateDir:
-        """The state folder of a run against ``target``: the named one as it is, or the default
-        folder's sub-folder for this API (where a flat default folder of an older version is moved)."""
-        if given is not None and Path(given) != Path(DEFAULT_STATE_DIR):
-            return cls(Path(given), target)
-        base = Path(DEFAULT_STATE_DIR)
+        """The state folder of a run against ``target``: this API's sub-folder of the folder named
+        (default ``state``), the same however that folder's path is written (relative, absolute, ``./``,
+        a trailing slash, through a symlink). A folder named that is itself an API's sub-folder is used
+        as it is; the flat files of an older version are moved into the sub-folder of the API they name."""
+        base = canonical_folder(Path(given or DEFAULT_STATE_DIR))
+        recorded = RunFolder(base).read_json("last_run.json").get("api_url")
+        if base.name in (target_folder(target), recorded and target_folder(str(recorded))):
+            # an API's sub-folder named itself: used as it is (``check_target`` refuses another API)
+            return cls(base, target)
         _adopt_flat_folder(base)
         return cls(base / target_folder(target), target)
 
@@ -99,12 +102,18 @@ class StateDir:
         # a state folder of an earlier version: its users are planned again against the remembered state
         return remembered if "events_hash" in remembered.columns else pl.DataFrame(schema=EVENTS_HASH_SCHEMA)
 
-    def check_no_unfinished_run(self, this_run: Path) -> None:
+    def unfinished_run(self) -> Path | None:
+        """The run folder of a sync that planned from this state folder and did not finish."""
         marker = self._folder.read_json("unfinished.json")
-        if marker and Path(marker["run_dir"]).resolve() != this_run.resolve():
+        return Path(marker["run_dir"]) if marker else None
+
+    def check_no_unfinished_run(self, this_run: Path) -> None:
+        earlier = self.unfinished_run()
+        if earlier is not None and earlier.resolve() != this_run.resolve():
             raise InputError(
-                f"the sync in {marker['run_dir']} did not finish; resume it with --run-dir {marker['run_dir']} "
-                "(or use --from-current to plan against the state Frigade has now)",
+                f"the sync in {earlier} did not finish; resume it with --run-dir {earlier} (a deployment: "
+                "parameter run_dir), or run a sync without one, which resumes it first; or plan against the "
+                "state Frigade has now with --from-current (parameter from_current)",
                 file=str(self.root / "unfinished.json"),
             )
 
@@ -117,8 +126,8 @@ class StateDir:
         recorded = self._folder.read_json("last_run.json").get("api_url")
         if recorded and api_url and recorded != api_url:
             raise InputError(
-                f"this state folder remembers {recorded}, not {api_url}; use another --state-dir, or leave "
-                f"it out: the default ({DEFAULT_STATE_DIR}/) keeps one sub-folder per API",
+                f"this state folder remembers {recorded}, not {api_url}; name the folder above it as --state-dir "
+                "(it keeps one sub-folder per API), or another one",
                 file=str(self.root / "last_run.json"),
             )
 
@@ -170,6 +179,14 @@ class StateDir:
             {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
         )
         (self.root / "unfinished.json").unlink(missing_ok=True)
+
+
+def canonical_folder(path: Path) -> Path:
+    """One spelling of a folder, whichever was given: symlinks and ``..`` resolved, relative to the
+    working folder (the project folder, where deployments run too) when it is inside it, else absolute."""
+    real = path.expanduser().resolve()
+    here = Path.cwd().resolve()
+    return real.relative_to(here) if real.is_relative_to(here) and real != here else real
 
 
 def _adopt_flat_folder(base: Path) -> None:

@@ -4,7 +4,6 @@ sent), 3 stopped by the API (a real emulator on 127.0.0.1 refusing the key). The
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from tests.e2e.servers import ROOT
 
 GOOD = ROOT / "data" / "long" / "events.csv"
 CATALOG = ROOT / "data" / "catalog.yaml"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmbeddedEmulator]:
-    with EmbeddedEmulator(catalog=CATALOG) as emu:
-        yield emu
 
 
 def test_the_codes_are_the_documented_ones() -> None:

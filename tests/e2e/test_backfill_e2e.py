@@ -18,7 +18,7 @@ from emulator.embedded import EmbeddedEmulator
 from frigade.catalog import Catalog, parse_catalog
 from frigade.models import UserFlowStates, flow_state_from_wire
 from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, apply, initial_state, replay
-from tests.e2e.servers import ROOT, cli
+from tests.e2e.servers import ROOT, cli, free_port
 
 pytestmark = pytest.mark.slow
 CATALOG_PATH = ROOT / "data" / "catalog.yaml"
@@ -166,11 +166,12 @@ def test_rerun_of_a_finished_run_sends_nothing(
     assert emulator.stats()["writes_accepted"] == first
 
 
-def test_bad_key_stops_with_exit_3_and_keeps_the_run(
+def test_bad_key_stops_with_exit_3_before_a_run_folder_or_prefect(
     emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
     export = tmp_path / "events.csv"
     write_sample(export, users=3, seed=5)
+    before = emulator.stats()
     res = run(
         [str(export), "--run-dir", str(tmp_path / "run")],
         emulator,
@@ -180,12 +181,15 @@ def test_bad_key_stops_with_exit_3_and_keeps_the_run(
     )
     assert res.returncode == 3, res.stdout + res.stderr
     assert "api_public_wrong_key_123" not in res.stdout + res.stderr
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
+    # the target check's one read found it: no run folder, no state folder, no write
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "state").exists()
+    assert emulator.stats()["writes_accepted"] == before["writes_accepted"]
     # one line says why, with no Prefect log or traceback around it
     assert "Traceback" not in res.stderr
-    assert [line for line in res.stderr.splitlines() if line.startswith("stopped:")] == [
-        next(line for line in res.stderr.splitlines() if "403" in line)
-    ]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("stopped: 403"), res.stderr
     assert "ERROR" not in res.stderr
 
 
@@ -220,9 +224,10 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
 ) -> None:
     export = tmp_path / "events.csv"
     expected = write_sample(export, users=12, seed=13)
-    db = tmp_path / "emu.db"
+    # the same API after its upgrade: the same database at the same URL (a run folder is bound to its URL)
+    db, port = tmp_path / "emu.db", free_port()
     args = [str(export), "--run-dir", str(tmp_path / "run"), "--rate", "400", "--concurrency", "4"]
-    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, mau_cap=5) as emu:
+    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, port=port, mau_cap=5) as emu:
         res = run(args, emu, prefect_env, tmp_path)
         assert res.returncode == 3, res.stdout + res.stderr
         assert "maximum allowed MAUs" in res.stdout + res.stderr
@@ -243,7 +248,7 @@ def test_mau_cap_stops_with_exit_3_a_plain_message_and_resumes_once_raised(
         assert "| distinct users sent to | 5 |" in text
         assert f"{planned} requests planned = {written} sent + {planned - written} not sent" in text
     # The account is upgraded: the same command resumes and finishes without resending anything.
-    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db) as emu:
+    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, port=port) as emu:
         res = run(args, emu, prefect_env, tmp_path)
         assert res.returncode == 0, res.stdout + res.stderr
         stats = emu.stats()

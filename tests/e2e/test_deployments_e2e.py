@@ -132,7 +132,8 @@ def test_nightly_sync_deployment_runs_on_a_worker(pool: str, prefect_env: dict[s
         worker_log = (tmp_path / "worker.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-            env={**os.environ, **prefect_env, "PYTHONPATH": str(ROOT)},
+            # a worker's own log level (INFO, Prefect's default): the flow run's progress lines show there
+            env={**os.environ, **prefect_env, "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"},
             cwd=project,
             stdout=worker_log,
             stderr=subprocess.STDOUT,
@@ -170,7 +171,12 @@ def test_nightly_sync_deployment_runs_on_a_worker(pool: str, prefect_env: dict[s
             stats = emu.stats()
             assert stats["writes_accepted"] > 0
             assert stats["distinct_users"] == len({u for u, _ in expected})
-            assert (tmp_path / "state" / "flows.parquet").exists()
+            # one sub-folder per API, a named state folder too
+            assert len(list((tmp_path / "state").glob("*/flows.parquet"))) == 1
+            # the worker's log is not a terminal: the run's stages and progress are lines in it
+            log = (tmp_path / "worker.log").read_text(errors="replace")
+            for line in ("plan: analysing", "requests planned for ", " - push: 0/", "finish: the run succeeded"):
+                assert line in log, log
         finally:
             stop_group(worker)
             worker_log.close()

@@ -53,6 +53,7 @@ LAYERS: dict[str, tuple[Any, str, Any, tuple[Any, Any, Any]]] = {
     "shards": (2, "8", 16, (2, 8, 16)),
     "workers": (2, "3", 4, (2, 3, 4)),
     "dask_address": ("tcp://a:8786", "tcp://b:8786", "tcp://c:8786", ("tcp://a:8786", "tcp://b:8786", "tcp://c:8786")),
+    "progress_every_s": (5, "10", 1.5, (5.0, 10.0, 1.5)),
 }
 
 

@@ -27,7 +27,7 @@ def test_each_api_has_its_own_readable_folder_that_never_holds_credentials() -> 
     assert target_folder(EMBEDDED_TARGET) == "embedded-emulator"
 
 
-def test_the_default_folder_keeps_one_sub_folder_per_api_and_a_named_one_is_used_as_it_is(
+def test_every_state_folder_keeps_one_sub_folder_per_api_and_a_named_sub_folder_is_bound_to_its_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -36,12 +36,12 @@ def test_the_default_folder_keeps_one_sub_folder_per_api_and_a_named_one_is_used
     assert a.root.parent == b.root.parent == Path(DEFAULT_STATE_DIR)
     assert a.root != b.root
     named = StateDir.for_target(str(tmp_path / "mine"), "https://a.example")
-    assert named.root == tmp_path / "mine"
+    assert named.root == Path("mine") / target_folder("https://a.example")
     empty = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
     named.record(empty, "r1", "https://a.example")
-    # a named folder stays bound to its API: another one is refused before anything is planned
+    # an API's sub-folder named itself stays bound to its API: another one is refused before anything is planned
     with pytest.raises(InputError, match="one sub-folder per API"):
-        named.check_target("https://b.example")
+        StateDir.for_target(str(named.root), "https://b.example").check_target("https://b.example")
 
 
 def test_a_flat_default_folder_of_an_older_version_moves_into_its_apis_sub_folder(
