@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
-from lifecycle.readers.errors import reading
+from lifecycle.readers.errors import READ_ERRORS, reading
 from lifecycle.readers.staging import copy_stream, staged
 from transforms.schema import InputError
 
@@ -31,8 +29,14 @@ def objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[s
 
 
 def _objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[str, Path]]:
+    # imported here: pyarrow's filesystems take a fifth of a second to import, which no command
+    # reading local files should pay
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
     scheme, shown = uri.split("://", 1)[0], uri.split("?", 1)[0]
-    with reading(shown, "cannot be listed"):
+    arrow = (*READ_ERRORS, pa.ArrowException)
+    with reading(shown, "cannot be listed", errors=arrow):
         fs, root = pafs.FileSystem.from_uri(uri)
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.File:
@@ -49,7 +53,7 @@ def _objects(uri: str, wanted: Callable[[str], bool], kinds: str) -> list[tuple[
         name = f"{scheme}://{i.path}"
 
         def write(dest: Path, path: str = i.path, name: str = name) -> None:
-            with reading(name, "cannot be downloaded"), fs.open_input_stream(path) as src:
+            with reading(name, "cannot be downloaded", errors=arrow), fs.open_input_stream(path) as src:
                 copy_stream(src, dest)
 
         out.append((name, staged(("object", name, i.size, i.mtime_ns), "", write)))

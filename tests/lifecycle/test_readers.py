@@ -279,6 +279,9 @@ def test_an_s3_prefix_is_every_export_object_under_it(tmp_path: Path, s3: str) -
     with pytest.raises(InputError, match="no export file at this address") as exc:
         plan([f"s3://exports/nothing-here{s3}"])
     assert exc.value.file == "s3://exports/nothing-here"
+    with pytest.raises(InputError, match=r"cannot be listed|no export file at this address") as exc:
+        plan([f"s3://no-such-bucket/logs{s3}"])
+    assert exc.value.file == "s3://no-such-bucket/logs"
 
 
 # ---------------------------------------------------------------- one odd row
