@@ -223,6 +223,13 @@ def test_a_folder_is_every_export_in_it_at_any_depth_and_a_glob_its_matches(tmp_
         plan([tmp_path / "segment-logs/**/*.csv"])
 
 
+def test_an_azure_address_without_its_account_is_refused_saying_how_to_name_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    with pytest.raises(InputError, match="set AZURE_STORAGE_ACCOUNT_NAME, or give abfs://") as exc:
+        open_exports([Path("az://exports/amplitude")])
+    assert exc.value.file == "az://exports/amplitude"
+
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """An S3-compatible server (moto) on 127.0.0.1, its bucket ``exports``; yields the URI query that
