@@ -138,7 +138,7 @@ def test_the_records_path_names_the_list_when_a_document_holds_several(tmp_path:
 def test_a_bad_record_in_a_document_is_named_by_its_row(tmp_path: Path) -> None:
     doc = tmp_path / "e.json"
     doc.write_text(json.dumps({"results": [*events(2), "not an object"]}, indent=2))
-    with pytest.raises(InputError, match="line 5 is not a JSON object") as exc:
+    with pytest.raises(InputError, match="record 5 is not a JSON object") as exc:
         plan([doc])
     assert (exc.value.file, exc.value.row) == (str(doc), 5)
 
