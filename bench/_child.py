@@ -49,9 +49,14 @@ def plan(export: str, catalog: str) -> int:
 
 def read(export: str) -> int:
     """What reading an export costs before any planning: open it (a .gz is decompressed to a local
-    copy), check every row (``full``) and estimate its rows."""
-    from lifecycle.exports import check_exports, estimated_rows
+    copy; the peak RSS by then is printed), check every row (``full``) and estimate its rows."""
+    import resource
 
+    from lifecycle.exports import check_exports, estimated_rows
+    from lifecycle.readers import open_exports
+
+    open_exports([export])
+    print(f"opened-max-rss-bytes={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}", flush=True)
     check_exports([export])
     print(f"estimated-rows={estimated_rows([export])}", flush=True)
     return ExitCode.OK

@@ -23,6 +23,8 @@ class Export:
     name: str
     local: Path
     format: Format
+    #: what a row is called in messages: a JSON document's rows are its records
+    unit: str = "line"
 
     def scan(self, mapping: SourceMapping | None = None) -> pl.LazyFrame:
         return self.format.scan(self, mapping)

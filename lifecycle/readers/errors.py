@@ -1,6 +1,7 @@
 """The one place where a failure to read an export becomes an ``InputError`` (exit 2) naming it.
 
-Polars, pyarrow, the OS, gzip, zip and JSON each raise their own exceptions; every reader reads
+Polars, the OS, gzip, zip and JSON each raise their own exceptions (and pyarrow's, which only
+``lifecycle.readers.cloud`` imports, when it needs them); every reader reads
 inside ``reading(name)`` so that all of them, from any container or place, are refused alike.
 """
 
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import polars as pl
-import pyarrow as pa
 
 from transforms.schema import InputError
 
@@ -22,8 +22,7 @@ __all__ = ["READ_ERRORS", "reading", "unreadable"]
 #: what reading a damaged, truncated or unreachable export raises
 READ_ERRORS: tuple[type[BaseException], ...] = (
     pl.exceptions.PolarsError,
-    pa.ArrowException,
-    OSError,  # gzip.BadGzipFile too
+    OSError,  # gzip.BadGzipFile, and pyarrow's filesystems' errors, too
     EOFError,  # a truncated gzip
     zipfile.BadZipFile,
     zlib.error,
@@ -38,11 +37,15 @@ def unreadable(exc: BaseException, name: str, what: str = "cannot be read", hint
 
 
 @contextmanager
-def reading(name: str, what: str = "cannot be read", hint: str | None = None) -> Iterator[None]:
-    """Any read error inside is the ``InputError`` of the export ``name``; an ``InputError`` passes."""
+def reading(
+    name: str, what: str = "cannot be read", hint: str | None = None, errors: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
+    """Any read error inside (``READ_ERRORS``, else ``errors``) is the ``InputError`` of the export
+    ``name``; an ``InputError`` passes."""
+    caught = errors or READ_ERRORS
     try:
         yield
     except InputError:
         raise
-    except READ_ERRORS as exc:
+    except caught as exc:
         raise unreadable(exc, name, what, hint) from exc

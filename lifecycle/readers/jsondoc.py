@@ -60,7 +60,7 @@ def _lines(export: Export, mapping: SourceMapping | None) -> Export:
             for record in records_of(doc, path, export.name):
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    lines = Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL)
+    lines = Export(export.name, staged(("records", *identity(export.local), path), ".jsonl", write), JSONL, "record")
     _copies.setdefault(identity(export.local), set()).add(lines)
     return lines
 

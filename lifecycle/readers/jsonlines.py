@@ -57,20 +57,20 @@ def _sampled(export: Export) -> dict[str, pl.DataType]:
     with export.local.open("rb") as fh:
         for number, raw in enumerate(islice(fh, INFER_ROWS), start=1):
             if raw.strip():
-                for key, v in _object(raw, number, export.name).items():
+                for key, v in _object(raw, number, export).items():
                     kinds.setdefault(key, set()).update(() if v is None else (type(v),))
     return {key: _dtype(k) for key, k in kinds.items()}
 
 
-def _object(raw: bytes, number: int, name: str) -> dict[str, Any]:
+def _object(raw: bytes, number: int, export: Export) -> dict[str, Any]:
     try:
         value: Any = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InputError(
-            f"line {number} is not valid JSON ({exc}): fix or remove the line", file=name, row=number
+            f"line {number} is not valid JSON ({exc}): fix or remove the line", file=export.name, row=number
         ) from None
     if not isinstance(value, dict):
-        raise InputError(f"line {number} is not a JSON object", file=name, row=number)
+        raise InputError(f"{export.unit} {number} is not a JSON object", file=export.name, row=number)
     return value
 
 
@@ -120,14 +120,15 @@ def _find_line(export: Export, as_text: set[str]) -> None:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
-            for key, v in _object(raw, number, export.name).items():
+            for key, v in _object(raw, number, export).items():
                 if v is None or key in as_text:
                     continue
                 kind = _JSON_TYPES.get(type(v), type(v).__name__)
                 seen = kinds.setdefault(key, (kind, number))
                 if seen[0] != kind:
                     raise InputError(
-                        f"line {number}: field {key!r} is {kind} here but {seen[0]} on line {seen[1]}: one "
+                        f"{export.unit} {number}: field {key!r} is {kind} here but {seen[0]} on {export.unit} "
+                        f"{seen[1]}: one "
                         "field must hold one type of value",
                         file=export.name,
                         row=number,

@@ -4,7 +4,9 @@ send the rest and close the row accounting."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +63,20 @@ def _jsonl(t: Path) -> Path:
     return p
 
 
+def _zipped(t: Path, last: bytes = b"") -> Path:
+    """An export as Amplitude ships it: a zip of gzipped JSON lines."""
+    rows = [
+        {"user_id": u, "flow_slug": "flow_welcome_tour", "action": a, "created_at": f"2024-03-01T1{i}:00:00Z"}
+        for u in ("z1", "z2")
+        for i, a in enumerate(("STARTED_FLOW", "COMPLETED_FLOW"))
+    ]
+    p = t / "export.zip"
+    with zipfile.ZipFile(p, "w") as archive:
+        archive.writestr("2024/part-0.json.gz", gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+        archive.writestr("2024/part-1.json.gz", gzip.compress((json.dumps(rows[0]) + "\n").encode() * 2 + last))
+    return p
+
+
 def _duplicate_header(t: Path) -> Path:
     p = t / "dup.csv"
     p.write_text("user_id," + HEADER + "a,b,flow_welcome_tour,,STARTED_FLOW,2024-03-01T10:00:00Z,\n")
@@ -81,7 +97,11 @@ REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "duplicate header": (_duplicate_header, "two columns are named 'user_id'"),
     "missing column": (_no_action, "missing column: none of 'action'"),
     "missing path": (lambda t: t / "nope.csv", "file not found"),
-    "folder": (lambda t: t / "exports", "is a folder"),
+    "folder without exports": (lambda t: t / "exports", "the folder holds no export file"),
+    "a bad line inside an archive": (
+        lambda t: _zipped(t, b'{"user_id": "u2", "flow_slug": \n'),
+        "!2024/part-1.json.gz, row 3: line 3 is not valid JSON",
+    ),
     "glob matching nothing": (lambda t: t / "*.csv", "no file matches this pattern"),
 }
 
@@ -102,6 +122,20 @@ def test_an_unreadable_export_exits_2_naming_it_and_sends_nothing(
     assert str(path) in flat
     assert message in flat
     assert emulator.stats()["requests_total"] == 0
+
+
+def test_a_zip_of_gzipped_json_lines_is_sent_as_its_rows(
+    emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 22: an export in the container its vendor ships it in, with nothing unpacked by hand."""
+    emulator.reset()
+    res = backfill(_zipped(tmp_path), emulator, prefect_env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["counts"]["rows_in"] == 6
+    assert run["counts"]["rows_quarantined"] == 0
+    assert emulator.stats()["distinct_users"] == 2
+    assert "2 of 2 users match" in " ".join(res.stdout.split())
 
 
 def test_poison_rows_are_quarantined_and_the_rest_is_sent(

@@ -138,7 +138,7 @@ def test_the_records_path_names_the_list_when_a_document_holds_several(tmp_path:
 def test_a_bad_record_in_a_document_is_named_by_its_row(tmp_path: Path) -> None:
     doc = tmp_path / "e.json"
     doc.write_text(json.dumps({"results": [*events(2), "not an object"]}, indent=2))
-    with pytest.raises(InputError, match="line 5 is not a JSON object") as exc:
+    with pytest.raises(InputError, match="record 5 is not a JSON object") as exc:
         plan([doc])
     assert (exc.value.file, exc.value.row) == (str(doc), 5)
 
@@ -223,6 +223,13 @@ def test_a_folder_is_every_export_in_it_at_any_depth_and_a_glob_its_matches(tmp_
         plan([tmp_path / "segment-logs/**/*.csv"])
 
 
+def test_an_azure_address_without_its_account_is_refused_saying_how_to_name_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    with pytest.raises(InputError, match="set AZURE_STORAGE_ACCOUNT_NAME, or give abfs://") as exc:
+        open_exports([Path("az://exports/amplitude")])
+    assert exc.value.file == "az://exports/amplitude"
+
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """An S3-compatible server (moto) on 127.0.0.1, its bucket ``exports``; yields the URI query that
@@ -279,6 +286,9 @@ def test_an_s3_prefix_is_every_export_object_under_it(tmp_path: Path, s3: str) -
     with pytest.raises(InputError, match="no export file at this address") as exc:
         plan([f"s3://exports/nothing-here{s3}"])
     assert exc.value.file == "s3://exports/nothing-here"
+    with pytest.raises(InputError, match=r"cannot be listed|no export file at this address") as exc:
+        plan([f"s3://no-such-bucket/logs{s3}"])
+    assert exc.value.file == "s3://no-such-bucket/logs"
 
 
 # ---------------------------------------------------------------- one odd row
