@@ -231,7 +231,7 @@ def test_inspect_command_names_the_preset_of_each_vendor_export_as_shipped(s: Sa
     assert code == 0, out
     fits = next(line for line in out.splitlines() if "preset that fits" in line)
     assert fits.split("│")[2].split()[0] == s.preset, fits
-    gaps = [line for line in out.splitlines() if "not in the catalog" in line]
+    gaps = [line for line in out.splitlines() if "the catalog does not have" in line]
     assert all(" 1 rows name 1 flows " in line for line in gaps), gaps
 
 
