@@ -68,6 +68,7 @@ def backfill(
     workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     state_dir: Annotated[
         str,
         typer.Option(
@@ -113,6 +114,7 @@ def sync(
     workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     state_dir: Annotated[
         str,
         typer.Option(
@@ -237,6 +239,7 @@ def plan(
     run_dir: o.RunDir = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     timezone: o.Timezone = None,
     time_format: o.TimeFormat = None,
     user_col: o.UserCol = None,

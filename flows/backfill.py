@@ -44,7 +44,7 @@ from lifecycle.finish import RunResult, finish_run
 from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
-from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
+from lifecycle.prepare import Starting, analyze_run, plan_run, starting_state
 from lifecycle.progress import PlanProgress, PushProgress
 from lifecycle.record import Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
@@ -54,7 +54,6 @@ from lifecycle.session import open_session
 from lifecycle.settings import Settings
 from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
 from transforms.analysis import Analysis
-from transforms.sync import StateFrames
 
 #: how a run flow ends: its result, or a Failed / Cancelled state carrying it
 Ending = dict[str, Any] | State[dict[str, Any]]
@@ -79,12 +78,12 @@ def analyze_task(job: Job, catalog: Catalog) -> Analysis | None:
 
 
 @task(name="read-state-to-plan-against", cache_policy=NO_CACHE)
-async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> StateFrames | None:
-    return await baseline_read(job, analysis, client)
+async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting:
+    return await starting_state(job, analysis, client)
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_task(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> dict[str, int]:
+def plan_task(job: Job, analysis: Analysis, catalog: Catalog, baseline: Starting) -> dict[str, int]:
     return plan_run(job, analysis, catalog, baseline).counts
 
 
@@ -152,11 +151,7 @@ async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
     client.raise_if_stopped()
     if analysis is None:
         return False
-    if job.replan or job.from_current:
-        baseline = await read_baseline_task(job, analysis, client)
-    else:
-        baseline = baseline_for(job)
-    plan_task(job, analysis, catalog, baseline)
+    plan_task(job, analysis, catalog, await read_baseline_task(job, analysis, client))
     return True
 
 
