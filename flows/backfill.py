@@ -37,6 +37,7 @@ from lifecycle.execute import (
     journal_for,
     push_batch,
     record_stop,
+    replan_work,
     work_for,
 )
 from lifecycle.exitcodes import ExitCode
@@ -215,6 +216,10 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     try:
         with push_heap(), progress_bar(job, work) as progress:
             await push_batches(job, work, client, journal, progress)
+            # flows where the server showed progress made outside the run, planned again from it
+            again = replan_work(job, work)
+            if again is not None:
+                await push_batches(job, again, client, journal, progress)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))

@@ -36,6 +36,7 @@ OUTCOME_LABELS = {
     "held": "requests held (after a rejection of the same flow)",
     "failed": "requests failed (retries used up)",
     "held_unpredicted": "requests held: the server's state was not the one the rules predict",
+    "held_replan": "requests not sent: planned again from progress made outside this run",
 }
 
 

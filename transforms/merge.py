@@ -25,8 +25,10 @@ from typing import Literal, get_args
 import polars as pl
 
 from frigade.rules import DEFAULT_RULES, Rules
-from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_KEY, STEP_STATE_COLUMNS, Target
-from transforms.sync import StateFrames
+from transforms.codes import Codes
+from transforms.plan import plan_state
+from transforms.state import FLOW_KEY, FLOW_STATE_COLUMNS, STEP_KEY, STEP_STATE_COLUMNS, Target, target_from_state
+from transforms.sync import StateFrames, as_current, changed_user_flows
 
 Policy = Literal["merge", "overwrite"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -195,3 +197,92 @@ def _with_progress(state: StateFrames | None) -> pl.DataFrame:
 def users_with_progress(state: StateFrames | None) -> int:
     """How many users ``state`` shows any progress for."""
     return _with_progress(state)["user_id"].n_unique()
+
+
+#: a re-planned user-flow's requests are numbered after every request its earlier plan had
+_REPLAN_SEQ_GAP = 1
+
+
+def landed_elsewhere(
+    plan: pl.DataFrame, latest: pl.DataFrame, expected: StateFrames, returned: StateFrames
+) -> pl.DataFrame:
+    """(user_id, flow_slug) of the plan whose every request settled (sent, found applied or already in
+    effect) and whose ``returned`` state is not the ``expected`` one: the server showed progress the
+    plan did not start from (a user not read, or one who moved since the read)."""
+    settled = latest.filter(pl.col("outcome").is_in(["sent", "resolved_applied", "already_in_effect"]))
+    open_keys = plan.join(settled, on="request_id", how="anti").select(FLOW_KEY)
+    keys = plan.select(FLOW_KEY).unique().join(open_keys, on=FLOW_KEY, how="anti")
+    exp = StateFrames(*(f.join(keys, on=FLOW_KEY, how="semi") for f in expected))
+    got = StateFrames(*(f.join(keys, on=FLOW_KEY, how="semi") for f in returned))
+    if got.flows.is_empty():
+        return keys.clear()
+    return changed_user_flows(*exp, *got).join(got.flows.select(FLOW_KEY), on=FLOW_KEY, how="semi")
+
+
+def replan(
+    held: pl.DataFrame,
+    source: StateFrames,
+    expected: StateFrames,
+    current: StateFrames,
+    base: StateFrames | None,
+    plan: pl.DataFrame,
+    codes: Codes,
+    policy: Policy,
+    rules: Rules = DEFAULT_RULES,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The user-flows a push ``held`` (user_id, flow_slug) because the server showed progress made
+    outside the run, planned again: from the ``current`` state the server returned to the policy's
+    merge of it with the export's target (``source``). Returns (the new plan rows, numbered after the
+    user-flow's earlier ones, with the time, data and source row of the earlier request of the same
+    action and step; the merged flows and steps, the new ``expected`` state of those user-flows, in
+    its columns)."""
+    keys = held.select(FLOW_KEY).unique()
+    flows = (
+        source.flows.join(keys, on=FLOW_KEY, how="semi")
+        .join(expected.flows.select(*FLOW_KEY, "group_id", "step_count"), on=FLOW_KEY, how="left")
+        .sort(FLOW_KEY)
+    )
+    steps = (
+        source.steps.join(keys, on=FLOW_KEY, how="semi")
+        .join(expected.steps.select(*STEP_KEY, "step_index"), on=STEP_KEY, how="left")
+        .sort(STEP_KEY)
+    )
+    merged = merge_state(flows, steps, current, base, policy=policy, not_started_index=rules.not_started_index)
+    target = target_from_state(merged.flows, merged.steps, codes)
+    start = StateFrames(*(f.join(keys, on=FLOW_KEY, how="semi") for f in current))
+    rows = plan_state(target, as_current(*start), rules)
+    earlier = plan.join(keys, on=FLOW_KEY, how="semi")
+    # the earlier request of the same action and step carries the source event's time and data
+    facts = (
+        earlier.sort("seq")
+        .unique([*FLOW_KEY, "action", "step_id"], keep="last")
+        .select(
+            *FLOW_KEY,
+            "action",
+            "step_id",
+            pl.col("created_at").alias("_at"),
+            pl.col("data").alias("_data"),
+            pl.col("origin").alias("_origin"),
+        )
+    )
+    # else, as the planner does for a fact without an event, the flow's last time
+    after = earlier.group_by(FLOW_KEY).agg(
+        (pl.col("seq").max() + _REPLAN_SEQ_GAP).alias("_from"), pl.col("created_at").max().alias("_last")
+    )
+    rows = (
+        rows.join(facts, on=[*FLOW_KEY, "action", "step_id"], how="left", nulls_equal=True, maintain_order="left")
+        .join(after, on=FLOW_KEY, how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce("created_at", "_at", "_last").alias("created_at"),
+            pl.coalesce("data", "_data").alias("data"),
+            pl.coalesce("origin", "_origin").alias("origin"),
+            (pl.col("seq") + pl.col("_from").fill_null(0)).alias("seq"),
+        )
+        .select(rows.columns)
+        .with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
+    )
+    return (
+        rows.select(plan.columns),
+        merged.flows.select(expected.flows.columns),
+        merged.steps.select(expected.steps.columns),
+    )

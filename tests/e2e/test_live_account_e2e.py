@@ -12,6 +12,7 @@ import pytest
 from emulator.embedded import EmbeddedEmulator
 from frigade.models import flow_state_from_wire
 from frigade.rules import Action, FlowState
+from lifecycle.prepare import READ_SAMPLE
 from tests.e2e.servers import cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, catalog, stored_state, write_sample
 
@@ -168,3 +169,36 @@ def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
         assert now[("u1", kept_flow)].logical() == advanced.logical(), "what the user did in Frigade was undone"
         assert emu.stats()["writes_accepted"] == accepted + 1
         assert emu.stats()["writes_unchanged"] == 0
+
+
+def test_an_account_empty_for_its_first_users_is_not_read_further_and_a_later_surprise_is_planned_again(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The first READ_SAMPLE users have no state: the rest are not read (and the report says so).
+    Later users that do have state are found by their first write's answer: each such flow is planned
+    again from what the server returned and the run is not stopped."""
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=READ_SAMPLE + 30, seed=11)
+    users = sorted({u for u, _ in expected})
+    flows = {f.slug: f.step_ids for f in catalog().active}
+    late = users[READ_SAMPLE::3]
+    # in every flow of theirs, the last step started (the SDK's STARTED_STEP), so no write predicts it
+    writes: Seed = [(u, f, A.STARTED_STEP, flows[f][-1]) for u, f in sorted(expected) if u in late]
+    env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        seed(emu, writes)
+        before = states(emu, late)
+        out = backfill(emu, env, tmp_path, export, "run")
+        after = states(emu, late)
+        # unread, such a user's first write was planned from the initial state: it may change nothing
+        assert emu.stats()["writes_unchanged"] <= len(late)
+        for key, now in after.items():
+            assert flags(before[key]) <= flags(now), ("progress made in Frigade was undone", key)
+            if key in expected:
+                assert flags(expected[key]) <= flags(now), ("the export's progress is missing", key)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["existing_state"]["users_read"] == READ_SAMPLE
+    assert run["existing_state"]["users_not_read"] == 30
+    assert run["counts"]["user_flows_replanned"] > 0
+    assert run["status"] == "succeeded"
+    assert "none had state: the other 30 were not read" in out

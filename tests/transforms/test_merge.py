@@ -18,9 +18,10 @@ from tests.transforms.test_state_plan import (
     replay_log,
     replay_plan,
 )
-from transforms.merge import merge_state, merge_summary, merge_target
+from transforms.merge import merge_state, merge_summary, merge_target, replan
 from transforms.plan import plan_state
-from transforms.sync import REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, StateFrames, as_current
+from transforms.state import target_from_state
+from transforms.sync import REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, StateFrames, as_current, remembered
 
 A = Action
 SDK = PROFILES["sdk"]
@@ -210,3 +211,43 @@ def test_summary_counts_what_the_policy_did() -> None:
     assert summary["user_flows_with_state"] == 1
     assert summary["user_flows_merged"] == 1
     assert summary["users_with_conflicts"] == 1
+
+
+@each_profile
+@settings(deadline=None)
+@given(before=event_logs(), after=event_logs())
+def test_a_target_known_only_as_a_state_is_planned_exactly(
+    rules: Rules, before: list[EventTuple], after: list[EventTuple]
+) -> None:
+    """``target_from_state``: the same state without the events that set it plans to the same place."""
+    current = replay_log(before, rules=rules)
+    target = collect_target(after, rules)
+    bare = target_from_state(*target.state(), target.codes)
+    plan = plan_state(bare, as_current(*frames(current)), rules)
+    want = states_from_frames(*target.state(), CATALOG)
+    got = replay_plan(plan, current, rules)
+    assert {k: _state(got, k, rules).logical() for k in want} == want
+    _assert_every_request_changes_state(plan, current, rules)
+
+
+def test_replan_goes_from_the_returned_state_numbered_after_the_earlier_plan() -> None:
+    """u1's f4 was planned from nothing, but the server showed s3 completed: planned again from there,
+    its requests after the earlier ones, each with the earlier request's time where there is one."""
+    source: list[EventTuple] = [("u1", "f4", A.COMPLETED_STEP, "s1"), ("u1", "f4", A.COMPLETED_STEP, "s2")]
+    target = collect_target(source)
+    earlier = plan_state(target).with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
+    returned = {("u1", "f4"): _state_of(CATALOG["f4"], [(A.COMPLETED_STEP, "s1"), (A.COMPLETED_STEP, "s3")])}
+    held = pl.DataFrame({"user_id": ["u1"], "flow_slug": ["f4"]})
+    expected = StateFrames(*target.state())
+    rows, flows, steps = replan(
+        held, remembered(*target.state()), expected, frames(returned), None, earlier, target.codes, "merge"
+    )
+    # s2 completed (the export's), then the pointer back at the further step (Frigade's): s4
+    assert rows.select("seq", "action", "step_id").rows() == [(2, "COMPLETED_STEP", "s2"), (3, "STARTED_STEP", "s4")]
+    s2 = earlier.filter(pl.col("step_id") == "s2")["created_at"].item()
+    # a request no earlier one matches takes the flow's last time
+    assert rows["created_at"].to_list() == [s2, earlier["created_at"].max()]
+    assert rows["request_id"].to_list() == ["u1|f4|2", "u1|f4|3"]
+    merged = states_from_frames(flows, steps, CATALOG)[("u1", "f4")]
+    assert merged[4] == ((True, True, False), (True, True, False), (True, True, False), (True, False, False))
+    assert flows.columns == expected.flows.columns
