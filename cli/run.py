@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from frigade.catalog import Catalog
     from lifecycle.job import Job
     from lifecycle.params import Kind
+    from transforms.sync import StateFrames
 
 
 def _prefect_env(debug: bool) -> None:
@@ -288,7 +289,7 @@ def plan(
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
     ]
-    for k, v in [*rows, *cost_rows(prepared.webhooks)]:
+    for k, v in [*rows, *_existing_rows(settings, prepared.sample, c["users"]), *cost_rows(prepared.webhooks)]:
         t.add_row(k, str(v))
     out.print(t)
     if prepared.quarantine_reasons:
@@ -311,6 +312,24 @@ def plan(
         first.add_row(*("" if v is None else str(v) for v in r))
     out.print(first)
     return ExitCode.OK
+
+
+def _existing_rows(settings: Settings, sample: StateFrames | None, users: int) -> list[tuple[str, str]]:
+    """Users who already have state: on the embedded emulator none (it starts empty); else the first
+    users of the export are read (the read the SDK uses: nothing changes) and the policy worked out."""
+    if settings.embedded:
+        return [("users with state in Frigade", "none: the embedded emulator starts empty")]
+    if sample is None or sample.flows.is_empty():
+        return []
+    from lifecycle.existing import sample_existing, sample_rows
+
+    async def read() -> dict[str, int]:
+        from frigade.client import FrigadeClient
+
+        async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
+            return await sample_existing(c, sample, settings.policy, settings.rules_profile(), settings.concurrency)
+
+    return sample_rows(asyncio.run(read()), settings.policy, users)
 
 
 def _plan_catalog(job: Job) -> Catalog:

@@ -33,6 +33,7 @@ from frigade.errors import StopRunError
 from frigade.rules import Rules
 from lifecycle.catalogs import catalog_record
 from lifecycle.execute import record_stop
+from lifecycle.existing import first_users
 from lifecycle.exports import CSV_SUFFIXES, analyze_split, plan_exports, resolve_path, sources_of, split_events
 from lifecycle.finish import RunResult, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
@@ -48,6 +49,7 @@ from transforms.cost import webhook_deliveries
 from transforms.outcomes import per_flow
 from transforms.quarantine import catalog_hints, examples
 from transforms.spec import SourceMapping
+from transforms.sync import StateFrames
 
 #: rows per shard when the count is chosen from the export's size: such a shard plans in about 2 GiB
 #: (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
@@ -137,6 +139,8 @@ class Preview:
     webhooks: dict[str, int]
     #: the plan's first requests
     first: pl.DataFrame
+    #: the target state of the export's first users by id (``lifecycle.existing``)
+    sample: StateFrames | None = None
 
 
 def preview(
@@ -156,9 +160,11 @@ def preview(
             whole.quarantine_reasons,
             webhook_deliveries(whole.plan),
             whole.plan.head(10),
+            first_users(StateFrames(whole.expected_flows, whole.expected_steps)),
         )
     parts: list[Prepared] = []
     hooks: list[dict[str, int]] = []
+    samples: list[StateFrames] = []
     with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp, PlanProgress(n) as bar:
         split_events(paths, mapping, catalog, n, Path(tmp))
         bar.split_done()
@@ -169,6 +175,7 @@ def preview(
             # only what the preview shows is kept of each shard's plan; the rest goes before the next
             # (a copy: a slice of a frame keeps the whole frame's buffers alive)
             first = pl.from_dicts(part.plan.head(10).to_dicts(), schema=part.plan.schema)
+            samples.append(first_users(StateFrames(part.expected_flows, part.expected_steps)))
             parts.append(replace(part, plan=first, expected_flows=_EMPTY, expected_steps=_EMPTY))
             del analysis, part
             bar.shard_done(k)
@@ -178,7 +185,8 @@ def preview(
     refuse_plan(counts, quarantine, settings.max_quarantined)
     head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
-    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head)
+    sample = first_users(StateFrames(*(pl.concat(frames) for frames in zip(*samples, strict=True))))
+    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head, sample)
 
 
 _EMPTY = pl.DataFrame()
