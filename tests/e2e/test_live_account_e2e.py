@@ -4,7 +4,9 @@ writes, as the SDK would leave them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,28 @@ def backfill(emu: EmbeddedEmulator, env: dict[str, str], tmp: Path, export: Path
     return res.stdout
 
 
+@contextlib.contextmanager
+def seeded_emulator(
+    writes: Seed, users: list[str]
+) -> Iterator[tuple[EmbeddedEmulator, dict[tuple[str, str], FlowState]]]:
+    """A new emulator seeded with ``writes``, and ``users``' states in it."""
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        seed(emu, writes)
+        yield emu, states(emu, users)
+
+
+def assert_progress_kept(
+    before: dict[tuple[str, str], FlowState],
+    after: dict[tuple[str, str], FlowState],
+    expected: dict[tuple[str, str], FlowState],
+) -> None:
+    """Every flag true before or in the export is true after."""
+    for key, now in after.items():
+        assert flags(before[key]) <= flags(now), ("progress made in Frigade was undone", key)
+        if key in expected:
+            assert flags(expected[key]) <= flags(now), ("the export's progress is missing", key)
+
+
 def test_backfill_into_a_live_account_merges_and_overwrite_lands_on_the_export(
     prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -88,17 +112,13 @@ def test_backfill_into_a_live_account_merges_and_overwrite_lands_on_the_export(
     assert len(seeded) == 10
     env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
 
-    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
-        seed(emu, writes)
-        before = states(emu, users)
+    with seeded_emulator(writes, users) as (emu, before):
         out = backfill(emu, env, tmp_path, export, "merge")
         after = states(emu, users)
         assert emu.stats()["writes_unchanged"] == 0, "a write changed nothing"
+        assert_progress_kept(before, after, expected)
         for key, now in after.items():
             was = before[key]
-            assert flags(was) <= flags(now), ("progress made in Frigade was undone", key)
-            if key in expected:
-                assert flags(expected[key]) <= flags(now), ("the export's progress is missing", key)
             if was.started:
                 assert now.current_step_index >= was.current_step_index, ("a pointer moved backwards", key)
             if key not in expected:
@@ -116,9 +136,7 @@ def test_backfill_into_a_live_account_merges_and_overwrite_lands_on_the_export(
         assert emu.stats()["writes_unchanged"] == 0
         assert states(emu, users) == after
 
-    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
-        seed(emu, writes)
-        before = states(emu, users)
+    with seeded_emulator(writes, users) as (emu, before):
         backfill(emu, env, tmp_path, export, "overwrite", "--policy", "overwrite", "--state-dir", str(tmp_path / "s2"))
         after = states(emu, users)
         assert emu.stats()["writes_unchanged"] == 0
@@ -185,17 +203,11 @@ def test_an_account_empty_for_its_first_users_is_not_read_further_and_a_later_su
     # in every flow of theirs, the last step started (the SDK's STARTED_STEP), so no write predicts it
     writes: Seed = [(u, f, A.STARTED_STEP, flows[f][-1]) for u, f in sorted(expected) if u in late]
     env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
-    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
-        seed(emu, writes)
-        before = states(emu, late)
+    with seeded_emulator(writes, late) as (emu, before):
         out = backfill(emu, env, tmp_path, export, "run")
-        after = states(emu, late)
         # unread, such a user's first write was planned from the initial state: it may change nothing
         assert emu.stats()["writes_unchanged"] <= len(late)
-        for key, now in after.items():
-            assert flags(before[key]) <= flags(now), ("progress made in Frigade was undone", key)
-            if key in expected:
-                assert flags(expected[key]) <= flags(now), ("the export's progress is missing", key)
+        assert_progress_kept(before, states(emu, late), expected)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["existing_state"]["users_read"] == READ_SAMPLE
     assert run["existing_state"]["users_not_read"] == 30

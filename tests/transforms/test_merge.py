@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 
 from frigade.rules import PROFILES, Action, FlowState, Rules
-from tests.transforms.helpers import EventTuple, states_from_frames
+from tests.transforms.helpers import EventTuple, state_frames, states_from_frames
 from tests.transforms.test_state_plan import (
     CATALOG,
     _assert_every_request_changes_state,
@@ -21,42 +21,12 @@ from tests.transforms.test_state_plan import (
 from transforms.merge import merge_state, merge_summary, merge_target, replan
 from transforms.plan import plan_state
 from transforms.state import target_from_state
-from transforms.sync import REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, StateFrames, as_current, remembered
+from transforms.sync import StateFrames, as_current, remembered
 
 A = Action
 SDK = PROFILES["sdk"]
 RULES = [PROFILES["sdk"], PROFILES["legacy"]]
 each_profile = pytest.mark.parametrize("rules", RULES, ids=[r.name for r in RULES])
-
-
-def frames(states: dict[tuple[str, str], FlowState]) -> StateFrames:
-    """Remembered-state frames of ``states``."""
-    flows = [
-        {
-            "user_id": u,
-            "flow_slug": f,
-            "started": s.started,
-            "completed": s.completed,
-            "skipped": s.skipped,
-            "current_step_index": s.current_step_index,
-        }
-        for (u, f), s in states.items()
-    ]
-    steps = [
-        {
-            "user_id": u,
-            "flow_slug": f,
-            "step_id": sid,
-            "step_started": st.started,
-            "step_completed": st.completed,
-            "step_skipped": st.skipped,
-        }
-        for (u, f), s in states.items()
-        for sid, st in zip(s.step_ids, s.steps, strict=True)
-    ]
-    return StateFrames(
-        pl.DataFrame(flows, schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(steps, schema=REMEMBERED_STEP_SCHEMA)
-    )
 
 
 def merged_plan(
@@ -69,12 +39,12 @@ def merged_plan(
     """The plan from ``current`` to the merged target, the merged target, and the conflicts."""
     target, merged = merge_target(
         collect_target(source, rules),
-        frames(current),
-        frames(base) if base is not None else None,
+        state_frames(current),
+        state_frames(base) if base is not None else None,
         "merge" if policy == "merge" else "overwrite",
         rules,
     )
-    plan = plan_state(target, as_current(*frames(current)), rules)
+    plan = plan_state(target, as_current(*state_frames(current)), rules)
     return plan, states_from_frames(*target.state(), CATALOG), merged.conflicts
 
 
@@ -205,8 +175,8 @@ def test_summary_counts_what_the_policy_did() -> None:
     }
     source: list[EventTuple] = [("u1", "f4", A.COMPLETED_STEP, "s2"), ("u3", "f4", A.COMPLETED_STEP, "s1")]
     target = collect_target(source)
-    merged = merge_state(target.flows, target.steps, frames(current))
-    summary = merge_summary(merged, frames(current), "merge")
+    merged = merge_state(target.flows, target.steps, state_frames(current))
+    summary = merge_summary(merged, state_frames(current), "merge")
     assert summary["users_with_state"] == 2
     assert summary["user_flows_with_state"] == 1
     assert summary["user_flows_merged"] == 1
@@ -223,7 +193,7 @@ def test_a_target_known_only_as_a_state_is_planned_exactly(
     current = replay_log(before, rules=rules)
     target = collect_target(after, rules)
     bare = target_from_state(*target.state(), target.codes)
-    plan = plan_state(bare, as_current(*frames(current)), rules)
+    plan = plan_state(bare, as_current(*state_frames(current)), rules)
     want = states_from_frames(*target.state(), CATALOG)
     got = replay_plan(plan, current, rules)
     assert {k: _state(got, k, rules).logical() for k in want} == want
@@ -240,7 +210,7 @@ def test_replan_goes_from_the_returned_state_numbered_after_the_earlier_plan() -
     held = pl.DataFrame({"user_id": ["u1"], "flow_slug": ["f4"]})
     expected = StateFrames(*target.state())
     rows, flows, steps = replan(
-        held, remembered(*target.state()), expected, frames(returned), None, earlier, target.codes, "merge"
+        held, remembered(*target.state()), expected, state_frames(returned), None, earlier, target.codes, "merge"
     )
     # s2 completed (the export's), then the pointer back at the further step (Frigade's): s4
     assert rows.select("seq", "action", "step_id").rows() == [(2, "COMPLETED_STEP", "s2"), (3, "STARTED_STEP", "s4")]
