@@ -240,6 +240,14 @@ def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> No
     run.dropped_events = _sum(r.dropped_events for r in records)
     run.requests_by_action = _sum(r.requests_by_action for r in records)
     run.webhook_deliveries = _sum(r.webhook_deliveries for r in records)
+    existing = [r.existing_state for r in records if r.existing_state]
+    if existing:
+        # each shard read its own users (lifecycle.prepare.starting_state): the run's are their sum
+        run.existing_state = {
+            "policy": existing[0]["policy"],
+            **_sum({k: v for k, v in e.items() if k != "policy"} for e in existing),
+        }
+        run.conflict_users = sorted(u for r in records for u in r.conflict_users or [])[:20] or None
     if run.status is None:
         run.status = "planned"
     job.save()
