@@ -12,7 +12,8 @@ changed it when the current state does. Then:
 - only Frigade changed, or neither: the current state (nothing a user did in Frigade is undone, and
   nothing is sent);
 - both changed: progress from both (a flag true on either side stays true, the pointer at the further
-  step); where the two differ the user-flow is a conflict, listed for the report.
+  step): Frigade's state where it already has all the export's progress; where each side has progress
+  the other lacks, the user-flow is a conflict, listed for the report.
 
 Policy ``overwrite`` takes the source's state everywhere: the export wins.
 """
@@ -74,6 +75,11 @@ def _side_steps(source: pl.DataFrame, state: StateFrames | None, prefix: str) ->
     )
 
 
+def _beyond(a: str, b: str, columns: list[str]) -> pl.Expr:
+    """Side ``a`` has a flag of ``columns`` that side ``b`` lacks."""
+    return pl.any_horizontal(pl.col(a + c) & ~pl.col(b + c) for c in columns)
+
+
 def _differs(a: str, b: str, columns: list[str]) -> pl.Expr:
     return pl.any_horizontal(pl.col(a + c) != pl.col(b + c) for c in columns)
 
@@ -100,26 +106,30 @@ def merge_state(
     step_diffs = st.group_by(FLOW_KEY).agg(
         _differs("s_", "b_", STEP_STATE_COLUMNS).any().alias("_s_steps"),
         _differs("c_", "b_", STEP_STATE_COLUMNS).any().alias("_c_steps"),
-        _differs("s_", "c_", STEP_STATE_COLUMNS).any().alias("_sc_steps"),
+        _beyond("s_", "c_", STEP_STATE_COLUMNS).any().alias("_s_beyond"),
+        _beyond("c_", "s_", STEP_STATE_COLUMNS).any().alias("_c_beyond"),
     )
     fl = (
         pl.concat([s_f, b_f.drop(FLOW_KEY), c_f.drop(FLOW_KEY)], how="horizontal")
         .join(step_diffs, on=FLOW_KEY, how="left", maintain_order="left")
-        .with_columns(pl.col("_s_steps", "_c_steps", "_sc_steps").fill_null(False))
+        .with_columns(pl.col("_s_steps", "_c_steps", "_s_beyond", "_c_beyond").fill_null(False))
     )
     source_changed = _differs("s_", "b_", FLOW_STATE_COLUMNS) | pl.col("_s_steps")
     frigade_changed = _differs("c_", "b_", FLOW_STATE_COLUMNS) | pl.col("_c_steps")
+    # progress one side has that the other lacks: a flag, or a further pointer
+    s_beyond = _beyond("s_", "c_", _FLAGS) | (pl.col("s_current_step_index") > pl.col("c_current_step_index"))
+    c_beyond = _beyond("c_", "s_", _FLAGS) | (pl.col("c_current_step_index") > pl.col("s_current_step_index"))
     rule = (
         pl.when(pl.lit(policy == "overwrite") | (source_changed & ~frigade_changed))
         .then(pl.lit(RULE_SOURCE))
-        .when(~source_changed)
+        # both changed, but Frigade already has all the export's progress: the union is Frigade's
+        .when(~source_changed | ~(s_beyond | pl.col("_s_beyond")))
         .then(pl.lit(RULE_CURRENT))
         .otherwise(pl.lit(RULE_BOTH))
     )
+    # a conflict: both changed and each has progress the other lacks
     fl = fl.with_columns(rule.alias("merge_rule")).with_columns(
-        ((pl.col("merge_rule") == RULE_BOTH) & (_differs("s_", "c_", FLOW_STATE_COLUMNS) | pl.col("_sc_steps"))).alias(
-            "_conflict"
-        )
+        ((pl.col("merge_rule") == RULE_BOTH) & (c_beyond | pl.col("_c_beyond"))).alias("_conflict")
     )
     r = pl.col("merge_rule")
     merged_flows = flows.with_columns(fl["merge_rule"]).with_columns(

@@ -120,7 +120,10 @@ def test_three_way_merge_with_a_base(
             assert m == s
         else:
             assert _flags(c) | _flags(s) == _flags(m)
-            assert (key in clashing) == (c != s)
+            assert int(m[3]) == max(int(c[3]), int(s[3]))  # type: ignore[call-overload]
+            s_more = bool(_flags(s) - _flags(c)) or int(s[3]) > int(c[3])  # type: ignore[call-overload]
+            c_more = bool(_flags(c) - _flags(s)) or int(c[3]) > int(s[3])  # type: ignore[call-overload]
+            assert (key in clashing) == (s_more and c_more)
         if s == b or c == b:
             assert key not in clashing
 
