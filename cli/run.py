@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from frigade.catalog import Catalog
     from lifecycle.job import Job
     from lifecycle.params import Kind
+    from transforms.sync import StateFrames
 
 
 def _prefect_env(debug: bool) -> None:
@@ -69,6 +70,7 @@ def backfill(
     workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     state_dir: Annotated[
         str,
         typer.Option(
@@ -114,6 +116,7 @@ def sync(
     workers: o.Workers = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     state_dir: Annotated[
         str,
         typer.Option(
@@ -260,6 +263,7 @@ def plan(
     run_dir: o.RunDir = None,
     config: o.Config = None,
     rules: o.Rules = None,
+    policy: o.Policy = None,
     timezone: o.Timezone = None,
     time_format: o.TimeFormat = None,
     user_col: o.UserCol = None,
@@ -309,7 +313,7 @@ def plan(
         (f"time at {settings.rate:g} req/s", _duration(seconds)),
         ("row accounting closes", accounting_closes(c)),
     ]
-    for k, v in [*rows, *cost_rows(prepared.webhooks)]:
+    for k, v in [*rows, *_existing_rows(settings, prepared.sample, c["users"]), *cost_rows(prepared.webhooks)]:
         t.add_row(k, str(v))
     out.print(t)
     _print_coverage(job, chosen, c["rows_in"])
@@ -359,6 +363,24 @@ def _print_coverage(job: Job, catalog: Catalog, rows_in: int) -> None:
     mapping = job.mapping()
     cov = export_coverage(sources_of(job.exports, mapping), mapping, catalog)
     out.print(coverage_table(cov, rows_in, "coverage: what each event of the export becomes"))
+
+
+def _existing_rows(settings: Settings, sample: StateFrames | None, users: int) -> list[tuple[str, str]]:
+    """Users who already have state: on the embedded emulator none (it starts empty); else the first
+    users of the export are read (the read the SDK uses: nothing changes) and the policy worked out."""
+    if settings.embedded:
+        return [("users with state in Frigade", "none: the embedded emulator starts empty")]
+    if sample is None or sample.flows.is_empty():
+        return []
+    from lifecycle.existing import sample_existing, sample_rows
+
+    async def read() -> dict[str, int]:
+        from frigade.client import FrigadeClient
+
+        async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
+            return await sample_existing(c, sample, settings.policy, settings.rules_profile(), settings.concurrency)
+
+    return sample_rows(asyncio.run(read()), settings.policy, users)
 
 
 def _plan_catalog(job: Job) -> Catalog:

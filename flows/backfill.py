@@ -39,6 +39,7 @@ from lifecycle.execute import (
     journal_for,
     push_batch,
     record_stop,
+    replan_work,
     work_for,
 )
 from lifecycle.exitcodes import ExitCode
@@ -47,7 +48,7 @@ from lifecycle.heap import push_heap
 from lifecycle.job import Job
 from lifecycle.params import BackfillParams, Kind, SyncParams
 from lifecycle.preflight import check_target
-from lifecycle.prepare import analyze_run, baseline_for, baseline_read, plan_run
+from lifecycle.prepare import Starting, analyze_run, plan_run, starting_state
 from lifecycle.progress import LogProgress, PlanProgress, PushProgress
 from lifecycle.record import STOPPED_STATUSES, Attempt
 from lifecycle.remote import Endpoint, relay_stop, shard_client
@@ -58,7 +59,6 @@ from lifecycle.settings import Settings
 from lifecycle.shards import finish_sharded, open_shards, record_sharded_plan, say_shard_done, split
 from transforms.analysis import Analysis
 from transforms.schema import InputError
-from transforms.sync import StateFrames
 
 #: how a run flow ends: its result, or a Failed / Cancelled state carrying it
 Ending = dict[str, Any] | State[dict[str, Any]]
@@ -86,12 +86,12 @@ def analyze_task(job: Job, catalog: Catalog) -> Analysis | None:
 
 
 @task(name="read-state-to-plan-against", cache_policy=NO_CACHE)
-async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> StateFrames | None:
-    return await baseline_read(job, analysis, client)
+async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting:
+    return await starting_state(job, analysis, client)
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_task(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> dict[str, int]:
+def plan_task(job: Job, analysis: Analysis, catalog: Catalog, baseline: Starting) -> dict[str, int]:
     return plan_run(job, analysis, catalog, baseline).counts
 
 
@@ -162,11 +162,7 @@ async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
     client.raise_if_stopped()
     if analysis is None:
         return False
-    if job.replan or job.from_current:
-        baseline = await read_baseline_task(job, analysis, client)
-    else:
-        baseline = baseline_for(job)
-    counts = plan_task(job, analysis, catalog, baseline)
+    counts = plan_task(job, analysis, catalog, await read_baseline_task(job, analysis, client))
     say = log_line(job)
     if say is not None:
         say(f"plan: {counts.get('requests_planned', 0):,} requests planned for {counts.get('users', 0):,} users")
@@ -238,6 +234,10 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     try:
         with push_heap(), progress_bar(job, work) as progress:
             await push_batches(job, work, client, journal, progress)
+            # flows where the server showed progress made outside the run, planned again from it
+            again = replan_work(job, work)
+            if again is not None:
+                await push_batches(job, again, client, journal, progress)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))

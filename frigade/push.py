@@ -27,8 +27,11 @@ __all__ = [
 
 #: ``already_in_effect``: not sent, the state the server last returned already shows its effect;
 #: ``held_unpredicted``: not sent, an earlier write of the user returned a state the rules profile did
-#: not predict (resumable once the profile fits)
-OutcomeKind = Literal["sent", "rejected", "held", "failed", "resolved_applied", "already_in_effect", "held_unpredicted"]
+#: not predict (resumable once the profile fits); ``held_replan``: not sent, the server showed progress
+#: made outside this run (by the SDK, by the user) in the flow: the flow is planned again from it
+OutcomeKind = Literal[
+    "sent", "rejected", "held", "failed", "resolved_applied", "already_in_effect", "held_unpredicted", "held_replan"
+]
 #: an unpredicted state among the first this many users of a push stops it: the profile does not fit
 STOP_WITHIN_USERS = 10
 
@@ -99,6 +102,7 @@ class PushSummary:
     stopped_by: str | None = None
     already_in_effect: int = 0
     held_unpredicted: int = 0
+    held_replan: int = 0
 
 
 #: how long writes in flight at a stop may take to come back and be recorded
@@ -123,6 +127,7 @@ class _Tally:
             stopped_by=stopped_by,
             already_in_effect=c("already_in_effect", 0),
             held_unpredicted=c("held_unpredicted", 0),
+            held_replan=c("held_replan", 0),
         )
 
 
@@ -135,6 +140,7 @@ async def push(
     on_state: Callable[[str, UserFlowStates], None],
     rules: Rules = DEFAULT_RULES,
     first_users: FirstUsers | None = None,
+    replan: bool = False,
 ) -> PushSummary:
     """Send every user's requests. At most ``concurrency`` users are in flight, served by that many
     worker tasks pulling from ``users``, so memory does not grow with the number of users.
@@ -143,7 +149,11 @@ async def push(
     (``rules`` predicts its effect): one whose effect is already in place is not sent. A write whose
     returned state is not the one ``rules`` predicts holds the user's remaining requests, and among
     ``first_users`` (default: this push's first ``STOP_WITHIN_USERS``) stops the push with a
-    ``RulesMismatchError`` naming the setting that differs. A rejected or failed request holds the
+    ``RulesMismatchError`` naming the setting that differs. With ``replan``, a returned state that
+    shows progress made outside this run (the write's own effect is in place, and no single setting
+    of the rules explains the difference) is no mismatch: the flow's remaining requests are held
+    (``held_replan``) for the caller to plan again from that state; so is a flow whose state, as the
+    user's last write returned it, is not the one its requests were planned from. A rejected or failed request holds the
     user's later requests for the same flow. ``on_state`` gets each finished user's last returned
     state. An ``AuthError`` or ``MauCapError`` stops everything and is re-raised: nothing new is
     sent, writes in flight get ``STOP_GRACE_S`` to come back with their outcome, and requests that
@@ -167,7 +177,7 @@ async def push(
             if work is None or stopping.is_set():
                 return
             early = first.take()
-            last, mismatch = await _push_user(work, client, record, stopping, rules)
+            last, mismatch = await _push_user(work, client, record, stopping, rules, replan)
             # Even when a stop arrives, the state this user's writes returned is the truth the
             # snapshot and the sync state need.
             if last is not None:
@@ -215,6 +225,7 @@ async def _push_user(
     record: Callable[[Outcome], None],
     stopping: asyncio.Event,
     rules: Rules,
+    replan: bool = False,
 ) -> tuple[UserFlowStates | None, str | None]:
     """Send one user's requests in order. Returns the state of the last successful one, and why the
     user's remaining requests were held when a write returned a state ``rules`` did not predict."""
@@ -222,6 +233,9 @@ async def _push_user(
     blocked: dict[str, str] = {}
     last: UserFlowStates | None = None
     mismatch: str | None = None
+    #: flows written in this push, and flows held to be planned again from the server's state
+    written: set[str] = set()
+    replanning: set[str] = set()
     for req in work.requests:
         if stopping.is_set():
             return last, mismatch
@@ -234,6 +248,14 @@ async def _push_user(
         before = current.get(req.flow_slug)
         if before is None and last is not None and (wire := last.flow(req.flow_slug)) is not None:
             before = flow_state_from_wire(wire)
+        if replan and req.flow_slug not in written and before is not None and last is not None:
+            # the user's last write returned every flow: one not as planned from is planned again
+            wire = last.flow(req.flow_slug)
+            if wire is not None and flow_state_from_wire(wire).logical() != before.logical():
+                replanning.add(req.flow_slug)
+        if req.flow_slug in replanning:
+            record(_outcome(req, "held_replan", message=_REPLAN))
+            continue
         try:
             after = apply(before, req.action, req.step_id, req.created_at, rules) if before is not None else None
         except RuleError as exc:
@@ -261,15 +283,33 @@ async def _push_user(
         if not result.ok:
             blocked[req.flow_slug] = f"{req.request_id} {kind}"
             continue
+        written.add(req.flow_slug)
         returned = result.state.flow(req.flow_slug) if result.state is not None else None
         if returned is not None:
             got = flow_state_from_wire(returned)
             if before is not None and after is not None and got.logical() != after.logical():
-                mismatch = _mismatch_message(req, before, got, rules)
+                if replan and _prior_progress(before, req, got, rules):
+                    replanning.add(req.flow_slug)
+                else:
+                    mismatch = _mismatch_message(req, before, got, rules)
             current[req.flow_slug] = got
         elif after is not None:
             current[req.flow_slug] = after
     return last, mismatch
+
+
+_REPLAN = "the server showed progress made outside this run in this flow: planned again from it"
+
+
+def _prior_progress(before: FlowState, req: PlannedRequest, got: FlowState, rules: Rules) -> bool:
+    """Whether an unpredicted state is progress the flow already had (the SDK's, a user's) rather than
+    rules the server plays differently: the write's own effect is in place under ``rules`` (applying it
+    again to what came back changes nothing) and no single setting of the rules explains ``got``."""
+    try:
+        in_place = apply(got, req.action, req.step_id, None, rules).logical() == got.logical()
+    except RuleError:
+        return False
+    return in_place and not differing_settings(before, req.action, req.step_id, got, rules)
 
 
 def _mismatch_message(req: PlannedRequest, before: FlowState, got: FlowState, rules: Rules) -> str:
@@ -283,7 +323,8 @@ def _mismatch_message(req: PlannedRequest, before: FlowState, got: FlowState, ru
     return (
         f"the server's state after {req.action.value}{step} in flow {req.flow_slug} is not what rules "
         f"profile {rules.name!r} predicts: {what}; run `frigade-migrate probe --flow {req.flow_slug} --yes` "
-        "and resume with --rules rules.json"
+        "and resume with --rules rules.json (if the probe finds the rules match, the user's state changed "
+        "while this run wrote: `frigade-migrate sync EXPORT --from-current` plans from the state Frigade holds)"
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +30,14 @@ from lifecycle.job import Job
 from lifecycle.prepare import read_snapshot
 from lifecycle.record import Attempt
 from lifecycle.runfolder import DispatchJournal, OutcomeLog
-from transforms.outcomes import users_without_state
+from transforms.codes import Codes
+from transforms.merge import landed_elsewhere, replan
+from transforms.outcomes import latest_outcomes, users_without_state
+from transforms.reconcile import latest_snapshot
 from transforms.snapshot import SNAPSHOT_SCHEMA, snapshot_rows
+from transforms.state import FLOW_KEY
+from transforms.sync import StateFrames, from_snapshot
+from transforms.validate import catalog_frames
 from transforms.work import (
     flow_states,
     iter_batches,
@@ -80,6 +86,9 @@ class Work:
     rules: Rules = DEFAULT_RULES
     #: shared by every batch of one attempt: the users an unpredicted state stops the run among
     first_users: FirstUsers = field(default_factory=FirstUsers)
+    #: planned from the state Frigade holds (a policy): progress found outside the run is planned
+    #: again from (``replan_work``), not a stop
+    replan: bool = False
 
 
 def _user_start(work: Work, user: str, flows: set[str]) -> dict[str, FlowState]:
@@ -151,6 +160,7 @@ async def run_push(
             on_state=snapshot.add,
             rules=work.rules,
             first_users=work.first_users,
+            replan=work.replan,
         )
     finally:
         outcomes.flush()
@@ -193,7 +203,54 @@ def work_for(job: Job) -> Work:
         uncertain=uncertain,
         user_index=order,
         rules=job.rules,
+        replan=job.run.existing_state is not None,
     )
+
+
+def replan_work(job: Job, work: Work) -> Work | None:
+    """The user-flows the push held because the server showed progress made outside the run, planned
+    again from the state it returned (``transforms.merge.replan``): the new requests are appended to
+    the plan (a resume finds them), the expected state and the starting state of those user-flows
+    replaced. None when none is held, or every held one was planned again already."""
+    existing = job.run.existing_state
+    if existing is None or not job.folder.path("source_flows.parquet").exists():
+        return None
+    plan = job.folder.read_parquet("plan.parquet")
+    latest = latest_outcomes(job.folder.outcomes())
+    held = latest.filter(pl.col("outcome") == "held_replan").group_by(FLOW_KEY).agg(pl.col("seq").max())
+    # a user-flow planned again already has requests after its held ones
+    last = plan.group_by(FLOW_KEY).agg(pl.col("seq").max().alias("_last"))
+    held = held.join(last, on=FLOW_KEY).filter(pl.col("_last") <= pl.col("seq")).select(FLOW_KEY)
+    current = from_snapshot(latest_snapshot(job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA)))
+    exp_flows, exp_steps = (job.folder.read_parquet(f"expected_{n}.parquet") for n in ("flows", "steps"))
+    expected = StateFrames(exp_flows, exp_steps)
+    # a flow whose last request's answer showed such progress has nothing held: its state tells
+    held = pl.concat([held, landed_elsewhere(plan, latest, expected, current)]).unique()
+    if held.is_empty():
+        return None
+    source = StateFrames(*(job.folder.read_parquet(f"source_{n}.parquet") for n in ("flows", "steps")))
+    base = job.state_dir.load_base() if job.state_dir is not None and job.kind == "sync" and not job.full else None
+    catalog = job.planned_catalog
+    codes = Codes.from_frames(*catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows}))
+    rows, m_flows, m_steps = replan(held, source, expected, current, base, plan, codes, existing["policy"], job.rules)
+    job.folder.write_parquet("plan.parquet", pl.concat([plan, rows]))
+    for name, old, new in (("flows", exp_flows, m_flows), ("steps", exp_steps, m_steps)):
+        kept = old.join(held, on=FLOW_KEY, how="anti")
+        job.folder.write_parquet(f"expected_{name}.parquet", pl.concat([kept, new]))
+    for name, now in zip(("baseline_flows", "baseline_steps"), current, strict=True):
+        now = now.join(held, on=FLOW_KEY, how="semi")
+        if job.folder.path(f"{name}.parquet").exists():
+            now = pl.concat([job.folder.read_parquet(f"{name}.parquet").join(held, on=FLOW_KEY, how="anti"), now])
+        job.folder.write_parquet(f"{name}.parquet", now)
+    counts = dict(job.run.counts or {})
+    counts["requests_planned"] = counts.get("requests_planned", 0) + rows.height
+    counts["requests_replanned"] = counts.get("requests_replanned", 0) + rows.height
+    counts["user_flows_replanned"] = counts.get("user_flows_replanned", 0) + held.height
+    job.run.counts = counts
+    job.save()
+    if rows.is_empty():
+        return None
+    return replace(work, pending=rows, user_start=_baseline_states(job, rows), uncertain=frozenset())
 
 
 def _baseline_states(job: Job, pending: pl.DataFrame) -> dict[tuple[str, str], FlowState]:
@@ -240,7 +297,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = Work(batch, work.start, work.user_start, work.uncertain, work.user_index, work.rules, work.first_users)
+    batch_work = replace(work, pending=batch)
     return await run_push(
         batch_work,
         plan,

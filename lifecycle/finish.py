@@ -18,6 +18,7 @@ from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.snapshot import SNAPSHOT_SCHEMA
+from transforms.sync import StateFrames
 
 
 @dataclass
@@ -54,9 +55,9 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
     job.save()
     # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
     if job.state_dir is not None and not job.run.stopped and job.shard is None:
-        job.state_dir.record(
-            snapshot, job.run.run_id or "", job.settings.target, _hashes(job, plan, latest, mismatches)
-        )
+        hashes = _hashes(job, plan, latest, mismatches)
+        job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, hashes)
+        _record_base(job, hashes)
         # A sync's snapshot holds only the users it planned; an audit compares full states.
         job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
     summary = job.run.as_dict()
@@ -107,7 +108,22 @@ def remember(job: Job, run_id: str) -> None:
     latest = latest_outcomes(job.folder.outcomes())
     mismatches = job.folder.read_parquet("reconcile.parquet")
     snapshot = job.folder.read_parquet("snapshot.parquet")
-    job.state_dir.record(snapshot, run_id, job.settings.target, _hashes(job, plan, latest, mismatches))
+    hashes = _hashes(job, plan, latest, mismatches)
+    job.state_dir.record(snapshot, run_id, job.settings.target, hashes)
+    _record_base(job, hashes)
+
+
+def _record_base(job: Job, hashes: tuple[pl.DataFrame, pl.DataFrame] | None) -> None:
+    """What the export asked for, for the users the run left exactly at their target: the base of the
+    next sync's merge (``transforms.merge``)."""
+    if job.state_dir is None or hashes is None or not job.folder.path("source_flows.parquet").exists():
+        return
+    analysed, clean = hashes
+    users = clean.select("user_id")
+    frames = (
+        job.folder.read_parquet(f"source_{n}.parquet").join(users, on="user_id", how="semi") for n in ("flows", "steps")
+    )
+    job.state_dir.record_base(analysed, StateFrames(*frames))
 
 
 def _hashes(

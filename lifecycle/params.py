@@ -43,6 +43,7 @@ class RunOptions(BaseModel):
     max_quarantined: str | None = None
     send_created_at: bool | None = None
     rules: str | None = None
+    policy: Literal["merge", "overwrite"] | None = None
     outage_window_s: float | None = Field(default=None, ge=0)
     shards: int | None = Field(default=None, ge=1, le=4096)
     workers: int | None = Field(default=None, ge=1, le=64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,12 @@ from lifecycle.settings import failure_limit
 from transforms.accounting import accounting_closes
 from transforms.analysis import Analysis, Prepared, plan_requests
 from transforms.cost import webhook_deliveries
+from transforms.merge import Policy, users_with_progress
 from transforms.outcomes import tally
 from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.schema import InputError
 from transforms.snapshot import SNAPSHOT_SCHEMA, snapshot_rows
-from transforms.sync import StateFrames, from_snapshot
+from transforms.sync import StateFrames, changed_user_flows, from_snapshot, remembered
 from transforms.work import user_order
 
 #: what a run refused for having nothing to migrate is told to do
@@ -180,19 +181,76 @@ def baseline_for(job: Job) -> StateFrames | None:
     return job.state_dir.load()
 
 
-async def baseline_read(job: Job, analysis: Analysis, client: FrigadeClient) -> StateFrames | None:
-    """The baseline that must be read from the API: the state a replan starts from, or --from-current's;
-    None when the run plans against the remembered state or none."""
+#: a backfill reads its first users' state; when none of them has any, the rest are not read
+READ_SAMPLE = 100
+
+
+@dataclass(frozen=True)
+class Starting:
+    """What a plan starts from. ``current``: the state Frigade holds, read for ``reads["users_read"]``
+    users (the others are taken to be in the initial state); ``base``: what this tool last asked for
+    (a sync's remembered source targets), the base of the merge. Without ``policy`` the run plans as
+    before the merge existed: from ``current`` (a replan) or the remembered state, to the export."""
+
+    current: StateFrames | None
+    base: StateFrames | None = None
+    policy: Policy | None = None
+    reads: dict[str, int] = field(default_factory=dict)
+
+
+async def starting_state(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting:
+    """Existing state is the starting point: before a user's first write the job knows that user's
+    state. A backfill reads its first ``READ_SAMPLE`` users; where none has any state, the account is
+    taken to be empty for this export and the rest are not read (a later surprise re-plans that user,
+    never stops the run); else every user is read. A sync reads the users whose export changed since
+    the remembered state (``--from-current``: every user). History mode and a replan read as before."""
     if job.replan:
-        return await replan_baseline(job, analysis, client)
-    if job.from_current:
-        users = analysis.targets.flows["user_id"].unique().sort().to_list()
-        return from_snapshot(await read_snapshot(client, users, job.settings.concurrency))
-    return None
+        return Starting(await replan_baseline(job, analysis, client))
+    if job.settings.mode == "history":
+        return Starting(baseline_for(job))
+    base = job.state_dir.load_base() if job.state_dir is not None and job.kind == "sync" and not job.full else None
+    users = analysis.targets.flows["user_id"].unique().sort().to_list()
+    if job.plain_sync:
+        assert job.state_dir is not None
+        users = changed_user_flows(*analysis.targets, *job.state_dir.load())["user_id"].unique().sort().to_list()
+    sample = users if job.kind == "sync" else users[:READ_SAMPLE]
+    read = from_snapshot(await read_snapshot(client, sample, job.settings.concurrency))
+    reads = {"users_read": len(sample), "users_not_read": 0}
+    if len(sample) < len(users):
+        if users_with_progress(read) == 0:
+            reads["users_not_read"] = len(users) - len(sample)
+        else:
+            rest = from_snapshot(await read_snapshot(client, users[len(sample) :], job.settings.concurrency))
+            read = StateFrames(*(pl.concat([a, b]) for a, b in zip(read, rest, strict=True)))
+            reads["users_read"] = len(users)
+    return Starting(read, base, job.settings.policy, reads)
 
 
-def plan_run(job: Job, analysis: Analysis, catalog: Catalog, baseline: StateFrames | None) -> Prepared:
-    prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
+def plan_run(job: Job, analysis: Analysis, catalog: Catalog, start: Starting | StateFrames | None) -> Prepared:
+    if not isinstance(start, Starting):
+        start = Starting(start)
+    if start.policy is None:
+        baseline = start.current
+        prepared = plan_requests(analysis, mode=job.settings.mode, baseline=baseline, rules=job.rules)
+    else:
+        baseline = start.current
+        prepared = plan_requests(
+            analysis,
+            mode=job.settings.mode,
+            baseline=start.base,
+            current=start.current,
+            policy=start.policy,
+            rules=job.rules,
+        )
+        job.run.existing_state = {"policy": start.policy, **start.reads, **(prepared.existing or {})}
+        if prepared.conflicts is not None:
+            job.folder.create()
+            job.folder.write_parquet("conflicts.parquet", prepared.conflicts)
+            job.run.conflict_users = prepared.conflicts["user_id"].unique().sort().head(20).to_list()
+        # what the next sync's merge takes as the base: what the export asked for this time
+        job.folder.create()
+        for name, frame in zip(("source_flows", "source_steps"), remembered(*analysis.targets), strict=True):
+            job.folder.write_parquet(f"{name}.parquet", frame)
     # a shard with nothing to migrate is fine: the run refuses when none of its shards has anything
     if job.shard is None:
         refuse_plan(prepared.counts, prepared.quarantine, job.settings.max_quarantined)

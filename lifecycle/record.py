@@ -78,6 +78,10 @@ class RunRecord(_Record):
     failure_reasons: dict[str, int] | None = None
     mismatches: int | None = None
     unexplained_mismatches: int | None = None
+    #: planned from the state Frigade holds: users read, the policy and what it did (transforms.merge)
+    existing_state: dict[str, Any] | None = None
+    #: the first users whose flows both the export and Frigade changed differently (conflicts.parquet)
+    conflict_users: list[str] | None = None
     mismatched_users: int | None = None
     users_sent: int | None = None
     users_not_reached: int | None = None

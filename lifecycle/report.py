@@ -101,6 +101,7 @@ OUTCOME_LABELS = {
     "held": "requests held (after a rejection of the same flow)",
     "failed": "requests failed (retries used up)",
     "held_unpredicted": "requests held: the server's state was not the one the rules predict",
+    "held_replan": "requests not sent: planned again from progress made outside this run",
 }
 
 
@@ -112,6 +113,30 @@ def request_counts(run: Mapping[str, Any]) -> list[tuple[str, int]]:
     known = [k for k in OUTCOME_LABELS if k in o or k == "sent"]
     rows = [(k, o.get(k, 0)) for k in known] + sorted((k, v) for k, v in o.items() if k not in OUTCOME_LABELS)
     return [*rows, ("not_sent", planned - sum(o.values()))]
+
+
+def existing_state_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What the run found in Frigade before planning, and what its policy did with it."""
+    ex = run.get("existing_state")
+    if not ex:
+        return []
+    read = f"{ex.get('users_read', 0)} users read before planning"
+    if ex.get("users_not_read"):
+        read += f", none had state: the other {ex['users_not_read']} were not read"
+    policy = ex.get("policy")
+    did = (
+        f"{ex.get('user_flows_kept', 0)} kept as they are, {ex.get('user_flows_merged', 0)} merged"
+        if policy == "merge"
+        else f"{ex.get('user_flows_overwritten', 0)} set to the export"
+    )
+    if not ex.get("users_with_state"):
+        return [("state read from Frigade", read + ("" if ex.get("users_not_read") else ", none had state"))]
+    return [
+        ("state read from Frigade", read),
+        (f"users with state in Frigade (policy {policy})", ex.get("users_with_state", 0)),
+        ("their user-flows in the export", f"{ex.get('user_flows_with_state', 0)}: {did}"),
+        ("users whose flows both sides changed (progress of both kept)", ex.get("users_with_conflicts", 0)),
+    ]
 
 
 def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -135,6 +160,7 @@ def summary_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if c.get("users_unchanged"):
         rows.append(("users unchanged since the last sync (not planned)", c["users_unchanged"]))
     rows.append(("requests planned", c.get("requests_planned")))
+    rows += existing_state_rows(run)
     rows.append(("rules profile", run.get("rules", {}).get("name")))
     for kind, n in request_counts(run):
         if kind == "not_sent":
@@ -243,6 +269,12 @@ def render(
         lines += ["", "## Requests by action", "", "```"]
         lines += bar_chart(sorted(actions.items(), key=lambda kv: -kv[1]))
         lines += ["```"]
+    if run.get("conflict_users"):
+        lines += ["", "## Changed both in the export and in Frigade", ""]
+        lines += [
+            "Progress from both sides was kept (a flag true on either side stays true, the pointer at the further "
+            "step). First users (all of them in conflicts.parquet): " + ", ".join(run["conflict_users"]),
+        ]
     hints = run.get("catalog_hints", [])
     if hints:
         lines += ["", "## What the catalog does not know", ""]

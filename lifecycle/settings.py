@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         description="which reading of Frigade's state rules to plan, push and reconcile with: sdk, legacy, "
         "or the file `frigade-migrate probe` writes",
     )
+    policy: Annotated[Literal["merge", "overwrite"], _prefixed("policy")] = Field(
+        default="merge",
+        description="users who already have state in Frigade: merge (keep progress made in Frigade, add the "
+        "export's) or overwrite (the export wins)",
+    )
     outage_window_s: Annotated[float, Source("FRIGADE_MIGRATE_OUTAGE_WINDOW", "--outage-window")] = Field(
         default=300.0,
         ge=0,

@@ -33,6 +33,7 @@ from frigade.errors import StopRunError
 from frigade.rules import Rules
 from lifecycle.catalogs import catalog_record
 from lifecycle.execute import record_stop
+from lifecycle.existing import first_users
 from lifecycle.exports import (
     analyze_split,
     estimated_rows,
@@ -55,6 +56,7 @@ from transforms.cost import webhook_deliveries
 from transforms.outcomes import per_flow
 from transforms.quarantine import catalog_hints, examples
 from transforms.spec import SourceMapping
+from transforms.sync import StateFrames
 
 #: rows per shard when the count is chosen from the export's size: such a shard plans in about 2 GiB
 #: (bench/RESULTS.md), and a run of fewer rows is one shard, planned as before
@@ -125,6 +127,8 @@ class Preview:
     webhooks: dict[str, int]
     #: the plan's first requests
     first: pl.DataFrame
+    #: the target state of the export's first users by id (``lifecycle.existing``)
+    sample: StateFrames | None = None
 
 
 def preview(
@@ -144,9 +148,11 @@ def preview(
             whole.quarantine_reasons,
             webhook_deliveries(whole.plan),
             whole.plan.head(10),
+            first_users(StateFrames(whole.expected_flows, whole.expected_steps)),
         )
     parts: list[Prepared] = []
     hooks: list[dict[str, int]] = []
+    samples: list[StateFrames] = []
     with tempfile.TemporaryDirectory(prefix="frigade-migrate-split-") as tmp, PlanProgress(n) as bar:
         split_events(paths, mapping, catalog, n, Path(tmp))
         bar.split_done()
@@ -157,6 +163,7 @@ def preview(
             # only what the preview shows is kept of each shard's plan; the rest goes before the next
             # (a copy: a slice of a frame keeps the whole frame's buffers alive)
             first = pl.from_dicts(part.plan.head(10).to_dicts(), schema=part.plan.schema)
+            samples.append(first_users(StateFrames(part.expected_flows, part.expected_steps)))
             parts.append(replace(part, plan=first, expected_flows=_EMPTY, expected_steps=_EMPTY))
             del analysis, part
             bar.shard_done(k)
@@ -166,7 +173,8 @@ def preview(
     refuse_plan(counts, quarantine, settings.max_quarantined)
     head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
-    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head)
+    sample = first_users(StateFrames(*(pl.concat(frames) for frames in zip(*samples, strict=True))))
+    return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head, sample)
 
 
 _EMPTY = pl.DataFrame()
@@ -220,6 +228,14 @@ def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> No
     run.dropped_events = _sum(r.dropped_events for r in records)
     run.requests_by_action = _sum(r.requests_by_action for r in records)
     run.webhook_deliveries = _sum(r.webhook_deliveries for r in records)
+    existing = [r.existing_state for r in records if r.existing_state]
+    if existing:
+        # each shard read its own users (lifecycle.prepare.starting_state): the run's are their sum
+        run.existing_state = {
+            "policy": existing[0]["policy"],
+            **_sum({k: v for k, v in e.items() if k != "policy"} for e in existing),
+        }
+        run.conflict_users = sorted(u for r in records for u in r.conflict_users or [])[:20] or None
     if run.status is None:
         run.status = "planned"
     job.save()

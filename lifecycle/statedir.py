@@ -86,6 +86,27 @@ class StateDir:
             return StateFrames(pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA))
         return StateFrames(pl.read_parquet(flows), pl.read_parquet(steps))
 
+    def load_base(self) -> StateFrames | None:
+        """What the export asked for when each user-flow was last left at its target: the base of the
+        next merge (``transforms.merge``); None before any."""
+        flows, steps = self.root / "source_flows.parquet", self.root / "source_steps.parquet"
+        return StateFrames(pl.read_parquet(flows), pl.read_parquet(steps)) if flows.exists() else None
+
+    def record_base(self, analysed: pl.DataFrame, clean: StateFrames) -> None:
+        """The analysed users' base replaced by ``clean`` (the source targets of the users the run left
+        exactly at their target): a user left elsewhere has no base, so the next merge keeps both sides."""
+        old = self.load_base()
+        users = analysed.select("user_id").unique()
+        for name, new, keys in zip(
+            ("source_flows", "source_steps"), clean, (FLOW_KEY, [*FLOW_KEY, "step_id"]), strict=True
+        ):
+            kept = (
+                []
+                if old is None
+                else [getattr(old, name.removeprefix("source_")).join(users, on="user_id", how="anti")]
+            )
+            self._folder.write_parquet(f"{name}.parquet", pl.concat([*kept, new]).sort(keys))
+
     def known_snapshot(self) -> pl.DataFrame:
         """The latest state Frigade returned for every user any recorded run touched, in the shape of
         a run's snapshot: what an audit compares when a sync's own snapshot covers only its users."""

@@ -19,11 +19,20 @@ from frigade.rules import DEFAULT_RULES, Rules
 from transforms.accounting import account, coverage, not_migrated, quarantine_kind
 from transforms.codes import Codes
 from transforms.mapping import map_events
+from transforms.merge import Policy, merge_summary, merge_target
 from transforms.plan import plan_history, plan_state
 from transforms.schema import FLOW_DROP, MAPPED_DROP, InputError
 from transforms.spec import SourceMapping
 from transforms.state import FLOW_KEY, LOG_COLUMNS, Target, target_from_log
-from transforms.sync import StateFrames, as_current, changed_user_flows, events_hash_seed, events_hashes
+from transforms.sync import (
+    REMEMBERED_FLOW_SCHEMA,
+    REMEMBERED_STEP_SCHEMA,
+    StateFrames,
+    as_current,
+    changed_user_flows,
+    events_hash_seed,
+    events_hashes,
+)
 from transforms.validate import (
     DROPPED,
     P_MAP,
@@ -83,6 +92,10 @@ class Prepared:
     counts: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     dropped_events: dict[str, int] = field(default_factory=dict)
+    #: planned from the state Frigade holds (``transforms.merge``): what the policy did, and the
+    #: (user_id, flow_slug) both sides changed differently
+    existing: dict[str, int] | None = None
+    conflicts: pl.DataFrame | None = None
 
 
 def load_events(
@@ -390,10 +403,23 @@ def plan_requests(
     mode: str = "state",
     baseline: StateFrames | None = None,
     rules: Rules = DEFAULT_RULES,
+    current: StateFrames | None = None,
+    policy: Policy | None = None,
 ) -> Prepared:
     """Requests from the baseline (remembered or read-back state; none for a backfill) to the target.
-    With a baseline only user-flows whose target differs from it are planned."""
+    With a baseline only user-flows whose target differs from it are planned.
+
+    With a ``policy``, ``current`` is the state Frigade holds (the initial state for users not read)
+    and ``baseline`` the base of a three-way merge (``transforms.merge``): the requests go from the
+    current state to the merged target, which is also the expected state."""
     target = analysis.target
+    existing: dict[str, int] | None = None
+    conflicts: pl.DataFrame | None = None
+    if policy is not None and mode == "state":
+        target, merged = merge_target(target, current, baseline, policy, rules)
+        existing, conflicts = merge_summary(merged, current, policy), merged.conflicts
+        empty = StateFrames(pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA))
+        baseline = current if current is not None else empty
     exp_flows, exp_steps = target.state()
     if mode == "history":
         if baseline is not None:
@@ -406,13 +432,21 @@ def plan_requests(
         users = exp_flows.get_column("user_id").unique().implode()
         baseline = StateFrames(*(f.filter(pl.col("user_id").is_in(users)) for f in baseline))
         changed = changed_user_flows(exp_flows, exp_steps, *baseline)
-        current = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
-        planned = plan_state(target.only(changed), current, rules)
+        start = as_current(*(f.join(changed, on=FLOW_KEY, how="semi") for f in baseline))
+        planned = plan_state(target.only(changed), start, rules)
     planned = planned.with_columns(pl.format("{}|{}|{}", "user_id", "flow_slug", "seq").alias("request_id"))
     counts = account(analysis.rows_in, analysis.rows, planned) | not_migrated(analysis.quarantine)
     counts |= analysis.event_counts
     return Prepared(
-        planned, analysis.quarantine, exp_flows, exp_steps, counts, analysis.quarantine_reasons, analysis.dropped_events
+        planned,
+        analysis.quarantine,
+        exp_flows,
+        exp_steps,
+        counts,
+        analysis.quarantine_reasons,
+        analysis.dropped_events,
+        existing,
+        conflicts,
     )
 
 

@@ -269,3 +269,46 @@ def _scatter(n: int, where: pl.Series, values: pl.Series) -> pl.Series:
     """A series of ``n`` nulls with ``values`` at positions ``where``."""
     out = pl.repeat(None, n, dtype=values.dtype, eager=True)
     return out.scatter(where, values) if where.len() else out
+
+
+_FLOW_FACTS = ("reset_pos", "start_pos", "completed_pos", "skipped_pos", "ptr_pos", "last_pos")
+_LOG_SCHEMA: dict[str, pl.DataType] = {
+    "uf": pl.UInt32(),
+    "act": pl.UInt8(),
+    "gs": pl.UInt32(),
+    "ts": pl.Datetime("us", "UTC"),
+    "data": pl.String(),
+    "row_key": pl.Int64(),
+}
+
+
+def target_from_state(flows: pl.DataFrame, steps: pl.DataFrame, codes: Codes) -> Target:
+    """A target known only as a state, without the events that set it: each user-flow of ``flows``
+    (user_id, flow_slug, group_id and the flow state), its catalog steps' flags from ``steps``
+    (missing: false). Every fact has no event of its own, so a request planned to it carries no time
+    or data (the caller may take them from an earlier plan)."""
+    f = (
+        flows.sort(FLOW_KEY)
+        .with_columns(codes.flow(pl.col("flow_slug")).alias("fl"))
+        .with_columns(
+            codes.flow_attr(pl.col("fl"), codes.counts, pl.Int64()).alias("step_count"),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("uf"),
+            *(pl.lit(None, pl.UInt32).alias(c) for c in _FLOW_FACTS),
+        )
+        .with_columns((pl.col("step_count").cum_sum() - pl.col("step_count")).alias("grid_start"))
+    )
+    grid = (
+        f.select("uf", *FLOW_KEY, "fl", pl.int_ranges(0, pl.col("step_count")).alias("step_index"))
+        .explode("step_index")
+        .drop_nulls("step_index")
+        .with_columns((codes.offset_of(pl.col("fl")) + pl.col("step_index")).cast(pl.UInt32).alias("gs"))
+    )
+    grid = grid.with_columns(codes.step_of(grid.get_column("gs")).alias("step_id"))
+    flags = steps.select(*STEP_KEY, *STEP_STATE_COLUMNS).unique(STEP_KEY, keep="first")
+    s = (
+        grid.join(flags, on=STEP_KEY, how="left", maintain_order="left")
+        .with_columns(pl.col(*STEP_STATE_COLUMNS).fill_null(False))
+        .with_columns(pl.lit(None, pl.UInt32).alias(c) for c in _STEP_FACTS)
+        .select("user_id", "flow_slug", "step_id", "step_index", *STEP_STATE_COLUMNS, "uf", "gs", *_STEP_FACTS)
+    )
+    return Target(f, s, pl.DataFrame(schema=_LOG_SCHEMA), codes, subset=True)

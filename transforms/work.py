@@ -13,7 +13,7 @@ from frigade.catalog import Catalog
 from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules, StepState, initial_state
 
 #: outcomes that settle a request for good (a failed one is tried again)
-DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect")
+DONE_OUTCOMES = ("sent", "resolved_applied", "rejected", "already_in_effect", "held_replan")
 
 
 def flow_states(flows: pl.DataFrame, steps: pl.DataFrame, catalog: Catalog) -> dict[tuple[str, str], FlowState]:

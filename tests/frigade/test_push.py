@@ -536,3 +536,44 @@ def test_past_the_first_users_an_unpredicted_state_holds_only_that_user() -> Non
     assert recorder.of("u1") == [("u1|tour|0", "sent"), ("u1|tour|1", "held_unpredicted")]
     assert recorder.of("u2") == [("u2|tour|0", "sent"), ("u2|tour|1", "sent")]
     assert summary.held_unpredicted == 1
+
+
+# -- progress made outside the run: planned again, not a stop ----------------------------------
+
+
+def _seeded(fake: FakeFrigade, user: str, flow: str, actions: list[tuple[Action, str | None]]) -> None:
+    """State the SDK left before the run, which the push was not told of."""
+    fake.states[(user, flow)] = replay(FLOWS[flow], [(a, s, None) for a, s in actions])
+
+
+def test_progress_made_outside_the_run_holds_the_flow_to_be_planned_again_not_a_stop() -> None:
+    fake = FakeFrigade(FLOWS)  # plays the sdk rules, as the push is told
+    _seeded(fake, "u1", "onboarding", [(Action.STARTED_STEP, "explore")])
+    _seeded(fake, "u1", "tour", [(Action.COMPLETED_STEP, "a")])
+    steps = [
+        ("onboarding", Action.COMPLETED_STEP, "welcome"),
+        ("onboarding", Action.COMPLETED_STEP, "connect"),
+        ("tour", Action.STARTED_STEP, "a"),
+    ]
+    recorder = Recorder()
+    summary = run_virtual(_push_with(fake, [user_work("u1", steps)], recorder, PROFILES["sdk"], replan=True))
+    assert summary.stopped_by is None
+    # the first write's answer shows explore started (no setting of the rules explains it); its answer
+    # also shows the tour already further than the plan started from
+    assert recorder.of("u1") == [
+        ("u1|onboarding|0", "sent"),
+        ("u1|onboarding|1", "held_replan"),
+        ("u1|tour|2", "held_replan"),
+    ]
+    assert summary.held_replan == 2
+    assert fake.state("u1", "onboarding").steps[3].started, "what the SDK left was undone"
+
+
+def test_a_wrong_profile_still_stops_the_run_when_planning_again_is_on() -> None:
+    fake = FakeFrigade(FLOWS)  # plays the sdk rules
+    steps = [("tour", Action.COMPLETED_STEP, "a"), ("tour", Action.STARTED_STEP, "b")]
+    recorder = Recorder()
+    with pytest.raises(RulesMismatchError, match="start_next_step") as caught:
+        run_virtual(_push_with(fake, [user_work("u1", steps)], recorder, PROFILES["legacy"], replan=True))
+    assert "--from-current" in str(caught.value)
+    assert recorder.of("u1") == [("u1|tour|0", "sent"), ("u1|tour|1", "held_unpredicted")]

@@ -46,6 +46,7 @@ LAYERS: dict[str, tuple[Any, str, Any, tuple[Any, Any, Any]]] = {
     "max_quarantined": ("10", "2%", "0", ("10", "2%", "0")),
     "send_created_at": (False, "true", False, (False, True, False)),
     "rules": ("legacy", "sdk", "legacy", ("legacy", "sdk", "legacy")),
+    "policy": ("overwrite", "merge", "overwrite", ("overwrite", "merge", "overwrite")),
     "outage_window_s": (0, "12.5", 60.0, (0.0, 12.5, 60.0)),
     "batch_requests": (10, "20", 30, (10, 20, 30)),
     "timeout": (1, "2.5", 3.0, (1.0, 2.5, 3.0)),

@@ -8,8 +8,8 @@ import polars as pl
 
 from frigade.rules import DEFAULT_RULES, Action, FlowState, Rules
 from transforms.codes import Codes
-from transforms.plan import CURRENT_FLOW_SCHEMA, CURRENT_STEP_SCHEMA
 from transforms.state import LOG_COLUMNS, Target, target_from_log
+from transforms.sync import REMEMBERED_FLOW_SCHEMA, REMEMBERED_STEP_SCHEMA, StateFrames, as_current
 from transforms.validate import VALID, encode, order_log
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -74,15 +74,16 @@ def target_of(events: pl.LazyFrame, steps: pl.LazyFrame, rules: Rules = DEFAULT_
     return target_from_log(log.select(LOG_COLUMNS), codes, rules)
 
 
-def current_frames(states: dict[tuple[str, str], FlowState]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def state_frames(states: dict[tuple[str, str], FlowState]) -> StateFrames:
+    """``states`` as remembered-state frames (what the API's read becomes)."""
     flows = [
         {
             "user_id": u,
             "flow_slug": f,
-            "c_started": s.started,
-            "c_completed": s.completed,
-            "c_skipped": s.skipped,
-            "c_index": s.current_step_index,
+            "started": s.started,
+            "completed": s.completed,
+            "skipped": s.skipped,
+            "current_step_index": s.current_step_index,
         }
         for (u, f), s in states.items()
     ]
@@ -91,17 +92,21 @@ def current_frames(states: dict[tuple[str, str], FlowState]) -> tuple[pl.LazyFra
             "user_id": u,
             "flow_slug": f,
             "step_id": sid,
-            "c_st": st.started,
-            "c_co": st.completed,
-            "c_sk": st.skipped,
+            "step_started": st.started,
+            "step_completed": st.completed,
+            "step_skipped": st.skipped,
         }
         for (u, f), s in states.items()
         for sid, st in zip(s.step_ids, s.steps, strict=True)
     ]
-    return (
-        pl.DataFrame(flows, schema=CURRENT_FLOW_SCHEMA).lazy(),
-        pl.DataFrame(steps, schema=CURRENT_STEP_SCHEMA).lazy(),
+    return StateFrames(
+        pl.DataFrame(flows, schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(steps, schema=REMEMBERED_STEP_SCHEMA)
     )
+
+
+def current_frames(states: dict[tuple[str, str], FlowState]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """``states`` in the planner's current-state schemas."""
+    return as_current(*state_frames(states))
 
 
 def states_from_frames(

@@ -1,0 +1,216 @@
+"""Migrating into a live account: users who already have state in Frigade (left by the SDK) are the
+starting point of the plan, never a surprise. Over real HTTP to an emulator process seeded by POSTing
+writes, as the SDK would leave them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.embedded import EmbeddedEmulator
+from frigade.models import flow_state_from_wire
+from frigade.rules import Action, FlowState
+from lifecycle.prepare import READ_SAMPLE
+from tests.e2e.servers import cli
+from tests.e2e.test_backfill_e2e import CATALOG_PATH, catalog, stored_state, write_sample
+
+pytestmark = pytest.mark.slow
+
+A = Action
+#: (user, flow, action, step) writes, in order
+Seed = list[tuple[str, str, Action, str | None]]
+
+
+def seed_writes(expected: dict[tuple[str, str], FlowState], share: int = 3) -> Seed:
+    """State for every ``share``-th user of the export: ahead of it in one of its flows (every step
+    and the flow completed), behind it (only the first step started), or in a flow it never mentions."""
+    flows = {f.slug: f.step_ids for f in catalog().active}
+    users = sorted({u for u, _ in expected})
+    writes: Seed = []
+    for i, user in enumerate(users[::share]):
+        mine = sorted(f for u, f in expected if u == user)
+        others = sorted(set(flows) - set(mine))
+        kind = i % 3
+        if kind == 0:
+            flow = mine[0]
+            writes += [(user, flow, A.COMPLETED_STEP, s) for s in flows[flow]] + [(user, flow, A.COMPLETED_FLOW, None)]
+        elif kind == 1 or not others:
+            writes.append((user, mine[-1], A.STARTED_STEP, flows[mine[-1]][0]))
+        else:
+            writes += [
+                (user, others[0], A.STARTED_FLOW, None),
+                (user, others[0], A.COMPLETED_STEP, flows[others[0]][0]),
+            ]
+    return writes
+
+
+def seed(emu: EmbeddedEmulator, writes: Seed) -> None:
+    with emu.client() as http:
+        for user, flow, action, step in writes:
+            body = {"userId": user, "flowSlug": flow, "actionType": action.value}
+            if step is not None:
+                body["stepId"] = step
+            http.post("/v1/public/flowStates", json=body).raise_for_status()
+
+
+def states(emu: EmbeddedEmulator, users: list[str]) -> dict[tuple[str, str], FlowState]:
+    out: dict[tuple[str, str], FlowState] = {}
+    for user in users:
+        for wire in stored_state(emu, user).eligible_flows:
+            out[(user, wire.flow_slug)] = flow_state_from_wire(wire)
+    return out
+
+
+def flags(state: FlowState) -> set[str]:
+    out = {n for n in ("started", "completed", "skipped") if getattr(state, n)}
+    for i, step in enumerate(state.steps):
+        out |= {f"{i}.{n}" for n in ("started", "completed", "skipped") if getattr(step, n)}
+    return out
+
+
+def backfill(emu: EmbeddedEmulator, env: dict[str, str], tmp: Path, export: Path, run: str, *extra: str) -> str:
+    args = ["backfill", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--rate", "400"]
+    res = cli([*args, "--run-dir", str(tmp / run), "--state-dir", str(tmp / "state"), *extra], env, tmp)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+@contextlib.contextmanager
+def seeded_emulator(
+    writes: Seed, users: list[str]
+) -> Iterator[tuple[EmbeddedEmulator, dict[tuple[str, str], FlowState]]]:
+    """A new emulator seeded with ``writes``, and ``users``' states in it."""
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        seed(emu, writes)
+        yield emu, states(emu, users)
+
+
+def assert_progress_kept(
+    before: dict[tuple[str, str], FlowState],
+    after: dict[tuple[str, str], FlowState],
+    expected: dict[tuple[str, str], FlowState],
+) -> None:
+    """Every flag true before or in the export is true after."""
+    for key, now in after.items():
+        assert flags(before[key]) <= flags(now), ("progress made in Frigade was undone", key)
+        if key in expected:
+            assert flags(expected[key]) <= flags(now), ("the export's progress is missing", key)
+
+
+def test_backfill_into_a_live_account_merges_and_overwrite_lands_on_the_export(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=30, seed=5)
+    writes = seed_writes(expected)
+    users = sorted({u for u, _ in expected})
+    seeded = {u for u, _, _, _ in writes}
+    assert len(seeded) == 10
+    env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
+
+    with seeded_emulator(writes, users) as (emu, before):
+        out = backfill(emu, env, tmp_path, export, "merge")
+        after = states(emu, users)
+        assert emu.stats()["writes_unchanged"] == 0, "a write changed nothing"
+        assert_progress_kept(before, after, expected)
+        for key, now in after.items():
+            was = before[key]
+            if was.started:
+                assert now.current_step_index >= was.current_step_index, ("a pointer moved backwards", key)
+            if key not in expected:
+                assert now.logical() == was.logical(), ("a flow the export never mentions changed", key)
+        run = json.loads((tmp_path / "merge" / "run.json").read_text())
+        ex = run["existing_state"]
+        assert (ex["policy"], ex["users_read"], ex["users_with_state"]) == ("merge", 30, len(seeded))
+        assert ex["user_flows_merged"] > 0
+        assert "users with state in Frigade (policy merge)" in out
+
+        # Re-running the finished backfill in a new run folder changes nothing and sends nothing.
+        accepted = emu.stats()["writes_accepted"]
+        backfill(emu, env, tmp_path, export, "again")
+        assert emu.stats()["writes_accepted"] == accepted
+        assert emu.stats()["writes_unchanged"] == 0
+        assert states(emu, users) == after
+
+    with seeded_emulator(writes, users) as (emu, before):
+        backfill(emu, env, tmp_path, export, "overwrite", "--policy", "overwrite", "--state-dir", str(tmp_path / "s2"))
+        after = states(emu, users)
+        assert emu.stats()["writes_unchanged"] == 0
+        for key, now in after.items():
+            want = expected.get(key, before[key])
+            assert now.logical() == want.logical(), key
+
+
+def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The tool wrote two flows for u1; the export then resets one (applied), while the user advanced
+    the other in Frigade (kept, nothing resent)."""
+    cat = {f.slug: f.step_ids for f in catalog().active}
+    reset_flow, kept_flow = sorted(cat)[:2]
+    rows = ["user_id,flow_slug,step_id,action,created_at"]
+    t = 0
+
+    def row(user: str, flow: str, action: str, step: str = "") -> str:
+        nonlocal t
+        t += 1
+        return f"{user},{flow},{step},{action},2024-03-01T00:00:{t:02d}Z"
+
+    first = [
+        row("u1", reset_flow, "COMPLETED_STEP", cat[reset_flow][0]),
+        row("u1", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
+        row("u2", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
+    ]
+    export = tmp_path / "export.csv"
+    export.write_text("\n".join([*rows, *first]) + "\n")
+    env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
+
+    def sync(run: str) -> None:
+        args = ["sync", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url]
+        res = cli([*args, "--state-dir", str(tmp_path / "state"), "--run-dir", str(tmp_path / run)], env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        sync("first")
+        # the user advances the other flow in Frigade (the SDK's writes)
+        seed(emu, [("u1", kept_flow, A.COMPLETED_STEP, cat[kept_flow][1])])
+        advanced = states(emu, ["u1"])[("u1", kept_flow)]
+        export.write_text("\n".join([*rows, *first, row("u1", reset_flow, "NOT_STARTED_FLOW")]) + "\n")
+        accepted = emu.stats()["writes_accepted"]
+        sync("second")
+        now = states(emu, ["u1"])
+        assert not now[("u1", reset_flow)].started, "the export's reset was not applied"
+        assert now[("u1", kept_flow)].logical() == advanced.logical(), "what the user did in Frigade was undone"
+        assert emu.stats()["writes_accepted"] == accepted + 1
+        assert emu.stats()["writes_unchanged"] == 0
+
+
+def test_an_account_empty_for_its_first_users_is_not_read_further_and_a_later_surprise_is_planned_again(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The first READ_SAMPLE users have no state: the rest are not read (and the report says so).
+    Later users that do have state are found by their first write's answer: each such flow is planned
+    again from what the server returned and the run is not stopped."""
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=READ_SAMPLE + 30, seed=11)
+    users = sorted({u for u, _ in expected})
+    flows = {f.slug: f.step_ids for f in catalog().active}
+    late = users[READ_SAMPLE::3]
+    # in every flow of theirs, the last step started (the SDK's STARTED_STEP), so no write predicts it
+    writes: Seed = [(u, f, A.STARTED_STEP, flows[f][-1]) for u, f in sorted(expected) if u in late]
+    env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
+    with seeded_emulator(writes, late) as (emu, before):
+        out = backfill(emu, env, tmp_path, export, "run")
+        # unread, such a user's first write was planned from the initial state: it may change nothing
+        assert emu.stats()["writes_unchanged"] <= len(late)
+        assert_progress_kept(before, states(emu, late), expected)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["existing_state"]["users_read"] == READ_SAMPLE
+    assert run["existing_state"]["users_not_read"] == 30
+    assert run["counts"]["user_flows_replanned"] > 0
+    assert run["status"] == "succeeded"
+    assert "none had state: the other 30 were not read" in out
