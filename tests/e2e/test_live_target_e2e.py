@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from emulator.embedded import EmbeddedEmulator
 from tests.e2e.servers import cli, free_port
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, assert_state, write_sample
+from tests.e2e.test_outages_e2e import accepted, output, start_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +56,16 @@ def test_a_sync_after_an_unfinished_one_resumes_it_first_or_says_how_to_go_on(
     env = {**prefect_env, "FRIGADE_API_URL": f"http://127.0.0.1:{port}", "FRIGADE_API_KEY": "api_public_emulator"}
     # a run as a schedule starts it: no --run-dir, the default state folder, the project folder as cwd
     sync = ["sync", str(export), "--catalog", str(CATALOG_PATH), "--rate", "400"]
-    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, port=port, mau_cap=4):
-        stopped = cli(sync, env, tmp_path)
-    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    with EmbeddedEmulator(catalog=CATALOG_PATH, db_path=db, port=port) as emu:
+        # the scheduler stops it part-way (SIGTERM, as a worker's shutdown does)
+        proc = start_cli([*sync[:-1], "5"], env, tmp_path)
+        try:
+            wait_until(lambda: accepted(emu) >= 5, proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 130, output(tmp_path)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     (first,) = (tmp_path / "runs").iterdir()
 
     # the export changed meanwhile: the stopped sync cannot be resumed as it was; one line says how on
