@@ -187,7 +187,7 @@ async def baseline_read(job: Job, analysis: Analysis, client: FrigadeClient) -> 
         return await replan_baseline(job, analysis, client)
     if job.from_current:
         users = analysis.targets.flows["user_id"].unique().sort().to_list()
-        return from_snapshot(await read_snapshot(client, users, job.settings.concurrency))
+        return from_snapshot(await read_snapshot(client, users, job.settings.users_at_once))
     return None
 
 
@@ -265,7 +265,7 @@ async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -
     users an earlier plan may have touched (the others are still in the initial state, and a read
     would count them as active). What is read is also the snapshot of those the new plan leaves alone."""
     users = set(analysis.targets.flows["user_id"].unique().to_list()) & maybe_touched(job)
-    snap = await read_snapshot(client, sorted(users), job.settings.concurrency)
+    snap = await read_snapshot(client, sorted(users), job.settings.users_at_once)
     job.folder.create()
     job.folder.write_part("snapshot_parts", job.attempt, snap)
     return from_snapshot(snap)
