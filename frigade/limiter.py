@@ -69,6 +69,9 @@ class SlidingWindowLimiter:
         self._cut_at = -math.inf
         self._accepted: deque[float] = deque()
         self.cuts = 0
+        #: throttling answers this limiter cut its rate for (``throttled``), not the cuts others asked
+        #: for (``cut``): what a sharded run's budget tells the other shards
+        self.own_cuts = 0
         self._spacing = self._window * (1.0 + margin)
         self._clock = clock
         self._sleep = sleep
@@ -154,12 +157,20 @@ class SlidingWindowLimiter:
         burst of 429s is one cut. Returns whether the rate was cut."""
         if sent < self._cut_at:
             return False
-        self.cut()
+        self._cut_now(self._clock())
+        self.own_cuts += 1
         return True
 
-    def cut(self) -> None:
-        """Cut the rate now (``throttled``, or another shard of the run was throttled)."""
+    def cut(self) -> bool:
+        """Another sender of the run (a shard) was throttled: the API's limit is the whole run's,
+        so cut here too, unless a cut within the last window already answered the same burst."""
         now = self._clock()
+        if now - self._cut_at < self._base_window:
+            return False
+        self._cut_now(now)
+        return True
+
+    def _cut_now(self, now: float) -> None:
         self._recover(now)
         horizon = now - self._base_window
         while self._accepted and self._accepted[0] <= horizon:

@@ -222,9 +222,14 @@ def test_throttled_cuts_to_a_share_of_what_the_server_accepted_then_climbs_back(
 
 
 def test_a_cut_with_nothing_accepted_takes_the_rate_in_force() -> None:
-    limiter = SlidingWindowLimiter(20, clock=lambda: 5.0)
-    limiter.cut()
+    t = [5.0]
+    limiter = SlidingWindowLimiter(20, clock=lambda: t[0])
+    assert limiter.cut()
     assert limiter.rate == pytest.approx(18)
+    t[0] = 5.5
+    assert not limiter.cut(), "another shard's cut within the window is the same burst"
+    assert limiter.cuts == 1
+    assert limiter.own_cuts == 0
     limiter.set_rate(10)
     assert limiter.rate == 10
 
