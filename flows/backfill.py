@@ -218,7 +218,7 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()
     try:
-        with push_heap(), progress_bar(job, work) as progress:
+        with push_heap(), progress_bar(job, work, client) as progress:
             await push_batches(job, work, client, journal, progress)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
@@ -226,14 +226,23 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     return finish_task(job, attempt, time.monotonic() - started)
 
 
-def progress_bar(job: Job, work: Work) -> PushProgress:
+def progress_bar(job: Job, work: Work, client: FrigadeClient) -> PushProgress:
     """The push's bar; a sharded run's are one per shard, under one legend."""
     per_user = dict(work.pending.group_by("user_id").len().iter_rows())
     label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
     legend = job.shard is None or job.shard == 0
     # a shard in a worker process keeps quiet: two processes' bars would write over each other
     console = Console(file=io.StringIO()) if job.quiet else None
-    return PushProgress(work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend)
+    flight = client.concurrency
+    return PushProgress(
+        work.pending.height,
+        job.settings.rate,
+        per_user,
+        console,
+        label=label,
+        legend=legend,
+        flight=lambda: (flight.in_flight, flight.p50),
+    )
 
 
 async def push_batches(
