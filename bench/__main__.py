@@ -14,7 +14,17 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
+from bench import (
+    big_export,
+    fewest_requests,
+    push_ceiling,
+    push_limit,
+    real_account,
+    shards,
+    sync_cost,
+    whole_job,
+    workers,
+)
 from bench._common import Figure, base_parser, exit_code, print_table, write_results
 
 BENCHES: dict[
@@ -28,6 +38,7 @@ BENCHES: dict[
     "whole_job": ("Benchmark 6: the whole job at the limit", whole_job.add_args, whole_job.run),
     "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
     "workers": ("Benchmark 8: more than one core", workers.add_args, workers.run),
+    "real_account": ("Benchmark 9: a real account's shape, defaults only", real_account.add_args, real_account.run),
 }
 
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from bench import big_export, fewest_requests, push_ceiling, push_limit, shards, sync_cost, whole_job, workers
+from bench import (
+    big_export,
+    fewest_requests,
+    push_ceiling,
+    push_limit,
+    real_account,
+    shards,
+    sync_cost,
+    whole_job,
+    workers,
+)
 from bench.__main__ import BENCHES, _namespace
 from bench._common import Figure, base_parser, print_table, run_main
 
@@ -101,7 +111,17 @@ def test_every_benchmark_is_wired_into_the_runner() -> None:
         "whole_job",
         "shards",
         "workers",
+        "real_account",
     }
+
+
+def test_real_account_quick() -> None:
+    figures = _run("real_account", real_account.run)
+    # exact at any size: every planned request sent, at R and against the throttling server
+    exact = [f for f in figures if "exit code" in f.name or "requests sent" in f.name]
+    assert len(exact) == 4
+    assert all(f.passed for f in exact)
+    assert any(f.name.startswith("job / aiohttp CPU per request") for f in figures)
 
 
 def test_whole_job_quick() -> None:
