@@ -19,6 +19,7 @@ from bench import (
     fewest_requests,
     push_ceiling,
     push_limit,
+    push_memory,
     real_account,
     shards,
     sync_cost,
@@ -39,6 +40,7 @@ BENCHES: dict[
     "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
     "workers": ("Benchmark 8: more than one core", workers.add_args, workers.run),
     "real_account": ("Benchmark 9: a real account's shape, defaults only", real_account.add_args, real_account.run),
+    "push_memory": ("Benchmark 10: memory flat in the number of users", push_memory.add_args, push_memory.run),
 }
 
 

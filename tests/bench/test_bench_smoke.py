@@ -16,6 +16,7 @@ from bench import (
     fewest_requests,
     push_ceiling,
     push_limit,
+    push_memory,
     real_account,
     shards,
     sync_cost,
@@ -112,7 +113,14 @@ def test_every_benchmark_is_wired_into_the_runner() -> None:
         "shards",
         "workers",
         "real_account",
+        "push_memory",
     }
+
+
+def test_push_memory_quick() -> None:
+    figures = _run("push_memory", push_memory.run)
+    assert [f.value for f in figures if "exit code" in f.name] == [0, 0]
+    assert any(f.name.endswith("peak RSS during the push") for f in figures)
 
 
 def test_real_account_quick() -> None:
