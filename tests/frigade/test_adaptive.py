@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 import random
 from collections import deque
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from frigade.client import FrigadeClient
-from frigade.errors import ThrottledError
+from frigade.errors import MauCapError, ThrottledError
 from frigade.limiter import THROTTLE_CUT, AdaptiveConcurrency, SettlingLimiter, SlidingWindowLimiter
 from frigade.secret import ApiKey
 from tests.frigade.vtime import run_virtual
@@ -239,3 +240,38 @@ def test_a_retry_after_of_one_window_is_the_cut_s_business_not_a_pause_of_every_
     server = Server(lambda t: 0.05, limit=20)
     drive(server, rate=40, seconds=10, senders=16)
     assert len(server.admitted) / 10 >= 0.85 * 20
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "cuts"),
+    [
+        (429, {"Retry-After": "1"}, _THROTTLE, 1),
+        (429, {}, _THROTTLE, 1),
+        (503, {"Retry-After": "2"}, b"", 1),
+        (503, {}, b"", 0),  # an outage or a crash, not the API asking for less
+        (429, {}, b'{"statusCode":429,"message":"Exceeded maximum allowed MAUs for this plan"}', 0),
+    ],
+    ids=["429-retry-after", "429", "503-retry-after", "503", "mau-cap"],
+)
+def test_which_answers_cut_the_rate(status: int, headers: dict[str, str], body: bytes, cuts: int) -> None:
+    answers = [httpx.Response(status, content=body, headers=headers)]
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return answers.pop() if answers else httpx.Response(200, content=_EMPTY)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        client = FrigadeClient(
+            "https://api.frigade.test",
+            None,
+            rate=100,
+            limiter=SettlingLimiter(100, clock=loop.time),
+            transport_factory=lambda: httpx.MockTransport(handle),
+            rand=random.Random(1),
+        )
+        async with client:
+            with contextlib.suppress(MauCapError):
+                await client.read_state("u1")
+        return client.limiter.cuts
+
+    assert run_virtual(main()) == cuts
