@@ -25,12 +25,9 @@ from pathlib import Path
 
 import polars as pl
 
-from bench import datagen
 from bench._common import REPO_ROOT, Figure, base_parser, run_main
-from bench.real_account import CATALOG_YAML
+from bench.real_account import account, write_users
 from emulator.embedded import EmbeddedEmulator
-from frigade.catalog import parse_catalog
-from tests.e2e.servers import prefect_server, quiet_prefect_env
 
 NAME = "push_memory"
 
@@ -64,7 +61,8 @@ def _backfill(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, floa
     _, status, usage = os.wait4(proc.pid, 0)
     done.set()
     sampler.join()
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, samples
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return proc.returncode, usage.ru_maxrss / 1024, samples
 
 
 def _push_span(run_dir: Path) -> tuple[float, float]:
@@ -74,20 +72,14 @@ def _push_span(run_dir: Path) -> tuple[float, float]:
 
 
 def measure(sizes: Sequence[int], seed: int, tmp: Path) -> list[Figure]:
-    catalog = tmp / "catalog.yaml"
-    catalog.write_text(CATALOG_YAML, encoding="utf-8")
-    parsed = parse_catalog(CATALOG_YAML, str(catalog))
-    home = tmp / "prefect-home"
-    home.mkdir()
     figs: list[Figure] = []
     peaks: list[float] = []
-    with prefect_server(home) as api:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRIGADE_")} | quiet_prefect_env(home)
-        env["PREFECT_API_URL"] = api
+    with account(tmp) as (catalog, parsed, job_env):
+        env = {**os.environ, **job_env}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         for users in sizes:
             export = tmp / f"export-{users}.csv"
-            datagen.write_export(parsed, export, round(users * datagen.ROWS_PER_USER), seed)
+            write_users(parsed, export, users, seed)
             run_dir = tmp / f"run-{users}"
             with EmbeddedEmulator(catalog=catalog) as emu:
                 cmd = [sys.executable, "-m", "cli", "backfill", str(export), "--catalog", str(catalog)]

@@ -129,7 +129,8 @@ def test_real_account_quick() -> None:
     exact = [f for f in figures if "exit code" in f.name or "requests sent" in f.name]
     assert len(exact) == 4
     assert all(f.passed for f in exact)
-    assert any(f.name.startswith("job / aiohttp CPU per request") for f in figures)
+    assert any(f.name.startswith("job / aiohttp CPU per request, all in") for f in figures)
+    assert any(f.name.startswith("job / aiohttp CPU per request beyond the fixed start") for f in figures)
 
 
 def test_whole_job_quick() -> None:
