@@ -16,6 +16,10 @@ __all__ = ["AdaptiveConcurrency", "SettlingLimiter", "SlidingWindowLimiter"]
 #: this share of what the server accepted over the last window. Close to 1, because the accepted
 #: count is already the server's limit: the cut only has to step below it, not halve a guess.
 THROTTLE_CUT = 0.9
+#: the shortest wait: asyncio fires a timer due within its clock's resolution (1 ns) without moving
+#: its clock, so a shorter wait (a float rounding of a window's end) would re-check at the same
+#: instant for ever on a clock that only moves when waited on (the tests' virtual time)
+_MIN_WAIT = 2e-9
 #: how fast the rate climbs back after a cut, per second, as a share of the rate it is capped at
 #: (at least one request per second per second)
 RECOVERY_PER_S = 0.02
@@ -228,7 +232,7 @@ class SlidingWindowLimiter:
                 if now >= ready_at:
                     self._grants.append(now)
                     return
-                await self._wait(ready_at - now)
+                await self._wait(max(_MIN_WAIT, ready_at - now))
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the rate changes meanwhile."""
@@ -291,7 +295,7 @@ class SettlingLimiter(SlidingWindowLimiter):
                     wake = now + self._window / 20  # all counted requests are in flight: wait for an answer
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), max(0.0, wake - now))
+                    await asyncio.wait_for(self._changed.wait(), max(_MIN_WAIT, wake - now))
 
     def settle(self, sent: float, answered: float | None) -> None:
         """The request granted at ``sent`` was answered at ``answered`` (None: it got no answer)."""
