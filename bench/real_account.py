@@ -301,7 +301,7 @@ def measure(cases: Sequence[Case], seconds: float, seed: int, tmp: Path) -> list
         figs += [
             Figure(b, f"raw aiohttp loop CPU per request ({base.case.label})", raw_us, "µs", f"{accepted} sent"),
             Figure(b, f"job / aiohttp CPU per request, all in ({base.case.label})", ratio, "x", "<= 2", ratio <= 2.0),
-            Figure(b, f"job's fixed start ({start.sent} requests)", start.cpu_s, "s CPU"),
+            Figure(b, f"job's fixed start (a job of {start.planned} requests)", start.cpu_s, "s CPU"),
             Figure(
                 b,
                 f"job / aiohttp CPU per request beyond the fixed start ({base.case.label})",

@@ -322,8 +322,8 @@ class AdaptiveConcurrency:
 
     Like the gradient of Netflix's concurrency-limits (Gradient2) the recent latency is compared with
     a long-run baseline: when it climbs past ``tolerance`` times the baseline the server is queueing,
-    and the limit no longer follows the latency up but moves towards itself times the ratio (at least
-    half), a fifth of the way each time (Gradient2's smoothing). The baseline follows a drop at once
+    and the limit no longer follows the latency up but is cut by the ratio (at most by half), once per
+    round trip. The baseline follows a drop at once
     and a rise over ``baseline_s`` (an exponential average in time, not in answers: a limit backed off
     to a few requests in flight still learns), so a server that is simply further away, or answers
     bigger bodies, becomes the new normal within seconds.
@@ -344,7 +344,6 @@ class AdaptiveConcurrency:
         recent: int = 64,
         every: int = 8,
         baseline_s: float = 5.0,
-        smoothing: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ceiling < 1:
@@ -360,7 +359,7 @@ class AdaptiveConcurrency:
         self._recent: deque[float] = deque(maxlen=recent)
         self._every = every
         self._baseline_s = baseline_s
-        self._smoothing = smoothing
+        self._shrunk_at = -math.inf
         self._clock = clock
         self._since = 0
         self._baseline = math.nan
@@ -439,7 +438,12 @@ class AdaptiveConcurrency:
             # Little's law on the latency while the server keeps up
             target = self._rate() * short * self._headroom + 1
         else:
-            # queueing: shrink by how far past the tolerance the latency went
-            ratio = max(0.5, allowed / short)
-            target = self._limit + self._smoothing * (self._limit * ratio - self._limit)
+            # queueing: shrink by how far past the tolerance the latency went, once per round trip
+            # (as TCP halves once per window): a stall of this process lengthens every answer in
+            # flight at once, and the burst of answers after it must not cut the limit again and
+            # again until it has collapsed
+            if now - self._shrunk_at < short:
+                return
+            self._shrunk_at = now
+            target = self._limit * max(0.5, allowed / short)
         self._limit = max(self._floor, min(self.ceiling, math.floor(target)))

@@ -135,6 +135,19 @@ def test_backs_off_when_the_latency_climbs_then_settles_at_the_new_one() -> None
     assert busiest(run.server.admitted) <= 300
 
 
+def test_a_stall_of_a_moment_cuts_the_limit_once_or_twice_not_to_nothing() -> None:
+    """Every request in flight during a one-second stall (this process busy, or the network) comes
+    back a second late, then the answers come in a burst: the limit is cut once per round trip, not
+    once per answer of the burst, and the rate is back within two seconds."""
+
+    def latency(t: float) -> float:
+        return 0.3 + (1.0 if 5.0 <= t < 5.3 else 0.0)
+
+    run = drive(Server(latency), rate=300, seconds=12)
+    assert min(limit for at, limit, _ in run.samples if at >= 4.0) >= 300 * 0.3 / 2
+    assert run.rate_between(9.0, 12.0) >= 0.95 * 300
+
+
 def test_a_throttling_server_below_the_rate_is_followed_with_few_429s() -> None:
     server = Server(lambda t: 0.05, limit=50)
     run = drive(server, rate=100, seconds=40, senders=64)
