@@ -94,6 +94,9 @@ class Result:
     wall_s: float
     emulator_cpu_s: float
     tail: str
+    #: the rate until 95 % of the requests were answered: the push without the last users' tail,
+    #: each user's requests one after the other (a user of 20 requests at 300 ms takes 6 s)
+    steady: float = float("nan")
 
     @property
     def cpu_us(self) -> float:
@@ -123,6 +126,7 @@ def _run_case(case: Case, export: Path, catalog: Path, tmp: Path, env: dict[str,
     achieved, sent = push_rate(run_dir) if job.code == 0 else (float("nan"), 0)
     tail = "\n".join(job.output.strip().splitlines()[-4:])
     return Result(
+        steady=steady_rate(run_dir) if job.code == 0 and sent else float("nan"),
         case=case,
         code=job.code,
         planned=_planned(run_dir) if (run_dir / "plan.parquet").exists() else 0,
@@ -137,6 +141,14 @@ def _run_case(case: Case, export: Path, catalog: Path, tmp: Path, env: dict[str,
         emulator_cpu_s=emulator_cpu,
         tail=tail,
     )
+
+
+def steady_rate(run_dir: Path, share: float = 0.95) -> float:
+    """Requests answered per second from the first answer until ``share`` of them were."""
+    at = pl.scan_parquet(run_dir / "outcomes" / "*.parquet").select(pl.col("at").sort()).collect()["at"]
+    k = max(1, int(share * len(at)) - 1)
+    span = float(at[k]) - float(at[0])
+    return k / span if span > 0 else float("nan")
 
 
 def write_bodies(run_dir: Path, path: Path) -> int:
@@ -240,6 +252,7 @@ def _figures(r: Result) -> list[Figure]:
         ]
     push_s = r.sent / r.achieved if r.achieved == r.achieved and r.achieved > 0 else r.wall_s
     figs += [
+        Figure(b, f"{c.label}: push rate until 95 % answered (without the last users' tail)", r.steady, "req/s"),
         Figure(b, f"{c.label}: job CPU per request, all in", r.cpu_us, "µs"),
         Figure(b, f"{c.label}: job peak RSS", r.rss_bytes / 2**20, "MiB"),
         Figure(b, f"{c.label}: job wall time", r.wall_s, "s"),
