@@ -20,6 +20,8 @@ from bench import (
     fewest_requests,
     push_ceiling,
     push_limit,
+    push_memory,
+    real_account,
     shards,
     sync_cost,
     whole_job,
@@ -39,6 +41,8 @@ BENCHES: dict[
     "shards": ("Benchmark 7: exports of any size in bounded memory", shards.add_args, shards.run),
     "workers": ("Benchmark 8: more than one core", workers.add_args, workers.run),
     "compressed": ("Benchmark 9: compressed exports in bounded memory", compressed.add_args, compressed.run),
+    "real_account": ("Benchmark 10: a real account's shape, defaults only", real_account.add_args, real_account.run),
+    "push_memory": ("Benchmark 11: memory flat in the number of users", push_memory.add_args, push_memory.run),
 }
 
 

@@ -232,7 +232,7 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
     started = time.monotonic()
     try:
-        with push_heap(), progress_bar(job, work) as progress:
+        with push_heap(), progress_bar(job, work, client) as progress:
             await push_batches(job, work, client, journal, progress)
             # flows where the server showed progress made outside the run, planned again from it
             again = replan_work(job, work)
@@ -250,20 +250,34 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     return result
 
 
-def progress_bar(job: Job, work: Work) -> PushProgress:
+def progress_bar(job: Job, work: Work, client: FrigadeClient) -> PushProgress:
     """The push's bar (its lines off a terminal); a sharded run's are one per shard, under one legend."""
     per_user = dict(work.pending.group_by("user_id").len().iter_rows())
     label = "push" if job.shard is None else f"shard {job.shard + 1}/{job.run_shards}"
     legend = job.shard is None or job.shard == 0
+    flight = client.concurrency
+
+    def in_flight() -> tuple[int, float]:
+        return flight.in_flight, flight.p50
+
     say = log_line(job)
     if say is not None:
         every = job.settings.progress_every_s
         return LogProgress(
-            work.pending.height, job.settings.rate, per_user, say, every_s=every, label=label, legend=legend
+            work.pending.height,
+            job.settings.rate,
+            per_user,
+            say,
+            every_s=every,
+            label=label,
+            legend=legend,
+            flight=in_flight,
         )
     # a shard in a worker process keeps quiet: two processes' bars would write over each other
     console = Console(file=io.StringIO()) if job.quiet else None
-    return PushProgress(work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend)
+    return PushProgress(
+        work.pending.height, job.settings.rate, per_user, console, label=label, legend=legend, flight=in_flight
+    )
 
 
 def log_line(job: Job) -> Callable[[str], None] | None:

@@ -35,7 +35,7 @@ from frigade.errors import (
     UnexpectedResponseError,
     UnreachableError,
 )
-from frigade.limiter import SettlingLimiter, SlidingWindowLimiter
+from frigade.limiter import AdaptiveConcurrency, SettlingLimiter, SlidingWindowLimiter
 from frigade.models import (
     ErrorBody,
     ExternalizedFlow,
@@ -52,6 +52,7 @@ from frigade.transport import AiohttpTransport, Answer, client_timeout
 #: the stable core of Frigade's MAU-cap message
 _MAU_MARKER = "maximum allowed maus"
 assert _MAU_MARKER in MAU_CAP_MESSAGE.lower()
+_MAU_MARKER_BYTES = _MAU_MARKER.encode()
 
 __all__ = ["CONFLICT", "UNSENDABLE", "FrigadeClient", "WriteResult"]
 
@@ -85,9 +86,12 @@ class WriteResult:
 class FrigadeClient:
     """Talks to the Frigade API through several small connection pools behind one shared limiter.
 
-    Every request, reads included, takes a limiter grant. At most ``concurrency`` requests are in
-    flight; each goes to the least busy pool, so no pool is asked for more connections than it has.
-    ``rate`` is ignored when a ``limiter`` is given.
+    Every request, reads included, takes a limiter grant. How many are in flight follows the API
+    (``frigade.limiter.AdaptiveConcurrency``: about the rate times the latency, less when the
+    latency climbs) up to ``concurrency``, or is ``concurrency`` itself with ``adaptive=False``;
+    each goes to the least busy pool, so no pool is asked for more connections than it has.
+    ``rate`` is ignored when a ``limiter`` is given. A throttling answer (a 429 that is not the MAU
+    cap, a 503 with Retry-After) cuts the limiter's rate, which then climbs back (its ``throttled``).
 
     Every request also passes one connectivity gate. With ``outage_window_s > 0``, a request that
     cannot connect at all shuts the gate: every sender waits at it (no attempt is spent) while a probe
@@ -108,6 +112,7 @@ class FrigadeClient:
         *,
         rate: float,
         concurrency: int = 64,
+        adaptive: bool = True,
         pools: int | None = None,
         timeout: float = 30.0,
         max_attempts: int = 6,
@@ -147,7 +152,13 @@ class FrigadeClient:
         self._send_created_at = send_created_at
         self._sleep = sleep
         self._rand = rand if rand is not None else random.Random()
-        self._slots = asyncio.Semaphore(concurrency)
+        limiter_now = self._limiter
+        self._slots = AdaptiveConcurrency(
+            concurrency,
+            lambda: limiter_now.rate,
+            clock=self._limiter.now,
+            **({} if adaptive else {"initial": concurrency, "floor": concurrency}),
+        )
 
         headers = {"Accept": "application/json", "User-Agent": "frigade-migrate"}
         if api_key is not None:
@@ -216,6 +227,11 @@ class FrigadeClient:
     @property
     def limiter(self) -> SlidingWindowLimiter:
         return self._limiter
+
+    @property
+    def concurrency(self) -> AdaptiveConcurrency:
+        """Requests in flight, the limit on them now, and the recent median latency."""
+        return self._slots
 
     @property
     def pool_count(self) -> int:
@@ -435,7 +451,10 @@ class FrigadeClient:
 
     async def _wait_before_retry(self, error: FrigadeError, attempts: int) -> None:
         if isinstance(error, ThrottledError) and error.retry_after is not None:
-            self._limiter.pause_for(error.retry_after)
+            # A wait of one window is what any throttle means, and the rate cut has it in hand; a
+            # longer one is the server asking every sender to stand back.
+            if error.retry_after > self._limiter.window:
+                self._limiter.pause_for(error.retry_after)
             delay = error.retry_after
         else:
             # full jitter: spreads the retries of many senders that failed together
@@ -479,10 +498,11 @@ class FrigadeClient:
                 except UnreachableError as exc:
                     raise self._stop(exc) from None
             await self._slots.acquire()
+        sent, answered = math.nan, None
         try:
             with self._stoppable(self._waiting):
                 await self._limiter.acquire()
-            sent, answered = self._limiter.now(), None
+            sent = self._limiter.now()
             index = self._pick_pool()
             self._in_flight[index] += 1
             try:
@@ -492,6 +512,10 @@ class FrigadeClient:
                     response = await self._send(index, method, path, json, params)
                 answered = self._limiter.now()
                 self._gate.answered()
+                if _throttling(response):
+                    self._limiter.throttled(sent)
+                else:
+                    self._limiter.answered(answered)
                 return response
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise ConnectFailedError(self._scrub(_connect_reason(exc)), no_connection=True) from exc
@@ -510,7 +534,7 @@ class FrigadeClient:
                 if isinstance(self._limiter, SettlingLimiter):
                     self._limiter.settle(sent, answered)
         finally:
-            self._slots.release()
+            self._slots.release(None if answered is None else answered - sent)
 
     async def _send(self, index: int, method: str, path: str, json: Any, params: dict[str, int] | None) -> _Reply:
         wire = self._wires[index]
@@ -694,6 +718,14 @@ class _Gate:
                 pass  # connected, then failed: reachable all the same
             self._open()
             return
+
+
+def _throttling(response: _Reply) -> bool:
+    """A 429 that is not the MAU cap, or a 503 with Retry-After: the API asks for a lower rate."""
+    status = response.status_code
+    if status == 429:
+        return _MAU_MARKER_BYTES not in response.content.lower()
+    return status == 503 and "Retry-After" in response.headers
 
 
 def _json_body(value: Any) -> bytes:

@@ -10,7 +10,19 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-__all__ = ["SettlingLimiter", "SlidingWindowLimiter"]
+__all__ = ["AdaptiveConcurrency", "SettlingLimiter", "SlidingWindowLimiter"]
+
+#: what a throttling answer (a 429 that is not the MAU cap, a 503 with Retry-After) leaves of the rate:
+#: this share of what the server accepted over the last window. Close to 1, because the accepted
+#: count is already the server's limit: the cut only has to step below it, not halve a guess.
+THROTTLE_CUT = 0.9
+#: the shortest wait: asyncio fires a timer due within its clock's resolution (1 ns) without moving
+#: its clock, so a shorter wait (a float rounding of a window's end) would re-check at the same
+#: instant for ever on a clock that only moves when waited on (the tests' virtual time)
+_MIN_WAIT = 2e-9
+#: how fast the rate climbs back after a cut, per second, as a share of the rate it is capped at
+#: (at least one request per second per second)
+RECOVERY_PER_S = 0.02
 
 
 def _limit_and_window(rate: float, window: float) -> tuple[int, float]:
@@ -53,6 +65,17 @@ class SlidingWindowLimiter:
         self._base_window = window
         self._margin = margin
         self._limit, self._window = _limit_and_window(rate, window)
+        #: the rate asked for (``set_rate``), which a throttling answer cuts and time restores
+        self._ceiling = rate
+        self._rate = rate
+        #: the rate the last cut left and when (None: no cut in force, the rate is the ceiling)
+        self._cut: tuple[float, float] | None = None
+        self._cut_at = -math.inf
+        self._accepted: deque[float] = deque()
+        self.cuts = 0
+        #: throttling answers this limiter cut its rate for (``throttled``), not the cuts others asked
+        #: for (``cut``): what a sharded run's budget tells the other shards
+        self.own_cuts = 0
         self._spacing = self._window * (1.0 + margin)
         self._clock = clock
         self._sleep = sleep
@@ -72,6 +95,17 @@ class SlidingWindowLimiter:
     @property
     def window(self) -> float:
         return self._window
+
+    @property
+    def rate(self) -> float:
+        """The rate in force: the one asked for, or less after a throttling answer (``throttled``)."""
+        self._recover(self._clock())
+        return self._rate
+
+    @property
+    def ceiling(self) -> float:
+        """The rate asked for (the constructor's, or the last ``set_rate``): never exceeded."""
+        return self._ceiling
 
     def now(self) -> float:
         """The limiter's clock, the time base of ``pause_until``."""
@@ -96,12 +130,80 @@ class SlidingWindowLimiter:
         """
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be a positive number, got {rate!r}")
+        self._ceiling = rate
+        self._recover(self._clock())
+        self._apply(rate if self._cut is None else min(rate, self._rate))
+
+    def _apply(self, rate: float) -> None:
+        self._rate = rate
         limit, window = _limit_and_window(rate, self._base_window)
         if (limit, window) == (self._limit, self._window):
             return
         self._limit, self._window = limit, window
         self._spacing = window * (1.0 + self._margin)
         self._changed.set()
+
+    # -- throttling answers: a multiplicative cut, an additive climb back (AIMD) ---------------
+
+    def answered(self, at: float) -> None:
+        """A request was answered at ``at`` (limiter clock) without being throttled: the accepted
+        count of the last window is what the next cut is taken from."""
+        accepted = self._accepted
+        accepted.append(at)
+        horizon = at - self._base_window
+        while accepted[0] <= horizon:
+            accepted.popleft()
+
+    def throttled(self, sent: float) -> bool:
+        """The request granted at ``sent`` drew a throttling answer: cut the rate to ``THROTTLE_CUT``
+        of what the server accepted over the last window (of the rate in force when it accepted
+        more). Answers to requests sent before the last cut say nothing new and are ignored, so one
+        burst of 429s is one cut. Returns whether the rate was cut."""
+        if sent < self._cut_at:
+            return False
+        self._cut_now(self._clock())
+        self.own_cuts += 1
+        return True
+
+    def cut(self) -> bool:
+        """Another sender of the run (a shard) was throttled: the API's limit is the whole run's,
+        so cut here too, unless a cut within the last window already answered the same burst."""
+        now = self._clock()
+        if now - self._cut_at < self._base_window:
+            return False
+        self._cut_now(now)
+        return True
+
+    def _cut_now(self, now: float) -> None:
+        self._recover(now)
+        horizon = now - self._base_window
+        while self._accepted and self._accepted[0] <= horizon:
+            self._accepted.popleft()
+        seen = len(self._accepted) / self._base_window
+        base = min(self._rate, seen) if seen > 0 else self._rate
+        # never to nothing: one request per ten windows still learns when the server recovers
+        rate = max(THROTTLE_CUT * base, 0.1 / self._base_window)
+        self._cut = (now, rate)
+        self._cut_at = now
+        self.cuts += 1
+        self._apply(min(rate, self._ceiling))
+
+    def _recover(self, now: float) -> None:
+        """The additive climb since the last cut, back to the ceiling."""
+        if self._cut is None:
+            return
+        at, rate = self._cut
+        climbed = rate + max(1.0, RECOVERY_PER_S * self._ceiling) * (now - at)
+        if climbed >= self._ceiling:
+            self._cut = None
+            self._apply(self._ceiling)
+        elif self._limit_and_window_differ(climbed):
+            self._apply(climbed)
+        else:
+            self._rate = climbed
+
+    def _limit_and_window_differ(self, rate: float) -> bool:
+        return _limit_and_window(rate, self._base_window) != (self._limit, self._window)
 
     def _drop_old_grants(self, now: float) -> None:
         # by age rather than by count: once the limit can shrink, the grants beyond the new limit that
@@ -122,6 +224,7 @@ class SlidingWindowLimiter:
         async with self._lock:
             while True:
                 now = self._clock()
+                self._recover(now)
                 self._drop_old_grants(now)
                 # re-read after every sleep: a pause or a new rate may have arrived, and sleeps can end
                 # a little early
@@ -129,7 +232,7 @@ class SlidingWindowLimiter:
                 if now >= ready_at:
                     self._grants.append(now)
                     return
-                await self._wait(ready_at - now)
+                await self._wait(max(_MIN_WAIT, ready_at - now))
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the rate changes meanwhile."""
@@ -178,6 +281,7 @@ class SettlingLimiter(SlidingWindowLimiter):
         async with self._lock:
             while True:
                 now = self._clock()
+                self._recover(now)
                 while self._stamps and self._stamps[0] + self._spacing <= now:
                     heapq.heappop(self._stamps)
                 if now >= self._paused_until and self._pending + len(self._stamps) < self._limit:
@@ -191,7 +295,7 @@ class SettlingLimiter(SlidingWindowLimiter):
                     wake = now + self._window / 20  # all counted requests are in flight: wait for an answer
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), max(0.0, wake - now))
+                    await asyncio.wait_for(self._changed.wait(), max(_MIN_WAIT, wake - now))
 
     def settle(self, sent: float, answered: float | None) -> None:
         """The request granted at ``sent`` was answered at ``answered`` (None: it got no answer)."""
@@ -205,3 +309,141 @@ class SettlingLimiter(SlidingWindowLimiter):
         self._pending = max(0, self._pending - 1)
         heapq.heappush(self._stamps, stamp)
         self._changed.set()
+
+
+class AdaptiveConcurrency:
+    """How many requests may be in flight at once, following the API rather than set by hand.
+
+    The rate limiter decides how fast requests go; this decides how many may wait for their answers
+    at once, and both have to allow the rate. By Little's law ``rate x latency`` requests are in
+    flight at a steady rate, so the limit is that, times ``headroom`` (answers vary, and a request
+    waiting for its rate grant holds a place too), from the rate in force (``rate``, which a
+    throttling answer lowers) and the median of the recent latencies.
+
+    Like the gradient of Netflix's concurrency-limits (Gradient2) the recent latency is compared with
+    a long-run baseline: when it climbs past ``tolerance`` times the baseline the server is queueing,
+    and the limit no longer follows the latency up but is cut by the ratio (at most by half), once per
+    round trip. The baseline follows a drop at once
+    and a rise over ``baseline_s`` (an exponential average in time, not in answers: a limit backed off
+    to a few requests in flight still learns), so a server that is simply further away, or answers
+    bigger bodies, becomes the new normal within seconds.
+
+    The limit starts at ``initial`` and never leaves ``[floor, ceiling]``; ``ceiling`` is the user's
+    ``--concurrency``. Time comes from ``clock``; ``acquire``/``release`` pair like a semaphore's.
+    """
+
+    def __init__(
+        self,
+        ceiling: int,
+        rate: Callable[[], float],
+        *,
+        initial: int = 8,
+        floor: int = 2,
+        headroom: float = 2.0,
+        tolerance: float = 3.0,
+        recent: int = 64,
+        every: int = 8,
+        baseline_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ceiling < 1:
+            raise ValueError(f"ceiling must be at least 1, got {ceiling!r}")
+        if not (headroom >= 1.0 and tolerance >= 1.0):
+            raise ValueError("headroom and tolerance must be at least 1")
+        self.ceiling = ceiling
+        self._rate = rate
+        self._floor = min(floor, ceiling)
+        self._limit = max(self._floor, min(initial, ceiling))
+        self._headroom = headroom
+        self._tolerance = tolerance
+        self._recent: deque[float] = deque(maxlen=recent)
+        self._every = every
+        self._baseline_s = baseline_s
+        self._shrunk_at = -math.inf
+        self._clock = clock
+        self._since = 0
+        self._baseline = math.nan
+        self._updated = math.nan
+        self._p50 = math.nan
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        """Places taken: requests awaiting an answer, or their rate grant."""
+        return self._in_flight
+
+    @property
+    def p50(self) -> float:
+        """The median of the recent latencies in seconds (NaN before the first answer)."""
+        return self._p50
+
+    @property
+    def baseline(self) -> float:
+        return self._baseline
+
+    async def acquire(self) -> None:
+        """Wait for a place, first come first served. Cancelling a waiter takes no place."""
+        if self._in_flight < self._limit and not self._waiters:
+            self._in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._in_flight -= 1  # granted as it was cancelled: hand the place on
+                self._wake()
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def release(self, latency: float | None = None) -> None:
+        """Give a place back; ``latency`` is the request's time from its grant to its answer (None
+        when it got none, e.g. a failed connection, which says nothing of the server's queue)."""
+        self._in_flight -= 1
+        if latency is not None and latency >= 0:
+            self._recent.append(latency)
+            self._since += 1
+            if self._since >= self._every or math.isnan(self._p50):
+                self._since = 0
+                self._update()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
+
+    def _update(self) -> None:
+        recent = sorted(self._recent)
+        short = recent[len(recent) // 2]
+        self._p50 = short
+        now = self._clock()
+        if math.isnan(self._baseline) or short < self._baseline:
+            self._baseline = short
+        else:
+            self._baseline += (short - self._baseline) * min(1.0, (now - self._updated) / self._baseline_s)
+        self._updated = now
+        allowed = self._tolerance * self._baseline
+        if short <= allowed:
+            # Little's law on the latency while the server keeps up
+            target = self._rate() * short * self._headroom + 1
+        else:
+            # queueing: shrink by how far past the tolerance the latency went, once per round trip
+            # (as TCP halves once per window): a stall of this process lengthens every answer in
+            # flight at once, and the burst of answers after it must not cut the limit again and
+            # again until it has collapsed
+            if now - self._shrunk_at < short:
+                return
+            self._shrunk_at = now
+            target = self._limit * max(0.5, allowed / short)
+        self._limit = max(self._floor, min(self.ceiling, math.floor(target)))

@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: ``started`` counts shard attempts (retries too), ``finished`` the shards whose last request was
-#: answered, ``stopped`` the stops (one is enough for every shard of the run to stop sending)
-Counter = Literal["started", "finished", "stopped"]
-COUNTERS: tuple[Counter, ...] = ("started", "finished", "stopped")
+#: answered, ``stopped`` the stops (one is enough for every shard of the run to stop sending),
+#: ``throttled`` the rate cuts a throttling answer caused in any shard (every shard cuts too)
+Counter = Literal["started", "finished", "stopped", "throttled"]
+COUNTERS: tuple[Counter, ...] = ("started", "finished", "stopped", "throttled")
 
 
 def share(rate: float, workers: int, shards: int, finished: int) -> float:
@@ -240,6 +241,11 @@ class ShardBudget:
     """One shard's view of the run's budget: ``rate`` requests per second for the whole run, at most
     ``workers`` shards at once, ``shards`` in all, counted in ``store``.
 
+    The API's throttle is the account's, not a shard's: a shard whose limiter cut its rate for a
+    throttling answer counts it in ``throttled``, and every other shard cuts its own rate when it
+    sees the count grow (at the next poll), so the whole run backs off together and climbs back
+    together (``frigade.limiter``'s cut and additive recovery).
+
     A shard runs ``following(limiter)`` (or ``follow``) around its push and calls ``finished()`` once
     its push has ended with every request answered. A shard that failed is never counted as finished:
     the others then keep their smaller share, which is safe.
@@ -316,7 +322,18 @@ class ShardBudget:
     ) -> None:
         current = first_share(self.rate, self.workers, self.shards)
         pending: deque[tuple[float, float]] = deque()  # (due, share), both increasing
+        reported = limiter.own_cuts  # this shard's cuts told to the store (or made before it followed)
+        added = 0  # of which counted there by this poller
+        others = await self._call(self.store.get, "throttled")  # the other shards' cuts already seen
         while True:
+            while reported < limiter.own_cuts:
+                await self._call(self.store.add, "throttled")
+                reported += 1
+                added += 1
+            theirs = await self._call(self.store.get, "throttled") - added
+            if theirs > others:
+                others = theirs
+                limiter.cut()
             finished = await self._call(self.store.get, "finished")
             seen_at = limiter.now()  # after the read: the later, the safer
             target = share(self.rate, self.workers, self.shards, finished)

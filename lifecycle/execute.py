@@ -275,7 +275,7 @@ def begin_attempt(job: Job) -> Attempt:
 
 def journal_for(job: Job) -> DispatchJournal:
     """One per attempt, shared by every batch, so the reservation only ever moves forward."""
-    return DispatchJournal(job.folder, job.attempt, block=2 * job.settings.concurrency)
+    return DispatchJournal(job.folder, job.attempt, block=2 * job.settings.users_at_once)
 
 
 def batches(job: Job, work: Work) -> list[pl.DataFrame]:
@@ -302,7 +302,7 @@ async def push_batch(
         batch_work,
         plan,
         client,
-        concurrency=job.settings.concurrency,
+        concurrency=job.settings.users_at_once,
         outcomes=outcomes,
         snapshot=snapshot,
         journal=journal,
@@ -320,7 +320,7 @@ async def fill_missing_snapshots(job: Job, client: FrigadeClient) -> int:
     missing = users_without_state(outcomes, have)
     if missing:
         job.folder.write_part(
-            "snapshot_parts", job.attempt, await read_snapshot(client, missing, job.settings.concurrency)
+            "snapshot_parts", job.attempt, await read_snapshot(client, missing, job.settings.users_at_once)
         )
     return len(missing)
 

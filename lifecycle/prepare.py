@@ -214,13 +214,13 @@ async def starting_state(job: Job, analysis: Analysis, client: FrigadeClient) ->
         assert job.state_dir is not None
         users = changed_user_flows(*analysis.targets, *job.state_dir.load())["user_id"].unique().sort().to_list()
     sample = users if job.kind == "sync" else users[:READ_SAMPLE]
-    read = from_snapshot(await read_snapshot(client, sample, job.settings.concurrency))
+    read = from_snapshot(await read_snapshot(client, sample, job.settings.users_at_once))
     reads = {"users_read": len(sample), "users_not_read": 0}
     if len(sample) < len(users):
         if users_with_progress(read) == 0:
             reads["users_not_read"] = len(users) - len(sample)
         else:
-            rest = from_snapshot(await read_snapshot(client, users[len(sample) :], job.settings.concurrency))
+            rest = from_snapshot(await read_snapshot(client, users[len(sample) :], job.settings.users_at_once))
             read = StateFrames(*(pl.concat([a, b]) for a, b in zip(read, rest, strict=True)))
             reads["users_read"] = len(users)
     return Starting(read, base, job.settings.policy, reads)
@@ -323,7 +323,7 @@ async def replan_baseline(job: Job, analysis: Analysis, client: FrigadeClient) -
     users an earlier plan may have touched (the others are still in the initial state, and a read
     would count them as active). What is read is also the snapshot of those the new plan leaves alone."""
     users = set(analysis.targets.flows["user_id"].unique().to_list()) & maybe_touched(job)
-    snap = await read_snapshot(client, sorted(users), job.settings.concurrency)
+    snap = await read_snapshot(client, sorted(users), job.settings.users_at_once)
     job.folder.create()
     job.folder.write_part("snapshot_parts", job.attempt, snap)
     return from_snapshot(snap)

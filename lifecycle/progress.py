@@ -1,7 +1,7 @@
 """Rich progress bars: the push's (requests and users done of planned, elapsed time, the rate at which
-requests are being answered, a smoothed ETA, and errors so far), and a sharded plan's (the split,
-then each shard analysed and planned). Off a terminal (a redirected output, cron, a Prefect worker's
-log) the push's figures are log lines instead: ``LogProgress``."""
+requests are being answered, requests in flight and their median latency, a smoothed ETA, and errors
+so far), and a sharded plan's (the split, then each shard analysed and planned). Off a terminal (a
+redirected output, cron, a Prefect worker's log) the push's figures are log lines instead: ``LogProgress``."""
 
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ def _clock_text(seconds: float | None) -> str:
 #: printed once above the bar, so each figure on it says what it measures
 LEGEND = (
     "push: requests answered/planned, users done/total, elapsed, requests answered per second over "
-    f"the last {RATE_WINDOW_S:g} s (and the --rate limit), time left at that rate, errors"
+    f"the last {RATE_WINDOW_S:g} s (and the --rate limit), requests in flight and their median latency "
+    "(the API's answers decide how many), time left at that rate, errors"
 )
+
+#: (requests in flight, median latency of the recent answers in seconds, NaN before the first)
+Flight = Callable[[], tuple[int, float]]
 
 
 class _Line(ProgressColumn):
@@ -94,9 +98,11 @@ class PushProgress:
         *,
         label: str = "push",
         legend: bool = True,
+        flight: Flight | None = None,
     ) -> None:
         self.total, self.limit = total, rate
         self._legend = legend
+        self._flight = flight
         self.errors = 0
         self.done = 0
         self._left = dict(user_requests or {})
@@ -125,9 +131,13 @@ class PushProgress:
     def _line(self) -> str:
         rate = self.estimate.rate
         answered = "-.-" if rate is None else f"{rate:.1f}"
+        flight = ""
+        if self._flight is not None:
+            n, p50 = self._flight()
+            flight = f"{n} in flight, p50 {'-' if p50 != p50 else f'{p50 * 1000:.0f}'} ms  "
         return (
             f"{self.done}/{self.total} req  {self.users_done}/{self.users_total} users  "
-            f"{_clock_text(self._clock() - self._start)}  {answered}/s (limit {self.limit:g})  "
+            f"{_clock_text(self._clock() - self._start)}  {answered}/s (limit {self.limit:g})  {flight}"
             f"ETA {_clock_text(self.estimate.eta(self.total - self.done))}  errors {self.errors}"
         )
 
@@ -166,8 +176,11 @@ class LogProgress(PushProgress):
         every_s: float = LOG_EVERY_S,
         label: str = "push",
         legend: bool = True,
+        flight: Flight | None = None,
     ) -> None:
-        super().__init__(total, rate, user_requests, Console(quiet=True), clock, label=label, legend=False)
+        super().__init__(
+            total, rate, user_requests, Console(quiet=True), clock, label=label, legend=False, flight=flight
+        )
         self._say, self._every, self._label, self._log_legend = say, every_s, label, legend
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name=f"progress-{label}", daemon=True)

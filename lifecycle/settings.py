@@ -83,7 +83,10 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="requests per second, never exceeded in any one-second window"
     )
     concurrency: Annotated[int, _prefixed("concurrency")] = Field(
-        default=32, ge=1, description="most requests in flight"
+        default=512,
+        ge=1,
+        description="most requests in flight: a ceiling, the number in flight follows the API's latency "
+        "and answers (enough for 500/s at 500 ms)",
     )
     mode: Annotated[Literal["state", "history"], _prefixed("mode")] = Field(
         default="state",
@@ -239,6 +242,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """No URL and no key: run against the embedded emulator."""
         return self.api_url is None and self.api_key is None
+
+    @property
+    def users_at_once(self) -> int:
+        """Users one push batch sends to at once, and state read-backs running at once: each holds
+        one request in flight at a time, so as many as the ceiling on requests in flight, and the
+        client's adaptive limit decides how many of them send."""
+        return self.concurrency
 
     @property
     def target(self) -> str:

@@ -17,6 +17,8 @@ from bench import (
     fewest_requests,
     push_ceiling,
     push_limit,
+    push_memory,
+    real_account,
     shards,
     sync_cost,
     whole_job,
@@ -121,7 +123,25 @@ def test_every_benchmark_is_wired_into_the_runner() -> None:
         "shards",
         "workers",
         "compressed",
+        "real_account",
+        "push_memory",
     }
+
+
+def test_push_memory_quick() -> None:
+    figures = _run("push_memory", push_memory.run)
+    assert [f.value for f in figures if "exit code" in f.name] == [0, 0]
+    assert any(f.name.endswith("peak RSS during the push") for f in figures)
+
+
+def test_real_account_quick() -> None:
+    figures = _run("real_account", real_account.run)
+    # exact at any size: every planned request sent, at R and against the throttling server
+    exact = [f for f in figures if "exit code" in f.name or "requests sent" in f.name]
+    assert len(exact) == 4
+    assert all(f.passed for f in exact)
+    assert any(f.name.startswith("job / aiohttp CPU per request, all in") for f in figures)
+    assert any(f.name.startswith("job / aiohttp CPU per request beyond the fixed start") for f in figures)
 
 
 def test_whole_job_quick() -> None:

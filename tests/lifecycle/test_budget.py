@@ -246,3 +246,29 @@ def test_importing_the_module_loads_neither_dask_nor_prefect() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_throttled_shard_makes_every_shard_cut_its_rate_once() -> None:
+    """The API's throttle is the account's: one shard's cut reaches the others at their next poll,
+    a repeated read of the same count cuts nothing more, and each climbs back on its own."""
+    store = LocalStore()
+
+    async def main() -> tuple[float, float, float, int, int]:
+        a, b = virtual_limiter(1000), virtual_limiter(1000)
+        budgets = [ShardBudget(100.0, 2, 2, store), ShardBudget(100.0, 2, 2, store)]
+        followers = [asyncio.create_task(x.follow(lim, poll_s=0.25)) for x, lim in zip(budgets, (a, b), strict=True)]
+        await asyncio.sleep(2.0)
+        assert a.throttled(sent=now())  # nothing accepted yet: 0.9 of the 50 in force
+        await asyncio.sleep(0.6)  # a's poll counts it, b's next poll sees it
+        after_cut = b.rate
+        await asyncio.sleep(2.0)
+        for f in followers:
+            f.cancel()
+        return a.rate, after_cut, b.rate, b.cuts, store.get("throttled")
+
+    a_rate, b_after_cut, b_later, b_cuts, counted = run_virtual(main())
+    assert counted == 1
+    assert b_cuts == 1
+    assert b_after_cut < 50
+    assert 45 < b_later <= 50
+    assert 45 < a_rate <= 50

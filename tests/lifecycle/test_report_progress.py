@@ -274,3 +274,19 @@ def test_report_puts_the_summary_table_first_and_charts_counts() -> None:
     ) in md
     lines = bar_chart([("x", 4), ("y", 1)], width=8)
     assert lines == ["x ████████ 4", "y ██······ 1"]
+
+
+def test_the_line_shows_requests_in_flight_and_their_median_latency() -> None:
+    clock = Clock()
+    buf = io.StringIO()
+    console = Console(file=buf, width=250, force_terminal=False)
+    seen = [(0, float("nan"))]
+    with PushProgress(
+        total=2, rate=500, user_requests={"a": 2}, console=console, clock=clock, flight=lambda: seen[0]
+    ) as p:
+        assert "0 in flight, p50 - ms" in p._line()
+        seen[0] = (37, 0.1534)
+        p.advance(_outcome("a", 0))
+        assert "(limit 500)  37 in flight, p50 153 ms  ETA" in p._line()
+        p.advance(_outcome("a", 1))
+    assert "requests in flight and their median latency" in buf.getvalue()
