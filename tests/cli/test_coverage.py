@@ -121,3 +121,7 @@ def test_a_lost_column_of_a_row_planned_for_another_is_listed_as_not_migrated(
     assert "besides, 2 rows counted above under another of their events also carry progress not migrated" in out
     assert "adds up to more than its rows" in out
     assert "a run would end exit 1: progress not migrated: 2 user-flows of 2 users" in " ".join(captured.err.split())
+    # --max-quarantined caps those rows too: 0 accepts no loss
+    assert main(["plan", *args, "--max-quarantined", "0"]) == 2
+    want = "2 of 3 rows are quarantined or carry progress not migrated (66.7%), more than --max-quarantined 0"
+    assert want in " ".join(capsys.readouterr().err.split())
