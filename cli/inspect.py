@@ -21,6 +21,7 @@ from lifecycle.catalogs import SAMPLE_LABEL, catalog_source, local_catalog
 from lifecycle.exitcodes import ExitCode
 from lifecycle.exports import check_exports, scan_export
 from lifecycle.settings import Settings
+from transforms.accounting import ALSO_NOT_MIGRATED
 from transforms.analysis import Source, export_coverage
 from transforms.inspect import Inspection, inspect_sample
 from transforms.presets import PRESETS, resolve_mapping
@@ -71,6 +72,7 @@ def coverage_table(cov: pl.DataFrame, rows_in: int, title: str) -> Table:
         more = cov.slice(COVERAGE_LINES)
         t.add_row(f"... {more.height} more", str(more["rows"].sum()), "", "")
     by_kind = {str(k): int(n) for k, n in cov.group_by("kind").agg(pl.col("rows").sum()).iter_rows()}
+    also = by_kind.pop(ALSO_NOT_MIGRATED, 0)
     # rows that gave no event at all (a wide row with no progress) are dropped by the accounting too
     no_event = rows_in - sum(by_kind.values())
     if no_event:
@@ -80,6 +82,11 @@ def coverage_table(cov: pl.DataFrame, rows_in: int, title: str) -> Table:
         f"{by_kind.get('dropped', 0) + no_event} not onboarding state + {by_kind.get('not_a_user', 0)} not a user "
         f"+ {by_kind.get('not_migrated', 0)} progress not migrated"
     )
+    if also:
+        t.caption += (
+            f"; besides, {also} rows counted above under another of their events also carry progress not "
+            "migrated, listed too (so this table of events adds up to more than its rows)"
+        )
     return t
 
 

@@ -308,6 +308,7 @@ def plan(
         ("rows not onboarding state (dropped)", c["rows_dropped"]),
         ("rows not a user to migrate", c["rows_not_a_user"]),
         ("rows of progress not migrated", c["rows_not_migrated"]),
+        *([("rows with some progress not migrated", n)] if (n := c.get("rows_partly_not_migrated")) else []),
         ("requests planned", c["requests_planned"]),
         ("distinct users touched (each counts toward MAU)", c["users"]),
         (f"time at {settings.rate:g} req/s", _duration(seconds)),

@@ -138,17 +138,20 @@ def refuse_plan(counts: Mapping[str, int], quarantine: pl.DataFrame, max_quarant
 
 def refuse_too_many_quarantined(counts: Mapping[str, int], quarantine: pl.DataFrame, spec: str | None) -> None:
     """``--max-quarantined``: a plan that quarantines more rows than the user allows is refused before
-    anything is sent (exit 2), naming the most frequent reason and where its first rows are."""
+    anything is sent (exit 2), naming the most frequent reason and where its first rows are. A row
+    planned for one event that also carries a lost one counts too: the cap is what the user accepts."""
     if spec is None:
         return
-    rows, bad = counts.get("rows_in", 0), counts.get("rows_quarantined", 0)
+    rows, partly = counts.get("rows_in", 0), counts.get("rows_partly_not_migrated", 0)
+    bad = counts.get("rows_quarantined", 0) + partly
     if bad <= failure_limit(spec, rows, "--max-quarantined"):
         return
     share = f" ({bad / rows:.1%})" if rows else ""
     top = next(iter(examples(quarantine, per_reason=3, reasons=1).items()), None)
     why = f"; the most frequent reason: {top[0]} (first at {', '.join(top[1])})" if top else ""
     raise InputError(
-        f"{bad:,} of {rows:,} rows are quarantined{share}, more than --max-quarantined {spec} allows{why}",
+        f"{bad:,} of {rows:,} rows are quarantined{' or carry progress not migrated' if partly else ''}{share}, "
+        f"more than --max-quarantined {spec} allows{why}",
         hint="nothing was sent; fix the mapping or the export (`frigade-migrate plan` lists every reason), "
         "or raise --max-quarantined",
     )

@@ -21,7 +21,9 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
     """Each source row lands in one bucket: sent (a request came from it), redundant (valid, but
     already implied or a duplicate), not migrated (a known user's progress, quarantined), not a user
     (quarantined) or dropped (non-state). A row that became several events takes the first of those
-    buckets that any of its events reached.
+    buckets that any of its events reached; those of them counted as planned or redundant that also
+    carry progress not migrated are ``rows_partly_not_migrated`` (outside the equation: the loss is
+    counted by user-flow, ``not_migrated``).
     ``rows_in``: every row of the exports, also those no event came from."""
     origins = plan.get_column("origin").drop_nulls().unique()
     problem = rows.get_column("problem")
@@ -39,16 +41,20 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
             4: int((problem == DROPPED).sum()),
         }
         grouped = rows.height
+        partly_lost = 0
     else:
         rank = (
             rows.with_columns(
-                pl.when(pl.col("row_key").is_in(origins.implode())).then(0).otherwise(_fate() + 1).alias("bucket")
+                pl.when(pl.col("row_key").is_in(origins.implode())).then(0).otherwise(_fate() + 1).alias("bucket"),
+                (_fate() == 1).alias("lost"),
             )
             .group_by("row_key")
-            .agg(pl.col("bucket").min())
+            .agg(pl.col("bucket").min(), pl.col("lost").any())
         )
         per_bucket = dict(rank.group_by("bucket").len().iter_rows())
         grouped = rank.height
+        # counted once, as planned or redundant, yet one of its events was a known user's progress lost
+        partly_lost = rank.filter((pl.col("bucket") <= 1) & pl.col("lost")).height
     return {
         "rows_in": rows_in,
         "rows_sent": per_bucket.get(0, 0),
@@ -56,6 +62,7 @@ def account(rows_in: int, rows: pl.DataFrame, plan: pl.DataFrame) -> dict[str, i
         "rows_quarantined": per_bucket.get(2, 0) + per_bucket.get(3, 0),
         "rows_not_migrated": per_bucket.get(2, 0),
         "rows_not_a_user": per_bucket.get(3, 0),
+        "rows_partly_not_migrated": partly_lost,
         # Rows that produced no event at all (e.g. a wide row with no progress) count as dropped.
         "rows_dropped": per_bucket.get(4, 0) + rows_in - grouped,
         "requests_planned": plan.height,
@@ -111,14 +118,18 @@ def accounting_closes(counts: dict[str, int]) -> bool:
 
 #: coverage's ``kind`` of what an event becomes, in the accounting's order (a row counts under the first)
 COVERAGE_KINDS = ("action", NOT_MIGRATED, NOT_A_USER_KIND, "dropped")
+#: coverage's ``kind`` of a lost event whose row counts under another of its events: a table of events
+#: then adds up to more than the rows
+ALSO_NOT_MIGRATED = "also_not_migrated"
 
 
 def coverage(events: pl.LazyFrame) -> pl.LazyFrame:
     """What each of the export's event names (or state values) becomes, with its rows and users: an
     action, dropped as not onboarding state, not a user, or not migrated with the reason. A row counts
     once, under the event of it that decided its bucket in the row accounting (an action before a loss
-    before no user before dropped), so each kind's rows add up to that bucket. ``events``: row_key,
-    user_id, raw_event, action, problem and reason (null on valid events)."""
+    before no user before dropped), so each kind's rows add up to that bucket. A row's other events that
+    are progress not migrated are listed too, as ``also_not_migrated`` rows beside those totals.
+    ``events``: row_key, user_id, raw_event, action, problem and reason (null on valid events)."""
     rank = _fate()
     kind = rank.replace_strict(list(range(len(COVERAGE_KINDS))), list(COVERAGE_KINDS), return_dtype=pl.String)
     becomes = (
@@ -137,12 +148,20 @@ def coverage(events: pl.LazyFrame) -> pl.LazyFrame:
         )
     )
     name = pl.coalesce("raw_event", "action", pl.lit("(no event name)"))
+    named = events.select(
+        "row_key", "user_id", name.alias("event"), rank.alias("_rank"), kind.alias("kind"), becomes.alias("becomes")
+    )
+    deciding = named.sort("row_key", "_rank", maintain_order=True).unique("row_key", keep="first", maintain_order=True)
+    # a lost event of a row counted under another of its events (a wide row's other column) is loss all
+    # the same: listed too, as its own kind, outside the rows' totals
+    also = (
+        named.filter(pl.col("_rank") == 1)
+        .unique(["row_key", "event", "becomes"], maintain_order=True)
+        .join(deciding, on=["row_key", "event", "becomes"], how="anti")
+        .with_columns(pl.lit(ALSO_NOT_MIGRATED).alias("kind"), pl.lit(len(COVERAGE_KINDS)).alias("_rank"))
+    )
     return (
-        events.select(
-            "row_key", "user_id", name.alias("event"), rank.alias("_rank"), kind.alias("kind"), becomes.alias("becomes")
-        )
-        .sort("row_key", "_rank", maintain_order=True)
-        .unique("row_key", keep="first", maintain_order=True)
+        pl.concat([deciding, also.select(deciding.collect_schema().names())], how="vertical_relaxed")
         .group_by("event", "kind", "becomes")
         .agg(pl.len().alias("rows"), pl.col("user_id").drop_nulls().n_unique().alias("users"), pl.col("_rank").first())
         .sort("_rank", "rows", "event", descending=[False, True, False])

@@ -85,3 +85,43 @@ def test_inspect_prints_the_coverage_of_the_rows_it_sampled(capsys: pytest.Captu
     out = " ".join(capsys.readouterr().out.split())
     assert "coverage of the 123 rows sampled: what each event becomes" in out
     assert "123 rows in = 111 become actions + 10 not onboarding state + 0 not a user + 2 progress not migrated" in out
+
+
+WIDE = """user_id,flow_announcement_completed_at,flow_retired_tour_completed_at
+u1,2024-03-01T10:00:00Z,2024-03-01T11:00:00Z
+u2,2024-03-01T10:00:00Z,2024-03-01T11:00:00Z
+u3,2024-03-01T10:00:00Z,
+"""
+
+
+def test_a_lost_column_of_a_row_planned_for_another_is_listed_as_not_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "wide.csv"
+    export.write_text(WIDE)
+    catalog = DATA / "catalog.yaml"
+    cat = parse_catalog(catalog.read_text(), str(catalog))
+    mapping = resolve_mapping("wide", None)
+    counts = plan_exports([export], mapping, cat).counts
+    # each row counted once, as planned; two of them also carry a lost column
+    assert (counts["rows_sent"], counts["rows_not_migrated"], counts["rows_partly_not_migrated"]) == (3, 0, 2)
+    assert counts["user_flows_not_migrated"] == 2
+    cov = export_coverage(sources_of([export], mapping), mapping, cat)
+    lines = {(e, b): (r, u) for e, r, u, b, _ in cov.iter_rows()}
+    assert lines[("flow_announcement_completed_at", "COMPLETED_FLOW")] == (3, 3)
+    lost = "not migrated (unknown flow 'flow_retired_tour' (not in the catalog))"
+    assert lines[("flow_retired_tour_completed_at", lost)] == (2, 2)
+    args = [str(export), "--preset", "wide", "--catalog", str(catalog), "--run-dir", str(tmp_path / "p")]
+    assert main(["plan", *args]) == 0
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    totals = TOTALS.search(out)
+    assert totals is not None
+    assert [int(g) for g in totals.groups()] == [3, 3, 0, 0, 0]
+    assert "besides, 2 rows counted above under another of their events also carry progress not migrated" in out
+    assert "adds up to more than its rows" in out
+    assert "a run would end exit 1: progress not migrated: 2 user-flows of 2 users" in " ".join(captured.err.split())
+    # --max-quarantined caps those rows too: 0 accepts no loss
+    assert main(["plan", *args, "--max-quarantined", "0"]) == 2
+    want = "2 of 3 rows are quarantined or carry progress not migrated (66.7%), more than --max-quarantined 0"
+    assert want in " ".join(capsys.readouterr().err.split())

@@ -128,6 +128,8 @@ def test_backfill_into_a_live_account_merges_and_overwrite_lands_on_the_export(
         assert (ex["policy"], ex["users_read"], ex["users_with_state"]) == ("merge", 30, len(seeded))
         assert ex["user_flows_merged"] > 0
         assert "users with state in Frigade (policy merge)" in out
+        # what a clean merge matched, in the words CI greps for
+        assert out.rstrip().endswith("of 30 users match the export merged with the state they had in Frigade"), out
 
         # Re-running the finished backfill in a new run folder changes nothing and sends nothing.
         accepted = emu.stats()["writes_accepted"]

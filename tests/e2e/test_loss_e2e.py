@@ -104,3 +104,43 @@ def test_progress_not_migrated_that_the_user_accepted_ends_clean(
     )
     assert not any(s.startswith("progress not migrated") for s in stderr)
     assert "| users with progress not migrated (accepted: --max-quarantined 5) | 3 user-flows of 3 users |" in report
+
+
+WIDE = """user_id,flow_announcement_completed_at,flow_retired_tour_completed_at
+u1,2024-03-01T10:00:00Z,2024-03-01T11:00:00Z
+u2,2024-03-01T10:00:00Z,2024-03-01T11:00:00Z
+u3,2024-03-01T10:00:00Z,
+"""
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_a_lost_column_of_a_wide_row_planned_for_another_fails_the_run(
+    shards: str, emulator: EmbeddedEmulator, prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    # every row is planned (its first column's flow is known), so no row is "not migrated"; the second
+    # column's flow is not in the catalog: two users' progress lost all the same
+    emulator.reset()
+    (tmp_path / "wide.csv").write_text(WIDE)
+    args = ["backfill", str(tmp_path / "wide.csv"), "--preset", "wide", "--catalog", str(CATALOG)]
+    args += ["--api-url", emulator.url, "--run-dir", str(tmp_path / "run"), "--shards", shards]
+    res = cli(args, {**prefect_env, "FRIGADE_API_KEY": emulator.public_key}, tmp_path)
+    stdout, stderr = res.stdout.strip().splitlines(), res.stderr.strip().splitlines()
+    assert res.returncode == 1, res.stdout + res.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    counts = run["counts"]
+    assert (counts["rows_in"], counts["rows_sent"], counts["rows_not_migrated"]) == (3, 3, 0)
+    assert (counts["rows_partly_not_migrated"], counts["users_not_migrated"], counts["user_flows_not_migrated"]) == (
+        2,
+        2,
+        2,
+    )
+    assert run["accounting_closes"] is True
+    assert run["status"] == "failed"
+    assert "| rows with some progress not migrated (counted above as planned or redundant) | 2 |" in res.stdout
+    assert stdout[-1] == (
+        "reconciliation: 3 of 3 users match what was migrated; "
+        "2 user-flows of 2 users have progress that was not (see quarantine.parquet)"
+    )
+    assert any(s.startswith("progress not migrated: 2 user-flows of 2 users (2 rows") for s in stderr)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "**Reconciliation**: 3 of 3 users match what was migrated; 2 user-flows of 2 users" in report

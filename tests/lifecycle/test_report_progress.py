@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from rich.console import Console
 
 from frigade.push import Outcome
 from lifecycle.progress import PlanProgress, PushProgress, RateEstimate
-from lifecycle.report import bar_chart, reconciliation_line, render, request_counts, requests_line, summary_rows
+from lifecycle.report import (
+    any_progress_lost,
+    bar_chart,
+    progress_lost,
+    reconciliation_line,
+    render,
+    request_counts,
+    requests_line,
+    summary_rows,
+)
 from transforms.quarantine import catalog_hints, examples
 
 
@@ -290,3 +301,43 @@ def test_the_line_shows_requests_in_flight_and_their_median_latency() -> None:
         assert "(limit 500)  37 in flight, p50 153 ms  ETA" in p._line()
         p.advance(_outcome("a", 1))
     assert "requests in flight and their median latency" in buf.getvalue()
+
+
+def _clean_run(**counts: int) -> dict[str, Any]:
+    base = {"rows_in": 3, "rows_sent": 3, "rows_redundant": 0, "rows_dropped": 0, "rows_quarantined": 0}
+    base |= {"rows_not_a_user": 0, "rows_not_migrated": 0, "users": 3}
+    return {"status": "succeeded", "counts": base | counts, "users_matching": 3, "users_differing": 0}
+
+
+def test_the_verdict_counts_lost_user_flows_not_rows() -> None:
+    # a wide row counted as planned for one column though another column was lost: no row is "not
+    # migrated", yet two users' progress was
+    run = _clean_run(rows_partly_not_migrated=2, users_not_migrated=2, user_flows_not_migrated=2)
+    assert any_progress_lost(run["counts"])
+    assert progress_lost(run)
+    assert reconciliation_line(run) == (
+        "reconciliation: 3 of 3 users match what was migrated; "
+        "2 user-flows of 2 users have progress that was not (see quarantine.parquet)"
+    )
+    assert ("rows with some progress not migrated (counted above as planned or redundant)", 2) in summary_rows(run)
+    accepted = run | {"settings": {"max_quarantined": "5"}}
+    assert any_progress_lost(run["counts"])
+    assert not progress_lost(accepted)
+    assert reconciliation_line(accepted).endswith("have progress that was not (accepted: --max-quarantined 5)")
+    clean = _clean_run(users_not_migrated=0, user_flows_not_migrated=0)
+    assert not progress_lost(clean)
+    assert reconciliation_line(clean) == "reconciliation: 3 of 3 users match the export exactly"
+    assert not any(label.startswith("rows with some progress") for label, _ in summary_rows(clean))
+    # a record of an earlier version, without the user-flows, is judged by its rows
+    assert progress_lost(_clean_run(rows_not_migrated=1))
+    assert not progress_lost(_clean_run())
+
+
+def test_a_merge_against_state_in_frigade_says_what_it_matched() -> None:
+    ex = {"policy": "merge", "users_read": 3, "users_with_state": 2, "user_flows_with_state": 2}
+    line = reconciliation_line(_clean_run(user_flows_not_migrated=0) | {"existing_state": ex})
+    assert line == "reconciliation: 3 of 3 users match the export merged with the state they had in Frigade"
+    assert re.search(r"reconciliation: [0-9]+ of [0-9]+ users match", line)
+    # nobody had state: the export itself is what was matched
+    none_had = reconciliation_line(_clean_run() | {"existing_state": ex | {"users_with_state": 0}})
+    assert none_had.endswith("match the export exactly")
