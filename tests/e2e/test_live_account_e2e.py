@@ -163,10 +163,12 @@ def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
         row("u1", reset_flow, "COMPLETED_STEP", cat[reset_flow][0]),
         row("u1", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
         row("u2", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
+        row("u3", reset_flow, "COMPLETED_STEP", cat[reset_flow][0]),
         row("u3", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
     ]
-    # u3 had done two steps in Frigade before the first sync (kept); the export then catches up to
-    # what the sync remembered: u3 must be read, not planned from the initial state
+    # u3 had done two steps of a flow in Frigade before the first sync (kept; the sync remembers them, as
+    # it wrote u3's other flow); the export then catches up to them: u3 must be read, not planned from
+    # the initial state (a write that changes nothing)
     export = tmp_path / "export.csv"
     export.write_text("\n".join([*rows, *first]) + "\n")
     env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
