@@ -120,7 +120,7 @@ def existing_state_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ex = run.get("existing_state")
     if not ex:
         return []
-    read = f"{ex.get('users_read', 0)} users read before planning (every user planned)"
+    read = f"{ex.get('users_read', 0)} users read before planning (every user of the export)"
     policy = ex.get("policy")
     did = (
         f"{ex.get('user_flows_kept', 0)} kept as they are, {ex.get('user_flows_merged', 0)} merged"
