@@ -4,20 +4,30 @@ but counts the user as active this month), and the policy's merge is worked out 
 
 from __future__ import annotations
 
+import polars as pl
+
 from frigade.client import FrigadeClient
 from frigade.rules import Rules
-from lifecycle.prepare import READ_SAMPLE, read_snapshot
+from lifecycle.prepare import read_snapshot
 from transforms.merge import Policy, merge_state, merge_summary
 from transforms.state import FLOW_KEY
 from transforms.sync import StateFrames, from_snapshot
 
-#: how many of the export's users (the first by id) the dry run reads
-PLAN_SAMPLE = READ_SAMPLE
+#: how many of the export's users the dry run reads
+PLAN_SAMPLE = 100
 
 
-def first_users(targets: StateFrames, users: int = PLAN_SAMPLE) -> StateFrames:
-    """The target state of the first ``users`` users by id."""
-    keep = targets.flows.select("user_id").unique().sort("user_id").head(users)
+def sampled_users(targets: StateFrames, users: int = PLAN_SAMPLE) -> StateFrames:
+    """The target state of ``users`` users picked by a hash of their id: the first ids sorted are
+    often the oldest accounts, a biased sample of who has state. A sample of samples (shards) is
+    the same as one sample of the whole, as each id's hash is its own."""
+    keep = (
+        targets.flows.select("user_id")
+        .unique()
+        .sort(pl.col("user_id").hash(seed=0), "user_id")
+        .head(users)
+        .select("user_id")
+    )
     return StateFrames(*(f.join(keep, on="user_id", how="semi").sort(FLOW_KEY) for f in targets))
 
 
@@ -38,7 +48,7 @@ def sample_rows(existing: dict[str, int], policy: str, users: int) -> list[tuple
     read = existing["users_read"]
     rows = [
         (
-            f"users with state in Frigade (the first {read} of {users} read)",
+            f"users with state in Frigade ({read} of {users} read, picked by a hash of the id)",
             str(existing.get("users_with_state", 0)),
         )
     ]

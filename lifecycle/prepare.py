@@ -34,7 +34,7 @@ from transforms.outcomes import tally
 from transforms.quarantine import catalog_hints, examples, nothing_to_migrate
 from transforms.schema import InputError
 from transforms.snapshot import SNAPSHOT_SCHEMA, snapshot_rows
-from transforms.sync import StateFrames, changed_user_flows, from_snapshot, remembered
+from transforms.sync import StateFrames, from_snapshot, remembered
 from transforms.work import user_order
 
 #: what a run refused for having nothing to migrate is told to do
@@ -184,10 +184,6 @@ def baseline_for(job: Job) -> StateFrames | None:
     return job.state_dir.load()
 
 
-#: a backfill reads its first users' state; when none of them has any, the rest are not read
-READ_SAMPLE = 100
-
-
 @dataclass(frozen=True)
 class Starting:
     """What a plan starts from. ``current``: the state Frigade holds, read for ``reads["users_read"]``
@@ -203,30 +199,28 @@ class Starting:
 
 async def starting_state(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting:
     """Existing state is the starting point: before a user's first write the job knows that user's
-    state. A backfill reads its first ``READ_SAMPLE`` users; where none has any state, the account is
-    taken to be empty for this export and the rest are not read (a later surprise re-plans that user,
-    never stops the run); else every user is read. A sync reads the users whose export changed since
-    the remembered state (``--from-current``: every user). History mode and a replan read as before."""
+    state. Every user the run plans is read, a backfill's and a sync's alike: a user left unread would
+    be planned from the initial state (or the remembered one) while Frigade may hold more, so a first
+    write could move a pointer back or change nothing. History mode reads too (the caller refuses to
+    append onto existing state under ``--policy merge``). A replan reads as before."""
     if job.replan:
         return Starting(await replan_baseline(job, analysis, client))
-    if job.settings.mode == "history":
-        return Starting(baseline_for(job))
     base = job.state_dir.load_base() if job.state_dir is not None and job.kind == "sync" and not job.full else None
     users = analysis.targets.flows["user_id"].unique().sort().to_list()
-    if job.plain_sync:
-        assert job.state_dir is not None
-        users = changed_user_flows(*analysis.targets, *job.state_dir.load())["user_id"].unique().sort().to_list()
-    sample = users if job.kind == "sync" else users[:READ_SAMPLE]
-    read = from_snapshot(await read_snapshot(client, sample, job.settings.users_at_once))
-    reads = {"users_read": len(sample), "users_not_read": 0}
-    if len(sample) < len(users):
-        if users_with_progress(read) == 0:
-            reads["users_not_read"] = len(users) - len(sample)
-        else:
-            rest = from_snapshot(await read_snapshot(client, users[len(sample) :], job.settings.users_at_once))
-            read = StateFrames(*(pl.concat([a, b]) for a, b in zip(read, rest, strict=True)))
-            reads["users_read"] = len(users)
-    return Starting(read, base, job.settings.policy, reads)
+    read = from_snapshot(await read_snapshot(client, users, job.settings.users_at_once))
+    refuse_history_onto_state(job.settings.mode, job.settings.policy, users_with_progress(read))
+    return Starting(read, base, job.settings.policy, {"users_read": len(users)})
+
+
+def refuse_history_onto_state(mode: str, policy: Policy, with_state: int) -> None:
+    """History mode sends every event, the merge does not apply to it: onto users who already have
+    state it would move their pointers back and redo what they did, so under ``merge`` it stops here,
+    before anything is sent."""
+    if mode == "history" and policy == "merge" and with_state:
+        raise InputError(
+            f"--mode history: {with_state} of the export's users already have state in Frigade, which replaying "
+            "every event would undo: use --mode state (merges with it) or --policy overwrite (replaces it)"
+        )
 
 
 def plan_run(job: Job, analysis: Analysis, catalog: Catalog, start: Starting | StateFrames | None) -> Prepared:

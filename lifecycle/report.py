@@ -130,9 +130,7 @@ def existing_state_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
     ex = run.get("existing_state")
     if not ex:
         return []
-    read = f"{ex.get('users_read', 0)} users read before planning"
-    if ex.get("users_not_read"):
-        read += f", none had state: the other {ex['users_not_read']} were not read"
+    read = f"{ex.get('users_read', 0)} users read before planning (every user of the export)"
     policy = ex.get("policy")
     did = (
         f"{ex.get('user_flows_kept', 0)} kept as they are, {ex.get('user_flows_merged', 0)} merged"
@@ -140,12 +138,12 @@ def existing_state_rows(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
         else f"{ex.get('user_flows_overwritten', 0)} set to the export"
     )
     if not ex.get("users_with_state"):
-        return [("state read from Frigade", read + ("" if ex.get("users_not_read") else ", none had state"))]
+        return [("state read from Frigade", read + ", none had state")]
     return [
         ("state read from Frigade", read),
         (f"users with state in Frigade (policy {policy})", ex.get("users_with_state", 0)),
         ("their user-flows in the export", f"{ex.get('user_flows_with_state', 0)}: {did}"),
-        ("users whose flows both sides changed (progress of both kept)", ex.get("users_with_conflicts", 0)),
+        ("users whose flows both sides changed (Frigade's progress kept)", ex.get("users_with_conflicts", 0)),
     ]
 
 
@@ -293,8 +291,9 @@ def render(
     if run.get("conflict_users"):
         lines += ["", "## Changed both in the export and in Frigade", ""]
         lines += [
-            "Progress from both sides was kept (a flag true on either side stays true, the pointer at the further "
-            "step). First users (all of them in conflicts.parquet): " + ", ".join(run["conflict_users"]),
+            "Frigade has progress the export lacks (its own, or the export reset it): kept, with the export's "
+            "(a flag true on either side stays true, the pointer at the further step). "
+            "First users (all of them in conflicts.parquet): " + ", ".join(run["conflict_users"]),
         ]
     hints = run.get("catalog_hints", [])
     if hints:

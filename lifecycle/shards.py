@@ -33,7 +33,7 @@ from frigade.errors import StopRunError
 from frigade.rules import Rules
 from lifecycle.catalogs import catalog_record
 from lifecycle.execute import record_stop
-from lifecycle.existing import first_users
+from lifecycle.existing import sampled_users
 from lifecycle.exports import (
     analyze_split,
     estimated_rows,
@@ -148,7 +148,7 @@ def preview(
             whole.quarantine_reasons,
             webhook_deliveries(whole.plan),
             whole.plan.head(10),
-            first_users(StateFrames(whole.expected_flows, whole.expected_steps)),
+            sampled_users(StateFrames(whole.expected_flows, whole.expected_steps)),
         )
     parts: list[Prepared] = []
     hooks: list[dict[str, int]] = []
@@ -163,7 +163,7 @@ def preview(
             # only what the preview shows is kept of each shard's plan; the rest goes before the next
             # (a copy: a slice of a frame keeps the whole frame's buffers alive)
             first = pl.from_dicts(part.plan.head(10).to_dicts(), schema=part.plan.schema)
-            samples.append(first_users(StateFrames(part.expected_flows, part.expected_steps)))
+            samples.append(sampled_users(StateFrames(part.expected_flows, part.expected_steps)))
             parts.append(replace(part, plan=first, expected_flows=_EMPTY, expected_steps=_EMPTY))
             del analysis, part
             bar.shard_done(k)
@@ -173,7 +173,7 @@ def preview(
     refuse_plan(counts, quarantine, settings.max_quarantined)
     head = pl.concat([p.plan for p in parts], how="diagonal_relaxed").head(10)
     webhooks = {event: sum(h[event] for h in hooks) for event in hooks[0]}
-    sample = first_users(StateFrames(*(pl.concat(frames) for frames in zip(*samples, strict=True))))
+    sample = sampled_users(StateFrames(*(pl.concat(frames) for frames in zip(*samples, strict=True))))
     return Preview(counts, quarantine, _sum(p.quarantine_reasons for p in parts), webhooks, head, sample)
 
 

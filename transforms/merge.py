@@ -12,8 +12,9 @@ changed it when the current state does. Then:
 - only Frigade changed, or neither: the current state (nothing a user did in Frigade is undone, and
   nothing is sent);
 - both changed: progress from both (a flag true on either side stays true, the pointer at the further
-  step): Frigade's state where it already has all the export's progress; where each side has progress
-  the other lacks, the user-flow is a conflict, listed for the report.
+  step): Frigade's state where it already has all the export's progress; where Frigade has progress the
+  export lacks (each side has some, or the export reset what Frigade advanced), the user-flow is a
+  conflict, listed for the report: Frigade's progress is kept, never undone.
 
 Policy ``overwrite`` takes the source's state everywhere: the export wins.
 """
@@ -41,7 +42,8 @@ _FLAGS = ["started", "completed", "skipped"]
 @dataclass(frozen=True)
 class Merged:
     """The merged target, row for row the source's (same order, every other column kept), with a
-    ``merge_rule`` per flow row; ``conflicts``: (user_id, flow_slug) both sides changed differently."""
+    ``merge_rule`` per flow row; ``conflicts``: (user_id, flow_slug) both sides changed and Frigade keeps
+    progress the export lacks."""
 
     flows: pl.DataFrame
     steps: pl.DataFrame
@@ -127,9 +129,12 @@ def merge_state(
         .then(pl.lit(RULE_CURRENT))
         .otherwise(pl.lit(RULE_BOTH))
     )
-    # a conflict: both changed and each has progress the other lacks
+    # a conflict: both changed and Frigade has progress the export lacks (kept, as the export did not
+    # ask for it: a reset in the export while Frigade advanced is one), so the report names the user
     fl = fl.with_columns(rule.alias("merge_rule")).with_columns(
-        ((pl.col("merge_rule") == RULE_BOTH) & (c_beyond | pl.col("_c_beyond"))).alias("_conflict")
+        (
+            (pl.col("merge_rule") != RULE_SOURCE) & source_changed & frigade_changed & (c_beyond | pl.col("_c_beyond"))
+        ).alias("_conflict")
     )
     r = pl.col("merge_rule")
     merged_flows = flows.with_columns(fl["merge_rule"]).with_columns(

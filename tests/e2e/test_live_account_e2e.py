@@ -14,7 +14,6 @@ import pytest
 from emulator.embedded import EmbeddedEmulator
 from frigade.models import flow_state_from_wire
 from frigade.rules import Action, FlowState
-from lifecycle.prepare import READ_SAMPLE
 from tests.e2e.servers import cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, catalog, stored_state, write_sample
 
@@ -166,7 +165,12 @@ def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
         row("u1", reset_flow, "COMPLETED_STEP", cat[reset_flow][0]),
         row("u1", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
         row("u2", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
+        row("u3", reset_flow, "COMPLETED_STEP", cat[reset_flow][0]),
+        row("u3", kept_flow, "COMPLETED_STEP", cat[kept_flow][0]),
     ]
+    # u3 had done two steps of a flow in Frigade before the first sync (kept; the sync remembers them, as
+    # it wrote u3's other flow); the export then catches up to them: u3 must be read, not planned from
+    # the initial state (a write that changes nothing)
     export = tmp_path / "export.csv"
     export.write_text("\n".join([*rows, *first]) + "\n")
     env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
@@ -177,11 +181,13 @@ def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
         assert res.returncode == 0, res.stdout + res.stderr
 
     with EmbeddedEmulator(catalog=CATALOG_PATH) as emu:
+        seed(emu, [("u3", kept_flow, A.COMPLETED_STEP, s) for s in cat[kept_flow][:2]])
         sync("first")
         # the user advances the other flow in Frigade (the SDK's writes)
         seed(emu, [("u1", kept_flow, A.COMPLETED_STEP, cat[kept_flow][1])])
         advanced = states(emu, ["u1"])[("u1", kept_flow)]
-        export.write_text("\n".join([*rows, *first, row("u1", reset_flow, "NOT_STARTED_FLOW")]) + "\n")
+        caught_up = row("u3", kept_flow, "COMPLETED_STEP", cat[kept_flow][1])
+        export.write_text("\n".join([*rows, *first, row("u1", reset_flow, "NOT_STARTED_FLOW"), caught_up]) + "\n")
         accepted = emu.stats()["writes_accepted"]
         sync("second")
         now = states(emu, ["u1"])
@@ -191,28 +197,36 @@ def test_sync_applies_the_exports_reset_and_keeps_what_frigade_advanced(
         assert emu.stats()["writes_unchanged"] == 0
 
 
-def test_an_account_empty_for_its_first_users_is_not_read_further_and_a_later_surprise_is_planned_again(
+def test_every_user_is_read_before_planning_even_when_the_first_hundred_have_no_state(
     prefect_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The first READ_SAMPLE users have no state: the rest are not read (and the report says so).
-    Later users that do have state are found by their first write's answer: each such flow is planned
-    again from what the server returned and the run is not stopped."""
+    """The oldest 130 users have no state; some later ones have (the SDK started a flow's last step).
+    History mode refuses to replay onto them before sending anything. A state-mode run reads every
+    user, so no write is planned blind: none changes nothing, no pointer moves back."""
     export = tmp_path / "events.csv"
-    expected = write_sample(export, users=READ_SAMPLE + 30, seed=11)
+    expected = write_sample(export, users=160, seed=11)
     users = sorted({u for u, _ in expected})
     flows = {f.slug: f.step_ids for f in catalog().active}
-    late = users[READ_SAMPLE::3]
+    late = users[130::3]
     # in every flow of theirs, the last step started (the SDK's STARTED_STEP), so no write predicts it
     writes: Seed = [(u, f, A.STARTED_STEP, flows[f][-1]) for u, f in sorted(expected) if u in late]
     env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
     with seeded_emulator(writes, late) as (emu, before):
+        args = ["backfill", str(export), "--catalog", str(CATALOG_PATH), "--api-url", emu.url, "--mode", "history"]
+        refused = cli([*args, "--run-dir", str(tmp_path / "history")], env, tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"{len(late)} of the export's users already have state" in refused.stderr
+        assert "--mode state" in refused.stderr
+        assert "--policy overwrite" in refused.stderr
+        assert emu.stats()["writes_accepted"] == len(writes), "history mode sent a write"
         out = backfill(emu, env, tmp_path, export, "run")
-        # unread, such a user's first write was planned from the initial state: it may change nothing
-        assert emu.stats()["writes_unchanged"] <= len(late)
-        assert_progress_kept(before, states(emu, late), expected)
+        assert emu.stats()["writes_unchanged"] == 0, "a write was planned blind and changed nothing"
+        after = states(emu, late)
+        assert_progress_kept(before, after, expected)
+        for key, state in before.items():
+            assert after[key].current_step_index >= state.current_step_index, ("pointer moved back", key)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["existing_state"]["users_read"] == READ_SAMPLE
-    assert run["existing_state"]["users_not_read"] == 30
-    assert run["counts"]["user_flows_replanned"] > 0
+    assert run["existing_state"]["users_read"] == len(users)
+    assert run["existing_state"]["users_with_state"] == len(late)
     assert run["status"] == "succeeded"
-    assert "none had state: the other 30 were not read" in out
+    assert f"{len(users)} users read before planning" in out

@@ -9,7 +9,7 @@ import pytest
 
 from emulator.sample import sample_catalog
 from lifecycle.job import Job
-from lifecycle.prepare import analyze_run
+from lifecycle.prepare import analyze_run, refuse_history_onto_state
 from lifecycle.record import RunRecord
 from lifecycle.runfolder import RunFolder, file_digest
 from lifecycle.settings import Settings
@@ -50,3 +50,29 @@ def test_a_resume_may_change_the_rate_and_keeps_its_plan(tmp_path: Path) -> None
     job.run = folder.read_record()
     job.run.rules = None  # planned before rules profiles were recorded: the plan is kept as it is
     assert analyze_run(job, sample_catalog()) is None
+
+
+def test_history_mode_refuses_to_replay_onto_users_with_state_under_merge() -> None:
+    with pytest.raises(InputError, match=r"3 of the export.s users already have state.*--mode state.*overwrite"):
+        refuse_history_onto_state("history", "merge", 3)
+    # nothing to undo, or the export is meant to win, or the merge applies: no refusal
+    refuse_history_onto_state("history", "merge", 0)
+    refuse_history_onto_state("history", "overwrite", 3)
+    refuse_history_onto_state("state", "merge", 3)
+
+
+def test_the_plan_preview_samples_users_by_a_hash_of_the_id_not_the_oldest() -> None:
+    from lifecycle.existing import sampled_users
+    from transforms.sync import StateFrames
+
+    ids = [f"user-{i:05d}" for i in range(1000)]
+    flows = pl.DataFrame({"user_id": ids, "flow_slug": ["f"] * len(ids)})
+    whole = StateFrames(flows, pl.DataFrame({"user_id": ids, "flow_slug": ["f"] * len(ids)}))
+    picked = sampled_users(whole, 100).flows["user_id"].to_list()
+    assert len(picked) == 100
+    assert sum(u >= ids[500] for u in picked) > 20, "the sample is the oldest ids"
+    # a sample of each half's samples is the whole's sample (how shards preview)
+    halves = [StateFrames(*(f.slice(o, 500) for f in whole)) for o in (0, 500)]
+    parts = [sampled_users(h, 100) for h in halves]
+    joined = StateFrames(*(pl.concat(fs) for fs in zip(*parts, strict=True)))
+    assert sorted(sampled_users(joined, 100).flows["user_id"].to_list()) == sorted(picked)

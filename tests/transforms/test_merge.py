@@ -121,9 +121,9 @@ def test_three_way_merge_with_a_base(
         else:
             assert _flags(c) | _flags(s) == _flags(m)
             assert int(m[3]) == max(int(c[3]), int(s[3]))  # type: ignore[call-overload]
-            s_more = bool(_flags(s) - _flags(c)) or int(s[3]) > int(c[3])  # type: ignore[call-overload]
             c_more = bool(_flags(c) - _flags(s)) or int(c[3]) > int(s[3])  # type: ignore[call-overload]
-            assert (key in clashing) == (s_more and c_more)
+            # Frigade's progress the export lacks is kept and named, whether or not the export has its own
+            assert (key in clashing) == c_more
         if s == b or c == b:
             assert key not in clashing
 
@@ -168,6 +168,21 @@ def test_both_changed_keeps_progress_from_both_and_lists_the_conflict() -> None:
     assert m[4][1] == (True, True, True)  # type: ignore[index]  # completed in Frigade, skipped in the export
     assert plan.select("action", "step_id").rows()[0] == ("SKIPPED_STEP", "s2")
     assert conflicts.rows() == [("u1", "f4")]
+
+
+def test_an_export_reset_of_what_frigade_advanced_keeps_frigade_and_is_a_conflict() -> None:
+    """The export resets a flow a sync wrote while the user advanced it in Frigade: Frigade's progress
+    stays (nothing sent) and the user-flow is listed, not kept silently."""
+    f4 = CATALOG["f4"]
+    base = {("u1", "f4"): _state_of(f4, [(A.COMPLETED_STEP, "s1")])}
+    current = {("u1", "f4"): _state_of(f4, [(A.COMPLETED_STEP, "s1"), (A.COMPLETED_STEP, "s2")])}
+    source: list[EventTuple] = [("u1", "f4", A.COMPLETED_STEP, "s1"), ("u1", "f4", A.NOT_STARTED_FLOW, None)]
+    plan, merged, conflicts = merged_plan(source, current, base, SDK)
+    assert merged[("u1", "f4")] == current[("u1", "f4")].logical()
+    assert plan.is_empty()
+    assert conflicts.rows() == [("u1", "f4")]
+    _, _, overwritten = merged_plan(source, current, base, SDK, policy="overwrite")
+    assert overwritten.is_empty()
 
 
 def test_summary_counts_what_the_policy_did() -> None:
