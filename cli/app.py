@@ -95,7 +95,14 @@ def audit(
 
 
 def inspect(
-    export: Annotated[str, typer.Argument(metavar="EXPORT", help="one CSV, TSV, Parquet or JSONL export file")],
+    export: Annotated[
+        str,
+        typer.Argument(
+            metavar="EXPORT",
+            help="one export: a CSV, TSV, Parquet, JSONL or JSON file (or a .gz or .zip of them), a folder, "
+            "a glob or a bucket URL",
+        ),
+    ],
     preset: Annotated[
         str | None, typer.Option(help="read the events with this preset instead of the one that fits best")
     ] = None,

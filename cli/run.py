@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cli import options as o
 from cli.console import err, out
+from frigade.errors import FrigadeError
 from lifecycle.exitcodes import ExitCode
 from lifecycle.settings import DEFAULT_API_URL, Settings
 from transforms.schema import InputError
@@ -287,11 +288,14 @@ def plan(
     from cli.probe import cost_rows
     from lifecycle.job import Job
     from lifecycle.params import BackfillParams
+    from lifecycle.preflight import check_target
     from lifecycle.shards import preview
     from transforms.accounting import accounting_closes, is_not_a_user
     from transforms.quarantine import catalog_hints, examples
 
     settings = _settings(ctx.params)
+    # a bad key or URL answers in one line before the export is read, as a backfill's does
+    asyncio.run(check_target(settings))
     params = BackfillParams(
         exports=exports, run_dir=run_dir or "runs/plan-preview", mapping_overrides=o.mapping_overrides(ctx.params)
     )
@@ -381,7 +385,36 @@ def _existing_rows(settings: Settings, sample: StateFrames | None, users: int) -
         async with FrigadeClient(settings.api_url or DEFAULT_API_URL, settings.api_key, rate=settings.rate) as c:
             return await sample_existing(c, sample, settings.policy, settings.rules_profile(), settings.concurrency)
 
-    return sample_rows(asyncio.run(read()), settings.policy, users)
+    try:
+        return sample_rows(asyncio.run(read()), settings.policy, users)
+    except (FrigadeError, ExceptionGroup) as exc:
+        raise _read_failed(exc, settings) from exc
+
+
+def _read_failed(exc: Exception, settings: Settings) -> Exception:
+    """A failed read of the first users' state as the one error ``_guarded`` prints: the reads run in a
+    task group, whose ExceptionGroup would otherwise end plan with a traceback."""
+    from frigade.errors import RequestRejectedError, StopRunError, UnreachableError
+    from lifecycle.runfolder import normal_target
+
+    first = exc
+    while isinstance(first, ExceptionGroup):
+        first = first.exceptions[0]
+    if not isinstance(first, FrigadeError):
+        return exc  # not the API's answer: a bug, shown whole
+    exc = first
+    shown = normal_target(settings.target)
+    if isinstance(exc, StopRunError):
+        return exc
+    if isinstance(exc, RequestRejectedError):
+        return InputError(
+            f"{shown} does not answer as the Frigade API (reading the first users' state: {exc}); check "
+            "--api-url or FRIGADE_API_URL (the API base, without /v1)"
+        )
+    return UnreachableError(
+        f"cannot read the first users' state at {shown} ({exc}); check --api-url or FRIGADE_API_URL, or "
+        "plan again when the API answers; nothing was sent"
+    )
 
 
 def _plan_catalog(job: Job) -> Catalog:

@@ -86,8 +86,13 @@ def analyze_task(job: Job, catalog: Catalog) -> Analysis | None:
 
 
 @task(name="read-state-to-plan-against", cache_policy=NO_CACHE)
-async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting:
-    return await starting_state(job, analysis, client)
+async def read_baseline_task(job: Job, analysis: Analysis, client: FrigadeClient) -> Starting | StopRunError:
+    """The users' state, or the stop that ended the reads (the MAU cap, a bad key): returned, as a push
+    batch's is, so that the flow run logs it in one line rather than as this task's traceback."""
+    try:
+        return await starting_state(job, analysis, client)
+    except StopRunError as stop:
+        return stop
 
 
 @task(name="plan", cache_policy=NO_CACHE)
@@ -162,7 +167,10 @@ async def plan_one(job: Job, catalog: Catalog, client: FrigadeClient) -> bool:
     client.raise_if_stopped()
     if analysis is None:
         return False
-    counts = plan_task(job, analysis, catalog, await read_baseline_task(job, analysis, client))
+    baseline = await read_baseline_task(job, analysis, client)
+    if isinstance(baseline, StopRunError):
+        raise baseline
+    counts = plan_task(job, analysis, catalog, baseline)
     say = log_line(job)
     if say is not None:
         say(f"plan: {counts.get('requests_planned', 0):,} requests planned for {counts.get('users', 0):,} users")

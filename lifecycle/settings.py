@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -32,6 +33,7 @@ __all__ = [
     "EMBEDDED_TARGET",
     "Settings",
     "Source",
+    "check_api_url",
     "failure_limit",
     "load_config_file",
 ]
@@ -176,6 +178,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a count or a percentage like 0.5%, not {spec!r}")
         return spec
 
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_api_url(url)
+        return url
+
     @field_validator("rules")
     @classmethod
     def _rules(cls, spec: str) -> str:
@@ -263,6 +272,28 @@ class Settings(BaseSettings):
 
 
 _FAILURES = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")
+
+
+def check_api_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is an API base as the client joins paths to it: http:// or
+    https://, a host, and no /v1 (the client adds it). Checked once, where settings are resolved, so
+    that every command words a mistyped URL alike instead of each tripping over it differently."""
+    parts = urlsplit(url.strip())
+    shown = _USER_INFO.sub("", url)  # user info could hold a secret
+    if parts.scheme.lower() not in ("http", "https") or "://" not in url or not parts.hostname:
+        bare = _USER_INFO.sub("", url.strip().split("://", 1)[-1]).rstrip("/") or "HOST"
+        scheme = "http" if bare.split(":")[0].split("/")[0] in _LOOPBACK else "https"
+        raise ValueError(
+            f"must start with http:// or https:// and name a host, not {shown!r}: did you mean {scheme}://{bare}?"
+        )
+    path = parts.path.rstrip("/")
+    if path.lower().endswith("/v1"):
+        base = shown.rstrip("/")[: -len("/v1")]
+        raise ValueError(f"must be the API base, without /v1, not {shown!r}: did you mean {base}?")
+
+
+_USER_INFO = re.compile(r"(?:(?<=//)|^)[^/@]*@")
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 
 
 def failure_limit(spec: str, users: int, flag: str = "--max-failures") -> int:

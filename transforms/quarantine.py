@@ -35,7 +35,9 @@ def examples(quarantine: pl.DataFrame, per_reason: int = 3, reasons: int = 20) -
 
 
 def _listed(counts: pl.DataFrame, column: str) -> str:
-    shown = ", ".join(f"'{v}' ({n} rows)" for v, n in counts.head(SHOWN_IDS).select(column, "len").iter_rows())
+    shown = ", ".join(
+        f"'{v}' ({_counted(n, 'row')})" for v, n in counts.head(SHOWN_IDS).select(column, "len").iter_rows()
+    )
     more = counts.height - SHOWN_IDS
     return shown + (f" and {more} more" if more > 0 else "")
 
@@ -65,7 +67,8 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     if flows.height:
         first = flows.item(0, "flow_slug")
         hints.append(
-            f"{int(flows['len'].sum())} rows name {flows.height} flows the catalog does not have: "
+            f"{_counted(int(flows['len'].sum()), 'row')} {_name(int(flows['len'].sum()))} "
+            f"{_counted(flows.height, 'flow')} the catalog does not have: "
             f"{_listed(flows, 'flow_slug')}; the catalog's flows are {_some(sorted(catalog_steps))}. "
             f"If they are the same flows under the old tool's ids, map them in a --mapping file: "
             f"flow_map: {{{first}: <catalog flow slug>, ...}}"
@@ -79,11 +82,20 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
         known = list(catalog_steps.get(str(flow), ()))
         hints.append(
-            f"flow '{flow}': {int(part['len'].sum())} rows name steps it does not have: "
+            f"flow '{flow}': {_counted(int(part['len'].sum()), 'row')} {_name(int(part['len'].sum()))} "
+            f"{'a step' if part.height == 1 else 'steps'} it does not have: "
             f"{_listed(part, 'step_id')}; its steps are {_some(known)}. Map them in a --mapping file: "
             f"step_map: {{{flow}: {{{part.item(0, 'step_id')}: <step id>, ...}}}}"
         )
     return hints
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _name(rows: int) -> str:
+    return "names" if rows == 1 else "name"
 
 
 def _time_hint(raw: str | None) -> str:

@@ -95,3 +95,48 @@ def test_the_dry_run_reading_the_api_catalog_refuses_a_host_that_does_not_resolv
     assert res.returncode == ExitCode.INPUT, res.stdout + res.stderr
     assert "cannot resolve the API's host 'no-such-host.invalid'" in one_line(res.stderr)
     assert took < 15
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_dry_run_with_a_catalog_file_answers_a_refused_port_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    res, _ = run_cli(
+        ["plan", str(GOOD), "--catalog", str(CATALOG), "--api-url", url, "--outage-window", "0"],
+        tmp_path,
+        FRIGADE_API_KEY="api_public_whatever",
+    )
+    assert res.returncode == ExitCode.STOPPED, res.stdout + res.stderr
+    line = one_line(res.stderr)
+    assert line.startswith(f"stopped: cannot read the first users' state at {url}"), line
+    assert "Connection refused" in line
+    assert "nothing was sent" in line
+
+
+@pytest.mark.parametrize(
+    ("suffix", "scheme", "expected"),
+    [
+        ("/v1", "http", "must be the API base, without /v1"),
+        ("", "", "must start with http:// or https:// and name a host"),
+        ("", "https", "cannot read the first users' state at https://"),
+    ],
+)
+def test_the_dry_run_with_a_catalog_file_answers_a_wrong_url_in_one_line(
+    suffix: str, scheme: str, expected: str, emulator: EmbeddedEmulator, tmp_path: Path
+) -> None:
+    host = emulator.url.split("://", 1)[1]
+    url = f"{scheme}://{host}{suffix}" if scheme else host
+    res, _ = run_cli(
+        ["plan", str(GOOD), "--catalog", str(CATALOG), "--api-url", url, "--outage-window", "0"],
+        tmp_path,
+        FRIGADE_API_KEY=emulator.public_key,
+    )
+    assert res.returncode == (ExitCode.STOPPED if scheme == "https" else ExitCode.INPUT), res.stdout + res.stderr
+    assert expected in one_line(res.stderr)
+    assert emulator.url.split("://", 1)[1] in res.stderr

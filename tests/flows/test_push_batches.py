@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import polars as pl
 import pytest
 
 from emulator.sample import sample_catalog
-from flows.backfill import push_batches
+from flows.backfill import push_batches, read_baseline_task
 from frigade.client import FrigadeClient
 from frigade.errors import InterruptedRunError
 from lifecycle.execute import Work
@@ -18,6 +20,7 @@ from lifecycle.job import Job
 from lifecycle.progress import PushProgress
 from lifecycle.runfolder import DispatchJournal, RunFolder
 from lifecycle.settings import Settings
+from transforms.analysis import Analysis
 from transforms.work import start_states
 
 
@@ -37,3 +40,21 @@ def test_an_interrupt_before_the_first_batch_ends_the_push_as_an_interrupt(tmp_p
 
     with pytest.raises(InterruptedRunError, match="SIGINT"):
         asyncio.run(push())
+
+
+def test_a_stop_while_reading_the_users_state_is_returned_by_its_task_not_raised(tmp_path: Path) -> None:
+    """Raised, Prefect would log the task's failure with a traceback in a worker's log; the flow
+    raises it once the task has returned, and the run ends on its one-line message."""
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    job = Job([tmp_path / "e.csv"], Settings.resolve({}, env={}), folder)
+    analysis = cast(Analysis, SimpleNamespace(targets=SimpleNamespace(flows=pl.DataFrame({"user_id": ["u"]}))))
+
+    async def read() -> object:
+        async with FrigadeClient("http://127.0.0.1:9", None, rate=10) as client:
+            client.interrupt("interrupted by SIGTERM")
+            return await read_baseline_task.fn(job, analysis, client)
+
+    stop = asyncio.run(read())
+    assert isinstance(stop, InterruptedRunError)
+    assert "SIGTERM" in str(stop)

@@ -205,10 +205,10 @@ def test_quarantine_examples_name_the_first_rows_of_each_reason_in_file_order() 
 def test_catalog_hints_show_unmatched_ids_beside_the_catalogs_and_the_key_that_maps_them() -> None:
     hints = catalog_hints(_quarantine(), {"f": ["s1", "s2"], "g": ["t1"]})
     assert len(hints) == 2
-    assert "5 rows name 2 flows the catalog does not have: 'X' (4 rows), 'Y' (1 rows)" in hints[0]
+    assert "5 rows name 2 flows the catalog does not have: 'X' (4 rows), 'Y' (1 row)" in hints[0]
     assert "the catalog's flows are f, g" in hints[0]
     assert "flow_map: {X:" in hints[0]
-    assert "flow 'f': 1 rows name steps it does not have: 's9' (1 rows); its steps are s1, s2" in hints[1]
+    assert "flow 'f': 1 row names a step it does not have: 's9' (1 row); its steps are s1, s2" in hints[1]
     assert "step_map: {f: {s9:" in hints[1]
 
 
@@ -239,7 +239,7 @@ def test_inspect_says_a_preset_fits_only_with_what_the_catalog_lacks_beside_it()
     assert "flow_map:" in unmapped
     # the catalog keyed by the Appcues ids: only the sample's one row for a flow deleted since is unknown
     mapped = inspect(data / "appcues" / "catalog.yaml")
-    assert "1 rows name 1 flows the catalog does not have: '-OldFlow1234' (1 rows)" in mapped
+    assert "1 row names 1 flow the catalog does not have: '-OldFlow1234' (1 row)" in mapped
 
 
 def test_an_audit_funnel_draws_every_step_on_one_scale() -> None:

@@ -265,3 +265,45 @@ def test_help_comes_from_the_field_with_its_variable_and_default() -> None:
     assert Settings.help("send_created_at").startswith("do not send")
     for name in Settings.model_fields:
         assert Settings.model_fields[name].description, name
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "127.0.0.1:18788",
+            "--api-url must start with http:// or https:// and name a host, not '127.0.0.1:18788': "
+            "did you mean http://127.0.0.1:18788?",
+        ),
+        (
+            "localhost:18788",
+            "--api-url must start with http:// or https:// and name a host, not 'localhost:18788': "
+            "did you mean http://localhost:18788?",
+        ),
+        (
+            "api.frigade.co",
+            "--api-url must start with http:// or https:// and name a host, not 'api.frigade.co': "
+            "did you mean https://api.frigade.co?",
+        ),
+        (
+            "http://127.0.0.1:18788/v1/",
+            "--api-url must be the API base, without /v1, not 'http://127.0.0.1:18788/v1/': "
+            "did you mean http://127.0.0.1:18788?",
+        ),
+        (
+            "https://user:pw@api.frigade.com/v1",
+            "--api-url must be the API base, without /v1, not 'https://api.frigade.com/v1': "
+            "did you mean https://api.frigade.com?",
+        ),
+    ],
+)
+def test_an_api_url_that_is_not_an_api_base_is_refused_with_a_suggestion(url: str, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        Settings.resolve({"api_url": url}, env={})
+    assert str(caught.value) == message
+
+
+def test_an_api_url_from_the_environment_is_checked_too() -> None:
+    with pytest.raises(InputError, match=r"^api_url \(env FRIGADE_API_URL\) must start with http:// or https://"):
+        Settings.resolve({}, env={"FRIGADE_API_URL": "api.frigade.co"})
+    assert Settings.resolve({}, env={"FRIGADE_API_URL": "http://127.0.0.1:9/"}).api_url == "http://127.0.0.1:9/"

@@ -232,7 +232,7 @@ def test_inspect_command_names_the_preset_of_each_vendor_export_as_shipped(s: Sa
     fits = next(line for line in out.splitlines() if "preset that fits" in line)
     assert fits.split("│")[2].split()[0] == s.preset, fits
     gaps = [line for line in out.splitlines() if "the catalog does not have" in line]
-    assert all(" 1 rows name 1 flows " in line for line in gaps), gaps
+    assert all(" 1 row names 1 flow " in line for line in gaps), gaps
 
 
 def test_a_preset_whose_event_column_reads_nothing_does_not_fit() -> None:
