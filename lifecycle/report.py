@@ -244,7 +244,9 @@ def reconciliation_line(run: Mapping[str, Any]) -> str:
     if lost:
         accepted = loss_accepted_by(run)
         parts.append(
-            f"{_lost_user_flows(run)} have progress that was not "
+            f"{_lost_user_flows(run)} "
+            + ("has" if (run.get("counts") or {}).get("user_flows_not_migrated", 0) == 1 else "have")
+            + " progress that was not "
             + (f"(accepted: {accepted})" if accepted else "(see quarantine.parquet)")
         )
     return "; ".join(parts)

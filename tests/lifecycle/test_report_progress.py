@@ -328,6 +328,10 @@ def test_the_verdict_counts_lost_user_flows_not_rows() -> None:
     assert not progress_lost(clean)
     assert reconciliation_line(clean) == "reconciliation: 3 of 3 users match the export exactly"
     assert not any(label.startswith("rows with some progress") for label, _ in summary_rows(clean))
+    one = _clean_run(rows_partly_not_migrated=1, users_not_migrated=1, user_flows_not_migrated=1)
+    assert reconciliation_line(one).endswith(
+        "; 1 user-flow of 1 user has progress that was not (see quarantine.parquet)"
+    )
     # a record of an earlier version, without the user-flows, is judged by its rows
     assert progress_lost(_clean_run(rows_not_migrated=1))
     assert not progress_lost(_clean_run())
