@@ -166,7 +166,7 @@ def _run_flow(params: Mapping[str, Any], kind: Kind) -> int:
     if params["run_dir"]:
         from lifecycle.runfolder import check_run_target
 
-        check_run_target(Path(params["run_dir"]), settings.target)
+        check_run_target(Path(params["run_dir"]), settings.target, settings.api_key)
     asyncio.run(check_target(settings))
     _prefect_env(debugging(params["debug"]))
     if settings.embedded:

@@ -346,7 +346,7 @@ async def _run(kind: Kind, params: BackfillParams) -> Ending:
     settings = await settings_for_flow(params)
     job = Job.open(params, settings, kind)
     # a deployment's run too: never finish a run folder's plan on another API than it was made for
-    check_run_target(job.folder.root, job.settings.target)
+    check_run_target(job.folder.root, job.settings.target, job.settings.api_key)
     await check_target(job.settings)
     if kind == "sync" and params.run_dir is None and not job.from_current:
         earlier = await resume_unfinished_sync(job, params)
@@ -375,7 +375,7 @@ async def resume_unfinished_sync(job: Job, params: BackfillParams) -> dict[str, 
     warn(f"the sync in {earlier} did not finish: resuming it first, then this sync")
     exports = [str(p["path"]) for p in record.inputs or []] or params.exports
     first = Job.open(params.model_copy(update={"run_dir": str(earlier), "exports": exports}), job.settings, "sync")
-    check_run_target(first.folder.root, job.settings.target)
+    check_run_target(first.folder.root, job.settings.target, job.settings.api_key)
     return await _conclude(first, await run_job(first))
 
 

@@ -24,7 +24,7 @@ from lifecycle.catalogs import catalog_record
 from lifecycle.exports import analyze_exports, analyze_split, input_digests, resolve_path
 from lifecycle.job import SPLIT_DIR, Job
 from lifecycle.record import Superseded
-from lifecycle.runfolder import RunFolder
+from lifecycle.runfolder import RunFolder, key_check, normal_target, recorded_settings
 from lifecycle.settings import failure_limit
 from transforms.accounting import accounting_closes
 from transforms.analysis import Analysis, Prepared, plan_requests
@@ -277,9 +277,10 @@ def _write_plan(job: Job, prepared: Prepared, analysis: Analysis, baseline: Stat
 def _record_plan(job: Job, prepared: Prepared, catalog: Catalog) -> None:
     run, settings = job.run, job.settings
     run.run_id, run.kind, run.created_at = job.folder.root.name, job.kind, datetime.now(UTC).isoformat()
-    run.settings = settings.public() | {"full": job.full, "from_current": job.from_current}
+    run.settings = recorded_settings(settings) | {"full": job.full, "from_current": job.from_current}
+    run.key_check = key_check(settings.api_key)
     run.state_dir = str(job.state_dir.root) if job.state_dir else None
-    run.state_target = settings.target if job.state_dir else None
+    run.state_target = normal_target(settings.target) if job.state_dir else None
     run.catalog = catalog_record(catalog)
     run.counts = prepared.counts
     run.accounting_closes = accounting_closes(prepared.counts)

@@ -52,6 +52,8 @@ class RunRecord(_Record):
     shards: int | None = None
     #: the run's settings, the key only said to be set or not
     settings: dict[str, Any] | None = None
+    #: the key as a salted HMAC (``runfolder.key_check``), so a resume with another account's key is refused
+    key_check: dict[str, str] | None = None
     state_dir: str | None = None
     state_target: str | None = None
     #: the catalog the plan was made from: slug, steps and status of each flow

@@ -7,6 +7,7 @@ snapshot.parquet (+ snapshot_parts/), reconcile.parquet, report.md, dispatch.jso
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -18,8 +19,9 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from frigade.push import Outcome
+from frigade.secret import ApiKey
 from lifecycle.record import RunRecord
-from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
+from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET, Settings
 from transforms.schema import InputError
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
@@ -80,6 +82,11 @@ def normal_target(target: str) -> str:
     return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
 
+def recorded_settings(settings: Settings) -> dict[str, Any]:
+    """The settings run.json records: the public ones, the URL as compared and named."""
+    return settings.public() | {"api_url": settings.api_url and normal_target(settings.api_url)}
+
+
 def recorded_target(settings: dict[str, Any] | None) -> str | None:
     """The API a run was planned for, from the settings its run.json records (None: not planned yet).
     As ``Settings.target``: the URL, else production with a key, else the embedded emulator."""
@@ -90,12 +97,37 @@ def recorded_target(settings: dict[str, Any] | None) -> str | None:
     return DEFAULT_API_URL if settings.get("api_key") == "set" else EMBEDDED_TARGET
 
 
-def check_run_target(root: Path, target: str) -> None:
-    """A run folder belongs to the API it was planned for: a resume against another one, or with none
-    configured (which would start the embedded emulator), would finish its plan on the wrong account
-    while run.json still names the right one. Refused (exit 2) before anything starts."""
-    made_for = recorded_target(RunFolder(root).read_record().settings)
-    if made_for is None or normal_target(made_for) == normal_target(target):
+def key_check(key: ApiKey | None) -> dict[str, str] | None:
+    """What run.json keeps of the key, so a resume can tell it is the same one: an HMAC-SHA256 of the
+    key under a random salt of this run (never the key, nor a plain hash a leaked run.json could be
+    matched against); None without a key (the embedded emulator)."""
+    if key is None:
+        return None
+    salt = os.urandom(16).hex()
+    return {"salt": salt, "hmac": _key_hmac(key, salt)}
+
+
+def _key_hmac(key: ApiKey, salt: str) -> str:
+    return hmac.new(bytes.fromhex(salt), key.reveal().encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def check_run_target(root: Path, target: str, key: ApiKey | None) -> None:
+    """A run folder belongs to the API and the account it was planned for: a resume against another API,
+    with none configured (which would start the embedded emulator), or with another key (one host serves
+    every account) would finish its plan on the wrong account while run.json still names the right one.
+    Refused (exit 2) before anything starts."""
+    record = RunFolder(root).read_record()
+    made_for = recorded_target(record.settings)
+    if made_for is None:
+        return
+    if normal_target(made_for) == normal_target(target):
+        made_with = record.key_check
+        # a run.json of an earlier version, or of a run made without a key, binds no key
+        if made_with and (key is None or not hmac.compare_digest(_key_hmac(key, made_with["salt"]), made_with["hmac"])):
+            raise InputError(
+                f"run folder {root} was made with another API key; set FRIGADE_API_KEY to the key it was made "
+                "with, or start a new run folder"
+            )
         return
     if made_for == EMBEDDED_TARGET:
         raise InputError(

@@ -48,6 +48,7 @@ from lifecycle.prepare import check_state_dir, checked_inputs, refuse_plan
 from lifecycle.progress import PlanProgress
 from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import progress_lost, render
+from lifecycle.runfolder import key_check, recorded_settings
 from lifecycle.settings import Settings, failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.accounting import accounting_closes
@@ -102,7 +103,8 @@ def _begin(job: Job, shards: int) -> None:
     run.inputs = checked_inputs(job, resuming=False)
     run.run_id, run.kind, run.created_at = job.folder.root.name, job.kind, datetime.now(UTC).isoformat()
     run.shards = shards
-    run.settings = job.settings.public() | {"full": job.full, "from_current": job.from_current}
+    run.settings = recorded_settings(job.settings) | {"full": job.full, "from_current": job.from_current}
+    run.key_check = key_check(job.settings.api_key)
     job.folder.create()
     job.save()
 

@@ -145,10 +145,11 @@ class StateDir:
     def check_target(self, api_url: str | None) -> None:
         """A state folder describes one Frigade account: never plan one API's sync from another's."""
         recorded = self._folder.read_json("last_run.json").get("api_url")
-        if recorded and api_url and recorded != api_url:
+        # compared as named: the folder's name is the normal URL's, so a trailing slash is the same API
+        if recorded and api_url and normal_target(str(recorded)) != normal_target(api_url):
             raise InputError(
-                f"this state folder remembers {recorded}, not {api_url}; name the folder above it as --state-dir "
-                "(it keeps one sub-folder per API), or another one",
+                f"this state folder remembers {normal_target(str(recorded))}, not {normal_target(api_url)}; name "
+                "the folder above it as --state-dir (it keeps one sub-folder per API), or another one",
                 file=str(self.root / "last_run.json"),
             )
 
@@ -197,7 +198,12 @@ class StateDir:
         parts = [kept] if clean is None else [kept, clean.select(*EVENTS_HASH_SCHEMA)]
         self._folder.write_parquet("users.parquet", pl.concat(parts))
         self._folder.write_json(
-            {"last_run": run_id, "users": new_flows["user_id"].n_unique(), "api_url": api_url}, "last_run.json"
+            {
+                "last_run": run_id,
+                "users": new_flows["user_id"].n_unique(),
+                "api_url": api_url and normal_target(api_url),
+            },
+            "last_run.json",
         )
         (self.root / "unfinished.json").unlink(missing_ok=True)
 

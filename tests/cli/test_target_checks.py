@@ -11,7 +11,7 @@ import pytest
 from emulator.embedded import EmbeddedEmulator
 from lifecycle.exitcodes import ExitCode
 from lifecycle.record import RunRecord
-from lifecycle.runfolder import RunFolder
+from lifecycle.runfolder import RunFolder, key_check
 from lifecycle.settings import Settings
 from tests.cli.test_cli_errors import run_cli
 from tests.cli.test_run import CATALOG, GOOD
@@ -65,14 +65,21 @@ def test_a_host_that_does_not_resolve_is_refused_at_once_not_waited_out(tmp_path
     assert_nothing_left(tmp_path)
 
 
-def test_a_resume_with_another_api_or_none_is_refused_with_nothing_sent(
-    emulator: EmbeddedEmulator, tmp_path: Path
-) -> None:
+def stopped_run(emulator: EmbeddedEmulator, tmp_path: Path) -> tuple[RunFolder, list[str]]:
+    """A run folder as a run on ``emulator`` with its key leaves it when stopped, and the command resuming it."""
     run = RunFolder(tmp_path / "run")
     run.root.mkdir()
     made = Settings.resolve({"api_url": emulator.url, "api_key": emulator.public_key}, env={})
-    run.write_record(RunRecord(run_id="run", status="stopped", settings=made.public()))
-    args = ["backfill", str(GOOD), "--catalog", str(CATALOG), "--run-dir", str(run.root)]
+    run.write_record(
+        RunRecord(run_id="run", status="stopped", settings=made.public(), key_check=key_check(made.api_key))
+    )
+    return run, ["backfill", str(GOOD), "--catalog", str(CATALOG), "--run-dir", str(run.root)]
+
+
+def test_a_resume_with_another_api_or_none_is_refused_with_nothing_sent(
+    emulator: EmbeddedEmulator, tmp_path: Path
+) -> None:
+    run, args = stopped_run(emulator, tmp_path)
     with EmbeddedEmulator(catalog=CATALOG) as other:
         before = (emulator.stats()["requests_total"], other.stats()["requests_total"])
         # a new shell without the variables: today's fall-back would be the embedded emulator
@@ -86,6 +93,29 @@ def test_a_resume_with_another_api_or_none_is_refused_with_nothing_sent(
         assert f"was made for {emulator.url}, not {other.url}" in one_line(res.stderr)
         assert (emulator.stats()["requests_total"], other.stats()["requests_total"]) == before
     assert not (run.root / "emulator.db").exists(), "the embedded emulator was started"
+
+
+def test_a_resume_with_another_key_on_the_same_api_is_refused_with_nothing_sent_and_no_key_written(
+    emulator: EmbeddedEmulator, tmp_path: Path
+) -> None:
+    run, args = stopped_run(emulator, tmp_path)
+    before = emulator.stats()["requests_total"]
+    other = "api_public_OTHER_ACCOUNT_KEY42"
+    for env in ({"FRIGADE_API_KEY": other}, {}):
+        # another account's key on the same host, or none: the same API by its URL, not the same account
+        res, _ = run_cli(args, tmp_path, FRIGADE_API_URL=emulator.url, **env)
+        assert res.returncode == ExitCode.INPUT, res.stdout + res.stderr
+        line = one_line(res.stderr)
+        assert f"run folder {run.root} was made with another API key" in line
+        assert "set FRIGADE_API_KEY to the key it was made with, or start a new run folder" in line
+        assert "KEY42" not in res.stdout + res.stderr
+        assert emulator.public_key not in res.stdout + res.stderr
+    assert emulator.stats()["requests_total"] == before, "something was sent"
+    for path in run.root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"KEY42" not in data, path
+            assert emulator.public_key.encode() not in data, path
 
 
 def test_the_dry_run_reading_the_api_catalog_refuses_a_host_that_does_not_resolve_at_once(tmp_path: Path) -> None:
