@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transforms.accounting import NOT_MIGRATED, is_not_a_user
+from transforms.quarantine import counted
 
 BAR_WIDTH = 30
 
@@ -75,11 +76,7 @@ def lost_reasons(run: Mapping[str, Any]) -> list[tuple[str, int]]:
 def _lost_user_flows(run: Mapping[str, Any]) -> str:
     c = run.get("counts") or {}
     flows, users = c.get("user_flows_not_migrated", 0), c.get("users_not_migrated", 0)
-    return f"{_count(flows, 'user-flow')} of {_count(users, 'user')}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    return f"{counted(flows, 'user-flow')} of {counted(users, 'user')}"
 
 
 def loss_line(run: Mapping[str, Any], rows_at: str = "quarantine.parquet") -> str | None:
@@ -94,9 +91,9 @@ def loss_line(run: Mapping[str, Any], rows_at: str = "quarantine.parquet") -> st
     why = ""
     if top:
         reason, n = top[0]
-        why = f", most as {reason!r} ({_count(n, 'row')}" + (f", first at {', '.join(first)})" if first else ")")
+        why = f", most as {reason!r} ({counted(n, 'row')}" + (f", first at {', '.join(first)})" if first else ")")
     return (
-        f"progress not migrated: {_lost_user_flows(run)} ({_count(rows, 'row')}{why}); the rows are in {rows_at} "
+        f"progress not migrated: {_lost_user_flows(run)} ({counted(rows, 'row')}{why}); the rows are in {rows_at} "
         f"(kind = {NOT_MIGRATED}). Map them (flow_map / step_map; DROP excludes a flow or event), "
         "or accept the loss with --max-quarantined"
     )

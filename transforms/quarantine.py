@@ -36,7 +36,7 @@ def examples(quarantine: pl.DataFrame, per_reason: int = 3, reasons: int = 20) -
 
 def _listed(counts: pl.DataFrame, column: str) -> str:
     shown = ", ".join(
-        f"'{v}' ({_counted(n, 'row')})" for v, n in counts.head(SHOWN_IDS).select(column, "len").iter_rows()
+        f"'{v}' ({counted(n, 'row')})" for v, n in counts.head(SHOWN_IDS).select(column, "len").iter_rows()
     )
     more = counts.height - SHOWN_IDS
     return shown + (f" and {more} more" if more > 0 else "")
@@ -67,8 +67,8 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     if flows.height:
         first = flows.item(0, "flow_slug")
         hints.append(
-            f"{_counted(int(flows['len'].sum()), 'row')} {_name(int(flows['len'].sum()))} "
-            f"{_counted(flows.height, 'flow')} the catalog does not have: "
+            f"{counted(int(flows['len'].sum()), 'row')} {_name(int(flows['len'].sum()))} "
+            f"{counted(flows.height, 'flow')} the catalog does not have: "
             f"{_listed(flows, 'flow_slug')}; the catalog's flows are {_some(sorted(catalog_steps))}. "
             f"If they are the same flows under the old tool's ids, map them in a --mapping file: "
             f"flow_map: {{{first}: <catalog flow slug>, ...}}"
@@ -82,7 +82,7 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     for (flow,), part in steps.group_by("flow_slug", maintain_order=True):
         known = list(catalog_steps.get(str(flow), ()))
         hints.append(
-            f"flow '{flow}': {_counted(int(part['len'].sum()), 'row')} {_name(int(part['len'].sum()))} "
+            f"flow '{flow}': {counted(int(part['len'].sum()), 'row')} {_name(int(part['len'].sum()))} "
             f"{'a step' if part.height == 1 else 'steps'} it does not have: "
             f"{_listed(part, 'step_id')}; its steps are {_some(known)}. Map them in a --mapping file: "
             f"step_map: {{{flow}: {{{part.item(0, 'step_id')}: <step id>, ...}}}}"
@@ -90,7 +90,8 @@ def catalog_hints(rows: pl.DataFrame, catalog_steps: Mapping[str, Sequence[str]]
     return hints
 
 
-def _counted(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: '1 row', '2 rows'."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
