@@ -312,9 +312,13 @@ class FrigadeClient:
 
     # -- the three operations -------------------------------------------------------------------
 
-    async def write(self, req: FlowStateWrite, *, before: FlowState | None, after: FlowState | None) -> WriteResult:
+    async def write(
+        self, req: FlowStateWrite, *, before: FlowState | None, after: FlowState | None, priority: int = 0
+    ) -> WriteResult:
         """Send one write. ``before``/``after`` are the flow's expected states without and with this
-        write: they decide, by reading the state back, whether an ambiguous failure took effect."""
+        write: they decide, by reading the state back, whether an ambiguous failure took effect.
+        Requests of a higher ``priority`` go first when requests wait for a place or a grant: a push
+        gives the number of requests the user has left, so the longest sequences start first."""
         started = time.monotonic()
         try:
             body = req.body()
@@ -350,7 +354,7 @@ class FrigadeClient:
             status: int | None = None
             error: FrigadeError
             try:
-                response = await self._exchange("POST", _FLOW_STATES, json=body)
+                response = await self._exchange("POST", _FLOW_STATES, json=body, priority=priority)
             except ConnectFailedError as exc:
                 if await self._ride_out(exc):
                     attempts -= 1  # the API was down: the user's attempts are not spent on it
@@ -378,7 +382,7 @@ class FrigadeClient:
                 # A gateway timeout or a dropped connection can come before the backend applies the
                 # write: give it time to land before reading back, or a late write would be resent.
                 await self._pause(min(self._backoff_cap, max(self._settle_s, self._backoff_base * 2**attempts)))
-                verdict, state, why = await self._resolve(req, created_at, before, after)
+                verdict, state, why = await self._resolve(req, created_at, before, after, priority)
                 if verdict == "applied":
                     return result(True, status, state=state, resolved_by_read=True, message=why)
                 if verdict == "conflict":
@@ -391,10 +395,10 @@ class FrigadeClient:
                 # (after an ambiguous error the wait came before the read-back: resend right after it)
                 await self._wait_before_retry(error, attempts)
 
-    async def read_state(self, user_id: str, group_id: str | None = None) -> UserFlowStates:
+    async def read_state(self, user_id: str, group_id: str | None = None, *, priority: int = 0) -> UserFlowStates:
         """The user's full state, through the read form of ``POST /v1/public/flowStates``."""
         body = {"userId": user_id} if group_id is None else {"userId": user_id, "groupId": group_id}
-        response = await self._call("POST", _FLOW_STATES, json=body)
+        response = await self._call("POST", _FLOW_STATES, json=body, priority=priority)
         try:
             return UserFlowStates.model_validate_json(response.content)
         except ValidationError:
@@ -421,14 +425,16 @@ class FrigadeClient:
 
     # -- retries --------------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None) -> _Reply:
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None, priority: int = 0
+    ) -> _Reply:
         """A request that changes nothing, so every transient failure is simply retried."""
         attempts = 0
         while True:
             attempts += 1
             error: FrigadeError
             try:
-                response = await self._exchange(method, path, json=json, params=params)
+                response = await self._exchange(method, path, json=json, params=params, priority=priority)
             except ConnectFailedError as exc:
                 if await self._ride_out(exc):
                     attempts -= 1
@@ -462,11 +468,16 @@ class FrigadeClient:
         await self._pause(delay)
 
     async def _resolve(
-        self, req: FlowStateWrite, created_at: str | None, before: FlowState | None, after: FlowState | None
+        self,
+        req: FlowStateWrite,
+        created_at: str | None,
+        before: FlowState | None,
+        after: FlowState | None,
+        priority: int,
     ) -> tuple[_Verdict, UserFlowStates | None, str]:
         """Read the user's state back and decide whether the ambiguous write took effect."""
         try:
-            states = await self.read_state(req.user_id, req.group_id)
+            states = await self.read_state(req.user_id, req.group_id, priority=priority)
         except StopRunError:
             raise
         except FrigadeError as exc:
@@ -488,7 +499,14 @@ class FrigadeClient:
     # -- one HTTP exchange ----------------------------------------------------------------------
 
     async def _exchange(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, int] | None = None, gated: bool = True
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, int] | None = None,
+        gated: bool = True,
+        priority: int = 0,
     ) -> _Reply:
         self.raise_if_stopped()
         with self._stoppable(self._waiting):
@@ -497,11 +515,11 @@ class FrigadeClient:
                     await self._gate.wait_open()
                 except UnreachableError as exc:
                     raise self._stop(exc) from None
-            await self._slots.acquire()
+            await self._slots.acquire(priority)
         sent, answered = math.nan, None
         try:
             with self._stoppable(self._waiting):
-                await self._limiter.acquire()
+                await self._limiter.acquire(priority)
             sent = self._limiter.now()
             index = self._pick_pool()
             self._in_flight[index] += 1

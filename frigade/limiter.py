@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import math
 import time
 from collections import deque
@@ -25,6 +26,44 @@ _MIN_WAIT = 2e-9
 RECOVERY_PER_S = 0.02
 
 
+class _Turns:
+    """A lock whose waiters take their turn by priority, highest first, and by arrival among equals.
+
+    A push gives each request the number of requests its user still has to send: a user's requests
+    go one after the other, so a long one served first keeps the rate up to the end, where served in
+    arrival order it would trail alone after everyone else had finished. A newcomer never takes the
+    lock ahead of a waiter.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> None:
+        # the lock is held whenever anyone waits (``release`` hands it straight on), so a free lock
+        # means nobody is ahead
+        if not self._held:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (-priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the lock as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            turn = heapq.heappop(self._waiters)[2]
+            if not turn.done():  # a cancelled waiter stays in the heap until its turn comes up
+                turn.set_result(None)
+                return
+        self._held = False
+
+
 def _limit_and_window(rate: float, window: float) -> tuple[int, float]:
     """``floor(rate * window)`` grants per ``window``, or one per ``1 / rate`` when that is below one."""
     # the epsilon keeps e.g. 29 * 0.1 = 2.9000000000000004 -> 2 from flooring a true 3 down to 2
@@ -35,7 +74,8 @@ def _limit_and_window(rate: float, window: float) -> tuple[int, float]:
 
 
 class SlidingWindowLimiter:
-    """At most ``limit = floor(rate * window)`` grants in any ``window`` seconds, FIFO among waiters.
+    """At most ``limit = floor(rate * window)`` grants in any ``window`` seconds, to waiters by
+    priority, then in arrival order.
 
     A sliding log of the grant times still in the window: the next grant waits until the
     ``limit``-th newest of them is ``window * (1 + margin)`` old. There is no burst allowance beyond
@@ -82,7 +122,7 @@ class SlidingWindowLimiter:
         # unbounded: after set_rate lowers the limit, the grants beyond the new limit still count
         self._grants: deque[float] = deque()
         self._paused_until = -math.inf
-        self._lock = asyncio.Lock()
+        self._turns = _Turns()
         #: set when the rate changes (and, in SettlingLimiter, when a request settles), so that a
         #: waiter asleep for the old limit re-checks at once
         self._changed = asyncio.Event()
@@ -217,11 +257,12 @@ class SlidingWindowLimiter:
         # the grant `limit` places back from the newest must leave the window before the next one
         return max(self._paused_until, self._grants[-self._limit] + self._spacing)
 
-    async def acquire(self) -> None:
-        """Wait for a grant. Cancelling a waiter takes no grant and keeps the others' order."""
-        # asyncio.Lock hands over to its waiters in arrival order and does not let newcomers barge in,
-        # so holding it across the wait makes the limiter FIFO
-        async with self._lock:
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a grant; of the waiters, the one of the highest ``priority`` that came first is
+        served next. Cancelling a waiter takes no grant and keeps the others' order."""
+        # holding the turn across the wait is what orders the waiters: no newcomer barges in
+        await self._turns.acquire(priority)
+        try:
             while True:
                 now = self._clock()
                 self._recover(now)
@@ -233,6 +274,8 @@ class SlidingWindowLimiter:
                     self._grants.append(now)
                     return
                 await self._wait(max(_MIN_WAIT, ready_at - now))
+        finally:
+            self._turns.release()
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the rate changes meanwhile."""
@@ -277,8 +320,9 @@ class SettlingLimiter(SlidingWindowLimiter):
         self._trust_after = trust_after
         self._slack_s = slack_s
 
-    async def acquire(self) -> None:
-        async with self._lock:
+    async def acquire(self, priority: int = 0) -> None:
+        await self._turns.acquire(priority)
+        try:
             while True:
                 now = self._clock()
                 self._recover(now)
@@ -296,6 +340,8 @@ class SettlingLimiter(SlidingWindowLimiter):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(_MIN_WAIT, wake - now))
+        finally:
+            self._turns.release()
 
     def settle(self, sent: float, answered: float | None) -> None:
         """The request granted at ``sent`` was answered at ``answered`` (None: it got no answer)."""
@@ -330,6 +376,7 @@ class AdaptiveConcurrency:
 
     The limit starts at ``initial`` and never leaves ``[floor, ceiling]``; ``ceiling`` is the user's
     ``--concurrency``. Time comes from ``clock``; ``acquire``/``release`` pair like a semaphore's.
+    Waiters get places by priority, then in arrival order (see ``_Turns``).
     """
 
     def __init__(
@@ -366,7 +413,8 @@ class AdaptiveConcurrency:
         self._updated = math.nan
         self._p50 = math.nan
         self._in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
 
     @property
     def limit(self) -> int:
@@ -386,13 +434,16 @@ class AdaptiveConcurrency:
     def baseline(self) -> float:
         return self._baseline
 
-    async def acquire(self) -> None:
-        """Wait for a place, first come first served. Cancelling a waiter takes no place."""
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a place: the waiter of the highest ``priority`` that came first gets the next one.
+        Cancelling a waiter takes no place."""
         if self._in_flight < self._limit and not self._waiters:
             self._in_flight += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        heapq.heappush(self._waiters, (-priority, next(self._arrivals), waiter))
+        # the waiters ahead may all be cancelled ones, which hold no place
+        self._wake()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -400,9 +451,6 @@ class AdaptiveConcurrency:
                 self._in_flight -= 1  # granted as it was cancelled: hand the place on
                 self._wake()
             raise
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
 
     def release(self, latency: float | None = None) -> None:
         """Give a place back; ``latency`` is the request's time from its grant to its answer (None
@@ -418,8 +466,8 @@ class AdaptiveConcurrency:
 
     def _wake(self) -> None:
         while self._waiters and self._in_flight < self._limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():  # a cancelled waiter leaves the heap when its turn comes up
                 self._in_flight += 1
                 waiter.set_result(None)
 

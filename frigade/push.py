@@ -236,7 +236,7 @@ async def _push_user(
     #: flows written in this push, and flows held to be planned again from the server's state
     written: set[str] = set()
     replanning: set[str] = set()
-    for req in work.requests:
+    for i, req in enumerate(work.requests):
         if stopping.is_set():
             return last, mismatch
         if mismatch is not None:
@@ -274,7 +274,8 @@ async def _push_user(
             record(_outcome(req, "rejected", error_class=UNSENDABLE, message=f"the request cannot be built: {exc}"))
             blocked[req.flow_slug] = f"{req.request_id} was unsendable"
             continue
-        result = await client.write(write, before=before, after=after)
+        # the user's requests left, this one included: the longest sequences are served first
+        result = await client.write(write, before=before, after=after, priority=len(work.requests) - i)
         kind = _kind(result)
         record(_outcome(req, kind, result))
         if result.state is not None:

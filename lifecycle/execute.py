@@ -42,6 +42,7 @@ from transforms.work import (
     flow_states,
     iter_batches,
     iter_user_requests,
+    longest_users_first,
     pending_requests,
     request_body_fields,
     start_states,
@@ -91,6 +92,10 @@ class Work:
     replan: bool = False
 
 
+#: a resume's read-back of a user, served before any write waiting: the users after it wait for it
+_READ_FIRST = 1 << 30
+
+
 def _user_start(work: Work, user: str, flows: set[str]) -> dict[str, FlowState]:
     return {f: work.user_start.get((user, f), work.start[f]) for f in flows if f in work.start}
 
@@ -128,7 +133,8 @@ async def run_push(
             start = _user_start(work, user, {r.flow_slug for r in requests})
             if user in work.uncertain:
                 try:
-                    state = await client.read_state(user, requests[0].group_id)
+                    # ahead of every write: no user is handed to a worker until it is read
+                    state = await client.read_state(user, requests[0].group_id, priority=_READ_FIRST)
                 except StopRunError:
                     raise
                 except FrigadeError as exc:
@@ -297,7 +303,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = replace(work, pending=batch)
+    batch_work = replace(work, pending=longest_users_first(batch))
     return await run_push(
         batch_work,
         plan,

@@ -246,9 +246,11 @@ class OutcomeLog:
 
 
 class DispatchJournal:
-    """Users are dispatched in plan order; before any user past ``reserved`` is handed to a worker,
-    the reservation moves forward and is written durably. After a crash, users past it were
-    certainly never sent, and only those up to it need their state read back."""
+    """Before any user past ``reserved`` (its index in plan order) is handed to a worker, the
+    reservation moves ``block`` users past it and is written durably. After a crash, users past it
+    were certainly never sent, and only those up to it need their state read back. Batches go in
+    plan order, and a batch's users by their number of requests: the reservation only ever moves
+    forward, so it covers every user admitted whatever the order."""
 
     def __init__(self, folder: RunFolder, attempt: int, block: int) -> None:
         self.folder, self.attempt, self.block = folder, attempt, max(block, 1)
