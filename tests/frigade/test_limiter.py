@@ -396,3 +396,63 @@ def test_property_each_grant_keeps_the_limit_in_force_when_it_was_made(
     for i, (g, limit, window) in enumerate(seen):
         in_window = sum(1 for h in times[: i + 1] if h > g - window + 1e-9)
         assert in_window <= limit, f"{in_window} grants in the window ending at {g}, limit {limit}"
+
+
+def test_the_rate_limiter_grants_by_priority_then_in_arrival_order() -> None:
+    async def main() -> list[str]:
+        limiter = virtual_limiter(1, margin=0.0)
+        await limiter.acquire()
+        order: list[str] = []
+
+        async def one(name: str, priority: int) -> None:
+            await limiter.acquire(priority)
+            order.append(name)
+
+        # the first waiter holds the turn while it waits for the window: later ones queue behind it
+        tasks = [asyncio.create_task(one(n, p)) for n, p in [("x2", 2), ("a1", 1), ("b3", 3), ("c1", 1), ("d3", 3)]]
+        await asyncio.sleep(0)
+        tasks[3].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return order
+
+    assert run_virtual(main()) == ["x2", "b3", "d3", "a1"]
+
+
+def _arrivals_with_a_slow_start(trust_after_s: float | None) -> list[float]:
+    """At 300 ms of server time, every request of the first second reaches the server 40-50 ms after
+    its grant (new connections, a loaded server), later ones within 2 ms: the case where the smallest
+    round trip seen early is not the server's own time."""
+    rng = random.Random(7)
+    arrivals: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        limiter = SettlingLimiter(500, clock=loop.time, trust_after=200, trust_after_s=trust_after_s)
+        end = loop.time() + 10.0
+
+        async def sender() -> None:
+            while loop.time() < end:
+                await limiter.acquire()
+                sent = loop.time()
+                out = rng.uniform(0.04, 0.05) if sent < 1.0 else rng.uniform(0.0, 0.002)
+                await asyncio.sleep(out)
+                arrivals.append(loop.time())
+                await asyncio.sleep(0.3 + rng.uniform(0.0, 0.002))
+                limiter.settle(sent, loop.time())
+
+        await asyncio.gather(*(sender() for _ in range(400)))
+
+    run_virtual(main())
+    return sorted(arrivals)
+
+
+def test_stamps_are_not_trusted_before_the_first_round_trips_settle() -> None:
+    def worst(arrivals: list[float]) -> int:
+        return max(bisect.bisect_left(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
+
+    # trusted after 200 answers alone, the stamps of the slow start come before their arrivals
+    assert worst(_arrivals_with_a_slow_start(0.0)) > 500
+    arrivals = _arrivals_with_a_slow_start(None)
+    assert worst(arrivals) <= 500
+    # and the rate is still reached once the stamps are trusted
+    assert sum(4.0 <= t < 10.0 for t in arrivals) / 6.0 >= 0.95 * 500
