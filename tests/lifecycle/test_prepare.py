@@ -76,3 +76,54 @@ def test_the_plan_preview_samples_users_by_a_hash_of_the_id_not_the_oldest() -> 
     parts = [sampled_users(h, 100) for h in halves]
     joined = StateFrames(*(pl.concat(fs) for fs in zip(*parts, strict=True)))
     assert sorted(sampled_users(joined, 100).flows["user_id"].to_list()) == sorted(picked)
+
+
+def test_reads_hand_on_whole_users_in_frames_and_give_the_same_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The existing state is read into frames of a few thousand rows, never one dict per row of
+    every user at once; read in small frames it is the same state as read in one."""
+    import asyncio
+
+    from polars.testing import assert_frame_equal
+
+    from frigade.models import UserFlowStates
+    from lifecycle import prepare
+    from transforms.sync import from_snapshot
+
+    flows = [
+        {
+            "flowSlug": f"flow-{f}",
+            "$state": {
+                "started": True,
+                "completed": f == 1,
+                "skipped": False,
+                "visible": True,
+                "currentStepIndex": 1,
+                "currentStepId": "b",
+                "lastActionAt": None,
+            },
+            "data": {
+                "steps": [
+                    {"id": s, "$state": {"started": True, "completed": s == "a", "skipped": False}}
+                    for s in ("a", "b", "c")
+                ]
+            },
+        }
+        for f in range(2)
+    ]
+
+    class Reader:
+        async def read_state(self, user_id: str) -> UserFlowStates:
+            return UserFlowStates.model_validate({"eligibleFlows": flows})
+
+    users = [f"u{i:03d}" for i in range(50)]
+    whole = asyncio.run(prepare.read_snapshot(Reader(), users, 4))  # type: ignore[arg-type]
+    monkeypatch.setattr(prepare, "_ROWS_PER_FRAME", 7)
+    parts: list[pl.DataFrame] = []
+    asyncio.run(prepare._read_states(Reader(), users, 4, parts.append))  # type: ignore[arg-type]
+    assert len(parts) > 10
+    assert all(p["user_id"].n_unique() * 6 == p.height for p in parts)
+    current = asyncio.run(prepare.read_current(Reader(), users, 4))  # type: ignore[arg-type]
+    expected = from_snapshot(whole)
+    for got, want in zip(current, expected, strict=True):
+        key = [c for c in ("user_id", "flow_slug", "step_id") if c in want.columns]
+        assert_frame_equal(got.sort(key), want.sort(key))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from lifecycle.runfolder import OUTCOME_SCHEMA
-from transforms.work import iter_batches, pending_requests
+from transforms.work import iter_batches, iter_user_requests, longest_users_first, pending_requests
 
 PLAN = pl.DataFrame(
     {
@@ -76,3 +76,16 @@ def test_batches_keep_each_user_whole_and_in_plan_order() -> None:
     batches = list(iter_batches(plan, 4))
     assert [b["user_id"].unique(maintain_order=True).to_list() for b in batches] == [["a"], ["b", "c"]]
     assert sum(b.height for b in batches) == plan.height
+
+
+def test_a_batch_goes_longest_user_first_each_user_whole_and_in_order() -> None:
+    counts = {"a": 1, "b": 4, "c": 2, "d": 4, "e": 1}
+    rows = [(u, i) for u, n in counts.items() for i in range(n)]
+    batch = pl.DataFrame({"user_id": [u for u, _ in rows], "seq": [i for _, i in rows]})
+    ordered = longest_users_first(batch)
+    users = [u for u, _ in iter_user_requests(ordered.with_columns(created_at=pl.lit(None, pl.Datetime("us"))))]
+    # most requests first, plan order among equals, every user once
+    assert users == ["b", "d", "c", "a", "e"]
+    for user, group in ordered.group_by("user_id", maintain_order=True):
+        assert group["seq"].to_list() == list(range(counts[str(user[0])]))
+    assert longest_users_first(batch.clear()).is_empty()
