@@ -6,17 +6,20 @@ snapshot.parquet (+ snapshot_parts/), reconcile.parquet, report.md, dispatch.jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from frigade.push import Outcome
 from frigade.secret import ApiKey
@@ -184,14 +187,44 @@ class RunFolder:
     def write_parquet(self, name: str, df: pl.DataFrame) -> None:
         _atomic_write(self.path(name), lambda p: df.write_parquet(p))
 
+    def write_file(self, name: str, write: Callable[[Path], object]) -> None:
+        """``name`` written by ``write`` (given the path to write), atomically."""
+        _atomic_write(self.path(name), write)
+
+    def write_parquet_frames(self, name: str, frames: Iterable[pl.DataFrame], schema: dict[str, pl.DataType]) -> None:
+        """One file of ``frames`` one after the other, each written as it comes, so that a file larger
+        than memory is never held whole (each frame is cast to ``schema``)."""
+        with self.parquet_writer(name, schema) as write:
+            for frame in frames:
+                write(frame)
+
+    @contextlib.contextmanager
+    def parquet_writer(self, name: str, schema: dict[str, pl.DataType]) -> Iterator[Callable[[pl.DataFrame], None]]:
+        """A writer of ``name`` frame by frame (each cast to ``schema``), in place once the block ends
+        without an error, atomically: until then readers see the file as it was."""
+        path = self.path(name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pq.ParquetWriter(tmp, pl.DataFrame(schema=schema).to_arrow().schema) as out:
+            yield lambda frame: out.write_table(frame.select(*schema).cast(pl.Schema(schema)).to_arrow())
+        # written already, under the temporary name _atomic_write moves into place
+        _atomic_write(path, lambda _: None)
+
+    def sink_parquet(self, name: str, frame: pl.LazyFrame) -> None:
+        """``frame`` streamed into ``name`` (which it may read: the file is replaced once written)."""
+        _atomic_write(self.path(name), lambda p: frame.sink_parquet(p))
+
     def read_parquet(self, name: str) -> pl.DataFrame:
         return pl.read_parquet(self.path(name))
 
     def scan_parts(self, folder: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        return self.lazy_parts(folder, schema).collect()
+
+    def lazy_parts(self, folder: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+        """The parts of an append-only folder as one lazy frame: a filter on it reads only what it keeps."""
         files = sorted((self.root / folder).glob("part-*.parquet"))
         if not files:
-            return pl.DataFrame(schema=schema)
-        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+            return pl.LazyFrame(schema=schema)
+        return pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
 
     def write_part(self, folder: str, attempt: int, df: pl.DataFrame) -> None:
         """The next numbered part of an append-only folder (outcomes/, snapshot_parts/)."""
