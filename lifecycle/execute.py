@@ -29,7 +29,7 @@ from lifecycle.exitcodes import ExitCode
 from lifecycle.job import Job
 from lifecycle.prepare import read_snapshot
 from lifecycle.record import Attempt
-from lifecycle.runfolder import DispatchJournal, OutcomeLog
+from lifecycle.runfolder import OUTCOME_SCHEMA, DispatchJournal, OutcomeLog
 from transforms.buckets import ROWS_PER_BUCKET, buckets_of
 from transforms.codes import Codes
 from transforms.merge import landed_elsewhere, replan
@@ -223,16 +223,22 @@ def replan_work(job: Job, work: Work, per_bucket: int = ROWS_PER_BUCKET) -> Work
     existing = job.run.existing_state
     if existing is None or not job.folder.path("source_flows.parquet").exists():
         return None
-    plan = job.folder.read_parquet("plan.parquet")
-    latest = latest_outcomes(job.folder.outcomes())
+    plan_rows = pl.scan_parquet(job.folder.path("plan.parquet"))
+    outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA)
+    # the requests ever held, and their latest outcomes: a few, read without the others
+    ever_held = outcomes.filter(pl.col("outcome") == "held_replan").select("request_id").unique()
+    latest = latest_outcomes(outcomes.join(ever_held, on="request_id", how="semi").collect())
     held = latest.filter(pl.col("outcome") == "held_replan").group_by(FLOW_KEY).agg(pl.col("seq").max())
     # a user-flow planned again already has requests after its held ones
-    last = plan.group_by(FLOW_KEY).agg(pl.col("seq").max().alias("_last"))
-    held = held.join(last, on=FLOW_KEY).filter(pl.col("_last") <= pl.col("seq")).select(FLOW_KEY)
+    last = (
+        plan_rows.join(held.lazy(), on=FLOW_KEY, how="semi").group_by(FLOW_KEY).agg(pl.col("seq").max().alias("_last"))
+    )
+    held = held.join(last.collect(), on=FLOW_KEY).filter(pl.col("_last") <= pl.col("seq")).select(FLOW_KEY)
     # a flow whose last request's answer showed such progress has nothing held: its state tells
-    held = pl.concat([held, _landed_elsewhere(job, plan, latest, per_bucket)]).unique()
+    held = pl.concat([held, _landed_elsewhere(job, plan_rows, outcomes, per_bucket)]).unique()
     if held.is_empty():
         return None
+    plan = job.folder.read_parquet("plan.parquet")
     parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
     current = from_snapshot(
         latest_snapshot(parts.join(held.select("user_id").unique().lazy(), on="user_id", how="semi").collect())
@@ -261,8 +267,9 @@ def replan_work(job: Job, work: Work, per_bucket: int = ROWS_PER_BUCKET) -> Work
     return replace(work, pending=rows, user_start=_baseline_states(job, rows), uncertain=frozenset())
 
 
-def _landed_elsewhere(job: Job, plan: pl.DataFrame, latest: pl.DataFrame, per_bucket: int) -> pl.DataFrame:
-    """``transforms.merge.landed_elsewhere`` over the run, a bucket of users at a time (it is per user-flow)."""
+def _landed_elsewhere(job: Job, plan: pl.LazyFrame, outcomes: pl.LazyFrame, per_bucket: int) -> pl.DataFrame:
+    """``transforms.merge.landed_elsewhere`` over the run, a bucket of users at a time (it is per
+    user-flow), each bucket's plan, outcomes, expected and returned state read alone."""
     parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
     expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
     buckets = buckets_of(parts, per_bucket)
@@ -271,7 +278,9 @@ def _landed_elsewhere(job: Job, plan: pl.DataFrame, latest: pl.DataFrame, per_bu
         where = buckets.where(k)
         current = from_snapshot(latest_snapshot(parts.filter(where).collect()))
         exp = StateFrames(*(e.filter(where).collect() for e in expected))
-        found.append(landed_elsewhere(plan.filter(where), latest.filter(where), exp, current))
+        requests = plan.filter(where).select("request_id", *FLOW_KEY).collect()
+        latest = latest_outcomes(outcomes.filter(where).select("request_id", "outcome", "attempt", "at").collect())
+        found.append(landed_elsewhere(requests, latest, exp, current))
     return pl.concat(found)
 
 

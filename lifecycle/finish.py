@@ -15,13 +15,18 @@ from lifecycle.job import Job
 from lifecycle.prepare import maybe_touched
 from lifecycle.record import Attempt
 from lifecycle.report import progress_lost, render
+from lifecycle.runfolder import OUTCOME_SCHEMA
 from lifecycle.settings import failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.buckets import ROWS_PER_BUCKET, buckets_of
 from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.snapshot import SNAPSHOT_SCHEMA
+from transforms.state import FLOW_KEY
 from transforms.sync import StateFrames
+
+#: the plan's columns the end of a run reads for every request at once
+_PLAN_COLUMNS = ["request_id", "user_id", "flow_slug"]
 
 
 @dataclass
@@ -36,10 +41,11 @@ class RunResult:
 def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = ROWS_PER_BUCKET) -> RunResult:
     """Snapshot, reconcile, count, report. Runs after a stop too, over what was done. The returned
     state is taken a bucket of about ``per_bucket`` rows at a time (``transforms.buckets``)."""
-    plan = job.folder.read_parquet("plan.parquet")
+    # what the verdict needs of every request; the rest is read a bucket of users at a time
+    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
     outcomes = job.folder.outcomes()
     touched = _touched_users(job, plan)
-    mismatches = _reconcile(job, plan, outcomes, touched, per_bucket)
+    mismatches = _reconcile(job, touched, per_bucket)
     latest = latest_outcomes(outcomes)
     judged = verdict(plan, latest, mismatches, touched)
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
@@ -87,14 +93,13 @@ def copy_known_snapshot(job: Job) -> None:
         job.folder.write_parquet(KNOWN_SNAPSHOT, pl.DataFrame(schema=SNAPSHOT_SCHEMA))
 
 
-def _reconcile(
-    job: Job, plan: pl.DataFrame, outcomes: pl.DataFrame, touched: pl.Series, per_bucket: int
-) -> pl.DataFrame:
+def _reconcile(job: Job, touched: pl.Series, per_bucket: int) -> pl.DataFrame:
     """snapshot.parquet (the latest state returned per user) and reconcile.parquet, a bucket of users
     at a time: every step is per user, so the buckets' results one after the other are the whole's."""
     # lastActionAt is the migration's only where the server honours a back-dated createdAt
     honoured = job.settings.send_created_at and job.rules.honours_created_at
-    last_sent = last_sent_times(plan, took_effect(outcomes)["request_id"]) if honoured else None
+    plan = pl.scan_parquet(job.folder.path("plan.parquet")).select("request_id", *FLOW_KEY, "seq", "created_at")
+    outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select("request_id", "user_id", "outcome")
     parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
     buckets = buckets_of(parts, per_bucket)
     expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
@@ -106,6 +111,10 @@ def _reconcile(
             where = buckets.where(k)
             snapshot = latest_snapshot(parts.filter(where).collect())
             exp_flows, exp_steps = (e.filter(where).collect() for e in expected)
+            last_sent = None
+            if honoured:
+                sent = took_effect(outcomes.filter(where).collect())["request_id"]
+                last_sent = last_sent_times(plan.filter(where).collect(), sent)
             found.append(reconcile(exp_flows, exp_steps, snapshot, touched, last_sent))
             for name, n in targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode()))).items():
                 targeting[name] += n
@@ -131,7 +140,7 @@ def remember(job: Job, run_id: str) -> None:
     """Fold a finished run's (or shard's) returned state and clean events hashes into the state folder,
     from what its folder holds."""
     assert job.state_dir is not None
-    plan = job.folder.read_parquet("plan.parquet")
+    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
     latest = latest_outcomes(job.folder.outcomes())
     mismatches = job.folder.read_parquet("reconcile.parquet")
     snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))

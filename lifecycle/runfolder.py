@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from frigade.push import Outcome
 from frigade.secret import ApiKey
@@ -201,13 +201,25 @@ class RunFolder:
     @contextlib.contextmanager
     def parquet_writer(self, name: str, schema: dict[str, pl.DataType]) -> Iterator[Callable[[pl.DataFrame], None]]:
         """A writer of ``name`` frame by frame (each cast to ``schema``), in place once the block ends
-        without an error, atomically: until then readers see the file as it was."""
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with pq.ParquetWriter(tmp, pl.DataFrame(schema=schema).to_arrow().schema) as out:
-            yield lambda frame: out.write_table(frame.select(*schema).cast(pl.Schema(schema)).to_arrow())
-        # written already, under the temporary name _atomic_write moves into place
-        _atomic_write(path, lambda _: None)
+        without an error, atomically: until then readers see the file as it was. Each frame is a part
+        file first, and the parts are streamed into one (polars only: pyarrow's writer would add its
+        libraries, some 35 MB, to every run's memory)."""
+        parts = self.path(f".{name}.parts")
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        written: list[Path] = []
+
+        def write(frame: pl.DataFrame) -> None:
+            written.append(parts / f"part-{len(written):06d}.parquet")
+            frame.select(*schema).cast(pl.Schema(schema)).write_parquet(written[-1])
+
+        try:
+            yield write
+            if not written:
+                write(pl.DataFrame(schema=schema))
+            self.sink_parquet(name, pl.scan_parquet(written))
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
 
     def sink_parquet(self, name: str, frame: pl.LazyFrame) -> None:
         """``frame`` streamed into ``name`` (which it may read: the file is replaced once written)."""

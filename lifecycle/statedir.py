@@ -41,6 +41,12 @@ from transforms.sync import (
 
 #: the state folder's, and a finished run's, full known state after that run
 KNOWN_SNAPSHOT = "known_snapshot.parquet"
+#: the files a run's returned state is folded into, as they are written
+_FOLDED = (
+    ("flows.parquet", REMEMBERED_FLOW_SCHEMA),
+    ("steps.parquet", REMEMBERED_STEP_SCHEMA),
+    (KNOWN_SNAPSHOT, SNAPSHOT_SCHEMA),
+)
 #: the state folder when none is named; it holds one sub-folder per target API
 DEFAULT_STATE_DIR = "state"
 #: the files of a state folder (and the embedded emulator's database)
@@ -194,29 +200,18 @@ class StateDir:
         bucket of users at a time (``transforms.buckets``): the files are those folded in one piece."""
         self.root.mkdir(parents=True, exist_ok=True)
         snap = snapshot.lazy().select(*SNAPSHOT_SCHEMA).cast(pl.Schema(SNAPSHOT_SCHEMA))
-        remembered = {
-            name: pl.scan_parquet(path) if (path := self.root / name).exists() else pl.LazyFrame(schema=schema)
-            for name, schema in (
-                ("flows.parquet", REMEMBERED_FLOW_SCHEMA),
-                ("steps.parquet", REMEMBERED_STEP_SCHEMA),
-                (KNOWN_SNAPSHOT, SNAPSHOT_SCHEMA),
-            )
-        }
-        users = pl.concat([f.select("user_id") for f in (snap, *remembered.values())])
+        remembered = [
+            pl.scan_parquet(path) if (path := self.root / name).exists() else pl.LazyFrame(schema=schema)
+            for name, schema in _FOLDED
+        ]
+        users = pl.concat([f.select("user_id") for f in (snap, *remembered)])
         buckets = buckets_of(users, per_bucket)
         with contextlib.ExitStack() as stack:
-            flows, steps, known = (
-                stack.enter_context(self._folder.parquet_writer(name, schema))
-                for name, schema in (
-                    ("flows.parquet", REMEMBERED_FLOW_SCHEMA),
-                    ("steps.parquet", REMEMBERED_STEP_SCHEMA),
-                    (KNOWN_SNAPSHOT, SNAPSHOT_SCHEMA),
-                )
-            )
+            flows, steps, known = (stack.enter_context(self._folder.parquet_writer(n, s)) for n, s in _FOLDED)
             for k in range(len(buckets)):
                 where = buckets.where(k)
                 returned = snap.filter(where).collect()
-                old_flows, old_steps, old_known = (f.filter(where).collect() for f in remembered.values())
+                old_flows, old_steps, old_known = (f.filter(where).collect() for f in remembered)
                 new_flows, new_steps = from_snapshot(returned)
                 flows(merge(old_flows, new_flows, FLOW_KEY))
                 steps(merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))

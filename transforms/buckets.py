@@ -53,7 +53,9 @@ def user_buckets(users: pl.Series, rows: int, per_bucket: int = ROWS_PER_BUCKET)
 
 def buckets_of(frame: pl.LazyFrame, per_bucket: int = ROWS_PER_BUCKET) -> Buckets:
     """The buckets of ``frame``'s rows by their users: only its user ids are read."""
-    rows = frame.select(pl.len()).collect().item()
+    rows = frame.select(pl.len()).collect(engine="streaming").item()
     if rows <= per_bucket:
         return Buckets()
-    return user_buckets(frame.select(pl.col("user_id").unique()).collect()["user_id"], rows, per_bucket)
+    # streamed: the ids are read a morsel at a time, only the distinct ones kept
+    users = frame.select(pl.col("user_id").unique()).collect(engine="streaming")["user_id"]
+    return user_buckets(users, rows, per_bucket)
