@@ -226,8 +226,8 @@ def replan_work(job: Job, work: Work, per_bucket: int = ROWS_PER_BUCKET) -> Work
     plan_rows = pl.scan_parquet(job.folder.path("plan.parquet"))
     outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA)
     # the requests ever held, and their latest outcomes: a few, read without the others
-    ever_held = outcomes.filter(pl.col("outcome") == "held_replan").select("request_id").unique()
-    latest = latest_outcomes(outcomes.join(ever_held, on="request_id", how="semi").collect())
+    ever_held = outcomes.filter(pl.col("outcome") == "held_replan").select("request_id").collect()["request_id"]
+    latest = latest_outcomes(outcomes.filter(pl.col("request_id").is_in(ever_held.implode())).collect())
     held = latest.filter(pl.col("outcome") == "held_replan").group_by(FLOW_KEY).agg(pl.col("seq").max())
     # a user-flow planned again already has requests after its held ones
     last = (

@@ -232,11 +232,13 @@ class RunFolder:
         return self.lazy_parts(folder, schema).collect()
 
     def lazy_parts(self, folder: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-        """The parts of an append-only folder as one lazy frame: a filter on it reads only what it keeps."""
+        """The parts of an append-only folder as one lazy frame in ``schema`` (a column a part lacks is
+        null): a filter on it reads only what it keeps. One scan of every part, not one scan each: a
+        scan each reads them all at once, in memory that grew with the number of parts."""
         files = sorted((self.root / folder).glob("part-*.parquet"))
         if not files:
             return pl.LazyFrame(schema=schema)
-        return pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+        return pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore")
 
     def write_part(self, folder: str, attempt: int, df: pl.DataFrame) -> None:
         """The next numbered part of an append-only folder (outcomes/, snapshot_parts/)."""
