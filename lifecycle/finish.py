@@ -25,8 +25,9 @@ from transforms.snapshot import SNAPSHOT_SCHEMA
 from transforms.state import FLOW_KEY
 from transforms.sync import StateFrames
 
-#: the plan's columns the end of a run reads for every request at once
+#: the plan's and the outcomes' columns the end of a run reads for every request at once
 _PLAN_COLUMNS = ["request_id", "user_id", "flow_slug"]
+_OUTCOME_COLUMNS = ["request_id", "user_id", "flow_slug", "outcome", "error_class", "message", "attempt", "at"]
 
 
 @dataclass
@@ -43,7 +44,7 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = R
     state is taken a bucket of about ``per_bucket`` rows at a time (``transforms.buckets``)."""
     # what the verdict needs of every request; the rest is read a bucket of users at a time
     plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
-    outcomes = job.folder.outcomes()
+    outcomes = _outcomes(job)
     touched = _touched_users(job, plan)
     mismatches = _reconcile(job, touched, per_bucket)
     latest = latest_outcomes(outcomes)
@@ -128,6 +129,10 @@ def _reconcile(job: Job, touched: pl.Series, per_bucket: int) -> pl.DataFrame:
     return mismatches
 
 
+def _outcomes(job: Job) -> pl.DataFrame:
+    return job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select(_OUTCOME_COLUMNS).collect()
+
+
 def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
     """Users of the plan, and those of the plans a change of rules superseded that were read back."""
     read_back = sorted(maybe_touched(job)) if job.run.superseded else []
@@ -141,7 +146,7 @@ def remember(job: Job, run_id: str) -> None:
     from what its folder holds."""
     assert job.state_dir is not None
     plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
-    latest = latest_outcomes(job.folder.outcomes())
+    latest = latest_outcomes(_outcomes(job))
     mismatches = job.folder.read_parquet("reconcile.parquet")
     snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))
     hashes = _hashes(job, plan, latest, mismatches)
