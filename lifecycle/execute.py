@@ -30,7 +30,8 @@ from lifecycle.exitcodes import ExitCode
 from lifecycle.job import Job
 from lifecycle.prepare import read_snapshot
 from lifecycle.record import Attempt
-from lifecycle.runfolder import DispatchJournal, OutcomeLog
+from lifecycle.runfolder import OUTCOME_SCHEMA, DispatchJournal, OutcomeLog
+from transforms.buckets import ROWS_PER_BUCKET, buckets_of
 from transforms.codes import Codes
 from transforms.merge import landed_elsewhere, replan
 from transforms.outcomes import latest_outcomes, users_without_state
@@ -245,41 +246,48 @@ def work_for(job: Job) -> Work:
     )
 
 
-def replan_work(job: Job, work: Work) -> Work | None:
+def replan_work(job: Job, work: Work, per_bucket: int = ROWS_PER_BUCKET) -> Work | None:
     """The user-flows the push held because the server showed progress made outside the run, planned
     again from the state it returned (``transforms.merge.replan``): the new requests are appended to
     the plan (a resume finds them), the expected state and the starting state of those user-flows
-    replaced. None when none is held, or every held one was planned again already."""
+    replaced. None when none is held, or every held one was planned again already. Only the held
+    user-flows' state is ever held whole: the rest is looked through a bucket of users at a time."""
     existing = job.run.existing_state
     if existing is None or not job.folder.path("source_flows.parquet").exists():
         return None
-    plan = job.folder.read_parquet("plan.parquet")
-    latest = latest_outcomes(job.folder.outcomes())
+    plan_rows = pl.scan_parquet(job.folder.path("plan.parquet"))
+    outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA)
+    # the requests ever held, and their latest outcomes: a few, read without the others
+    ever_held = outcomes.filter(pl.col("outcome") == "held_replan").select("request_id").collect()["request_id"]
+    latest = latest_outcomes(outcomes.filter(pl.col("request_id").is_in(ever_held.implode())).collect())
     held = latest.filter(pl.col("outcome") == "held_replan").group_by(FLOW_KEY).agg(pl.col("seq").max())
     # a user-flow planned again already has requests after its held ones
-    last = plan.group_by(FLOW_KEY).agg(pl.col("seq").max().alias("_last"))
-    held = held.join(last, on=FLOW_KEY).filter(pl.col("_last") <= pl.col("seq")).select(FLOW_KEY)
-    current = from_snapshot(latest_snapshot(job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA)))
-    exp_flows, exp_steps = (job.folder.read_parquet(f"expected_{n}.parquet") for n in ("flows", "steps"))
-    expected = StateFrames(exp_flows, exp_steps)
+    last = (
+        plan_rows.join(held.lazy(), on=FLOW_KEY, how="semi").group_by(FLOW_KEY).agg(pl.col("seq").max().alias("_last"))
+    )
+    held = held.join(last.collect(), on=FLOW_KEY).filter(pl.col("_last") <= pl.col("seq")).select(FLOW_KEY)
     # a flow whose last request's answer showed such progress has nothing held: its state tells
-    held = pl.concat([held, landed_elsewhere(plan, latest, expected, current)]).unique()
+    held = pl.concat([held, _landed_elsewhere(job, plan_rows, outcomes, per_bucket)]).unique()
     if held.is_empty():
         return None
-    source = StateFrames(*(job.folder.read_parquet(f"source_{n}.parquet") for n in ("flows", "steps")))
-    base = job.state_dir.load_base() if job.state_dir is not None and job.kind == "sync" and not job.full else None
+    plan = job.folder.read_parquet("plan.parquet")
+    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
+    current = from_snapshot(
+        latest_snapshot(parts.join(held.select("user_id").unique().lazy(), on="user_id", how="semi").collect())
+    )
+    expected, source = (
+        StateFrames(*(_held_rows(job, f"{kind}_{n}.parquet", held).collect() for n in ("flows", "steps")))
+        for kind in ("expected", "source")
+    )
+    base = job.state_dir.load_base(held) if job.state_dir is not None and job.kind == "sync" and not job.full else None
     catalog = job.planned_catalog
     codes = Codes.from_frames(*catalog_frames(catalog.step_table(), {f.slug: f.status for f in catalog.flows}))
     rows, m_flows, m_steps = replan(held, source, expected, current, base, plan, codes, existing["policy"], job.rules)
     job.folder.write_parquet("plan.parquet", pl.concat([plan, rows]))
-    for name, old, new in (("flows", exp_flows, m_flows), ("steps", exp_steps, m_steps)):
-        kept = old.join(held, on=FLOW_KEY, how="anti")
-        job.folder.write_parquet(f"expected_{name}.parquet", pl.concat([kept, new]))
+    for name, new in (("expected_flows", m_flows), ("expected_steps", m_steps)):
+        _replace_held(job, f"{name}.parquet", held, new)
     for name, now in zip(("baseline_flows", "baseline_steps"), current, strict=True):
-        now = now.join(held, on=FLOW_KEY, how="semi")
-        if job.folder.path(f"{name}.parquet").exists():
-            now = pl.concat([job.folder.read_parquet(f"{name}.parquet").join(held, on=FLOW_KEY, how="anti"), now])
-        job.folder.write_parquet(f"{name}.parquet", now)
+        _replace_held(job, f"{name}.parquet", held, now.join(held, on=FLOW_KEY, how="semi"))
     counts = dict(job.run.counts or {})
     counts["requests_planned"] = counts.get("requests_planned", 0) + rows.height
     counts["requests_replanned"] = counts.get("requests_replanned", 0) + rows.height
@@ -289,6 +297,37 @@ def replan_work(job: Job, work: Work) -> Work | None:
     if rows.is_empty():
         return None
     return replace(work, pending=rows, user_start=_baseline_states(job, rows), uncertain=frozenset())
+
+
+def _landed_elsewhere(job: Job, plan: pl.LazyFrame, outcomes: pl.LazyFrame, per_bucket: int) -> pl.DataFrame:
+    """``transforms.merge.landed_elsewhere`` over the run, a bucket of users at a time (it is per
+    user-flow), each bucket's plan, outcomes, expected and returned state read alone."""
+    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
+    expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
+    buckets = buckets_of(parts, per_bucket)
+    found = []
+    for k in range(len(buckets)):
+        where = buckets.where(k)
+        current = from_snapshot(latest_snapshot(parts.filter(where).collect()))
+        exp = StateFrames(*(e.filter(where).collect() for e in expected))
+        requests = plan.filter(where).select("request_id", *FLOW_KEY).collect()
+        latest = latest_outcomes(outcomes.filter(where).select("request_id", "outcome", "attempt", "at").collect())
+        found.append(landed_elsewhere(requests, latest, exp, current))
+    return pl.concat(found)
+
+
+def _held_rows(job: Job, name: str, held: pl.DataFrame) -> pl.LazyFrame:
+    return pl.scan_parquet(job.folder.path(name)).join(held.lazy(), on=FLOW_KEY, how="semi")
+
+
+def _replace_held(job: Job, name: str, held: pl.DataFrame, new: pl.DataFrame) -> None:
+    """``name``'s rows of the ``held`` user-flows replaced by ``new`` (after the others, in their
+    order), streamed from the file as it is: never held whole."""
+    if job.folder.path(name).exists():
+        kept = pl.scan_parquet(job.folder.path(name)).join(held.lazy(), on=FLOW_KEY, how="anti", maintain_order="left")
+        job.folder.sink_parquet(name, pl.concat([kept, new.lazy()]))
+    else:
+        job.folder.write_parquet(name, new)
 
 
 def _baseline_states(job: Job, pending: pl.DataFrame) -> dict[tuple[str, str], FlowState]:
@@ -354,7 +393,7 @@ async def fill_missing_snapshots(job: Job, client: FrigadeClient) -> int:
     outcomes = job.folder.outcomes()
     if outcomes.is_empty():
         return 0
-    have = job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA).select("user_id")
+    have = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA).select("user_id").collect()
     missing = users_without_state(outcomes, have)
     if missing:
         job.folder.write_part(

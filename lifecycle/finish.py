@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +15,19 @@ from lifecycle.job import Job
 from lifecycle.prepare import maybe_touched
 from lifecycle.record import Attempt
 from lifecycle.report import progress_lost, render
+from lifecycle.runfolder import OUTCOME_SCHEMA
 from lifecycle.settings import failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
+from transforms.buckets import ROWS_PER_BUCKET, buckets_of
 from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.snapshot import SNAPSHOT_SCHEMA
+from transforms.state import FLOW_KEY
 from transforms.sync import StateFrames
+
+#: the plan's and the outcomes' columns the end of a run reads for every request at once
+_PLAN_COLUMNS = ["request_id", "user_id", "flow_slug"]
+_OUTCOME_COLUMNS = ["request_id", "user_id", "flow_slug", "outcome", "error_class", "message", "attempt", "at"]
 
 
 @dataclass
@@ -30,15 +39,14 @@ class RunResult:
     report: str
 
 
-def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
-    """Snapshot, reconcile, count, report. Runs after a stop too, over what was done."""
-    plan = job.folder.read_parquet("plan.parquet")
-    outcomes = job.folder.outcomes()
-    snapshot = latest_snapshot(job.folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA))
-    job.folder.write_parquet("snapshot.parquet", snapshot)
-    exp_flows = job.folder.read_parquet("expected_flows.parquet")
+def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = ROWS_PER_BUCKET) -> RunResult:
+    """Snapshot, reconcile, count, report. Runs after a stop too, over what was done. The returned
+    state is taken a bucket of about ``per_bucket`` rows at a time (``transforms.buckets``)."""
+    # what the verdict needs of every request; the rest is read a bucket of users at a time
+    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
+    outcomes = _outcomes(job)
     touched = _touched_users(job, plan)
-    mismatches = _reconcile(job, plan, outcomes, snapshot, exp_flows, touched)
+    mismatches = _reconcile(job, touched, per_bucket)
     latest = latest_outcomes(outcomes)
     judged = verdict(plan, latest, mismatches, touched)
     this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
@@ -56,11 +64,13 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float) -> RunResult:
     # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
     if job.state_dir is not None and not job.run.stopped and job.shard is None:
         hashes = _hashes(job, plan, latest, mismatches)
-        job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, hashes)
+        snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))
+        job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, hashes, per_bucket)
         _record_base(job, hashes)
         # A sync's snapshot holds only the users it planned; an audit compares full states.
-        job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
+        copy_known_snapshot(job)
     summary = job.run.as_dict()
+    exp_flows = job.folder.read_parquet("expected_flows.parquet")
     report = render(summary, per_flow=per_flow(plan, exp_flows), mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
     return RunResult(exit_code_of(job), str(job.folder.root), summary, report)
@@ -74,22 +84,53 @@ def exit_code_of(job: Job) -> ExitCode:
     }.get(job.run.status or "", ExitCode.OK)
 
 
-def _reconcile(
-    job: Job,
-    plan: pl.DataFrame,
-    outcomes: pl.DataFrame,
-    snapshot: pl.DataFrame,
-    exp_flows: pl.DataFrame,
-    touched: pl.Series,
-) -> pl.DataFrame:
-    exp_steps = job.folder.read_parquet("expected_steps.parquet")
+def copy_known_snapshot(job: Job) -> None:
+    """The state folder's full known state, as a copy in the run folder (never read whole)."""
+    assert job.state_dir is not None
+    known = job.state_dir.root / KNOWN_SNAPSHOT
+    if known.exists():
+        job.folder.write_file(KNOWN_SNAPSHOT, lambda to: shutil.copyfile(known, to))
+    else:
+        job.folder.write_parquet(KNOWN_SNAPSHOT, pl.DataFrame(schema=SNAPSHOT_SCHEMA))
+
+
+def _reconcile(job: Job, touched: pl.Series, per_bucket: int) -> pl.DataFrame:
+    """snapshot.parquet (the latest state returned per user) and reconcile.parquet, a bucket of users
+    at a time: every step is per user, so the buckets' results one after the other are the whole's."""
     # lastActionAt is the migration's only where the server honours a back-dated createdAt
     honoured = job.settings.send_created_at and job.rules.honours_created_at
-    last_sent = last_sent_times(plan, took_effect(outcomes)["request_id"]) if honoured else None
-    mismatches = reconcile(exp_flows, exp_steps, snapshot, touched, last_sent)
-    job.run.targeting = targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode())))
+    plan = pl.scan_parquet(job.folder.path("plan.parquet")).select("request_id", *FLOW_KEY, "seq", "created_at")
+    outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select("request_id", "user_id", "outcome")
+    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
+    buckets = buckets_of(parts, per_bucket)
+    expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
+    found: list[pl.DataFrame] = []
+    targeting = {"user_flows": 0, "hidden_by_targeting": 0}
+
+    def snapshots() -> Iterator[pl.DataFrame]:
+        for k in range(len(buckets)):
+            where = buckets.where(k)
+            snapshot = latest_snapshot(parts.filter(where).collect())
+            exp_flows, exp_steps = (e.filter(where).collect() for e in expected)
+            last_sent = None
+            if honoured:
+                sent = took_effect(outcomes.filter(where).collect())["request_id"]
+                last_sent = last_sent_times(plan.filter(where).collect(), sent)
+            found.append(reconcile(exp_flows, exp_steps, snapshot, touched, last_sent))
+            for name, n in targeting_summary(snapshot.filter(pl.col("user_id").is_in(touched.implode()))).items():
+                targeting[name] += n
+            yield snapshot
+
+    job.folder.write_parquet_frames("snapshot.parquet", snapshots(), SNAPSHOT_SCHEMA)
+    job.run.targeting = targeting
+    # each bucket's mismatches are sorted by user first, and the buckets are ranges of users in order
+    mismatches = pl.concat(found)
     job.folder.write_parquet("reconcile.parquet", mismatches)
     return mismatches
+
+
+def _outcomes(job: Job) -> pl.DataFrame:
+    return job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select(_OUTCOME_COLUMNS).collect()
 
 
 def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
@@ -104,10 +145,10 @@ def remember(job: Job, run_id: str) -> None:
     """Fold a finished run's (or shard's) returned state and clean events hashes into the state folder,
     from what its folder holds."""
     assert job.state_dir is not None
-    plan = job.folder.read_parquet("plan.parquet")
-    latest = latest_outcomes(job.folder.outcomes())
+    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
+    latest = latest_outcomes(_outcomes(job))
     mismatches = job.folder.read_parquet("reconcile.parquet")
-    snapshot = job.folder.read_parquet("snapshot.parquet")
+    snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))
     hashes = _hashes(job, plan, latest, mismatches)
     job.state_dir.record(snapshot, run_id, job.settings.target, hashes)
     _record_base(job, hashes)

@@ -6,11 +6,14 @@ snapshot.parquet (+ snapshot_parts/), reconcile.parquet, report.md, dispatch.jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -184,14 +187,58 @@ class RunFolder:
     def write_parquet(self, name: str, df: pl.DataFrame) -> None:
         _atomic_write(self.path(name), lambda p: df.write_parquet(p))
 
+    def write_file(self, name: str, write: Callable[[Path], object]) -> None:
+        """``name`` written by ``write`` (given the path to write), atomically."""
+        _atomic_write(self.path(name), write)
+
+    def write_parquet_frames(self, name: str, frames: Iterable[pl.DataFrame], schema: dict[str, pl.DataType]) -> None:
+        """One file of ``frames`` one after the other, each written as it comes, so that a file larger
+        than memory is never held whole (each frame is cast to ``schema``)."""
+        with self.parquet_writer(name, schema) as write:
+            for frame in frames:
+                write(frame)
+
+    @contextlib.contextmanager
+    def parquet_writer(self, name: str, schema: dict[str, pl.DataType]) -> Iterator[Callable[[pl.DataFrame], None]]:
+        """A writer of ``name`` frame by frame (each cast to ``schema``), in place once the block ends
+        without an error, atomically: until then readers see the file as it was. Each frame is a part
+        file first, and the parts are streamed into one (polars only: pyarrow's writer would add its
+        libraries, some 35 MB, to every run's memory)."""
+        parts = self.path(f".{name}.parts")
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        written: list[Path] = []
+
+        def write(frame: pl.DataFrame) -> None:
+            written.append(parts / f"part-{len(written):06d}.parquet")
+            frame.select(*schema).cast(pl.Schema(schema)).write_parquet(written[-1])
+
+        try:
+            yield write
+            if not written:
+                write(pl.DataFrame(schema=schema))
+            self.sink_parquet(name, pl.scan_parquet(written))
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
+
+    def sink_parquet(self, name: str, frame: pl.LazyFrame) -> None:
+        """``frame`` streamed into ``name`` (which it may read: the file is replaced once written)."""
+        _atomic_write(self.path(name), lambda p: frame.sink_parquet(p))
+
     def read_parquet(self, name: str) -> pl.DataFrame:
         return pl.read_parquet(self.path(name))
 
     def scan_parts(self, folder: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        return self.lazy_parts(folder, schema).collect()
+
+    def lazy_parts(self, folder: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+        """The parts of an append-only folder as one lazy frame in ``schema`` (a column a part lacks is
+        null): a filter on it reads only what it keeps. One scan of every part, not one scan each: a
+        scan each reads them all at once, in memory that grew with the number of parts."""
         files = sorted((self.root / folder).glob("part-*.parquet"))
         if not files:
-            return pl.DataFrame(schema=schema)
-        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore")
 
     def write_part(self, folder: str, attempt: int, df: pl.DataFrame) -> None:
         """The next numbered part of an append-only folder (outcomes/, snapshot_parts/)."""

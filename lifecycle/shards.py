@@ -42,7 +42,7 @@ from lifecycle.exports import (
     sources_of,
     split_events,
 )
-from lifecycle.finish import RunResult, exit_code_of, remember
+from lifecycle.finish import RunResult, copy_known_snapshot, exit_code_of, remember
 from lifecycle.job import SHARDS_DIR, SPLIT_DIR, Job
 from lifecycle.prepare import check_state_dir, checked_inputs, refuse_plan
 from lifecycle.progress import PlanProgress
@@ -50,7 +50,6 @@ from lifecycle.record import Attempt, RunRecord
 from lifecycle.report import progress_lost, render
 from lifecycle.runfolder import key_check, recorded_settings
 from lifecycle.settings import Settings, failure_limit
-from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.accounting import accounting_closes
 from transforms.analysis import QUARANTINE_COLUMNS, Prepared, plan_requests, rows_of
 from transforms.cost import webhook_deliveries
@@ -297,7 +296,7 @@ def finish_sharded(job: Job, attempt: Attempt, elapsed_s: float, stop: StopRunEr
     if job.state_dir is not None and not run.stopped:
         for shard in shards:
             remember(shard, run.run_id or "")
-        job.folder.write_parquet(KNOWN_SNAPSHOT, job.state_dir.known_snapshot())
+        copy_known_snapshot(job)
     summary = run.as_dict()
     report = render(summary, per_flow=_per_flow(shards), mismatch_sample=_mismatch_sample(job))
     job.folder.write_text("report.md", report)

@@ -25,6 +25,7 @@ import polars as pl
 
 from lifecycle.runfolder import RunFolder, normal_target
 from lifecycle.settings import DEFAULT_API_URL, EMBEDDED_TARGET
+from transforms.buckets import ROWS_PER_BUCKET, buckets_of
 from transforms.reconcile import latest_snapshot
 from transforms.schema import InputError
 from transforms.snapshot import SNAPSHOT_SCHEMA
@@ -40,6 +41,12 @@ from transforms.sync import (
 
 #: the state folder's, and a finished run's, full known state after that run
 KNOWN_SNAPSHOT = "known_snapshot.parquet"
+#: the files a run's returned state is folded into, as they are written
+_FOLDED = (
+    ("flows.parquet", REMEMBERED_FLOW_SCHEMA),
+    ("steps.parquet", REMEMBERED_STEP_SCHEMA),
+    (KNOWN_SNAPSHOT, SNAPSHOT_SCHEMA),
+)
 #: the state folder when none is named; it holds one sub-folder per target API
 DEFAULT_STATE_DIR = "state"
 #: the files of a state folder (and the embedded emulator's database)
@@ -86,11 +93,16 @@ class StateDir:
             return StateFrames(pl.DataFrame(schema=REMEMBERED_FLOW_SCHEMA), pl.DataFrame(schema=REMEMBERED_STEP_SCHEMA))
         return StateFrames(pl.read_parquet(flows), pl.read_parquet(steps))
 
-    def load_base(self) -> StateFrames | None:
+    def load_base(self, keys: pl.DataFrame | None = None) -> StateFrames | None:
         """What the export asked for when each user-flow was last left at its target: the base of the
-        next merge (``transforms.merge``); None before any."""
+        next merge (``transforms.merge``), of the user-flows ``keys`` only when given; None before any."""
         flows, steps = self.root / "source_flows.parquet", self.root / "source_steps.parquet"
-        return StateFrames(pl.read_parquet(flows), pl.read_parquet(steps)) if flows.exists() else None
+        if not flows.exists():
+            return None
+        scans = (pl.scan_parquet(f) for f in (flows, steps))
+        if keys is not None:
+            scans = (f.join(keys.lazy().select(FLOW_KEY), on=FLOW_KEY, how="semi") for f in scans)
+        return StateFrames(*(f.collect() for f in scans))
 
     def record_base(self, analysed: pl.DataFrame, clean: StateFrames) -> None:
         """The analysed users' base replaced by ``clean`` (the source targets of the users the run left
@@ -175,32 +187,46 @@ class StateDir:
 
     def record(
         self,
-        snapshot: pl.DataFrame,
+        snapshot: pl.DataFrame | pl.LazyFrame,
         run_id: str,
         api_url: str | None,
         events_hashes: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+        per_bucket: int = ROWS_PER_BUCKET,
     ) -> None:
         """Fold the returned state of this run's users into the remembered state; with ``events_hashes``
         (those of the users the run analysed, and of those it left at their target), replace the
         analysed users' hashes by the clean ones (the others are forgotten, so planned again);
-        without, forget the hashes of every user whose state was returned."""
+        without, forget the hashes of every user whose state was returned. The state is folded a
+        bucket of users at a time (``transforms.buckets``): the files are those folded in one piece."""
         self.root.mkdir(parents=True, exist_ok=True)
-        old_flows, old_steps = self.load()
-        new_flows, new_steps = from_snapshot(snapshot)
-        self._folder.write_parquet("flows.parquet", merge(old_flows, new_flows, FLOW_KEY))
-        self._folder.write_parquet("steps.parquet", merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
-        known = pl.concat([self.known_snapshot(), snapshot.select(*SNAPSHOT_SCHEMA).cast(pl.Schema(SNAPSHOT_SCHEMA))])
-        self._folder.write_parquet(KNOWN_SNAPSHOT, latest_snapshot(known))
+        snap = snapshot.lazy().select(*SNAPSHOT_SCHEMA).cast(pl.Schema(SNAPSHOT_SCHEMA))
+        remembered = [
+            pl.scan_parquet(path) if (path := self.root / name).exists() else pl.LazyFrame(schema=schema)
+            for name, schema in _FOLDED
+        ]
+        users = pl.concat([f.select("user_id") for f in (snap, *remembered)])
+        buckets = buckets_of(users, per_bucket)
+        with contextlib.ExitStack() as stack:
+            flows, steps, known = (stack.enter_context(self._folder.parquet_writer(n, s)) for n, s in _FOLDED)
+            for k in range(len(buckets)):
+                where = buckets.where(k)
+                returned = snap.filter(where).collect()
+                old_flows, old_steps, old_known = (f.filter(where).collect() for f in remembered)
+                new_flows, new_steps = from_snapshot(returned)
+                flows(merge(old_flows, new_flows, FLOW_KEY))
+                steps(merge(old_steps, new_steps, [*FLOW_KEY, "step_id"]))
+                known(latest_snapshot(pl.concat([old_known, returned])))
+        returned_users = snap.select(pl.col("user_id").unique()).collect()
         # A run without events hashes (planned without a state folder, or by an older version) still moved
         # its users' state: their hashes no longer vouch for it and are forgotten.
-        analysed, clean = events_hashes if events_hashes is not None else (new_flows.select("user_id"), None)
+        analysed, clean = events_hashes if events_hashes is not None else (returned_users, None)
         kept = self.load_events_hashes().join(analysed.select("user_id").unique(), on="user_id", how="anti")
         parts = [kept] if clean is None else [kept, clean.select(*EVENTS_HASH_SCHEMA)]
         self._folder.write_parquet("users.parquet", pl.concat(parts))
         self._folder.write_json(
             {
                 "last_run": run_id,
-                "users": new_flows["user_id"].n_unique(),
+                "users": returned_users.height,
                 "api_url": api_url and normal_target(api_url),
             },
             "last_run.json",

@@ -6,16 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from emulator.embedded import EmbeddedEmulator
 from frigade.models import flow_state_from_wire
 from frigade.rules import Action, FlowState
+from lifecycle.execute import replan_work, work_for
+from lifecycle.finish import finish_run
+from lifecycle.job import Job
+from lifecycle.runfolder import RunFolder
+from lifecycle.settings import Settings
+from lifecycle.statedir import StateDir
 from tests.e2e.servers import cli
 from tests.e2e.test_backfill_e2e import CATALOG_PATH, catalog, stored_state, write_sample
+from transforms.buckets import buckets_of
+from transforms.snapshot import SNAPSHOT_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -230,3 +240,73 @@ def test_every_user_is_read_before_planning_even_when_the_first_hundred_have_no_
     assert run["existing_state"]["users_with_state"] == len(late)
     assert run["status"] == "succeeded"
     assert f"{len(users)} users read before planning" in out
+
+
+def finished_again(run: Path, state: Path, to: Path, per_bucket: int) -> None:
+    """A copy of a run folder and its state folder in ``to``, its held user-flows planned again and
+    its end worked out again, ``per_bucket`` rows of returned state at a time."""
+    shutil.copytree(run, to / "run")
+    shutil.copytree(state, to / "state")
+    folder = RunFolder(to / "run")
+    record = folder.read_record()
+    given = {k: v for k, v in (record.settings or {}).items() if k not in ("api_key", "full", "from_current")}
+    job = Job([Path("unused.csv")], Settings.resolve(given, env={}), folder, state_dir=StateDir(to / "state"))
+    job.run, job.attempt = record, len(record.attempts)
+    replan_work(job, work_for(job), per_bucket)
+    finish_run(job, record.attempts[-1], 1.0, per_bucket)
+
+
+def test_the_end_of_a_run_a_bucket_of_users_at_a_time_writes_what_it_writes_in_one_piece(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A live account's backfill, then users whose state moved after their last answer (a newer
+    answer showing a flow completed, or lacking one): planning them again and the run's end, done in
+    buckets of a few users, write every file as in one piece, row for row."""
+    export = tmp_path / "events.csv"
+    expected = write_sample(export, users=40, seed=3)
+    users = sorted({u for u, _ in expected})
+    env = {**prefect_env, "FRIGADE_API_KEY": "api_public_emulator"}
+    with seeded_emulator(seed_writes(expected), users) as (emu, _):
+        backfill(emu, env, tmp_path, export, "run")
+    run, state = tmp_path / "run", next((tmp_path / "state").iterdir())
+    folder = RunFolder(run)
+    returned = folder.scan_parts("snapshot_parts", SNAPSHOT_SCHEMA)
+    moved = (
+        returned.filter(pl.col("user_id").is_in(users[::7]))
+        .with_columns(pl.lit(True).alias(c) for c in ("flow_started", "flow_completed", "step_completed"))
+        .with_columns(pl.col("captured_at") + 1)
+    )
+    # and users whose newer answer lacks a flow: a mismatch, nothing to plan again
+    lacking = returned.filter(pl.col("user_id").is_in(users[3::7])).filter(
+        pl.col("flow_slug") != pl.col("flow_slug").min().over("user_id")
+    )
+    folder.write_part("snapshot_parts", 9, pl.concat([moved, lacking.with_columns(pl.col("captured_at") + 1)]))
+    per_bucket = 60
+    assert len(buckets_of(folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA), per_bucket)) > 5
+
+    finished_again(run, state, tmp_path / "one", 10**9)
+    finished_again(run, state, tmp_path / "many", per_bucket)
+    one, many = tmp_path / "one", tmp_path / "many"
+    replanned = RunFolder(one / "run").read_record().counts or {}
+    assert replanned["user_flows_replanned"] >= len(users[::7])
+    assert pl.read_parquet(one / "run" / "reconcile.parquet").height > 0
+    for name in ("snapshot", "reconcile", "known_snapshot", "plan", "expected_flows", "expected_steps"):
+        for d in ("run", "state") if name == "known_snapshot" else ("run",):
+            a, b = (pl.read_parquet(root / d / f"{name}.parquet") for root in (one, many))
+            assert a.height > 0 or name == "reconcile"
+            assert a.equals(b), (d, name)
+    # the starting states of the user-flows planned again come in no set order, bucketed or not
+    for name in ("baseline_flows", "baseline_steps"):
+        a, b = (pl.read_parquet(root / "run" / f"{name}.parquet") for root in (one, many))
+        assert a.sort(a.columns).equals(b.sort(b.columns)), name
+    for name in ("flows", "steps", "users"):
+        a, b = (pl.read_parquet(root / "state" / f"{name}.parquet") for root in (one, many))
+        assert a.equals(b), name
+    assert (one / "run" / "report.md").read_text() == (many / "run" / "report.md").read_text()
+    assert (one / "state" / "last_run.json").read_text() == (many / "state" / "last_run.json").read_text()
+    runs = [json.loads((root / "run" / "run.json").read_text()) for root in (one, many)]
+    for r in runs:
+        for attempt in r["attempts"]:
+            attempt.pop("finished_at")
+    assert runs[0] == runs[1]
+    assert runs[0]["targeting"]["user_flows"] > 0
