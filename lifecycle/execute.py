@@ -41,6 +41,7 @@ from transforms.state import FLOW_KEY
 from transforms.sync import StateFrames, from_snapshot
 from transforms.validate import catalog_frames
 from transforms.work import (
+    chunk_reach,
     flow_states,
     iter_batches,
     iter_user_requests,
@@ -160,10 +161,14 @@ async def run_push(
         uncertain_rows = full_plan.filter(pl.col("user_id").is_in([u for u in batch_users if u in work.uncertain]))
         plans_by_user = {u: _planned(rows) for u, rows in iter_user_requests(uncertain_rows)}
 
+    # the longest users first, a chunk of plan order at a time: the journal reserves whole chunks
+    reach = chunk_reach(work.pending, concurrency, work.user_index)
+    pending = longest_users_first(work.pending, concurrency)
+
     async def users() -> AsyncIterator[UserWork]:
-        read_back = await _read_back(client, _groups(work.pending, work.uncertain), concurrency)
-        for user, rows in iter_user_requests(work.pending):
-            journal.admit(work.user_index.get(user, 0))
+        read_back = await _read_back(client, _groups(pending, work.uncertain), concurrency)
+        for user, rows in iter_user_requests(pending):
+            journal.admit(reach.get(user, 0))
             requests = _planned(rows)
             start = _user_start(work, user, {r.flow_slug for r in requests})
             if user in work.uncertain:
@@ -374,7 +379,7 @@ async def push_batch(
     plan = job.folder.read_parquet("plan.parquet").filter(pl.col("user_id").is_in(uncertain)) if uncertain else batch
     outcomes = OutcomeLog(job.folder, job.attempt)
     snapshot = SnapshotLog(lambda df: job.folder.write_part("snapshot_parts", job.attempt, df))
-    batch_work = replace(work, pending=longest_users_first(batch))
+    batch_work = replace(work, pending=batch)
     return await run_push(
         batch_work,
         plan,

@@ -295,9 +295,9 @@ class OutcomeLog:
 class DispatchJournal:
     """Before any user past ``reserved`` (its index in plan order) is handed to a worker, the
     reservation moves ``block`` users past it and is written durably. After a crash, users past it
-    were certainly never sent, and only those up to it need their state read back. Batches go in
-    plan order, and a batch's users by their number of requests: the reservation only ever moves
-    forward, so it covers every user admitted whatever the order."""
+    were certainly never sent, and only those up to it need their state read back. Users go in
+    plan order a chunk at a time, longest first within a chunk (``transforms.work``): a chunk is
+    admitted by its highest index, so the reservation covers it whole."""
 
     def __init__(self, folder: RunFolder, attempt: int, block: int) -> None:
         self.folder, self.attempt, self.block = folder, attempt, max(block, 1)

@@ -4,7 +4,7 @@ they are batched, and each user's requests as the push's ``PlannedRequest`` fiel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import polars as pl
@@ -73,16 +73,33 @@ def iter_batches(pending: pl.DataFrame, batch_requests: int) -> Iterator[pl.Data
         yield part.drop("batch")
 
 
-def longest_users_first(batch: pl.DataFrame) -> pl.DataFrame:
-    """The batch's users by how many requests each has, most first (plan order among equals), each
-    user's requests kept together and in order. A user's requests go one after the other, one round
-    trip each, so a long user dispatched last would trail alone after every other had finished: the
-    push would end at a fraction of its rate (longest-processing-time-first scheduling)."""
+def longest_users_first(batch: pl.DataFrame, chunk_users: int) -> pl.DataFrame:
+    """The batch's users, ``chunk_users`` at a time in plan order, and within each such chunk by how
+    many requests each has, most first (plan order among equals); each user's requests kept together
+    and in order. A user's requests go one after the other, one round trip each, so a long user
+    dispatched last would trail alone after every other had finished, and the push would end at a
+    fraction of its rate (longest-processing-time-first scheduling). Chunks keep the dispatch close to
+    plan order, which the dispatch journal reserves in (``chunk_reach``)."""
     if batch.is_empty():
         return batch
-    i = pl.int_range(pl.len(), dtype=pl.UInt32)
-    keys = [pl.len().over("user_id"), i.min().over("user_id"), i]
-    return batch.sort(keys, descending=[True, False, False])
+    # the row number as a column first: an int_range inside a window counts within each user
+    first = pl.col("_i").min().over("user_id")
+    chunk = (first.rank("dense") - 1) // max(chunk_users, 1)
+    keys = [chunk, pl.len().over("user_id"), first, pl.col("_i")]
+    return batch.with_row_index("_i").sort(keys, descending=[False, True, False, False]).drop("_i")
+
+
+def chunk_reach(batch: pl.DataFrame, chunk_users: int, index: Mapping[str, int]) -> dict[str, int]:
+    """For each user of ``batch`` (in plan order), the highest plan ``index`` among the users of its
+    chunk (``longest_users_first``): what the journal must reserve before the user is dispatched."""
+    users = batch.select("user_id").unique(maintain_order=True)["user_id"].to_list()
+    size = max(chunk_users, 1)
+    reach: dict[str, int] = {}
+    for at in range(0, len(users), size):
+        chunk = users[at : at + size]
+        top = max(index.get(u, 0) for u in chunk)
+        reach.update(dict.fromkeys(chunk, top))
+    return reach
 
 
 def iter_user_requests(plan: pl.DataFrame, chunk: int = 20_000) -> Iterator[tuple[str, list[dict[str, Any]]]]:

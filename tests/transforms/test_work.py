@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from lifecycle.runfolder import OUTCOME_SCHEMA
-from transforms.work import iter_batches, iter_user_requests, longest_users_first, pending_requests
+from transforms.work import chunk_reach, iter_batches, iter_user_requests, longest_users_first, pending_requests
 
 PLAN = pl.DataFrame(
     {
@@ -78,14 +78,26 @@ def test_batches_keep_each_user_whole_and_in_plan_order() -> None:
     assert sum(b.height for b in batches) == plan.height
 
 
-def test_a_batch_goes_longest_user_first_each_user_whole_and_in_order() -> None:
+def test_a_batch_goes_longest_user_first_a_chunk_at_a_time_each_user_whole_and_in_order() -> None:
     counts = {"a": 1, "b": 4, "c": 2, "d": 4, "e": 1}
     rows = [(u, i) for u, n in counts.items() for i in range(n)]
     batch = pl.DataFrame({"user_id": [u for u, _ in rows], "seq": [i for _, i in rows]})
-    ordered = longest_users_first(batch)
-    users = [u for u, _ in iter_user_requests(ordered.with_columns(created_at=pl.lit(None, pl.Datetime("us"))))]
-    # most requests first, plan order among equals, every user once
-    assert users == ["b", "d", "c", "a", "e"]
-    for user, group in ordered.group_by("user_id", maintain_order=True):
+
+    def users(frame: pl.DataFrame) -> list[str]:
+        timed = frame.with_columns(created_at=pl.lit(None, pl.Datetime("us")))
+        return [u for u, _ in iter_user_requests(timed)]
+
+    # one chunk: most requests first, plan order among equals, every user once
+    assert users(longest_users_first(batch, 10)) == ["b", "d", "c", "a", "e"]
+    # chunks of two users of plan order: (a, b), (c, d), (e)
+    assert users(longest_users_first(batch, 2)) == ["b", "a", "d", "c", "e"]
+    assert users(longest_users_first(batch, 1)) == list(counts)
+    for user, group in longest_users_first(batch, 2).group_by("user_id", maintain_order=True):
         assert group["seq"].to_list() == list(range(counts[str(user[0])]))
-    assert longest_users_first(batch.clear()).is_empty()
+    assert longest_users_first(batch.clear(), 2).is_empty()
+
+
+def test_a_chunk_is_reserved_by_its_highest_plan_index() -> None:
+    batch = pl.DataFrame({"user_id": ["a", "a", "b", "c", "d", "e"]})
+    index = {"a": 3, "b": 7, "c": 8, "d": 12, "e": 13}
+    assert chunk_reach(batch, 2, index) == {"a": 7, "b": 7, "c": 12, "d": 12, "e": 13}
