@@ -161,9 +161,12 @@ async def run_push(
         uncertain_rows = full_plan.filter(pl.col("user_id").is_in([u for u in batch_users if u in work.uncertain]))
         plans_by_user = {u: _planned(rows) for u, rows in iter_user_requests(uncertain_rows)}
 
-    # the longest users first, a chunk of plan order at a time: the journal reserves whole chunks
-    reach = chunk_reach(work.pending, concurrency, work.user_index)
-    pending = longest_users_first(work.pending, concurrency)
+    # the longest users first, a chunk of plan order at a time: the journal reserves whole chunks.
+    # A chunk of twice the users sent at once (the journal's block): at 300 ms a chunk of as many
+    # as are sent at once left its longest users trailing at the end of the push (0.88 of the rate)
+    chunk = 2 * concurrency
+    reach = chunk_reach(work.pending, chunk, work.user_index)
+    pending = longest_users_first(work.pending, chunk)
 
     async def users() -> AsyncIterator[UserWork]:
         read_back = await _read_back(client, _groups(pending, work.uncertain), concurrency)

@@ -4,6 +4,7 @@ they are batched, and each user's requests as the push's ``PlannedRequest`` fiel
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -84,16 +85,23 @@ def longest_users_first(batch: pl.DataFrame, chunk_users: int) -> pl.DataFrame:
         return batch
     # the row number as a column first: an int_range inside a window counts within each user
     first = pl.col("_i").min().over("user_id")
-    chunk = (first.rank("dense") - 1) // max(chunk_users, 1)
+    chunk = (first.rank("dense") - 1) // _even_chunk(batch["user_id"].n_unique(), chunk_users)
     keys = [chunk, pl.len().over("user_id"), first, pl.col("_i")]
     return batch.with_row_index("_i").sort(keys, descending=[False, True, False, False]).drop("_i")
+
+
+def _even_chunk(users: int, chunk_users: int) -> int:
+    """Chunks of at most ``chunk_users``, as even as can be: a last chunk of a few users would go
+    after every other, and a long user among them would trail alone at the end of the push."""
+    chunks = max(1, math.ceil(users / max(chunk_users, 1)))
+    return max(1, math.ceil(users / chunks))
 
 
 def chunk_reach(batch: pl.DataFrame, chunk_users: int, index: Mapping[str, int]) -> dict[str, int]:
     """For each user of ``batch`` (in plan order), the highest plan ``index`` among the users of its
     chunk (``longest_users_first``): what the journal must reserve before the user is dispatched."""
     users = batch.select("user_id").unique(maintain_order=True)["user_id"].to_list()
-    size = max(chunk_users, 1)
+    size = _even_chunk(len(users), chunk_users)
     reach: dict[str, int] = {}
     for at in range(0, len(users), size):
         chunk = users[at : at + size]

@@ -92,6 +92,9 @@ def test_a_batch_goes_longest_user_first_a_chunk_at_a_time_each_user_whole_and_i
     # chunks of two users of plan order: (a, b), (c, d), (e)
     assert users(longest_users_first(batch, 2)) == ["b", "a", "d", "c", "e"]
     assert users(longest_users_first(batch, 1)) == list(counts)
+    # at most four users a chunk, as even as can be: (a, b, c), (d, e), not (a, b, c, d), (e)
+    assert users(longest_users_first(batch, 4)) == ["b", "c", "a", "d", "e"]
+    assert chunk_reach(batch, 4, {u: i for i, u in enumerate(counts)}) == {"a": 2, "b": 2, "c": 2, "d": 4, "e": 4}
     for user, group in longest_users_first(batch, 2).group_by("user_id", maintain_order=True):
         assert group["seq"].to_list() == list(range(counts[str(user[0])]))
     assert longest_users_first(batch.clear(), 2).is_empty()
