@@ -10,7 +10,6 @@ reported, not guessed.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from frigade.rules import DEFAULT_RULES, FlowState, Rules
 from lifecycle import interrupts
 from lifecycle.exitcodes import ExitCode
 from lifecycle.job import Job
-from lifecycle.prepare import read_snapshot
+from lifecycle.prepare import in_workers, read_snapshot
 from lifecycle.record import Attempt
 from lifecycle.runfolder import OUTCOME_SCHEMA, DispatchJournal, OutcomeLog
 from transforms.buckets import ROWS_PER_BUCKET, buckets_of
@@ -122,12 +121,7 @@ async def _read_back(
                 got[user] = exc
 
     if groups:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(max(1, min(concurrency, len(groups)))):
-                    group.create_task(reader())
-        except* StopRunError as stops:
-            raise stops.exceptions[0] from None
+        await in_workers(reader, min(concurrency, len(groups)))
     return got
 
 

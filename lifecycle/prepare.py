@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -318,14 +318,19 @@ async def _read_states(
                 part(pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA))
                 rows = []
 
+    await in_workers(worker, min(concurrency, len(users)))
+    part(pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA))
+
+
+async def in_workers(worker: Callable[[], Coroutine[Any, Any, None]], count: int) -> None:
+    """``count`` copies of ``worker`` at once (at least one), sharing whatever queue it takes from."""
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(concurrency, len(users)))):
+            for _ in range(max(1, count)):
                 group.create_task(worker())
     except* StopRunError as stops:
         # one stop, not a group of them: the callers handle a stop like any other request's
         raise stops.exceptions[0] from None
-    part(pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA))
 
 
 async def read_snapshot(client: FrigadeClient, users: list[str], concurrency: int) -> pl.DataFrame:
