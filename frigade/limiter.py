@@ -9,7 +9,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 __all__ = ["AdaptiveConcurrency", "SettlingLimiter", "SlidingWindowLimiter"]
 
@@ -26,42 +26,66 @@ _MIN_WAIT = 2e-9
 RECOVERY_PER_S = 0.02
 
 
-class _Turns:
-    """A lock whose waiters take their turn by priority, highest first, and by arrival among equals.
+class _Queue:
+    """Waiters in the order they are served: by priority, highest first, and by arrival among equals.
 
     A push gives each request the number of requests its user still has to send: a user's requests
     go one after the other, so a long one served first keeps the rate up to the end, where served in
-    arrival order it would trail alone after everyone else had finished. A newcomer never takes the
-    lock ahead of a waiter.
+    arrival order it would trail alone after everyone else had finished.
     """
 
     def __init__(self) -> None:
-        self._held = False
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
 
-    async def acquire(self, priority: int = 0) -> None:
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def join(self, priority: int) -> asyncio.Future[None]:
+        """A waiter's place in the queue: its future is set when it is served."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (-priority, next(self._arrivals), waiter))
+        return waiter
+
+    def serve(self) -> bool:
+        """Serve the next waiter; False when none is left. A cancelled waiter stays in the heap until
+        its turn comes up, and is passed over then."""
+        while self._heap:
+            waiter = heapq.heappop(self._heap)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return True
+        return False
+
+
+class _Turns:
+    """A lock whose waiters take their turn in a ``_Queue``'s order; a newcomer never takes it ahead
+    of a waiter."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters = _Queue()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: int = 0) -> AsyncIterator[None]:
         # the lock is held whenever anyone waits (``release`` hands it straight on), so a free lock
         # means nobody is ahead
-        if not self._held:
-            self._held = True
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (-priority, next(self._arrivals), turn))
+        if self._held:
+            turn = self._waiters.join(priority)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed the lock as it was cancelled: pass it on
+                raise
+        self._held = True
         try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.release()  # handed the lock as it was cancelled: pass it on
-            raise
+            yield
+        finally:
+            self._release()
 
-    def release(self) -> None:
-        while self._waiters:
-            turn = heapq.heappop(self._waiters)[2]
-            if not turn.done():  # a cancelled waiter stays in the heap until its turn comes up
-                turn.set_result(None)
-                return
-        self._held = False
+    def _release(self) -> None:
+        self._held = self._waiters.serve()
 
 
 def _limit_and_window(rate: float, window: float) -> tuple[int, float]:
@@ -261,8 +285,7 @@ class SlidingWindowLimiter:
         """Wait for a grant; of the waiters, the one of the highest ``priority`` that came first is
         served next. Cancelling a waiter takes no grant and keeps the others' order."""
         # holding the turn across the wait is what orders the waiters: no newcomer barges in
-        await self._turns.acquire(priority)
-        try:
+        async with self._turns.hold(priority):
             while True:
                 now = self._clock()
                 self._recover(now)
@@ -274,8 +297,6 @@ class SlidingWindowLimiter:
                     self._grants.append(now)
                     return
                 await self._wait(max(_MIN_WAIT, ready_at - now))
-        finally:
-            self._turns.release()
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the rate changes meanwhile."""
@@ -333,8 +354,7 @@ class SettlingLimiter(SlidingWindowLimiter):
         self._slack_s = slack_s
 
     async def acquire(self, priority: int = 0) -> None:
-        await self._turns.acquire(priority)
-        try:
+        async with self._turns.hold(priority):
             while True:
                 now = self._clock()
                 self._recover(now)
@@ -352,8 +372,6 @@ class SettlingLimiter(SlidingWindowLimiter):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(_MIN_WAIT, wake - now))
-        finally:
-            self._turns.release()
 
     def settle(self, sent: float, answered: float | None) -> None:
         """The request granted at ``sent`` was answered at ``answered`` (None: it got no answer)."""
@@ -389,7 +407,7 @@ class AdaptiveConcurrency:
 
     The limit starts at ``initial`` and never leaves ``[floor, ceiling]``; ``ceiling`` is the user's
     ``--concurrency``. Time comes from ``clock``; ``acquire``/``release`` pair like a semaphore's.
-    Waiters get places by priority, then in arrival order (see ``_Turns``).
+    Waiters get places by priority, then in arrival order (``_Queue``).
     """
 
     def __init__(
@@ -426,8 +444,7 @@ class AdaptiveConcurrency:
         self._updated = math.nan
         self._p50 = math.nan
         self._in_flight = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._arrivals = itertools.count()
+        self._waiters = _Queue()
 
     @property
     def limit(self) -> int:
@@ -453,8 +470,7 @@ class AdaptiveConcurrency:
         if self._in_flight < self._limit and not self._waiters:
             self._in_flight += 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (-priority, next(self._arrivals), waiter))
+        waiter = self._waiters.join(priority)
         # the waiters ahead may all be cancelled ones, which hold no place
         self._wake()
         try:
@@ -478,11 +494,8 @@ class AdaptiveConcurrency:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self._limit:
-            waiter = heapq.heappop(self._waiters)[2]
-            if not waiter.done():  # a cancelled waiter leaves the heap when its turn comes up
-                self._in_flight += 1
-                waiter.set_result(None)
+        while self._in_flight < self._limit and self._waiters.serve():
+            self._in_flight += 1
 
     def _update(self) -> None:
         recent = sorted(self._recent)
