@@ -26,11 +26,12 @@ from frigade.resume import align
 from frigade.rules import DEFAULT_RULES, FlowState, Rules
 from lifecycle import interrupts
 from lifecycle.exitcodes import ExitCode
+from lifecycle.finish import returned_and_expected
 from lifecycle.job import Job
 from lifecycle.prepare import in_workers, read_snapshot
 from lifecycle.record import Attempt
 from lifecycle.runfolder import OUTCOME_SCHEMA, DispatchJournal, OutcomeLog
-from transforms.buckets import ROWS_PER_BUCKET, buckets_of
+from transforms.buckets import ROWS_PER_BUCKET
 from transforms.codes import Codes
 from transforms.merge import landed_elsewhere, replan
 from transforms.outcomes import latest_outcomes, users_without_state
@@ -304,14 +305,9 @@ def replan_work(job: Job, work: Work, per_bucket: int = ROWS_PER_BUCKET) -> Work
 def _landed_elsewhere(job: Job, plan: pl.LazyFrame, outcomes: pl.LazyFrame, per_bucket: int) -> pl.DataFrame:
     """``transforms.merge.landed_elsewhere`` over the run, a bucket of users at a time (it is per
     user-flow), each bucket's plan, outcomes, expected and returned state read alone."""
-    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
-    expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
-    buckets = buckets_of(parts, per_bucket)
     found = []
-    for k in range(len(buckets)):
-        where = buckets.where(k)
-        current = from_snapshot(latest_snapshot(parts.filter(where).collect()))
-        exp = StateFrames(*(e.filter(where).collect() for e in expected))
+    for where, snapshot, exp in returned_and_expected(job, per_bucket):
+        current = from_snapshot(snapshot)
         requests = plan.filter(where).select("request_id", *FLOW_KEY).collect()
         latest = latest_outcomes(outcomes.filter(where).select("request_id", "outcome", "attempt", "at").collect())
         found.append(landed_elsewhere(requests, latest, exp, current))

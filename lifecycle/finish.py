@@ -101,17 +101,11 @@ def _reconcile(job: Job, touched: pl.Series, per_bucket: int) -> pl.DataFrame:
     honoured = job.settings.send_created_at and job.rules.honours_created_at
     plan = pl.scan_parquet(job.folder.path("plan.parquet")).select("request_id", *FLOW_KEY, "seq", "created_at")
     outcomes = job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select("request_id", "user_id", "outcome")
-    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
-    buckets = buckets_of(parts, per_bucket)
-    expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
     found: list[pl.DataFrame] = []
     targeting = {"user_flows": 0, "hidden_by_targeting": 0}
 
     def snapshots() -> Iterator[pl.DataFrame]:
-        for k in range(len(buckets)):
-            where = buckets.where(k)
-            snapshot = latest_snapshot(parts.filter(where).collect())
-            exp_flows, exp_steps = (e.filter(where).collect() for e in expected)
+        for where, snapshot, (exp_flows, exp_steps) in returned_and_expected(job, per_bucket):
             last_sent = None
             if honoured:
                 sent = took_effect(outcomes.filter(where).collect())["request_id"]
@@ -127,6 +121,18 @@ def _reconcile(job: Job, touched: pl.Series, per_bucket: int) -> pl.DataFrame:
     mismatches = pl.concat(found)
     job.folder.write_parquet("reconcile.parquet", mismatches)
     return mismatches
+
+
+def returned_and_expected(job: Job, per_bucket: int) -> Iterator[tuple[pl.Expr, pl.DataFrame, StateFrames]]:
+    """The run's users a bucket at a time (``transforms.buckets``): the bucket's filter, the latest
+    state returned for its users, and the state expected of them, each read alone."""
+    parts = job.folder.lazy_parts("snapshot_parts", SNAPSHOT_SCHEMA)
+    expected = [pl.scan_parquet(job.folder.path(f"expected_{n}.parquet")) for n in ("flows", "steps")]
+    buckets = buckets_of(parts, per_bucket)
+    for k in range(len(buckets)):
+        where = buckets.where(k)
+        snapshot = latest_snapshot(parts.filter(where).collect())
+        yield where, snapshot, StateFrames(*(e.filter(where).collect() for e in expected))
 
 
 def _outcomes(job: Job) -> pl.DataFrame:
