@@ -27,16 +27,10 @@ class Buckets:
     def where(self, bucket: int, column: str = "user_id") -> pl.Expr:
         """The rows of ``bucket`` (0-based), by their ``column``."""
         user = pl.col(column)
-        keep = pl.lit(True)
-        if bucket > 0:
-            keep = keep & (user >= self.cuts[bucket - 1])
-        elif self.cuts:
-            # a missing id sorts first
-            keep = keep & ((user < self.cuts[0]) | user.is_null())
-            return keep
-        if bucket < len(self.cuts):
-            keep = keep & (user < self.cuts[bucket])
-        return keep
+        after = user >= self.cuts[bucket - 1] if bucket > 0 else pl.lit(True)
+        before = user < self.cuts[bucket] if bucket < len(self.cuts) else pl.lit(True)
+        # a missing id sorts first: the first bucket's
+        return (after & before) | user.is_null() if bucket == 0 else after & before
 
 
 def user_buckets(users: pl.Series, rows: int, per_bucket: int = ROWS_PER_BUCKET) -> Buckets:
