@@ -237,15 +237,9 @@ async def push_shard_task(shard: Job, endpoint: Endpoint, budget: ShardBudget) -
 
 async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     """Push what is pending, then finish: after a stop too, over what was done."""
-    work, attempt, journal = work_for(job), begin_attempt(job), journal_for(job)
-    started = time.monotonic()
+    attempt, started = begin_attempt(job), time.monotonic()
     try:
-        with push_heap(), progress_bar(job, work, client) as progress:
-            await push_batches(job, work, client, journal, progress)
-            # flows where the server showed progress made outside the run, planned again from it
-            again = replan_work(job, work)
-            if again is not None:
-                await push_batches(job, again, client, journal, progress)
+        await push_pending(job, client)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
         record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
@@ -256,6 +250,18 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
     if say is not None:
         say(f"finish: the run {result.summary.get('status')}, exit code {int(result.exit_code)}")
     return result
+
+
+async def push_pending(job: Job, client: FrigadeClient) -> None:
+    """Push the plan's pending requests, then what the server's answers showed must be planned again.
+    The pending plan and its per-user maps are this function's alone: the finish runs without them."""
+    work, journal = work_for(job), journal_for(job)
+    with push_heap(), progress_bar(job, work, client) as progress:
+        await push_batches(job, work, client, journal, progress)
+        # flows where the server showed progress made outside the run, planned again from it
+        again = replan_work(job, work)
+        if again is not None:
+            await push_batches(job, again, client, journal, progress)
 
 
 def progress_bar(job: Job, work: Work, client: FrigadeClient) -> PushProgress:

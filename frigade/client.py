@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json as jsonlib
 import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -510,12 +511,18 @@ class FrigadeClient:
     ) -> _Reply:
         self.raise_if_stopped()
         with self._stoppable(self._waiting):
-            if gated:
-                try:
-                    await self._gate.wait_open()
-                except UnreachableError as exc:
-                    raise self._stop(exc) from None
-            await self._slots.acquire(priority)
+            while True:
+                if gated:
+                    try:
+                        await self._gate.wait_open()
+                    except UnreachableError as exc:
+                        raise self._stop(exc) from None
+                await self._slots.acquire(priority)
+                if not gated or self._gate.is_open:
+                    break
+                # the gate shut while this request waited for its place: the place goes back (a
+                # probe may need it) and the request waits at the gate with the others
+                self._slots.release()
         sent, answered = math.nan, None
         try:
             with self._stoppable(self._waiting):
@@ -527,7 +534,7 @@ class FrigadeClient:
                 # a stop may have come while this request waited its turn
                 self.raise_if_stopped()
                 with self._stoppable(self._sending):
-                    response = await self._send(index, method, path, json, params)
+                    response = await _bare(self._send(index, method, path, json, params))
                 answered = self._limiter.now()
                 self._gate.answered()
                 if _throttling(response):
@@ -661,6 +668,10 @@ class _Gate:
     def enabled(self) -> bool:
         return self.window_s > 0
 
+    @property
+    def is_open(self) -> bool:
+        return self._down_since is None and self._fatal is None
+
     def failed(self, reason: str) -> int:
         """A connection could not be made: shut the gate (and start probing). Returns the outage's number."""
         self._reason = reason
@@ -736,6 +747,14 @@ class _Gate:
                 pass  # connected, then failed: reachable all the same
             self._open()
             return
+
+
+def _bare(call: Coroutine[Any, Any, _Reply]) -> asyncio.Task[_Reply]:
+    """``call`` as a task of its own in an empty context. A connection registers its reader in the
+    context of the request that opened it, and holds that context as long as it stays open: opened
+    inside a Prefect task run, it kept the run's parameters and result (an export's whole analysis,
+    a push's pending plan) alive until the flow run ended. The caller's cancellation reaches it."""
+    return asyncio.create_task(call, name="frigade-send", context=contextvars.Context())
 
 
 def _throttling(response: _Reply) -> bool:

@@ -19,7 +19,7 @@ from lifecycle.runfolder import OUTCOME_SCHEMA
 from lifecycle.settings import failure_limit
 from lifecycle.statedir import KNOWN_SNAPSHOT
 from transforms.buckets import ROWS_PER_BUCKET, buckets_of
-from transforms.outcomes import latest_outcomes, left_at_target, per_flow, took_effect, verdict
+from transforms.outcomes import Verdict, latest_outcomes, left_at_target, per_flow, took_effect, verdict
 from transforms.reconcile import last_sent_times, latest_snapshot, reconcile, targeting_summary
 from transforms.snapshot import SNAPSHOT_SCHEMA
 from transforms.state import FLOW_KEY
@@ -42,38 +42,56 @@ class RunResult:
 def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = ROWS_PER_BUCKET) -> RunResult:
     """Snapshot, reconcile, count, report. Runs after a stop too, over what was done. The returned
     state is taken a bucket of about ``per_bucket`` rows at a time (``transforms.buckets``)."""
-    # what the verdict needs of every request; the rest is read a bucket of users at a time
-    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
-    outcomes = _outcomes(job)
-    touched = _touched_users(job, plan)
+    touched = _touched_users(job)
     mismatches = _reconcile(job, touched, per_bucket)
-    latest = latest_outcomes(outcomes)
-    judged = verdict(plan, latest, mismatches, touched)
-    this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
+    judged = _judge(job, attempt, touched, mismatches)
     attempt.finished_at = datetime.now(UTC).isoformat()
     attempt.elapsed_s = round(elapsed_s, 3)
-    attempt.sent = int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0
-    for name, value in judged.fields().items():
+    for name, value in judged.verdict.fields().items():
         setattr(job.run, name, value)
     if not job.run.stopped:
         limit = failure_limit(job.settings.max_failures, (job.run.counts or {}).get("users", 0))
         # progress left out of the plan fails the run too, unless the user accepted it
         lost = progress_lost(job.run.as_dict())
-        job.run.status = "failed" if judged.failed(limit) or lost else "succeeded"
+        job.run.status = "failed" if judged.verdict.failed(limit) or lost else "succeeded"
     job.save()
     # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
     if job.state_dir is not None and not job.run.stopped and job.shard is None:
-        hashes = _hashes(job, plan, latest, mismatches)
         snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))
-        job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, hashes, per_bucket)
-        _record_base(job, hashes)
+        job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, judged.hashes, per_bucket)
+        _record_base(job, judged.hashes)
         # A sync's snapshot holds only the users it planned; an audit compares full states.
         copy_known_snapshot(job)
     summary = job.run.as_dict()
-    exp_flows = job.folder.read_parquet("expected_flows.parquet")
-    report = render(summary, per_flow=per_flow(plan, exp_flows), mismatch_sample=mismatches.head(20).to_dicts())
+    report = render(summary, per_flow=judged.per_flow, mismatch_sample=mismatches.head(20).to_dicts())
     job.folder.write_text("report.md", report)
     return RunResult(exit_code_of(job), str(job.folder.root), summary, report)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    verdict: Verdict
+    hashes: tuple[pl.DataFrame, pl.DataFrame] | None
+    per_flow: list[dict[str, Any]]
+
+
+def _judge(job: Job, attempt: Attempt, touched: pl.Series, mismatches: pl.DataFrame) -> _Judged:
+    """What every request's latest outcome says, with the reconciliation's mismatches. The plan and
+    the outcomes of every request are held only here: not beside the reconciliation or the state
+    folder's fold, which take the returned state a bucket at a time."""
+    plan = pl.read_parquet(job.folder.path("plan.parquet"), columns=_PLAN_COLUMNS)
+    outcomes = _outcomes(job)
+    this_attempt = outcomes.filter(pl.col("attempt") == job.attempt)
+    attempt.sent = int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0
+    latest = latest_outcomes(outcomes)
+    del outcomes, this_attempt
+    keeps = job.state_dir is not None and job.shard is None and not job.run.stopped
+    exp_flows = job.folder.read_parquet("expected_flows.parquet")
+    return _Judged(
+        verdict(plan, latest, mismatches, touched),
+        _hashes(job, plan, latest, mismatches) if keeps else None,
+        per_flow(plan, exp_flows),
+    )
 
 
 def exit_code_of(job: Job) -> ExitCode:
@@ -139,12 +157,15 @@ def _outcomes(job: Job) -> pl.DataFrame:
     return job.folder.lazy_parts("outcomes", OUTCOME_SCHEMA).select(_OUTCOME_COLUMNS).collect()
 
 
-def _touched_users(job: Job, plan: pl.DataFrame) -> pl.Series:
+def _touched_users(job: Job) -> pl.Series:
     """Users of the plan, and those of the plans a change of rules superseded that were read back."""
     read_back = sorted(maybe_touched(job)) if job.run.superseded else []
-    return pl.concat(
-        [plan.select("user_id"), pl.DataFrame({"user_id": read_back}, schema={"user_id": pl.String})]
-    ).unique()["user_id"]
+    planned = pl.scan_parquet(job.folder.path("plan.parquet")).select("user_id")
+    return (
+        pl.concat([planned, pl.LazyFrame({"user_id": read_back}, schema={"user_id": pl.String})])
+        .unique()
+        .collect()["user_id"]
+    )
 
 
 def remember(job: Job, run_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The garbage collector's settings for a run.
+"""The garbage collector's and the allocator's settings for a run.
 
 A push allocates a few dozen short-lived objects per request (tasks, futures, answers, parsed states)
 and keeps almost none of them. With CPython's defaults (a young collection every 700 allocations) the
@@ -10,16 +10,37 @@ So a run's process collects young objects every ``YOUNG`` allocations, by which 
 allocated since the last collection is gone; and during a push the objects that exist before it are
 frozen (left out of every collection: they live for the whole run anyway). Reference cycles are still
 collected, only less often.
+
+polars allocates with jemalloc, which keeps the pages a frame freed for ten seconds before it gives
+them back to the system. A run's phases follow one another faster than that, so the memory each one
+freed stayed in the process under the next: what planning 20,000 users freed was still there while
+their finish ran, and the job's peak grew with its users (bench/RESULTS.md, push_memory). A run's
+process has jemalloc give freed pages back at once (``return_freed_pages``), which cost no time that
+benchmark could measure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
 from collections.abc import Iterator
 
-__all__ = ["YOUNG", "lean_collector", "push_heap"]
+__all__ = ["JEMALLOC_ENV", "JEMALLOC_SETTINGS", "YOUNG", "lean_collector", "push_heap", "return_freed_pages"]
+
+#: where polars' jemalloc reads its settings, once, when polars is loaded
+JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
+#: freed pages back to the system at once (jemalloc's default waits 10 s)
+JEMALLOC_SETTINGS = "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def return_freed_pages() -> None:
+    """Has polars' allocator give freed pages back at once, unless the environment sets it already.
+    Only a process that has not loaded polars yet takes it: the console command and a flow run's
+    process do this on import of their package (``cli``, ``flows``), before anything loads polars."""
+    os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_SETTINGS)
+
 
 #: allocations between young collections (CPython's default is 700)
 YOUNG = 20_000

@@ -159,18 +159,22 @@ def test_at_most_concurrency_users_in_flight_with_a_fixed_number_of_tasks() -> N
     active: set[str] = set()
     peak_users = 0
     peak_tasks = 0
+    peak_sends = 0
 
     async def users() -> AsyncIterator[UserWork]:
         for i in range(300):
             yield backfill(f"u{i}", i, length=3)
 
     def track(outcome: Outcome) -> None:
-        nonlocal peak_users, peak_tasks
+        nonlocal peak_users, peak_tasks, peak_sends
         active.add(outcome.user_id)
         if outcome.seq == 2:
             active.discard(outcome.user_id)
         peak_users = max(peak_users, len(active))
-        peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
+        tasks = asyncio.all_tasks()
+        sends = {t for t in tasks if t.get_name() == "frigade-send"}
+        peak_tasks = max(peak_tasks, len(tasks - sends))
+        peak_sends = max(peak_sends, len(sends))
 
     async def main() -> PushSummary:
         fake.clock = now
@@ -183,6 +187,7 @@ def test_at_most_concurrency_users_in_flight_with_a_fixed_number_of_tasks() -> N
     assert summary.users_done == 300
     assert 5 <= peak_users <= 10
     assert peak_tasks <= 10 + 2, "workers, not one task per user"
+    assert peak_sends <= 10, "a request has a task of its own only while it is sent"
 
 
 def test_empty_input() -> None:

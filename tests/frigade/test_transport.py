@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import gc
 import gzip
 import json
 import socket
+import weakref
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import httpx
 import pytest
@@ -337,3 +341,45 @@ def test_the_clients_own_wire_decodes_a_gzip_answer() -> None:
             return reply.content
 
     assert json.loads(asyncio.run(main())) == {"eligibleFlows": [], "ineligibleFlows": ["f"]}
+
+
+class _Caller:
+    """What a caller's context can hold: a Prefect task run's parameters and result, say."""
+
+
+async def _keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    payload = json.dumps({"eligibleFlows": [], "ineligibleFlows": []}).encode()
+    while True:
+        try:
+            await _read_request(reader)
+        except asyncio.IncompleteReadError:
+            return  # the client closed the connection
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        await writer.drain()
+
+
+@pytest.mark.parametrize("http", ["aiohttp", "httpx"])
+def test_a_connection_kept_open_keeps_nothing_of_the_caller_that_opened_it(http: Literal["aiohttp", "httpx"]) -> None:
+    """A connection registers its reader in the context of the request that opened it and holds it
+    while it stays open, for the whole run: the client opens its connections in an empty context, so
+    that a caller's context (a Prefect task run's, with an export's whole analysis) can go."""
+    held: contextvars.ContextVar[_Caller] = contextvars.ContextVar("held")
+
+    async def main() -> None:
+        async with _Served(_keep_alive) as served, FrigadeClient(served.url, ApiKey("k"), rate=1000, http=http) as c:
+            caller = _Caller()
+            gone = weakref.ref(caller)
+
+            async def call(mine: _Caller) -> None:
+                held.set(mine)
+                await c.read_state("u1")
+
+            await asyncio.create_task(call(caller))  # a task of its own: a context of its own, as a task run's
+            del caller
+            await asyncio.sleep(0)  # the loop lets go of the handle that woke this task with the other's end
+            gc.collect()
+            assert gone() is None, "the open connection kept the caller's context"
+            await c.read_state("u2")  # the connection is still open and still serves
+
+    asyncio.run(main())

@@ -1,13 +1,17 @@
 """The collector during a push: lean young collections and the objects from before it frozen, then
-back as it was; cycles made during the push are still collected; overlapping pushes share one period."""
+back as it was; cycles made during the push are still collected; overlapping pushes share one period.
+A run's process gives the pages polars freed back at once."""
 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 
 import pytest
 
-from lifecycle.heap import YOUNG, lean_collector, push_heap
+from lifecycle.heap import JEMALLOC_ENV, YOUNG, lean_collector, push_heap
 
 
 class _Node:
@@ -45,3 +49,43 @@ def test_the_collector_is_restored_after_a_block_that_raises() -> None:
         raise RuntimeError("stop")
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+_FREE_A_FRAME = """
+import sys
+import {package}
+import polars as pl
+
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) // 1024 for line in fh if line.startswith("VmRSS:"))
+
+before = rss()
+frame = pl.DataFrame({{"n": pl.int_range(0, 4_000_000, eager=True)}}).with_columns(pl.col("n").cast(pl.String))
+grew = rss() - before
+del frame
+print(grew, rss() - before)
+"""
+
+
+def _freed(package: str, **env: str) -> tuple[int, int]:
+    """(MiB a frame took, MiB still held once it is freed) in a new process that imported ``package``."""
+    environ = {k: v for k, v in os.environ.items() if k != JEMALLOC_ENV} | env
+    code = _FREE_A_FRAME.format(package=package)
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    grew, held = (int(n) for n in out.stdout.split())
+    return grew, held
+
+
+@pytest.mark.parametrize("package", ["cli", "flows"])
+def test_a_run_process_gives_a_freed_frame_back_at_once(package: str) -> None:
+    """The console command's process and a flow run's: a frame freed is memory given back."""
+    grew, held = _freed(package)
+    assert grew > 60, grew
+    assert held < grew / 4, (grew, held)
+
+
+def test_the_allocators_own_wait_keeps_it_and_a_users_setting_wins() -> None:
+    # the control: jemalloc's default, set by the user, keeps the freed pages
+    grew, held = _freed("cli", **{JEMALLOC_ENV: "dirty_decay_ms:10000"})
+    assert held > grew / 2, (grew, held)
