@@ -36,10 +36,14 @@ JEMALLOC_SETTINGS = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
 def return_freed_pages() -> None:
-    """Has polars' allocator give freed pages back at once, unless the environment sets it already.
-    Only a process that has not loaded polars yet takes it: the console command and a flow run's
-    process do this on import of their package (``cli``, ``flows``), before anything loads polars."""
-    os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_SETTINGS)
+    """Has polars' allocator give freed pages back at once. Only a process that has not loaded polars
+    yet takes it: the console command and a flow run's process do this on import of their package
+    (``cli``, ``flows``), before anything loads polars. The settings go last, where jemalloc lets them
+    win: polars writes its own (pages kept half a second) into the environment when it loads, so a
+    child of any process that loaded polars inherits them."""
+    current = os.environ.get(JEMALLOC_ENV, "")
+    if not current.endswith(JEMALLOC_SETTINGS):
+        os.environ[JEMALLOC_ENV] = f"{current},{JEMALLOC_SETTINGS}" if current else JEMALLOC_SETTINGS
 
 
 #: allocations between young collections (CPython's default is 700)
