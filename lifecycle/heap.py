@@ -11,12 +11,13 @@ allocated since the last collection is gone; and during a push the objects that 
 frozen (left out of every collection: they live for the whole run anyway). Reference cycles are still
 collected, only less often.
 
-polars allocates with jemalloc, which keeps the pages a frame freed for ten seconds before it gives
-them back to the system. A run's phases follow one another faster than that, so the memory each one
-freed stayed in the process under the next: what planning 20,000 users freed was still there while
-their finish ran, and the job's peak grew with its users (bench/RESULTS.md, push_memory). A run's
-process has jemalloc give freed pages back at once (``return_freed_pages``), which cost no time that
-benchmark could measure.
+polars allocates with jemalloc, which keeps the pages a frame freed for a while, and gives them back
+only when it next allocates. A run's phases follow one another faster, and a push hardly allocates
+with polars, so the memory each phase freed stayed in the process under the next: what planning
+20,000 users freed was still there while their finish ran, and the job's peak grew with its users
+(bench/RESULTS.md, push_memory). A run's process has a jemalloc thread of its own give freed pages back
+within ``DECAY_MS`` (``return_freed_pages``). Giving them back at once instead cost a third more time
+planning a 5M-row export; a fifth of a second cost none that could be measured.
 """
 
 from __future__ import annotations
@@ -27,18 +28,29 @@ import os
 import threading
 from collections.abc import Iterator
 
-__all__ = ["JEMALLOC_ENV", "JEMALLOC_SETTINGS", "YOUNG", "lean_collector", "push_heap", "return_freed_pages"]
+__all__ = [
+    "DECAY_MS",
+    "JEMALLOC_ENV",
+    "JEMALLOC_SETTINGS",
+    "YOUNG",
+    "lean_collector",
+    "push_heap",
+    "return_freed_pages",
+]
 
 #: where polars' jemalloc reads its settings, once, when polars is loaded
 JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
-#: freed pages back to the system at once (jemalloc's default waits 10 s)
-JEMALLOC_SETTINGS = "dirty_decay_ms:0,muzzy_decay_ms:0"
+#: how long freed pages are kept for reuse before they go back to the system
+DECAY_MS = 200
+#: freed pages back to the system after ``DECAY_MS``, by a thread of the allocator's own (polars'
+#: settings keep them 0.5 s, then 1 s more, and only give them back when it next allocates)
+JEMALLOC_SETTINGS = f"background_thread:true,dirty_decay_ms:{DECAY_MS},muzzy_decay_ms:0"
 
 
 def return_freed_pages() -> None:
-    """Has polars' allocator give freed pages back at once. Only a process that has not loaded polars
-    yet takes it: the console command and a flow run's process do this on import of their package
-    (``cli``, ``flows``), before anything loads polars. The settings go last, where jemalloc lets them
+    """Has polars' allocator give freed pages back within ``DECAY_MS``. Only a process that has not
+    loaded polars yet takes it: the console command and a flow run's process do this on import of
+    their package (``cli``, ``flows``), before anything loads polars. The settings go last, where jemalloc lets them
     win: polars writes its own (pages kept half a second) into the environment when it loads, so a
     child of any process that loaded polars inherits them."""
     current = os.environ.get(JEMALLOC_ENV, "")
