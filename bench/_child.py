@@ -30,6 +30,10 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
+# first, as in the command itself: a run's allocator settings take effect only before polars loads
+import cli  # noqa: F401
+
+# isort: split
 import polars as pl
 
 from lifecycle.exitcodes import ExitCode
