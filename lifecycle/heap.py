@@ -17,7 +17,7 @@ with polars, so the memory each phase freed stayed in the process under the next
 20,000 users freed was still there while their finish ran, and the job's peak grew with its users
 (bench/RESULTS.md, push_memory). A run's process has a jemalloc thread of its own give freed pages back
 within ``DECAY_MS`` (``return_freed_pages``). Giving them back at once instead cost a third more time
-planning a 5M-row export; a fifth of a second cost none that could be measured.
+planning a 5M-row export; a twentieth of a second cost none that could be measured.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = [
 #: where polars' jemalloc reads its settings, once, when polars is loaded
 JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
 #: how long freed pages are kept for reuse before they go back to the system
-DECAY_MS = 200
+DECAY_MS = 50
 #: freed pages back to the system after ``DECAY_MS``, by a thread of the allocator's own (polars'
 #: settings keep them 0.5 s, then 1 s more, and only give them back when it next allocates)
 JEMALLOC_SETTINGS = f"background_thread:true,dirty_decay_ms:{DECAY_MS},muzzy_decay_ms:0"
