@@ -6,10 +6,16 @@ its limiter) -> snapshot + reconcile -> report (file + Prefect artifacts).
 
 from __future__ import annotations
 
+# first: a deployment loads this file as a script of its own, not as ``flows.backfill``, and the run's
+# allocator settings (set on import of ``flows``) take effect only before polars loads
+import flows  # noqa: F401
+
+# isort: split
 import asyncio
 import io
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast
@@ -242,7 +248,10 @@ async def push_one(job: Job, client: FrigadeClient) -> RunResult:
         await push_pending(job, client)
         await fill_missing_snapshots(job, client)
     except* StopRunError as group:
-        record_stop(job, attempt, cast(StopRunError, group.exceptions[0]))
+        stop = cast(StopRunError, group.exceptions[0])
+        record_stop(job, attempt, stop)
+        # the client keeps its stop for the rest of the run: not the push's frames (work, batches) with it
+        traceback.clear_frames(stop.__traceback__)
     say = log_line(job)
     if say is not None:
         say("finish: snapshot, reconcile, report")

@@ -679,7 +679,10 @@ class _Gate:
             self._outage += 1
             self._down_since = self._clock()
             self._settled.clear()
-            self._prober = asyncio.create_task(self._probe_until_up(self._outage), name="frigade-probe")
+            # in a context of its own: a finished task keeps its context, and this one is kept
+            # until the next outage (``_bare`` says what a Prefect task run's context holds)
+            probe = self._probe_until_up(self._outage)
+            self._prober = asyncio.create_task(probe, name="frigade-probe", context=contextvars.Context())
         return self._outage
 
     def answered(self) -> None:

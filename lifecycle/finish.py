@@ -44,7 +44,9 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = R
     state is taken a bucket of about ``per_bucket`` rows at a time (``transforms.buckets``)."""
     touched = _touched_users(job)
     mismatches = _reconcile(job, touched, per_bucket)
-    judged = _judge(job, attempt, touched, mismatches)
+    # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
+    remembers = job.state_dir is not None and not job.run.stopped and job.shard is None
+    judged = _judge(job, attempt, touched, mismatches, hashes=remembers)
     attempt.finished_at = datetime.now(UTC).isoformat()
     attempt.elapsed_s = round(elapsed_s, 3)
     for name, value in judged.verdict.fields().items():
@@ -55,8 +57,7 @@ def finish_run(job: Job, attempt: Attempt, elapsed_s: float, per_bucket: int = R
         lost = progress_lost(job.run.as_dict())
         job.run.status = "failed" if judged.verdict.failed(limit) or lost else "succeeded"
     job.save()
-    # a shard's state is remembered by its run, once every shard has finished (lifecycle.shards)
-    if job.state_dir is not None and not job.run.stopped and job.shard is None:
+    if remembers and job.state_dir is not None:
         snapshot = pl.scan_parquet(job.folder.path("snapshot.parquet"))
         job.state_dir.record(snapshot, job.run.run_id or "", job.settings.target, judged.hashes, per_bucket)
         _record_base(job, judged.hashes)
@@ -75,7 +76,7 @@ class _Judged:
     per_flow: list[dict[str, Any]]
 
 
-def _judge(job: Job, attempt: Attempt, touched: pl.Series, mismatches: pl.DataFrame) -> _Judged:
+def _judge(job: Job, attempt: Attempt, touched: pl.Series, mismatches: pl.DataFrame, *, hashes: bool) -> _Judged:
     """What every request's latest outcome says, with the reconciliation's mismatches. The plan and
     the outcomes of every request are held only here: not beside the reconciliation or the state
     folder's fold, which take the returned state a bucket at a time."""
@@ -85,11 +86,10 @@ def _judge(job: Job, attempt: Attempt, touched: pl.Series, mismatches: pl.DataFr
     attempt.sent = int((this_attempt["outcome"] == "sent").sum()) if this_attempt.height else 0
     latest = latest_outcomes(outcomes)
     del outcomes, this_attempt
-    keeps = job.state_dir is not None and job.shard is None and not job.run.stopped
     exp_flows = job.folder.read_parquet("expected_flows.parquet")
     return _Judged(
         verdict(plan, latest, mismatches, touched),
-        _hashes(job, plan, latest, mismatches) if keeps else None,
+        _hashes(job, plan, latest, mismatches) if hashes else None,
         per_flow(plan, exp_flows),
     )
 

@@ -43,7 +43,7 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
 }
 
 #: rows per row group of a file written by streaming: the writer holds one row group before it writes
-#: it, and polars' default (about 250,000 rows) made the snapshot's 33 MiB at 20,000 users (2 at 3,000)
+#: it, and polars' default (about 250,000 rows) made the snapshot's merge 33 MiB at 20,000 users (2 at 3,000)
 SINK_ROW_GROUP = 50_000
 
 

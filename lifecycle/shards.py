@@ -204,9 +204,7 @@ def _concat(job: Job, shards: Sequence[Job], name: str) -> None:
     """The shards' ``name`` streamed into the run's own (a shard without one adds nothing)."""
     files = [s.folder.path(name) for s in shards if s.folder.path(name).exists()]
     if files:
-        tmp = job.folder.path(f".{name}.tmp")
-        pl.scan_parquet(files, missing_columns="insert").sink_parquet(tmp)
-        tmp.replace(job.folder.path(name))
+        job.folder.sink_parquet(name, pl.scan_parquet(files, missing_columns="insert"))
 
 
 def record_sharded_plan(job: Job, shards: Sequence[Job], catalog: Catalog) -> None:
