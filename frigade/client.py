@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -68,6 +68,7 @@ _BODY_EXCERPT = 500
 _Verdict = Literal["applied", "not_applied", "conflict", "unresolved"]
 #: an answer read whole: an ``Answer`` off the client's own aiohttp wire, else httpx's response
 _Reply = Answer | httpx.Response
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +535,7 @@ class FrigadeClient:
                 # a stop may have come while this request waited its turn
                 self.raise_if_stopped()
                 with self._stoppable(self._sending):
-                    response = await _bare(self._send(index, method, path, json, params))
+                    response = await _bare(self._send(index, method, path, json, params), "frigade-send")
                 answered = self._limiter.now()
                 self._gate.answered()
                 if _throttling(response):
@@ -679,10 +680,8 @@ class _Gate:
             self._outage += 1
             self._down_since = self._clock()
             self._settled.clear()
-            # in a context of its own: a finished task keeps its context, and this one is kept
-            # until the next outage (``_bare`` says what a Prefect task run's context holds)
-            probe = self._probe_until_up(self._outage)
-            self._prober = asyncio.create_task(probe, name="frigade-probe", context=contextvars.Context())
+            # a finished task keeps its context, and this one is kept until the next outage
+            self._prober = _bare(self._probe_until_up(self._outage), "frigade-probe")
         return self._outage
 
     def answered(self) -> None:
@@ -752,12 +751,13 @@ class _Gate:
             return
 
 
-def _bare(call: Coroutine[Any, Any, _Reply]) -> asyncio.Task[_Reply]:
-    """``call`` as a task of its own in an empty context. A connection registers its reader in the
-    context of the request that opened it, and holds that context as long as it stays open: opened
-    inside a Prefect task run, it kept the run's parameters and result (an export's whole analysis,
-    a push's pending plan) alive until the flow run ended. The caller's cancellation reaches it."""
-    return asyncio.create_task(call, name="frigade-send", context=contextvars.Context())
+def _bare(call: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+    """``call`` as a task of its own in an empty context. What the client starts that outlives its
+    caller holds the context it started in: a connection registers its reader in the context of the
+    request that opened it, and holds it as long as it stays open; opened inside a Prefect task run,
+    it kept the run's parameters and result (an export's whole analysis, a push's pending plan) alive
+    until the flow run ended. An awaiting caller's cancellation reaches the task."""
+    return asyncio.create_task(call, name=name, context=contextvars.Context())
 
 
 def _throttling(response: _Reply) -> bool:

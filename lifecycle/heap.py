@@ -50,9 +50,9 @@ JEMALLOC_SETTINGS = f"background_thread:true,dirty_decay_ms:{DECAY_MS},muzzy_dec
 def return_freed_pages() -> None:
     """Has polars' allocator give freed pages back within ``DECAY_MS``. Only a process that has not
     loaded polars yet takes it: the console command and a flow run's process do this on import of
-    their package (``cli``, ``flows``), before anything loads polars. The settings go last, where jemalloc lets them
-    win: polars writes its own (pages kept half a second) into the environment when it loads, so a
-    child of any process that loaded polars inherits them."""
+    their package (``cli``, ``flows``), before anything loads polars. The settings go last, where
+    jemalloc lets them win: polars writes its own (pages kept half a second) into the environment
+    when it loads, so a child of any process that loaded polars inherits them."""
     current = os.environ.get(JEMALLOC_ENV, "")
     if not current.endswith(JEMALLOC_SETTINGS):
         os.environ[JEMALLOC_ENV] = f"{current},{JEMALLOC_SETTINGS}" if current else JEMALLOC_SETTINGS
